@@ -1,0 +1,158 @@
+"""Typed experiment configuration (pydantic). One YAML file in ``configs/`` is one
+``ExperimentConfig``; unknown keys, wrong types and impossible values fail before any work
+starts, naming the field. Defaults run on a laptop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distill.data.base import DatasetOptions, parse_dataset_options
+from distill.features import FeatureConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    name: str = Field("res8", description="Registered network: res8, res8_narrow, tiny, or your own.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the network's builder.")
+
+
+class ChainConfig(_Strict):
+    lengths_ms: list[int] = Field(default_factory=lambda: [1000, 900, 800, 700, 600, 500], min_length=1,
+                                  description="Student input lengths, strictly decreasing; each stage is taught by the previous one.")
+    crops_per_clip: int = Field(2, ge=1, description="Random crops drawn from each training clip per stage.")
+    baselines: list[Literal["direct", "one_shot"]] = Field(
+        default_factory=lambda: ["direct", "one_shot"],
+        description="Baselines at the final length: direct (clip labels) and one_shot (labels of the full-length teacher).")
+
+    @field_validator("lengths_ms")
+    @classmethod
+    def _decreasing(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"lengths must be positive, got {v}")
+        if any(b >= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"lengths must be strictly decreasing, got {v}")
+        return v
+
+
+class LabelsConfig(_Strict):
+    mode: Literal["hard", "soft"] = Field("hard", description="hard: teacher argmax + cross-entropy; soft: teacher probabilities + KL.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of the teacher's probabilities (and of the soft loss).")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(8, ge=1, description="Epochs per student and baseline.")
+    teacher_epochs: int | None = Field(None, ge=1, description="Epochs of the full-length teacher (default: epochs).")
+    batch_size: int = Field(64, ge=1, description="Batch size per worker.")
+    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate (cosine decay over the stage).")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
+    use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")
+
+
+class RelabelConfig(_Strict):
+    batch_size: int = Field(256, ge=1, description="Crops per teacher forward pass.")
+    actors: int = Field(1, ge=1, description="Teacher actors in the Ray Data actor pool.")
+    cpus_per_actor: float = Field(1, gt=0, description="CPUs per teacher actor (also its torch threads).")
+    gpus_per_actor: float = Field(0, ge=0, description="GPUs per teacher actor (fractions allowed).")
+
+
+class EvalConfig(_Strict):
+    stream_hop_ms: int = Field(100, gt=0, description="Hop of the sliding window of the stream protocol.")
+    batch_size: int = Field(256, ge=1, description="Windows per forward pass during evaluation.")
+
+
+class StorageConfig(_Strict):
+    root: str = Field("pld-runs", description="Directory under which every chain writes its datasets and checkpoints.")
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db).")
+    experiment: str = Field("pld", description="MLflow experiment name.")
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="Existing cluster to join (default: $RAY_ADDRESS, else a local Ray).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started when no address is given.")
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("pld", description="Name of the chain (MLflow parent run name).")
+    seed: int = Field(0, description="Seed of crops, initialisation and data order.")
+    data: DatasetOptions = Field(default_factory=lambda: parse_dataset_options({}),
+                                 description="Dataset: a registry name plus that dataset's options.")
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    chain: ChainConfig = Field(default_factory=ChainConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    relabel: RelabelConfig = Field(default_factory=RelabelConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _dataset(cls, v: Any) -> DatasetOptions:
+        return parse_dataset_options(v)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "ExperimentConfig":
+        if self.chain.lengths_ms[0] > self.data.clip_ms:
+            raise ValueError(f"chain.lengths_ms: {self.chain.lengths_ms[0]} ms is longer than data.clip_ms ({self.data.clip_ms} ms)")
+        if self.features.sample_rate != self.data.sample_rate:
+            raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
+        return self
+
+    def flat_params(self) -> dict[str, str]:
+        """The resolved config as dotted keys, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the file and the fields."""
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}  # safe_load: a config never constructs objects
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path or 'config'}: invalid config\n  " + "\n  ".join(lines)) from None
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from None

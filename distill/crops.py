@@ -1,0 +1,38 @@
+"""Seeded crop sampling: where in each clip the shorter input windows of a stage come from.
+
+Offsets depend only on (seed, clip_id, crop length), never on batch boundaries or worker
+order, so a relabel stage partitioned any way over a cluster yields the same crops — and the
+``direct`` and ``one_shot`` baselines see exactly the crops of the final PLD student.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def clip_rng(seed: int, clip_id: str, crop_samples: int) -> np.random.Generator:
+    """A generator private to one (seed, clip, crop length)."""
+    digest = hashlib.blake2b(f"{clip_id}\x00{crop_samples}".encode(), digest_size=8).digest()
+    return np.random.default_rng([seed & 0xFFFFFFFF, int.from_bytes(digest, "little")])
+
+
+def sample_crop_offsets(clip_id: str, clip_samples: int, crop_samples: int, k: int, seed: int) -> np.ndarray:
+    """``k`` start offsets (in samples), uniform over every position where the crop fits.
+
+    A crop as long as the clip has one position; it is returned ``k`` times so every stage
+    trains on the same number of rows per clip (the same budget).
+    """
+    if crop_samples <= 0 or crop_samples > clip_samples:
+        raise ValueError(f"crop of {crop_samples} samples does not fit a clip of {clip_samples} samples")
+    if k < 1:
+        raise ValueError(f"crops per clip must be ≥ 1, got {k}")
+    rng = clip_rng(seed, clip_id, crop_samples)
+    return rng.integers(0, clip_samples - crop_samples + 1, size=k, dtype=np.int64)
+
+
+def cut_crops(waveforms: np.ndarray, offsets: np.ndarray, crop_samples: int) -> np.ndarray:
+    """Rows ``waveforms[i, offsets[i] : offsets[i] + crop_samples]`` as one array."""
+    index = offsets[:, None] + np.arange(crop_samples)[None, :]
+    return np.take_along_axis(waveforms, index, axis=1)

@@ -1,0 +1,62 @@
+"""Log-mel features with torchaudio.
+
+The feature extractor is an ``nn.Module`` so that it moves with the model to a GPU and
+runs batched; it accepts waveforms of any length, which is what lets one network family
+serve every crop length of the PLD chain.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FeatureConfig(BaseModel):
+    """Log-mel front end (defaults follow Tang & Lin 2018: 40 mels, 30 ms window, 10 ms hop)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: int = Field(16000, gt=0, description="Sample rate of the audio the features read.")
+    n_mels: int = Field(40, gt=0, description="Number of mel bands.")
+    win_ms: float = Field(30.0, gt=0, description="Analysis window length in ms.")
+    hop_ms: float = Field(10.0, gt=0, description="Hop between frames in ms.")
+    f_min: float = Field(20.0, ge=0, description="Lowest mel filter frequency in Hz.")
+    f_max: float = Field(4000.0, gt=0, description="Highest mel filter frequency in Hz.")
+
+
+class LogMel(torch.nn.Module):
+    """int16-scaled or float waveforms ``(batch, samples)`` → log-mel ``(batch, 1, n_mels, frames)``."""
+
+    def __init__(self, cfg: FeatureConfig | None = None):
+        super().__init__()
+        cfg = cfg or FeatureConfig()
+        self.cfg = cfg
+        win = round(cfg.sample_rate * cfg.win_ms / 1000)
+        hop = round(cfg.sample_rate * cfg.hop_ms / 1000)
+        n_fft = 1 << (win - 1).bit_length()  # next power of two ≥ window
+        self.melspec = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=n_fft,
+            win_length=win,
+            hop_length=hop,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+        )
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dtype == torch.int16:
+            waveform = waveform.float() / 32768.0
+        if waveform.dim() == 1:
+            waveform = waveform.unsqueeze(0)
+        mel = self.melspec(waveform)  # (batch, n_mels, frames)
+        # log(x + eps) keeps silence finite; the offset matches common KWS front ends.
+        return torch.log(mel + 1e-6).unsqueeze(1)
+
+
+def num_samples(ms: float, sample_rate: int) -> int:
+    """Number of samples in ``ms`` milliseconds at ``sample_rate`` (rounded to the nearest)."""
+    return int(round(ms * sample_rate / 1000.0))

@@ -1,0 +1,130 @@
+"""``pld run``: the whole PLD chain on Ray, recorded in MLflow.
+
+source dataset (Ray Data) → for each stage of the plan: relabel crops with the previous
+stage's model (Ray Data actor pool) → train (Ray Train) → evaluate on the test split →
+log to a nested MLflow run. Ends with the summary table, printed and logged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+import ray
+
+from distill.checkpoint import ModelSpec, load_model_dir
+from distill.config import ExperimentConfig
+from distill.data.base import SILENCE, build_source_index
+from distill.features import num_samples
+from distill.runtime.evaluate import evaluate_task
+from distill.runtime.relabel import relabel_crops
+from distill.runtime.session import init_ray, tracking_uri
+from distill.runtime.source import load_split_arrays, write_source_dataset
+from distill.runtime.tracking import KIND, format_table, log_distilled_dataset, log_model, stage_tags
+from distill.runtime.train import train_stage
+from distill.stages import plan_chain
+
+SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "macs"]
+
+
+@dataclass
+class ChainResult:
+    parent_run_id: str
+    run_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    table: str = ""
+    seconds: float = 0.0
+
+
+def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: str | None = None,
+              out: Callable[[str], None] = print) -> ChainResult:
+    started = time.perf_counter()
+    init_ray(cfg, address)
+    uri = tracking_uri(cfg, tracking)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.tracking.experiment)
+    index = build_source_index(cfg.data)
+    plan = plan_chain(cfg)
+    labels = index.labels
+    silence_index = labels.index(SILENCE) if SILENCE in labels else None
+    sr = cfg.data.sample_rate
+    hop_samples = num_samples(cfg.eval.stream_hop_ms, sr)
+
+    with mlflow.start_run(run_name=cfg.name, tags={KIND: "chain"}) as parent:
+        run_dir = Path(cfg.storage.root).resolve() / f"{cfg.name}-{parent.info.run_id}"
+        mlflow.log_params(cfg.flat_params())
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
+        mlflow.set_tags({"pld.run_dir": str(run_dir), "pld.stages": ",".join(s.name for s in plan)})
+        counts = index.clips["split"].value_counts()
+        out(f"dataset {cfg.data.name} at {cfg.data.path}: {len(labels)} classes, "
+            + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
+        out(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
+        t = time.perf_counter()
+        source_dir = run_dir / "source"
+        write_source_dataset(index, cfg.data, source_dir)
+        mlflow.log_metric("source_seconds", time.perf_counter() - t)
+        test_ref = ray.put(load_split_arrays(source_dir, "test"))
+        validation = load_split_arrays(source_dir, "validation")
+
+        models: dict[str, tuple[str, str]] = {}  # stage name → (model dir, MLflow run id)
+        result = ChainResult(parent.info.run_id, run_dir)
+        for i, stage in enumerate(plan, start=1):
+            teacher_dir, teacher_run = models[stage.teacher] if stage.teacher else (None, "")
+            with mlflow.start_run(run_name=stage.name, nested=True, tags=stage_tags(stage, teacher_run)) as run:
+                out(f"== [{i}/{len(plan)}] {stage.name}: {stage.input_ms} ms, labels from "
+                    f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
+                stage_dir = run_dir / "stages" / stage.name
+                crop_samples = num_samples(stage.input_ms, sr)
+                t = time.perf_counter()
+                manifest = relabel_crops(
+                    source_dir, stage_dir / "data", crop_samples=crop_samples, crops_per_clip=cfg.chain.crops_per_clip,
+                    seed=cfg.seed, n_classes=len(labels), teacher_dir=teacher_dir, teacher_run_id=teacher_run,
+                    temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size, actors=cfg.relabel.actors,
+                    cpus_per_actor=cfg.relabel.cpus_per_actor, gpus_per_actor=cfg.relabel.gpus_per_actor)
+                relabel_s = time.perf_counter() - t
+                log_distilled_dataset(stage_dir / "data", manifest, name=f"{stage.name}-crops")
+                mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
+                                   "epochs": stage.epochs, "rows": manifest["rows"], "model": cfg.model.name,
+                                   "label_mode": cfg.labels.mode if stage.teacher else "hard"})
+                spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=labels, input_ms=stage.input_ms,
+                                 features=cfg.features.model_dump())
+                summary = train_stage(
+                    stage=stage.name, spec=spec, train_ds=ray.data.read_parquet(str(stage_dir / "data")),
+                    validation=validation, rows=manifest["rows"], storage_dir=stage_dir / "train",
+                    out_model_dir=stage_dir / "model", epochs=stage.epochs, batch_size=cfg.train.batch_size,
+                    lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                    # clip labels are one-hot: the hard loss is their exact counterpart
+                    label_mode=cfg.labels.mode if stage.teacher else "hard", temperature=cfg.labels.temperature,
+                    seed=cfg.seed, num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                    cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop_samples, hop_samples=hop_samples,
+                    silence_index=silence_index, eval_batch_size=cfg.eval.batch_size, tracking_uri=uri,
+                    mlflow_run_id=run.info.run_id, out=out)
+                t = time.perf_counter()
+                metrics = ray.get(evaluate_task.options(
+                    num_cpus=cfg.train.cpus_per_worker, num_gpus=1 if cfg.train.use_gpu else 0).remote(
+                    str(stage_dir / "model"), test_ref, hop_samples=hop_samples, silence_index=silence_index,
+                    batch_size=cfg.eval.batch_size, threads=int(cfg.train.cpus_per_worker), use_gpu=cfg.train.use_gpu))
+                eval_s = time.perf_counter() - t
+                mlflow.log_metrics({**metrics, "best_val_acc": summary["best_val_acc"], "best_epoch": summary["best_epoch"],
+                                    "relabel_seconds": relabel_s, "train_seconds": summary["seconds"], "eval_seconds": eval_s})
+                model, _ = load_model_dir(stage_dir / "model")
+                log_model(model, stage_dir / "model", crop_samples)
+                models[stage.name] = (str(stage_dir / "model"), run.info.run_id)
+                row = {"stage": stage.name, "method": stage.method, "input_ms": stage.input_ms,
+                       "teacher": stage.teacher or "-", "macs": metrics["macs"], "run_id": run.info.run_id}
+                row.update({f"acc_{p}": f"{metrics[f'test_acc_{p}']:.4f}" for p in ("window", "stream", "center")})
+                result.rows.append(row)
+                out(f"   {stage.name}: test acc window {row['acc_window']}  stream {row['acc_stream']}  "
+                    f"center {row['acc_center']}  (relabel {relabel_s:.0f}s, train {summary['seconds']:.0f}s, "
+                    f"eval {eval_s:.0f}s)")
+        result.table = format_table(result.rows, SUMMARY_COLUMNS)
+        mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
+                        + format_table(result.rows, SUMMARY_COLUMNS, markdown=True), "summary.md")
+        result.seconds = time.perf_counter() - started
+        mlflow.log_metric("chain_seconds", result.seconds)
+    out("\n" + result.table)
+    out(f"chain run id: {result.parent_run_id}   ({result.seconds:.0f} s; outputs in {run_dir})")
+    return result

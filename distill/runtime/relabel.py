@@ -1,0 +1,117 @@
+"""Relabel stage: K seeded crops of every training clip, labelled by the previous stage's
+model on a Ray Data actor pool (the model is loaded once per actor), written as Parquet with
+provenance columns. With no teacher, crops keep their clip's label (the teacher stage and
+the ``direct`` baseline)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import ray.data
+
+from distill.crops import sample_crop_offsets
+from distill.runtime.source import read_split
+
+MANIFEST = "manifest.json"
+COLUMNS = ("clip_id", "crop_index", "offset", "length", "source_label", "source_label_index", "speaker",
+           "teacher_label", "teacher_label_index", "teacher_probs", "teacher_confidence", "teacher_run_id", "waveform")
+
+
+def crop_batch(batch: dict[str, np.ndarray], crop_samples: int, k: int, seed: int) -> dict[str, np.ndarray]:
+    """Clips → ``k`` crops each (rows of the distilled dataset, still unlabelled by a teacher)."""
+    waves = batch["waveform"]
+    n, clip_samples = waves.shape
+    offsets = np.stack([sample_crop_offsets(str(c), clip_samples, crop_samples, k, seed) for c in batch["clip_id"]])
+    rows = np.repeat(np.arange(n), k)
+    flat = offsets.reshape(-1)
+    crops = waves[rows[:, None], flat[:, None] + np.arange(crop_samples)[None, :]]
+    return {
+        "clip_id": batch["clip_id"][rows],
+        "crop_index": np.tile(np.arange(k, dtype=np.int32), n),
+        "offset": flat,
+        "length": np.full(n * k, crop_samples, dtype=np.int64),
+        "source_label": batch["label"][rows],
+        "source_label_index": batch["label_index"][rows],
+        "speaker": batch["speaker"][rows],
+        "waveform": crops,
+    }
+
+
+def label_with_clip_labels(batch: dict[str, np.ndarray], n_classes: int) -> dict[str, np.ndarray]:
+    n = len(batch["clip_id"])
+    batch["teacher_label"] = batch["source_label"]
+    batch["teacher_label_index"] = batch["source_label_index"]
+    probs = np.zeros((n, n_classes), dtype=np.float32)
+    probs[np.arange(n), batch["source_label_index"]] = 1.0
+    batch["teacher_probs"] = probs
+    batch["teacher_confidence"] = np.ones(n, dtype=np.float32)
+    batch["teacher_run_id"] = np.full(n, "", dtype=object)
+    return batch
+
+
+class TeacherLabeler:
+    """Ray Data actor: loads the teacher once, then labels batches of crops."""
+
+    def __init__(self, model_dir: str, teacher_run_id: str, temperature: float, threads: int, use_gpu: bool):
+        import torch
+
+        from distill.checkpoint import load_model_dir
+
+        torch.set_num_threads(max(1, threads))
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.model, spec = load_model_dir(model_dir, map_location=self.device)
+        self.model.to(self.device)
+        self.labels = np.array(spec.labels, dtype=object)
+        self.run_id, self.temperature = teacher_run_id, temperature
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from distill.labels import teacher_labels
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(batch["waveform"]).to(self.device))
+        out = teacher_labels(logits, self.temperature)
+        index = out.label.cpu().numpy()
+        batch["teacher_label"] = self.labels[index]
+        batch["teacher_label_index"] = index.astype(np.int64)
+        batch["teacher_probs"] = out.probs.cpu().numpy().astype(np.float32)
+        batch["teacher_confidence"] = out.confidence.cpu().numpy().astype(np.float32)
+        batch["teacher_run_id"] = np.full(len(index), self.run_id, dtype=object)
+        return batch
+
+
+def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: int, crops_per_clip: int, seed: int,
+                  n_classes: int, teacher_dir: str | None = None, teacher_run_id: str = "", temperature: float = 1.0,
+                  batch_size: int = 256, actors: int = 1, cpus_per_actor: float = 1, gpus_per_actor: float = 0) -> dict:
+    """Write the distilled dataset of one stage; returns its manifest (written last)."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
+    ds = ds.map_batches(crop_batch, batch_format="numpy", batch_size=64,
+                        fn_kwargs=dict(crop_samples=crop_samples, k=crops_per_clip, seed=seed))
+    if teacher_dir is None:
+        ds = ds.map_batches(label_with_clip_labels, batch_format="numpy", fn_kwargs=dict(n_classes=n_classes))
+    else:
+        ds = ds.map_batches(
+            TeacherLabeler, batch_format="numpy", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+            fn_constructor_kwargs=dict(model_dir=str(teacher_dir), teacher_run_id=teacher_run_id, temperature=temperature,
+                                       threads=int(max(1, cpus_per_actor)), use_gpu=gpus_per_actor > 0))
+    ds.select_columns(list(COLUMNS)).write_parquet(str(out_dir))
+    written = ray.data.read_parquet(str(out_dir))
+    manifest = {
+        "rows": written.count(),
+        "schema": {name: str(t) for name, t in zip(written.schema().names, written.schema().types)},
+        "crop_samples": crop_samples,
+        "crops_per_clip": crops_per_clip,
+        "seed": seed,
+        "teacher_run_id": teacher_run_id,
+        "teacher_dir": str(teacher_dir) if teacher_dir else None,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest

@@ -1,0 +1,61 @@
+"""MLflow names the rest of the tooling relies on (see README: MLflow contract)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import json
+import warnings
+from pathlib import Path
+
+import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+from distill.stages import StageSpec
+
+KIND, METHOD, INPUT_MS, TEACHER_RUN = "pld.kind", "pld.method", "pld.input_ms", "pld.teacher_run_id"
+PIP_REQUIREMENTS = ["torch", "torchaudio", "pld-platform"]
+
+
+def stage_tags(stage: StageSpec, teacher_run_id: str | None) -> dict[str, str]:
+    return {KIND: stage.kind, METHOD: stage.method, INPUT_MS: str(stage.input_ms), TEACHER_RUN: teacher_run_id or "",
+            "pld.stage": stage.name}
+
+
+def log_distilled_dataset(data_dir: Path, manifest: dict, name: str) -> None:
+    """Record the stage's distilled Parquet as the run's input (source = its directory,
+    digest = hash of its manifest) and keep the manifest as an artifact."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and warns about it
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(data_dir))
+    dataset = MetaDataset(source=source, name=name, digest=digest)
+    mlflow.log_input(dataset, context="training")
+    mlflow.log_dict(manifest, "distilled_dataset_manifest.json")
+
+
+def log_model(model, model_dir: Path, input_samples: int) -> None:
+    """The stage's model twice: as an MLflow PyTorch model (for serving and the UI) and as
+    the platform's own weights-only checkpoint directory (what ``pld`` itself loads)."""
+    import numpy as np
+
+    with warnings.catch_warnings():
+        # MLflow's default 'pt2' export fixes the batch size to the example's; the pickle format
+        # keeps any batch. pld never loads this copy: it reads the weights-only checkpoint.
+        warnings.simplefilter("ignore")
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        mlflow.pytorch.log_model(model, name="model", pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle",
+                                 input_example=np.zeros((1, input_samples), dtype=np.float32))
+    mlflow.log_artifacts(str(model_dir), artifact_path="checkpoint")
+
+
+def format_table(rows: list[dict], columns: list[str], markdown: bool = False) -> str:
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines) + "\n"
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(row) for row in cells]) + "\n"

@@ -1,0 +1,188 @@
+"""Train stage: one student (or the teacher, or a baseline) with Ray Train's ``TorchTrainer``.
+
+Workers read their shard of the distilled dataset with ``get_dataset_shard``, validate every
+epoch on their shard of the validation split at the stage's input length (stream protocol,
+true labels, counts summed across workers), and report a checkpoint per epoch; the best one
+on validation becomes the stage's model. The same code runs on CPUs and GPUs:
+``prepare_model`` places the model and wraps it for DDP when there are several workers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.util.queue import Empty, Queue
+
+from distill.checkpoint import ModelSpec, load_model_dir, save_model_dir
+
+TRAIN_STATE = "train_state.pt"
+
+
+def _log_mlflow(config: dict, metrics: dict, step: int) -> None:
+    if not config.get("mlflow_run_id"):
+        return
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    MlflowClient(config["tracking_uri"]).log_batch(
+        config["mlflow_run_id"], metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
+    """Runs on every Ray Train worker."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from distill.labels import student_loss
+    from distill.protocols import predict
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config["threads"])))
+    torch.manual_seed(config["seed"] + rank)
+    device = ray.train.torch.get_device()
+
+    spec = ModelSpec(**config["spec"])
+    model = spec.build()
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    epochs = config["epochs"]
+    steps_per_epoch = max(1, math.ceil(config["rows"] / world / config["batch_size"]))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=epochs * steps_per_epoch + 1,
+                                                   pct_start=0.15)
+    history: list[dict] = []
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # restarted after a failure: continue after the last reported epoch
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / TRAIN_STATE, map_location=device, weights_only=True)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+
+    shard = ray.train.get_dataset_shard("train")
+    # The validation split is small and fixed: each worker scores its every world-th clip.
+    val_waves, val_labels = config["validation"]
+    val_waves, val_labels = val_waves[rank::world], val_labels[rank::world]
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        model.train()
+        total_loss, seen = 0.0, 0
+        for batch in shard.iter_torch_batches(batch_size=config["batch_size"], device=device,
+                                              local_shuffle_buffer_size=config["shuffle_buffer"],
+                                              local_shuffle_seed=config["seed"] + 1000 * epoch + rank):
+            logits = model(batch["waveform"])
+            loss = student_loss(logits, mode=config["label_mode"], hard=batch["teacher_label_index"],
+                                soft=batch["teacher_probs"], temperature=config["temperature"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule.last_epoch < schedule.total_steps - 1:
+                schedule.step()
+            total_loss += loss.item() * len(logits)
+            seen += len(logits)
+
+        model.eval()
+        counts = torch.zeros(2, dtype=torch.float64)
+        if len(val_labels):
+            pred = predict(core, val_waves, config["input_samples"], "stream", hop_samples=config["hop_samples"],
+                           silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device)
+            counts += torch.tensor([float((pred == val_labels).sum()), float(len(pred))], dtype=torch.float64)
+        losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
+        if world > 1:
+            stats = torch.cat([counts, losses]).to(device)
+            dist.all_reduce(stats)
+            counts, losses = stats[:2].cpu(), stats[2:].cpu()
+        metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1)),
+                   "val_acc": float(counts[0] / max(counts[1], 1)), "epoch_seconds": time.perf_counter() - started}
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                save_model_dir(tmp, core, ModelSpec(**{**asdict(spec), "extra": {"epoch": epoch, "val_acc": metrics["val_acc"]}}))
+                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                            "epoch": epoch, "history": history}, Path(tmp) / TRAIN_STATE)
+                _log_mlflow(config, {k: metrics[k] for k in ("train_loss", "val_acc")}, step=epoch)
+                config["progress"].put(f"[{config['stage']}] epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  "
+                                       f"val_acc(stream) {metrics['val_acc']:.4f}  {metrics['epoch_seconds']:.1f}s")
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
+    return history
+
+
+def _fit_with_progress(trainer: TorchTrainer, progress: Queue, out: Callable[[str], None]):
+    """``trainer.fit()`` in a thread while this one prints the workers' epoch lines as they come."""
+    box: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    while thread.is_alive() or not progress.empty():
+        try:
+            out("   " + progress.get(timeout=0.5))
+        except Empty:
+            pass
+    thread.join()
+    ray.kill(progress.actor)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int, storage_dir: str | Path,
+                out_model_dir: str | Path, epochs: int, batch_size: int, lr: float, weight_decay: float,
+                label_mode: str, temperature: float, seed: int, num_workers: int, use_gpu: bool, cpus_per_worker: float,
+                input_samples: int, hop_samples: int, silence_index: int | None, eval_batch_size: int,
+                tracking_uri: str | None = None, mlflow_run_id: str | None = None, max_failures: int = 0,
+                out: Callable[[str], None] = print) -> dict:
+    """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary."""
+    progress = Queue(actor_options={"num_cpus": 0})
+    config = dict(progress=progress, stage=stage, spec=asdict(spec), rows=rows, epochs=epochs, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, label_mode=label_mode, temperature=temperature, seed=seed,
+                  threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
+                  silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
+                  tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, validation=validation)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(name=stage, storage_path=str(Path(storage_dir).resolve()),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             logging_config=LoggingConfig(log_level="WARNING"),
+                             checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
+                                                                checkpoint_score_order="max")),
+        # Materialized once: each epoch then streams blocks from the object store instead of
+        # re-reading and re-decoding Parquet.
+        datasets={"train": train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs"]).materialize()},
+    )
+    started = time.perf_counter()
+    result = _fit_with_progress(trainer, progress, out)
+    best = result.get_best_checkpoint(metric="val_acc", mode="max")
+    if best is None:
+        raise RuntimeError(f"stage {stage}: training reported no checkpoint")
+    out_model_dir = Path(out_model_dir)
+    with best.as_directory() as d:
+        if out_model_dir.exists():
+            shutil.rmtree(out_model_dir)
+        shutil.copytree(d, out_model_dir, ignore=shutil.ignore_patterns(TRAIN_STATE))
+    _, best_spec = load_model_dir(out_model_dir)
+    return {"history": result.return_value or [], "best_epoch": best_spec.extra.get("epoch"),
+            "best_val_acc": best_spec.extra.get("val_acc"), "seconds": time.perf_counter() - started}

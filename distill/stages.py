@@ -1,0 +1,37 @@
+"""The PLD stage chain as data: which models are trained, at which input length, taught by whom.
+
+teacher (full clip, clip labels) → student at each length of ``chain.lengths_ms``, each
+labelled by the previous stage → baselines at the final length: ``direct`` (clip labels)
+and ``one_shot`` (labels of the full-length teacher), on the very crops of the final student.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from distill.config import ExperimentConfig
+
+TEACHER = "teacher"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    kind: Literal["teacher", "student", "baseline"]
+    method: Literal["pld", "direct", "one_shot"]
+    input_ms: int
+    teacher: str | None  # stage whose model labels this stage's crops; None: the clips' own labels
+    epochs: int
+
+
+def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
+    epochs = cfg.train.epochs
+    stages = [StageSpec(TEACHER, "teacher", "pld", cfg.data.clip_ms, None, cfg.train.teacher_epochs or epochs)]
+    for length in cfg.chain.lengths_ms:
+        stages.append(StageSpec(f"student_{length}ms", "student", "pld", length, stages[-1].name, epochs))
+    final = cfg.chain.lengths_ms[-1]
+    for method in cfg.chain.baselines:
+        teacher = None if method == "direct" else TEACHER
+        stages.append(StageSpec(f"{method}_{final}ms", "baseline", method, final, teacher, epochs))
+    return stages
