@@ -1,7 +1,7 @@
 """The ``pld`` command line.
 
   pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR]
-  pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--workers N] [--overwrite]
+  pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"pld: --set expects KEY=VALUE (e.g. train.epochs=3), got {item!r}")
+            from distill.config import ConfigError
+
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=3), got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)  # YAML scalars/lists only; nothing is evaluated
     return overrides
 
@@ -34,10 +36,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from distill.data.synth import synthesize_corpus
+    from distill.data.synth import UNKNOWN_WORDS, synthesize_corpus
 
+    if not 1 <= args.unknown_words <= len(UNKNOWN_WORDS):
+        raise ValueError(f"--unknown-words must be between 1 and {len(UNKNOWN_WORDS)}")
     synthesize_corpus(args.out, seed=args.seed, speakers=args.speakers, repeats=args.repeats, workers=args.workers,
-                      overwrite=args.overwrite)
+                      unknown_words=UNKNOWN_WORDS[:args.unknown_words], overwrite=args.overwrite)
     return 0
 
 
@@ -58,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--speakers", type=int, default=40, help="number of synthetic speakers")
     synth.add_argument("--repeats", type=int, default=1, help="utterances of each word per speaker")
+    synth.add_argument("--unknown-words", type=int, default=20,
+                       help="how many non-keyword words to synthesize for _unknown_ (of 20)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
     synth.set_defaults(func=cmd_synth)

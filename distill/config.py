@@ -50,7 +50,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(8, ge=1, description="Epochs per student and baseline.")
     teacher_epochs: int | None = Field(None, ge=1, description="Epochs of the full-length teacher (default: epochs).")
     batch_size: int = Field(64, ge=1, description="Batch size per worker.")
-    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate (cosine decay over the stage).")
+    lr: float = Field(1e-2, gt=0, description="Peak AdamW learning rate (cosine decay over the stage).")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
     use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")

@@ -145,6 +145,12 @@ def test_speakers_stable_for_seed() -> None:
         synth.assign_splits(synth.make_speakers(SEED, 2), 0.1, 0.1)  # no room for train
 
 
+def test_long_word_is_spoken_faster_to_fit() -> None:
+    speech, rate = synth.speak_word("marvin", "en-us", "m3", 80, 50)  # 80 wpm: ~1.1 s as spoken
+    assert rate > 80 and len(speech) <= synth.MAX_SPEECH_S * 16000
+    assert np.sqrt(np.mean(speech ** 2)) > 0.01
+
+
 def test_speech_offsets_vary(manifest: list[dict[str, str]]) -> None:
     start = np.array([float(r["speech_start_ms"]) for r in manifest])
     end = np.array([float(r["speech_end_ms"]) for r in manifest])
@@ -201,3 +207,32 @@ def test_existing_corpus_and_overwrite(tmp_path: Path, corpus: tuple[Path, dict]
     meta = synthesize_corpus(out, unknown_words=("cat",), overwrite=True, **small)
     assert not (out / "bed").exists() and len(list((out / "cat").glob("*.wav"))) == 3
     assert meta["clips"] == 3 * (len(KEYWORDS) + 1)
+
+
+def test_clear_errors_when_espeak_is_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    import espeakng_loader
+
+    out = tmp_path / "never"
+    private_tmp = tmp_path / "tmp"  # where synthesize_corpus builds its temporary voice dir
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    with monkeypatch.context() as m:
+        m.setattr(synth, "VARIANTS", ("no-such-variant",))
+        with pytest.raises(RuntimeError, match="no-such-variant"):
+            synthesize_corpus(out, **PARAMS)
+    with monkeypatch.context() as m:
+        m.setattr(synth, "VOICES", ("en-xx",))
+        with pytest.raises(RuntimeError, match="en-xx"):
+            synthesize_corpus(out, **PARAMS)
+    with monkeypatch.context() as m:
+        m.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "libnope.so"))
+        synth.espeak_paths.cache_clear()
+        try:
+            with pytest.raises(RuntimeError, match="espeakng-loader"):
+                synthesize_corpus(out, **PARAMS)
+        finally:
+            synth.espeak_paths.cache_clear()
+    assert not out.exists()  # nothing is written before the checks pass
+    assert not list(private_tmp.iterdir())  # the temporary voice dir was removed every time

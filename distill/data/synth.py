@@ -104,7 +104,6 @@ TRIM_DB = 40.0            # speech = 5 ms frames within 40 dB of the loudest fra
 NOISE_KINDS: tuple[str, ...] = ("white_noise", "pink_noise", "brown_noise", "running_tap", "hum")
 
 _WORD_RE = re.compile(r"^[a-z]+$")
-_SPEAKER_ID_RE = re.compile(r"^[0-9a-f]{8}$")
 
 
 def _rng(seed: int, *parts: int | str) -> np.random.Generator:
@@ -219,7 +218,8 @@ def make_voice_dir(root: Path) -> str:
 def espeak_synthesize(text: str, voice: str, variant: str, rate: int, pitch: int,
                       data_path: str | None = None) -> np.ndarray:
     """Speak `text` with a fresh espeak instance; int16 samples at ESPEAK_RATE. `data_path`
-    defaults to the wheel's espeak-ng-data (slower than a make_voice_dir one)."""
+    defaults to the wheel's espeak-ng-data: slower than a make_voice_dir one, and for a few
+    breathy variants (e.g. caleb) not bit-identical to it."""
     lib_path, default_data = espeak_paths()
     data_path = data_path or default_data
     lib = _open_espeak(lib_path, data_path)

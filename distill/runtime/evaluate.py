@@ -1,5 +1,5 @@
-"""Test-set evaluation of a model directory under every protocol, as a Ray task so it runs
-where the cluster has room (on a GPU when the stage trained on one)."""
+"""Test-set evaluation of a model directory under every protocol: a plain function, and the
+same as a Ray task for running on a GPU of the cluster."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     from distill.models import count_macs
     from distill.protocols import predict
 
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     model, spec = load_model_dir(model_dir, map_location=device)
@@ -31,6 +32,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
                        batch_size=batch_size, device=device)
         out[f"test_acc_{protocol}"] = float((pred == labels).mean()) if len(labels) else float("nan")
     out["macs"] = count_macs(model.cpu(), input_samples)
+    torch.set_num_threads(previous_threads)
     return out
 
 

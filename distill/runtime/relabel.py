@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import ray.data
 
 from distill.crops import sample_crop_offsets
@@ -87,7 +88,9 @@ class TeacherLabeler:
 def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: int, crops_per_clip: int, seed: int,
                   n_classes: int, teacher_dir: str | None = None, teacher_run_id: str = "", temperature: float = 1.0,
                   batch_size: int = 256, actors: int = 1, cpus_per_actor: float = 1, gpus_per_actor: float = 0) -> dict:
-    """Write the distilled dataset of one stage; returns its manifest (written last)."""
+    """Write the distilled dataset of one stage to ``out_dir/data``; returns its manifest,
+    written last to ``out_dir/manifest.json`` (beside the Parquet, so any Parquet reader can
+    open the data directory)."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
     ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
@@ -101,11 +104,11 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
             fn_constructor_kwargs=dict(model_dir=str(teacher_dir), teacher_run_id=teacher_run_id, temperature=temperature,
                                        threads=int(max(1, cpus_per_actor)), use_gpu=gpus_per_actor > 0))
-    ds.select_columns(list(COLUMNS)).write_parquet(str(out_dir))
-    written = ray.data.read_parquet(str(out_dir))
+    ds.select_columns(list(COLUMNS)).write_parquet(str(out_dir / "data"))
+    written = pq.ParquetDataset(str(out_dir / "data"))  # footers only: no Ray job to count rows
     manifest = {
-        "rows": written.count(),
-        "schema": {name: str(t) for name, t in zip(written.schema().names, written.schema().types)},
+        "rows": sum(f.metadata.num_rows for f in written.fragments),
+        "schema": {field.name: str(field.type) for field in written.schema},
         "crop_samples": crop_samples,
         "crops_per_clip": crops_per_clip,
         "seed": seed,

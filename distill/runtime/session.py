@@ -29,17 +29,14 @@ def quiet_logs() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Ray Train's controller notices a finished or failed worker group at this poll interval
+    # (default 2 s); stages are short, so poll faster.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.util").setLevel(logging.ERROR)  # deprecation notes of Ray's own internals
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def quiet_worker() -> None:
-    """worker_process_setup_hook: the same quiet logging in every Ray worker process."""
-    for name in ("ray.data", "ray.train", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = False) -> None:
@@ -60,9 +57,33 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
         if not verbose:
-            kwargs["runtime_env"] = {"worker_process_setup_hook": "distill.runtime.session.quiet_worker"}
+            kwargs["runtime_env"] = {"worker_process_setup_hook": "distill.runtime.quiet.quiet_worker"}
     ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """Refuse, before any work, a config the cluster cannot place (Ray would wait forever)."""
+    import ray
+
+    from distill.config import ConfigError
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    train_cpus = cfg.train.num_workers * cfg.train.cpus_per_worker
+    if train_cpus > cpus:
+        raise ConfigError(f"train.num_workers × train.cpus_per_worker = {train_cpus:g} CPUs, but the cluster has "
+                          f"{cpus:g}; lower them")
+    if cfg.train.use_gpu and cfg.train.num_workers > gpus:
+        raise ConfigError(f"train.use_gpu: {cfg.train.num_workers} worker(s) need a GPU each, but the cluster has "
+                          f"{gpus:g}; set train.use_gpu: false or add GPU nodes")
+    relabel_cpus = cfg.relabel.actors * cfg.relabel.cpus_per_actor
+    if relabel_cpus >= cpus:
+        raise ConfigError(f"relabel.actors × relabel.cpus_per_actor = {relabel_cpus:g} CPUs leaves none of the cluster's "
+                          f"{cpus:g} for reading and cropping; lower them")
+    if cfg.relabel.gpus_per_actor and cfg.relabel.actors * cfg.relabel.gpus_per_actor > gpus:
+        raise ConfigError(f"relabel.gpus_per_actor: the actors need "
+                          f"{cfg.relabel.actors * cfg.relabel.gpus_per_actor:g} GPUs, the cluster has {gpus:g}")

@@ -1,6 +1,6 @@
 """Source dataset: a dataset's clip index decoded into Arrow with Ray Data and kept as
-Parquet partitioned by split (``<dir>/split=train/…``), so every later stage reads only the
-split it needs. Columns: clip_id, path, start, label, label_index, speaker, split, waveform
+Parquet partitioned by split (``<dir>/data/split=train/…``, manifest in ``<dir>/manifest.json``),
+so every later stage reads only the split it needs. Columns: clip_id, path, start, label, label_index, speaker, split, waveform
 (int16, one row per clip)."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: s
     ds = ray.data.from_arrow([table.slice(i, 200) for i in range(0, max(n, 1), 200)])
     ds = ds.map_batches(_decode_batch, batch_format="pandas", batch_size=200,
                         fn_kwargs=dict(clip_samples=clip_samples, sample_rate=options.sample_rate, labels=index.labels))
-    ds.write_parquet(str(out_dir), partition_cols=["split"])
+    ds.write_parquet(str(out_dir / "data"), partition_cols=["split"])
     manifest = {
         "dataset": options.model_dump(mode="json"),
         "labels": index.labels,
@@ -58,7 +58,7 @@ def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: s
 
 
 def read_split(source_dir: str | Path, split: str) -> ray.data.Dataset:
-    path = Path(source_dir) / f"split={split}"
+    path = Path(source_dir) / "data" / f"split={split}"
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: the source dataset has no {split!r} split")
     return ray.data.read_parquet(str(path))

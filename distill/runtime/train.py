@@ -29,20 +29,8 @@ from distill.checkpoint import ModelSpec, load_model_dir, save_model_dir
 TRAIN_STATE = "train_state.pt"
 
 
-def _log_mlflow(config: dict, metrics: dict, step: int) -> None:
-    if not config.get("mlflow_run_id"):
-        return
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    MlflowClient(config["tracking_uri"]).log_batch(
-        config["mlflow_run_id"], metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker."""
-    import numpy as np
     import torch.distributed as dist
 
     from distill.labels import student_loss
@@ -115,15 +103,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                 save_model_dir(tmp, core, ModelSpec(**{**asdict(spec), "extra": {"epoch": epoch, "val_acc": metrics["val_acc"]}}))
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                             "epoch": epoch, "history": history}, Path(tmp) / TRAIN_STATE)
-                _log_mlflow(config, {k: metrics[k] for k in ("train_loss", "val_acc")}, step=epoch)
-                config["progress"].put(f"[{config['stage']}] epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  "
-                                       f"val_acc(stream) {metrics['val_acc']:.4f}  {metrics['epoch_seconds']:.1f}s")
+                # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
+                # need neither the tracking store nor MLflow itself.
+                config["progress"].put({"stage": config["stage"], "epochs": epochs, **metrics})
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     return history
 
 
-def _fit_with_progress(trainer: TorchTrainer, progress: Queue, out: Callable[[str], None]):
-    """``trainer.fit()`` in a thread while this one prints the workers' epoch lines as they come."""
+def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None]):
+    """``trainer.fit()`` in a thread while this one hands the workers' epoch reports to ``on_epoch``."""
     box: dict[str, Any] = {}
 
     def fit() -> None:
@@ -136,11 +124,10 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, out: Callable[[st
     thread.start()
     while thread.is_alive() or not progress.empty():
         try:
-            out("   " + progress.get(timeout=0.5))
+            on_epoch(progress.get(timeout=0.5))
         except Empty:
             pass
     thread.join()
-    ray.kill(progress.actor)
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -150,15 +137,16 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                 out_model_dir: str | Path, epochs: int, batch_size: int, lr: float, weight_decay: float,
                 label_mode: str, temperature: float, seed: int, num_workers: int, use_gpu: bool, cpus_per_worker: float,
                 input_samples: int, hop_samples: int, silence_index: int | None, eval_batch_size: int,
-                tracking_uri: str | None = None, mlflow_run_id: str | None = None, max_failures: int = 0,
-                out: Callable[[str], None] = print) -> dict:
-    """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary."""
-    progress = Queue(actor_options={"num_cpus": 0})
+                progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0) -> dict:
+    """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary.
+
+    ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
+    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver."""
     config = dict(progress=progress, stage=stage, spec=asdict(spec), rows=rows, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, label_mode=label_mode, temperature=temperature, seed=seed,
                   threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
                   silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
-                  tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, validation=validation)
+                  validation=validation)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -174,7 +162,7 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
         datasets={"train": train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs"]).materialize()},
     )
     started = time.perf_counter()
-    result = _fit_with_progress(trainer, progress, out)
+    result = _fit_with_progress(trainer, progress, on_epoch)
     best = result.get_best_checkpoint(metric="val_acc", mode="max")
     if best is None:
         raise RuntimeError(f"stage {stage}: training reported no checkpoint")
