@@ -6,6 +6,7 @@ the ``direct`` baseline)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
     written last to ``out_dir/manifest.json`` (beside the Parquet, so any Parquet reader can
     open the data directory)."""
     out_dir = Path(out_dir)
+    if (out_dir / "data").exists():  # Ray's writer adds files to a directory: never mix two runs' rows
+        shutil.rmtree(out_dir / "data")
     started = time.perf_counter()
     ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
     ds = ds.map_batches(crop_batch, batch_format="numpy", batch_size=64,
