@@ -1,6 +1,6 @@
 """The ``pld`` command line.
 
-  pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR]
+  pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose]
   pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
 """
 
@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _parse_sets(args.set))
     from distill.runtime.chain import run_chain
 
-    run_chain(cfg, tracking=args.tracking_uri, address=args.address)
+    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose)
     return 0
 
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="experiment YAML (see configs/)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    run.add_argument("--verbose", action="store_true", help="forward Ray's worker logs and INFO messages to the console")
     run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     run.set_defaults(func=cmd_run)
 

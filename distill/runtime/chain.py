@@ -62,10 +62,10 @@ def evaluate(cfg: ExperimentConfig, model_dir: str, test, hop_samples: int, sile
 
 
 def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: str | None = None,
-              out: Callable[[str], None] = print) -> ChainResult:
+              out: Callable[[str], None] = print, verbose: bool = False) -> ChainResult:
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
-    init_ray(cfg, address)
+    init_ray(cfg, address, verbose=verbose)
     check_resources(cfg)
     uri = tracking_uri(cfg, tracking)
     mlflow.set_tracking_uri(uri)
