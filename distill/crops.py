@@ -32,7 +32,9 @@ def sample_crop_offsets(clip_id: str, clip_samples: int, crop_samples: int, k: i
     return rng.integers(0, clip_samples - crop_samples + 1, size=k, dtype=np.int64)
 
 
-def cut_crops(waveforms: np.ndarray, offsets: np.ndarray, crop_samples: int) -> np.ndarray:
-    """Rows ``waveforms[i, offsets[i] : offsets[i] + crop_samples]`` as one array."""
-    index = offsets[:, None] + np.arange(crop_samples)[None, :]
-    return np.take_along_axis(waveforms, index, axis=1)
+def cut_crops(waveforms: np.ndarray, offsets: np.ndarray, crop_samples: int,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    """Crop ``j`` is ``waveforms[rows[j], offsets[j] : offsets[j] + crop_samples]`` (``rows``
+    defaults to 0, 1, 2, …), gathered in one indexing step without copying whole clips."""
+    rows = np.arange(len(offsets)) if rows is None else rows
+    return waveforms[rows[:, None], offsets[:, None] + np.arange(crop_samples)[None, :]]

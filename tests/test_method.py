@@ -73,6 +73,7 @@ def test_crop_errors_and_cutting():
         sample_crop_offsets("x", 16000, 8000, 0, seed=0)
     waves = np.arange(20).reshape(2, 10)
     assert cut_crops(waves, np.array([1, 6]), 3).tolist() == [[1, 2, 3], [16, 17, 18]]
+    assert cut_crops(waves, np.array([0, 5, 7]), 2, rows=np.array([1, 1, 0])).tolist() == [[10, 11], [15, 16], [7, 8]]
 
 
 def test_teacher_labels_hard_and_soft():

@@ -18,7 +18,6 @@ from distill.registry import Registry
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
 INDEX_COLUMNS = ("clip_id", "path", "start", "label", "speaker", "split")
-SPLITS = ("train", "validation", "test")
 DEFAULT_DATASET = "speech_commands"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray.data
 
-from distill.crops import sample_crop_offsets
+from distill.crops import cut_crops, sample_crop_offsets
 from distill.runtime.source import read_split
 
 MANIFEST = "manifest.json"
@@ -29,7 +29,7 @@ def crop_batch(batch: dict[str, np.ndarray], crop_samples: int, k: int, seed: in
     offsets = np.stack([sample_crop_offsets(str(c), clip_samples, crop_samples, k, seed) for c in batch["clip_id"]])
     rows = np.repeat(np.arange(n), k)
     flat = offsets.reshape(-1)
-    crops = waves[rows[:, None], flat[:, None] + np.arange(crop_samples)[None, :]]
+    crops = cut_crops(waves, flat, crop_samples, rows)
     return {
         "clip_id": batch["clip_id"][rows],
         "crop_index": np.tile(np.arange(k, dtype=np.int32), n),
