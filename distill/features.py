@@ -7,10 +7,10 @@ serve every crop length of the PLD chain.
 
 from __future__ import annotations
 
-import torch
-import torchaudio
 from typing import Literal
 
+import torch
+import torchaudio
 from pydantic import BaseModel, ConfigDict, Field
 
 

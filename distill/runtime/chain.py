@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
+import ray
 from mlflow.entities import Metric
 from ray.util.queue import Queue
-import ray
 
 from distill.checkpoint import ModelSpec, load_model_dir
 from distill.config import ExperimentConfig

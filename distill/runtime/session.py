@@ -29,9 +29,6 @@ def quiet_logs() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Ray Train's controller notices a finished or failed worker group at this poll interval
-    # (default 2 s); stages are short, so poll faster.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.util").setLevel(logging.ERROR)  # deprecation notes of Ray's own internals
@@ -43,6 +40,9 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
     import ray
     import ray.data
 
+    # Ray Train's controller notices a finished or failed worker group at this poll interval
+    # (default 2 s); stages are short, so poll faster — a speed setting, verbose or not.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     if not verbose:
         quiet_logs()
     if ray.is_initialized():
