@@ -1,12 +1,18 @@
 """The ``pld`` command line.
 
   pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose]
+  pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
+  pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
+
+SPEC names a dataset: NAME:PATH (a registry name and a root directory, e.g.
+speech_commands_test:/data/sc_test_v2 or folder:/data/sounds) or a YAML file with a data: block.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -45,6 +51,42 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from distill.data.base import parse_data_spec
+    from distill.runtime.chain_eval import EVAL_COLUMNS, evaluate_chain
+    from distill.runtime.tracking import format_table
+
+    options = parse_data_spec(args.data)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print  # noqa: E731 (stdout stays JSON)
+    rows = evaluate_chain(args.run_id, options, split=args.split, name=args.name, tracking=args.tracking_uri, out=say)
+    if args.json:
+        keys = ("run_id", "stage", "kind", "method", "input_ms", "acc_window", "acc_stream", "acc_center")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+    else:
+        print(format_table([{**r, **{k: f"{r[k]:.4f}" for k in ("acc_window", "acc_stream", "acc_center")}}
+                            for r in rows], EVAL_COLUMNS))
+        print(f"logged to the chain's runs as {args.name or options.name}_acc_<protocol>")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from distill.data.base import build_source_index, parse_data_spec
+    from distill.data.check import report, scan
+
+    options = parse_data_spec(args.spec)
+    index = build_source_index(options)
+    result = scan(index, options)
+    if args.json:
+        print(json.dumps({"files": result.total, "clips": len(result.good), "labels": index.labels,
+                          "counts": {f"{label}/{split}": int(n) for (label, split), n
+                                     in result.good.groupby(["label", "split"]).size().items()},
+                          "policy_applied": dict(result.applied),
+                          "problems": result.quarantine[["path", "problem"]].to_dict(orient="records")}, indent=2))
+    else:
+        print(report(index, options, result), end="")
+    return 1 if len(result.quarantine) else 0  # scripts can gate on a clean dataset
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pld", description="Progressive Label Distillation on Ray, tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,7 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     run.set_defaults(func=cmd_run)
 
+    ev = sub.add_parser("eval", help="evaluate every model of a finished chain on another dataset")
+    ev.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id (printed at the end of pld run)")
+    ev.add_argument("--data", required=True, metavar="SPEC", help="NAME:PATH or a YAML file with a data: block")
+    ev.add_argument("--split", default="test", help="split of the dataset to evaluate on (default: test)")
+    ev.add_argument("--name", help="metric prefix (default: the dataset's registry name)")
+    ev.add_argument("--json", action="store_true", help="print a JSON array, one object per model")
+    ev.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    ev.set_defaults(func=cmd_eval)
+
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="scan a dataset: clips per label and split, every problem "
+                                          "(exit 1 when there are problems)")
+    check.add_argument("spec", metavar="SPEC", help="NAME:PATH or a YAML file with a data: block")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=cmd_check)
     synth = data.add_parser("synth", help="synthesize a Speech Commands-layout corpus offline with espeak-ng")
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--seed", type=int, default=0)

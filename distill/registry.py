@@ -2,8 +2,11 @@
 
 A new dataset or model plugs in with one module and one decorator::
 
-    @DATASETS.register("my_corpus")
-    def build_my_corpus(options, seed) -> SourceIndex: ...
+    @register_dataset("my_corpus", MyCorpusOptions)   # distill.data.base
+    def build_my_corpus(options: MyCorpusOptions) -> SourceIndex: ...
+
+    @MODELS.register("my_net")                          # distill.models
+    def build_my_net(n_classes, **options) -> nn.Module: ...
 
 Builders are plain callables; the registry only maps names and gives clear errors.
 """

@@ -37,3 +37,65 @@ def sc_root(tmp_path) -> Path:
     speakers = [f"{i:08x}" for i in range(10)]
     return write_sc_layout(tmp_path / "sc", keywords + ["bed", "cat", "dog"], speakers,
                            val={speakers[0]}, test={speakers[1], speakers[2]})
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def write_malformed(folder: Path) -> dict[str, str]:
+    """Files that cannot become clips, one or more of each kind: name → the reason expected."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = folder / ".good.tmp.wav"
+    sf.write(good, tone(1.0, 16000), 16000, subtype="PCM_16")
+    wav = good.read_bytes()
+    good.unlink()
+    flac_path, ogg_path = folder / ".t.flac", folder / ".t.ogg"
+    sf.write(flac_path, tone(1.0, 16000), 16000)
+    sf.write(ogg_path, tone(1.0, 16000), 16000)
+    flac, ogg = flac_path.read_bytes(), ogg_path.read_bytes()
+    flac_path.unlink()
+    ogg_path.unlink()
+    rng = np.random.default_rng(1)
+    expected = {}
+
+    def put(name: str, data: bytes, reason: str) -> None:
+        (folder / name).write_bytes(data)
+        expected[name] = reason
+
+    put("empty.wav", b"", "empty file")
+    put("empty.flac", b"", "empty file")
+    put("header_only.wav", wav[:44], "truncated")  # declares a second of data, holds none
+    zero = bytearray(wav[:44])
+    zero[40:44] = (0).to_bytes(4, "little")  # data chunk of size 0
+    zero[4:8] = (36).to_bytes(4, "little")
+    put("zero_frames.wav", bytes(zero), "no audio")
+    put("truncated_half.wav", wav[: len(wav) // 2], "truncated")
+    put("truncated_tail.wav", wav[:-100], "truncated")
+    put("random_bytes.wav", rng.bytes(3000), "unreadable")
+    put("text_as_wav.wav", b"this is not audio at all\n" * 20, "unreadable")
+    put("riff_garbage.wav", b"RIFF" + (5000).to_bytes(4, "little") + b"WAVE" + rng.bytes(200), "unreadable")
+    put("truncated.flac", flac[: len(flac) // 3], "unreadable")
+    put("random.flac", rng.bytes(2000), "unreadable")
+    put("truncated.ogg", ogg[: len(ogg) // 3], "unreadable")
+    put("random.ogg", rng.bytes(2000), "unreadable")
+    put("song.mp3", rng.bytes(2000), "unsupported format")
+    put("notes.txt", b"recorded on tuesday\n", "unsupported format")
+    put("clip.m4a", rng.bytes(500), "unsupported format")
+    put("noextension", rng.bytes(500), "unsupported format")
+    put("clip.aiff", rng.bytes(500), "unsupported format")
+    nan = tone(1.0, 16000)
+    nan[100:200] = np.nan
+    sf.write(folder / "nan_samples.wav", nan, 16000, subtype="FLOAT")
+    expected["nan_samples.wav"] = "not audio"
+    inf = tone(1.0, 16000)
+    inf[5] = np.inf
+    sf.write(folder / "inf_samples.wav", inf, 16000, subtype="FLOAT")
+    expected["inf_samples.wav"] = "not audio"
+    (folder / "broken_link.wav").symlink_to(folder / "does_not_exist.wav")
+    expected["broken_link.wav"] = "missing"
+    (folder / "a_directory.wav").mkdir()
+    expected["a_directory.wav"] = "missing"
+    return expected

@@ -1,15 +1,19 @@
 """The whole chain through the `pld` CLI on a tiny synthetic corpus, with a real local Ray
-and a real (SQLite) MLflow store: run structure, contracted tags, Parquet schema and rows."""
+and a real (SQLite) MLflow store: run structure, contracted tags, Parquet schema and rows;
+then `pld eval` of that chain on a prepared test set."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 import yaml
 from mlflow import MlflowClient
 
@@ -123,3 +127,64 @@ def test_cli_prints_the_summary_table(chain):
         assert col in header
     assert f"chain run id: {parent.info.run_id}" in out
     assert "[student_750ms] epoch 2/2" in out
+
+
+@pytest.fixture(scope="module")
+def prepared_copy(chain):
+    """The chain's own test split written out as a prepared Speech Commands test set (plus two
+    broken files), so that `pld eval` must reproduce the chain's test accuracies exactly."""
+    parent, _ = runs_of(chain)
+    test = pq.read_table(Path(parent.data.tags["pld.run_dir"]) / "source" / "data" / "split=test").to_pandas()
+    root = chain["root"] / "prepared_test"
+    for i, row in enumerate(test.itertuples()):
+        (root / row.label).mkdir(parents=True, exist_ok=True)
+        sf.write(root / row.label / f"{i:05d}_nohash_0.wav", np.asarray(row.waveform, np.int16), 16000,
+                 subtype="PCM_16")
+    (root / "yes" / "broken_nohash_0.wav").write_bytes(b"RIFF")
+    (root / "no" / "empty_nohash_0.wav").write_bytes(b"")
+    return root, len(test)
+
+
+def test_pld_eval_reproduces_the_chain_and_logs_into_its_runs(chain, prepared_copy):
+    parent, children = runs_of(chain)
+    root, n_clips = prepared_copy
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{chain['root'] / 'mlflow.db'}"}
+    spec = chain["root"] / "prepared.yaml"  # two bad files of 14 are over the default 5 %: allow them here
+    spec.write_text(f"data:\n  name: speech_commands_test\n  path: {root}\n  max_bad_fraction: 0.2\n")
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "eval", parent.info.run_id, "--data", str(spec),
+                           "--json"], cwd=chain["root"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(proc.stdout)
+    assert [r["stage"] for r in rows] == ["teacher", "student_1000ms", "student_750ms", "student_500ms",
+                                          "direct_500ms", "one_shot_500ms"]
+    assert "2 quarantined" in proc.stderr and "broken_nohash_0.wav" in proc.stderr
+    client = chain["client"]
+    for r in rows:
+        assert set(r) >= {"run_id", "kind", "method", "input_ms", "acc_window", "acc_stream", "acc_center"}
+        run = client.get_run(r["run_id"])
+        assert (r["kind"], r["method"], str(r["input_ms"])) == (
+            run.data.tags["pld.kind"], run.data.tags["pld.method"], run.data.tags["pld.input_ms"])
+        for p in ("window", "stream", "center"):  # the same clips, so the same accuracy as the chain's test split
+            # (at most one clip may flip on a float near-tie: batches differ from the chain's)
+            assert r[f"acc_{p}"] == pytest.approx(run.data.metrics[f"test_acc_{p}"], abs=1.0 / n_clips + 1e-9), (r["stage"], p)
+            assert run.data.metrics[f"speech_commands_test_acc_{p}"] == pytest.approx(r[f"acc_{p}"])
+        assert run.data.metrics["speech_commands_test_clips"] == n_clips
+
+    cmd = [sys.executable, "-m", "distill.cli", "eval", parent.info.run_id, "--data", f"speech_commands_test:{root}",
+           "--name", "heldout"]
+    proc = subprocess.run(cmd, cwd=chain["root"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "above data.max_bad_fraction (5.0%)" in proc.stderr, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr
+    (root / "yes" / "broken_nohash_0.wav").unlink()
+    (root / "no" / "empty_nohash_0.wav").unlink()
+    proc = subprocess.run(cmd, cwd=chain["root"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("stage "))
+    assert header.split() == ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center"]
+    assert "heldout_acc_stream" in client.get_run(children["teacher"].info.run_id).data.metrics
+    assert {"eval/heldout.md", "eval/speech_commands_test.md"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "eval")}
+
+    bad = subprocess.run([sys.executable, "-m", "distill.cli", "eval", children["teacher"].info.run_id, "--data",
+                          f"speech_commands_test:{root}"], cwd=chain["root"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and f"its chain is {parent.info.run_id}" in bad.stderr and "Traceback" not in bad.stderr

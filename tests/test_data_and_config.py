@@ -49,7 +49,7 @@ def test_dataset_errors_name_the_path_and_the_fix(tmp_path, sc_root):
     (sc_root / "testing_list.txt").write_text("yes/ghost_nohash_0.wav\n")
     with pytest.raises(FileNotFoundError, match="ghost_nohash_0.wav"):
         index_for(sc_root)
-    with pytest.raises(ValueError, match="keyword folder"):
+    with pytest.raises(ValueError, match=r"data.keywords: folder\(s\) \[.marvin.\] missing"):
         index_for(tmp_path / "sc", keywords=["yes", "marvin"])
 
 
@@ -96,3 +96,13 @@ def test_method_core_imports_without_ray_or_mlflow():
             "distill.config, distill.stages, distill.checkpoint, distill.data.speech_commands; "
             "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.chain.lengths_ms[0] <= cfg.data.clip_ms, path

@@ -7,13 +7,20 @@ Ray Data source stage, so indexing a million-clip corpus stays cheap.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
+from importlib.metadata import entry_points
 from typing import Any, Callable
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distill.data.audio import ClipPolicy
 from distill.registry import Registry
+
+log = logging.getLogger(__name__)
 
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
@@ -31,14 +38,20 @@ class DatasetOptions(BaseModel):
     sample_rate: int = Field(16000, gt=0, description="Sample rate the audio is decoded at (resampled if needed).")
     clip_ms: int = Field(1000, gt=0, description="Length every clip is cut or padded to, in ms.")
     seed: int = Field(0, description="Seed for any sampling the dataset does (unknown/silence selection).")
+    policy: ClipPolicy = Field(default_factory=ClipPolicy,
+                               description="How files of another rate, channel count or length become clips.")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description=(
+        "Stop with an error when more than this fraction of the files cannot be read (they are quarantined "
+        "and counted either way)."))
 
 
 @dataclass
 class SourceIndex:
     """Clips of a dataset: a frame with ``INDEX_COLUMNS`` and the ordered label set.
 
-    ``start`` is a sample offset into ``path`` (non-zero for clips cut from long files,
-    such as silence cut from background noise).
+    ``start`` is a sample offset into ``path`` for a window of a long file (silence cut
+    from background noise), or ``WHOLE_FILE`` (-1) for a clip that is a whole file, fitted to
+    the clip length by the dataset's ``policy``.
     """
 
     clips: pd.DataFrame
@@ -76,9 +89,28 @@ def register_dataset(name: str, options: type[DatasetOptions]):
     return decorator
 
 
+ENTRY_POINT_GROUP = "pld.datasets"
+_loaded = False
+
+
 def _load_builtin_datasets() -> None:
-    # Imported for their registrations; kept lazy so `distill.data.base` has no cycles.
+    """Import the built-in datasets and every installed plug-in for their registrations.
+
+    A package adds a dataset without touching this one by declaring an entry point:
+    ``[project.entry-points."pld.datasets"] my_corpus = "my_pkg.my_corpus"`` (a module that
+    calls ``@register_dataset``). Kept lazy so ``distill.data.base`` has no import cycles."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import distill.data.folder  # noqa: F401
     import distill.data.speech_commands  # noqa: F401
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken plug-in must not take the built-in datasets down
+            log.warning("dataset plug-in %r (%s) failed to import: %s", entry.name, entry.value, exc)
 
 
 def parse_dataset_options(raw: dict[str, Any] | DatasetOptions) -> DatasetOptions:
@@ -97,3 +129,28 @@ def parse_dataset_options(raw: dict[str, Any] | DatasetOptions) -> DatasetOption
 def build_source_index(options: DatasetOptions) -> SourceIndex:
     _load_builtin_datasets()
     return DATASETS.get(options.name)(options)
+
+
+def parse_data_spec(spec: str) -> DatasetOptions:
+    """A dataset named on the command line: ``NAME:PATH`` (registry name and root directory),
+    or a YAML file holding a ``data:`` block (or just the block's fields)."""
+    _load_builtin_datasets()
+    if spec.endswith((".yaml", ".yml")):
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"{spec}: dataset YAML not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        raw = raw.get("data", raw) if isinstance(raw, dict) else raw
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise ValueError(f"{spec}: expected a 'data:' mapping with a 'name' (one of {', '.join(DATASETS.names())})")
+    else:
+        name, sep, path = spec.partition(":")
+        if not sep or not name or not path:
+            raise ValueError(f"dataset spec {spec!r}: expected NAME:PATH (NAME one of {', '.join(DATASETS.names())}) "
+                             "or a YAML file with a 'data:' block")
+        raw = {"name": name, "path": path}
+    try:
+        return parse_dataset_options(raw)
+    except ValidationError as exc:
+        fields = "; ".join(f"data.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{spec}: {fields}") from None

@@ -1,53 +1,86 @@
-"""Google Speech Commands layout (and the synthetic corpus written in the same layout).
+"""Google Speech Commands, as released (and the synthetic corpus written in the same layout).
 
-``<root>/<word>/<speaker>_nohash_<k>.wav``, long noise files in ``_background_noise_/``,
-and ``validation_list.txt`` / ``testing_list.txt`` naming the held-out files (everything
-else is train). The default 12-class label space is built as the reference TensorFlow
-recipe builds it: the keywords, ``_unknown_`` sampled from the other words and
-``_silence_`` cut from the background noise, each a percentage of the split's keyword
-clips, seeded.
+Raw release (v0.01: 30 words, v0.02: 35): ``<root>/<word>/<speaker>_nohash_<k>.wav``, long
+noise files in ``_background_noise_/``, and ``validation_list.txt`` / ``testing_list.txt``
+naming the held-out files (everything else is train). The 12-class label space is built as
+the reference TensorFlow recipe builds it: the 10 keywords, ``_unknown_`` sampled from the
+other words and ``_silence_`` cut from the background noise, each a percentage of the
+split's keyword clips, seeded. ``classes: all`` makes every word a class (plus
+``_silence_`` unless its percentage is 0).
+
+Prepared test set (``speech_commands_test``): the official 12-class test archive, one
+folder per keyword plus ``_unknown_/`` and ``_silence_/`` holding 1 s clips, no lists.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from distill.data.audio import audio_frames
+from distill.data.audio import AUDIO_SUFFIXES, WHOLE_FILE, audio_frames
 from distill.data.base import SILENCE, UNKNOWN, DatasetOptions, SourceIndex, register_dataset
+from distill.data.folder import label_files, read_list
 
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+V1_WORDS = KEYWORDS + ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                       "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow"]
+V2_WORDS = V1_WORDS + ["backward", "follow", "forward", "learn", "visual"]
+RELEASE_WORDS = {1: V1_WORDS, 2: V2_WORDS}
 NOISE_DIR = "_background_noise_"
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 class SpeechCommandsOptions(DatasetOptions):
     name: Literal["speech_commands"] = "speech_commands"
     path: str = Field("data/synth-sc", description="Root of a Speech Commands copy (or `pld data synth` output).")
-    mode: Literal["keywords", "all"] = Field(
-        "keywords", description="keywords: the keywords + _unknown_ + _silence_; all: every word is a class (+ _silence_).")
+    version: Literal[1, 2] | None = Field(
+        None, description="1 (v0.01, 30 words) or 2 (v0.02, 35 words): check the copy is that release; "
+                          "unset: use the word folders found (e.g. the synthetic corpus).")
+    classes: Literal["keywords", "all"] = Field(
+        "keywords", description="keywords (12: the keywords + _unknown_ + _silence_, also written 12) or all "
+                                "(every word a class, + _silence_; also written 30 or 35).")
     keywords: list[str] = Field(default_factory=lambda: list(KEYWORDS), min_length=1,
-                                description="Keyword classes in `keywords` mode.")
+                                description="Keyword classes of `classes: keywords`.")
     unknown_percentage: float = Field(10.0, ge=0, le=100, description="_unknown_ clips, % of the split's keyword clips.")
-    silence_percentage: float = Field(10.0, ge=0, le=100, description="_silence_ clips, % of the split's keyword clips.")
+    silence_percentage: float = Field(10.0, ge=0, le=100, description="_silence_ clips, % of the split's keyword clips "
+                                                                      "(0: no _silence_ class in `all`).")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_count(cls, v: Any) -> Any:
+        # The release's own vocabulary: 12 is the keyword task, 30 / 35 every word of v0.01 / v0.02.
+        return {12: "keywords", "12": "keywords", 30: "all", "30": "all", 35: "all", "35": "all"}.get(v, v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_matches(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and str(raw.get("classes")) in ("30", "35"):
+            want = 1 if str(raw["classes"]) == "30" else 2
+            if raw.get("version") not in (None, want):
+                raise ValueError(f"classes: {raw['classes']} is every word of v0.0{want}, but version is {raw['version']}")
+            raw = {**raw, "version": want}
+        if isinstance(raw, dict) and str(raw.get("classes")) == "12" and len(raw.get("keywords", KEYWORDS)) != 10:
+            raise ValueError("classes: 12 means 10 keywords + _unknown_ + _silence_; with other keywords write "
+                             "classes: keywords")
+        return raw
 
 
-def _read_list(root: Path, name: str) -> set[str]:
-    path = root / name
-    if not path.exists():
-        return set()
-    entries = {line.strip() for line in path.read_text().splitlines() if line.strip()}
-    missing = sorted(e for e in entries if not (root / e).exists())
-    if missing:
-        raise FileNotFoundError(
-            f"{path}: lists {len(missing)} file(s) that do not exist, e.g. {missing[0]!r}; "
-            "fix the list or restore the files")
-    return entries
+class SpeechCommandsTestOptions(DatasetOptions):
+    name: Literal["speech_commands_test"] = "speech_commands_test"
+    keywords: list[str] = Field(default_factory=lambda: list(KEYWORDS), min_length=1,
+                                description="Keyword folders of the prepared test set.")
+
+
+def _root(path: str) -> Path:
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.path: {root} is not a directory; generate the default corpus with "
+                                f"`pld data synth --out {path}` or point data.path at a Speech Commands copy")
+    return root
 
 
 def _silence_clips(root: Path, split: str, count: int, clip_samples: int, sample_rate: int,
@@ -72,41 +105,58 @@ def _silence_clips(root: Path, split: str, count: int, clip_samples: int, sample
     return rows
 
 
+def speaker_of(file_name: str) -> str:
+    return file_name.split("_nohash_")[0] if "_nohash_" in file_name else ""
+
+
+def _word_folders(root: Path, version: int | None) -> list[str]:
+    words = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))
+    if not words:
+        raise ValueError(f"data.path: {root} has no word folders (expected <root>/<word>/*.wav); "
+                         "is it the prepared test set? then use name: speech_commands_test")
+    if version is not None:
+        expected = RELEASE_WORDS[version]
+        missing, extra = sorted(set(expected) - set(words)), sorted(set(words) - set(expected))
+        if missing or extra:
+            other = 2 if version == 1 else 1
+            hint = (f"it looks like v0.0{other}: set data.version: {other}" if set(words) == set(RELEASE_WORDS[other])
+                    else "unset data.version to use the folders as they are")
+            raise ValueError(f"data.version: {version}: {root} is not Speech Commands v0.0{version} "
+                             f"(missing {missing or 'none'}, unexpected {extra or 'none'}); {hint}")
+    return words
+
+
 @register_dataset("speech_commands", SpeechCommandsOptions)
 def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
-    root = Path(opts.path).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.path: {root} is not a directory; generate the default corpus with "
-                                f"`pld data synth --out {opts.path}` or point data.path at a Speech Commands copy")
-    words = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("_") and not d.name.startswith("."))
-    if not words:
-        raise ValueError(f"{root}: no word folders found (expected <root>/<word>/*.wav)")
-    if opts.mode == "keywords":
+    root = _root(opts.path)
+    words = _word_folders(root, opts.version)
+    if opts.classes == "keywords":
         absent = [k for k in opts.keywords if k not in words]
         if absent:
-            raise ValueError(f"{root}: keyword folder(s) {absent} missing; found {words}")
-    validation, testing = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+            raise ValueError(f"data.keywords: folder(s) {absent} missing under {root}; found {words}")
+    validation, testing = read_list(root, "validation_list.txt"), read_list(root, "testing_list.txt")
 
     rows = []
     for word in words:
-        for f in sorted((root / word).iterdir()):
-            if f.suffix.lower() not in AUDIO_SUFFIXES:
-                continue
+        for f in label_files(root / word):
             rel = f"{word}/{f.name}"
             split = "validation" if rel in validation else "test" if rel in testing else "train"
-            speaker = f.name.split("_nohash_")[0] if "_nohash_" in f.name else ""
-            rows.append(dict(clip_id=rel, path=str(f), start=0, word=word, speaker=speaker, split=split))
-    clips = pd.DataFrame(rows)
+            rows.append(dict(clip_id=rel, path=str(f), start=WHOLE_FILE, word=word, speaker=speaker_of(f.name),
+                             split=split))
+    clips = pd.DataFrame(rows, columns=["clip_id", "path", "start", "word", "speaker", "split"])
+    if clips.empty:
+        raise ValueError(f"data.path: the word folders under {root} hold no files")
     sample_clip = int(round(opts.clip_ms * opts.sample_rate / 1000))
     rng = np.random.default_rng(opts.seed)
 
-    if opts.mode == "all":
+    if opts.classes == "all":
         labels = ([SILENCE] if opts.silence_percentage > 0 else []) + words
         clips["label"] = clips["word"]
         parts = [clips]
         for split, group in clips.groupby("split", sort=True):
             n = int(math.ceil(len(group) * opts.silence_percentage / 100))
-            parts.append(pd.DataFrame(_silence_clips(root, split, n, sample_clip, opts.sample_rate, rng)))
+            if n:
+                parts.append(pd.DataFrame(_silence_clips(root, split, n, sample_clip, opts.sample_rate, rng)))
     else:
         labels = [SILENCE, UNKNOWN] + list(opts.keywords)
         is_kw = clips["word"].isin(opts.keywords)
@@ -123,3 +173,23 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
     index = pd.concat(parts, ignore_index=True).drop(columns=["word"], errors="ignore")
     index["start"] = index["start"].astype("int64")
     return SourceIndex(clips=index.reset_index(drop=True), labels=labels)
+
+
+@register_dataset("speech_commands_test", SpeechCommandsTestOptions)
+def build_speech_commands_test(opts: SpeechCommandsTestOptions) -> SourceIndex:
+    """The prepared 12-class test set: every clip is in the ``test`` split."""
+    root = _root(opts.path)
+    labels = [SILENCE, UNKNOWN] + list(opts.keywords)
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    missing, extra = sorted(set(labels) - set(found)), sorted(set(found) - set(labels))
+    if missing or extra:
+        hint = (" — a raw release? use name: speech_commands" if (root / "validation_list.txt").exists()
+                or (root / NOISE_DIR).is_dir() else "")
+        raise ValueError(f"data.path: {root} is not a prepared Speech Commands test set: label folders missing "
+                         f"{missing or 'none'}, unexpected {extra or 'none'}{hint}")
+    rows = [dict(clip_id=f"{label}/{f.name}", path=str(f), start=WHOLE_FILE, label=label, speaker=speaker_of(f.name),
+                 split="test")
+            for label in labels for f in label_files(root / label)]
+    if not rows:
+        raise ValueError(f"data.path: {root}: the label folders hold no files")
+    return SourceIndex(clips=pd.DataFrame(rows), labels=labels)

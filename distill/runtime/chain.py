@@ -25,7 +25,7 @@ from distill.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.relabel import relabel_crops
 from distill.runtime.session import check_resources, init_ray, tracking_uri
-from distill.runtime.source import load_split_arrays, write_source_dataset
+from distill.runtime.source import QUARANTINE, load_split_arrays, write_source_dataset
 from distill.runtime.tracking import KIND, format_table, log_distilled_dataset, log_model, stage_tags
 from distill.runtime.train import train_stage
 from distill.stages import plan_chain
@@ -49,6 +49,10 @@ def _report_epoch(out: Callable[[str], None], run_id: str, m: dict) -> None:
                                                      for k in ("train_loss", "val_acc")])
 
 
+def _reasons(source: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in source["quarantine_reasons"].items())
+
+
 def evaluate(cfg: ExperimentConfig, model_dir: str, test, hop_samples: int, silence_index: int | None) -> dict:
     """Test metrics of a stage's model. With GPUs, a Ray task on a GPU; on CPUs, here in the
     driver, which already has the model code loaded (a task pays a fresh worker process each
@@ -65,7 +69,9 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
               out: Callable[[str], None] = print, verbose: bool = False) -> ChainResult:
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
+    t = time.perf_counter()
     init_ray(cfg, address, verbose=verbose)
+    ray_start_s = time.perf_counter() - t  # logged below, beside source_seconds (benchmarks/throughput.py reads it)
     check_resources(cfg)
     uri = tracking_uri(cfg, tracking)
     mlflow.set_tracking_uri(uri)
@@ -81,14 +87,26 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         mlflow.log_params(cfg.flat_params())
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         mlflow.set_tags({"pld.run_dir": str(run_dir), "pld.stages": ",".join(s.name for s in plan)})
+        mlflow.log_metric("ray_start_seconds", ray_start_s)
         counts = index.clips["split"].value_counts()
         out(f"dataset {cfg.data.name} at {cfg.data.path}: {len(labels)} classes, "
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
         out(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
         t = time.perf_counter()
         source_dir = run_dir / "source"
-        write_source_dataset(index, cfg.data, source_dir)
-        mlflow.log_metric("source_seconds", time.perf_counter() - t)
+        try:
+            source = write_source_dataset(index, cfg.data, source_dir)
+        finally:  # also when too many files were bad: the table says which and why
+            if (source_dir / QUARANTINE).exists():
+                mlflow.log_artifact(str(source_dir / QUARANTINE))
+        mlflow.log_metrics({"source_seconds": time.perf_counter() - t, "source_files": source["files"],
+                            "source_quarantined": source["quarantined"],
+                            **{f"source_{k}": v for k, v in source["policy_applied"].items()}})
+        out(f"source: {sum(source['rows'].values())} of {source['files']} files decoded; "
+            f"{source['quarantined']} quarantined" + (f" ({_reasons(source)}) — see {source_dir / QUARANTINE}"
+                                                      if source["quarantined"] else "")
+            + ("; policy applied: " + ", ".join(f"{k} {v}" for k, v in source["policy_applied"].items())
+               if source["policy_applied"] else ""))
         test = load_split_arrays(source_dir, "test")
         validation = load_split_arrays(source_dir, "validation")
 

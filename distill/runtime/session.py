@@ -14,7 +14,12 @@ def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:
     """--tracking-uri, then the config, then $MLFLOW_TRACKING_URI, then ./mlflow.db.
 
     A local default is made absolute so Ray workers (other cwd) write to the same store."""
-    uri = override or cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return resolve_tracking_uri(override or cfg.tracking.uri)
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute>/mlflow.db."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path('mlflow.db').resolve()}"
     if "://" not in uri:  # a bare path means a local file store

@@ -1,57 +1,105 @@
 """Source dataset: a dataset's clip index decoded into Arrow with Ray Data and kept as
-Parquet partitioned by split (``<dir>/data/split=train/…``, manifest in ``<dir>/manifest.json``),
-so every later stage reads only the split it needs. Columns: clip_id, path, start, label, label_index, speaker, split, waveform
-(int16, one row per clip)."""
+Parquet partitioned by split (``<dir>/data/split=train/…``), so every later stage reads only
+the split it needs. Columns: clip_id, path, start, label, label_index, speaker, split,
+applied (the policies that fitted the file: resampled, downmixed, padded, cropped), waveform
+(int16, one row per clip).
+
+Files that cannot become clips are not dropped: decoding routes them to a quarantine
+partition, which ends up as ``<dir>/quarantine.csv`` (path and reason per file); the
+manifest, written last, counts them and every policy applied.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from distill.data.audio import decode_clip
+from distill.data.audio import ClipPolicy, load_clip
 from distill.data.base import DatasetOptions, SourceIndex
+from distill.data.check import QUARANTINE_COLUMNS, check_bad_fraction
 from distill.features import num_samples
 
 MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.csv"
+_QUARANTINE_SPLIT = "_quarantine_"  # partition prefix of rows that did not decode; removed after the write
 
 
-def _decode_batch(batch: pd.DataFrame, clip_samples: int, sample_rate: int, labels: list[str]) -> dict:
-    waves = np.stack([decode_clip(p, int(s), clip_samples, sample_rate) for p, s in zip(batch["path"], batch["start"])])
+def _decode_batch(batch: pd.DataFrame, clip_samples: int, sample_rate: int, labels: list[str], policy: dict) -> dict:
+    rules = ClipPolicy.model_validate(policy)
+    loaded = [load_clip(p, int(s), clip_samples, sample_rate, rules, key=c)
+              for p, s, c in zip(batch["path"], batch["start"], batch["clip_id"])]
+    zeros = np.zeros(clip_samples, np.int16)
     lookup = {name: i for i, name in enumerate(labels)}
+    ok = [c.waveform is not None for c in loaded]
     return {
         "clip_id": batch["clip_id"].to_numpy(dtype=object),
         "path": batch["path"].to_numpy(dtype=object),
-        "start": batch["start"].to_numpy(dtype=np.int64),
+        "start": np.array([c.start if good else s for c, good, s in zip(loaded, ok, batch["start"])], dtype=np.int64),
         "label": batch["label"].to_numpy(dtype=object),
         "label_index": np.array([lookup[x] for x in batch["label"]], dtype=np.int64),
         "speaker": batch["speaker"].to_numpy(dtype=object),
-        "split": batch["split"].to_numpy(dtype=object),
-        "waveform": waves,
+        "split": np.array([s if good else _QUARANTINE_SPLIT + s for s, good in zip(batch["split"], ok)], dtype=object),
+        # the policies applied, or for a quarantined file the reason it was
+        "applied": np.array([",".join(c.applied) if good else c.problem for c, good in zip(loaded, ok)], dtype=object),
+        "waveform": np.stack([c.waveform if good else zeros for c, good in zip(loaded, ok)]),
     }
 
 
+def _collect_quarantine(data_dir: Path) -> pd.DataFrame:
+    frames = []
+    for part in sorted(data_dir.glob(f"split={_QUARANTINE_SPLIT}*")):
+        table = pq.read_table(part, columns=["clip_id", "path", "label", "applied"]).to_pandas()
+        frames.append(table.rename(columns={"applied": "problem"}).assign(
+            split=part.name.removeprefix(f"split={_QUARANTINE_SPLIT}")))
+        shutil.rmtree(part)
+    if not frames:
+        return pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[QUARANTINE_COLUMNS].sort_values("clip_id", ignore_index=True)
+
+
 def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: str | Path) -> dict:
-    """Decode every clip of ``index`` with Ray Data into Parquet under ``out_dir``; returns the manifest."""
+    """Decode every clip of ``index`` with Ray Data into Parquet under ``out_dir``; returns the
+    manifest. Raises ``DataError`` (after writing the quarantine table) when more than
+    ``data.max_bad_fraction`` of the files cannot be read."""
     out_dir = Path(out_dir)
+    data_dir = out_dir / "data"
+    if data_dir.exists():  # Ray's writer adds files to a directory: never mix two runs' rows
+        shutil.rmtree(data_dir)
     clip_samples = num_samples(options.clip_ms, options.sample_rate)
     n = len(index.clips)
     table = pa.Table.from_pandas(index.clips, preserve_index=False)
     # Blocks of ≤ 200 clips so decoding spreads over every CPU of the cluster.
     ds = ray.data.from_arrow([table.slice(i, 200) for i in range(0, max(n, 1), 200)])
     ds = ds.map_batches(_decode_batch, batch_format="pandas", batch_size=200,
-                        fn_kwargs=dict(clip_samples=clip_samples, sample_rate=options.sample_rate, labels=index.labels))
-    ds.write_parquet(str(out_dir / "data"), partition_cols=["split"])
+                        fn_kwargs=dict(clip_samples=clip_samples, sample_rate=options.sample_rate, labels=index.labels,
+                                       policy=options.policy.model_dump()))
+    ds.write_parquet(str(data_dir), partition_cols=["split"])
+
+    quarantine = _collect_quarantine(data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quarantine.to_csv(out_dir / QUARANTINE, index=False)
+    good = pq.read_table(data_dir, columns=["split", "applied"]).to_pandas() if any(data_dir.glob("split=*")) \
+        else pd.DataFrame(columns=["split", "applied"])
+    applied = Counter(p for joined in good["applied"] for p in str(joined).split(",") if p)
+    check_bad_fraction(len(quarantine), n, options, str(out_dir / QUARANTINE))
     manifest = {
         "dataset": options.model_dump(mode="json"),
         "labels": index.labels,
         "clip_samples": clip_samples,
-        "rows": {str(k): int(v) for k, v in index.clips["split"].value_counts().sort_index().items()},
+        "rows": {str(k): int(v) for k, v in good["split"].astype(str).value_counts().sort_index().items()},
+        "files": n,
+        "quarantined": len(quarantine),
+        "quarantine_reasons": dict(Counter(p.split(":")[0] for p in quarantine["problem"])),
+        "policy_applied": dict(sorted(applied.items())),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: the data is whole
     return manifest
@@ -65,8 +113,13 @@ def read_split(source_dir: str | Path, split: str) -> ray.data.Dataset:
 
 
 def load_split_arrays(source_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(waveforms, label indices) of a whole split, for evaluation on the driver's cluster."""
-    rows = read_split(source_dir, split).select_columns(["waveform", "label_index"]).take_all()
-    if not rows:
+    """(waveforms, label indices) of a whole split, for evaluation on the driver."""
+    path = Path(source_dir) / "data" / f"split={split}"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: the source dataset has no {split!r} split")
+    # pyarrow directly: a split is small enough for the driver, and a Ray job costs seconds here
+    table = pq.read_table(path, columns=["waveform", "label_index"])
+    if table.num_rows == 0:
         return np.zeros((0, 0), np.int16), np.zeros(0, np.int64)
-    return np.stack([r["waveform"] for r in rows]), np.array([r["label_index"] for r in rows], dtype=np.int64)
+    waves = np.stack(table.column("waveform").to_numpy(zero_copy_only=False)).astype(np.int16, copy=False)
+    return waves, table.column("label_index").to_numpy().astype(np.int64)

@@ -1,0 +1,122 @@
+"""``pld eval``: every model of a finished chain on another dataset, logged back into the chain.
+
+The models come from the chain's MLflow runs (their weights-only ``checkpoint/`` artifacts),
+so this works wherever the tracking server is, not only on the machine that ran the chain.
+The evaluation set is read on this machine (``distill.data.check.scan``): with the same
+quarantine rules as ingestion, at the chain's sample rate and clip length. Metrics land in
+each stage's run as ``<name>_acc_<protocol>`` so they compare next to ``test_acc_*`` in the
+MLflow UI.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from distill.checkpoint import load_model_dir
+from distill.data.base import SILENCE, DatasetOptions, SourceIndex, build_source_index
+from distill.data.check import check_bad_fraction, describe, scan
+from distill.features import num_samples
+from distill.protocols import PROTOCOLS
+from distill.runtime.evaluate import evaluate_model_dir
+from distill.runtime.tracking import INPUT_MS, KIND, METHOD, format_table
+
+EVAL_COLUMNS = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center"]
+
+
+def chain_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entities.Run, list[mlflow.entities.Run]]:
+    """The chain's parent run and its stage runs, in the chain's order."""
+    try:
+        parent = client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"run {run_id!r} not found in the tracking store {mlflow.get_tracking_uri()}; "
+                         "pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the chain used") from None
+    kind = parent.data.tags.get(KIND)
+    if kind != "chain":
+        hint = parent.data.tags.get("mlflow.parentRunId")
+        raise ValueError(f"run {run_id} is not a PLD chain (pld.kind={kind!r})"
+                         + (f"; its chain is {hint}" if hint else ""))
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
+    order = parent.data.tags.get("pld.stages", "").split(",")
+    children = [r for r in children if r.info.status == "FINISHED"]
+    children.sort(key=lambda r: order.index(r.info.run_name) if r.info.run_name in order else len(order))
+    if not children:
+        raise ValueError(f"chain {run_id} has no finished stage runs to evaluate")
+    return parent, children
+
+
+def _select(index: SourceIndex, split: str, model_labels: list[str], out: Callable[[str], None]) -> SourceIndex:
+    clips = index.clips[index.clips["split"] == split]
+    if clips.empty:
+        raise ValueError(f"the dataset has no clips in split {split!r} (it has {sorted(index.clips['split'].unique())}); "
+                         "choose one with --split")
+    foreign = sorted(set(clips["label"]) - set(model_labels))
+    if foreign:
+        n = int(clips["label"].isin(foreign).sum())
+        out(f"skipped {n} clips of label(s) {foreign}: the chain's models have no such class ({model_labels})")
+        clips = clips[~clips["label"].isin(foreign)]
+        if clips.empty:
+            raise ValueError(f"none of the dataset's labels is a class of the chain's models ({model_labels})")
+    return SourceIndex(clips=clips.reset_index(drop=True), labels=model_labels)
+
+
+def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test", name: str | None = None,
+                   tracking: str | None = None, out: Callable[[str], None] = print) -> list[dict]:
+    """Evaluate every stage model of chain ``run_id`` on ``options``' ``split``; log and return one row per model."""
+    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+
+    quiet_logs()
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
+    client = mlflow.MlflowClient()
+    parent, children = chain_runs(client, run_id)
+    prefix = name or options.name
+    params = parent.data.params
+    with tempfile.TemporaryDirectory(prefix="pld-eval-") as tmp:
+        model_dirs = {}
+        for run in children:
+            try:
+                model_dirs[run.info.run_id] = mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="checkpoint", dst_path=str(Path(tmp) / run.info.run_id))
+            except (MlflowException, OSError) as exc:
+                raise ValueError(f"stage run {run.info.run_name} ({run.info.run_id}) has no checkpoint/ artifact: "
+                                 f"{exc}") from None
+        _, spec = load_model_dir(next(iter(model_dirs.values())))
+        # the chain's own sample rate and clip length, whatever the dataset's defaults say
+        options = options.model_copy(update={"sample_rate": int(spec.features["sample_rate"]),
+                                             "clip_ms": int(params.get("data.clip_ms", options.clip_ms))})
+        index = _select(build_source_index(options), split, spec.labels, out)
+        scanned = scan(index, options, keep_waveforms=True)
+        out(f"{prefix} ({options.name} at {options.path}, split {split}): {describe(scanned.good, scanned.quarantine, scanned.applied)}")
+        for r in scanned.quarantine.itertuples():
+            out(f"  quarantined {r.path}: {r.problem}")
+        check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the lines above")
+        lookup = {label: i for i, label in enumerate(spec.labels)}
+        targets = scanned.good["label"].map(lookup).to_numpy()
+        silence = spec.labels.index(SILENCE) if SILENCE in spec.labels else None
+        hop = num_samples(int(params.get("eval.stream_hop_ms", 100)), options.sample_rate)
+        rows = []
+        for run in children:
+            metrics = evaluate_model_dir(model_dirs[run.info.run_id], scanned.waveforms, targets, hop_samples=hop,
+                                         silence_index=silence, batch_size=256, threads=os.cpu_count() or 1)
+            accs = {p: metrics[f"test_acc_{p}"] for p in PROTOCOLS}
+            now = int(time.time() * 1000)
+            client.log_batch(run.info.run_id, metrics=[Metric(f"{prefix}_acc_{p}", v, now, 0) for p, v in accs.items()]
+                             + [Metric(f"{prefix}_clips", float(len(targets)), now, 0)])
+            tags = run.data.tags
+            rows.append({"run_id": run.info.run_id, "stage": run.info.run_name, "kind": tags.get(KIND, ""),
+                         "method": tags.get(METHOD, ""), "input_ms": int(tags.get(INPUT_MS, 0)),
+                         **{f"acc_{p}": v for p, v in accs.items()}})
+    table = format_table([{**r, **{f"acc_{p}": f"{r[f'acc_{p}']:.4f}" for p in PROTOCOLS}} for r in rows], EVAL_COLUMNS,
+                         markdown=True)
+    client.log_text(parent.info.run_id, f"# {prefix}: {options.name} at {options.path}, split {split}\n\n{table}",
+                    f"eval/{prefix}.md")
+    client.set_tag(parent.info.run_id, f"pld.eval.{prefix}", f"{options.name}:{options.path}")
+    return rows
