@@ -1,6 +1,7 @@
 """The ``pld`` command line.
 
-  pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose]
+  pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose] [--new] [--dry-run]
+  pld resume RUN_ID [--tracking-uri URI] [--address ADDR] [--verbose]
   pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
   pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
@@ -27,7 +28,12 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
             from distill.config import ConfigError
 
             raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=3), got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)  # YAML scalars/lists only; nothing is evaluated
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)  # YAML scalars/lists only; nothing is evaluated
+        except yaml.YAMLError as exc:
+            from distill.config import ConfigError
+
+            raise ConfigError(f"--set {key.strip()}: not a plain YAML value ({str(exc).splitlines()[0]})") from None
     return overrides
 
 
@@ -35,9 +41,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distill.config import load_config
 
     cfg = load_config(args.config, _parse_sets(args.set))
+    if args.dry_run:
+        return dry_run(cfg)
     from distill.runtime.chain import run_chain
 
-    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose)
+    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, new=args.new)
+    return 0
+
+
+def dry_run(cfg) -> int:
+    """Print the resolved config and the stage plan; start nothing."""
+    from distill.data.base import build_source_index
+    from distill.runtime.manifest import config_fingerprint
+    from distill.stages import describe_plan
+
+    print("# resolved config (fingerprint " + config_fingerprint(cfg.model_dump(mode="json")) + ")")
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    try:
+        index = build_source_index(cfg.data)
+        counts = index.clips["split"].value_counts()
+        train = int(counts.get("train", 0))
+        print(f"\n# dataset: {len(index.labels)} classes; "
+              + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test")) + " clips")
+    except (FileNotFoundError, ValueError) as exc:
+        train = None
+        print(f"\n# dataset: not readable here ({exc}); row estimates unknown")
+    print("\n# stage plan (est_rows = train clips × chain.crops_per_clip)")
+    print(describe_plan(cfg, train), end="")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from distill.config import ExperimentConfig
+    from distill.runtime.chain import run_chain
+    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+
+    quiet_logs()
+    mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri))
+    try:
+        raw = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{args.run_id}/config.yaml"))
+    except Exception as exc:  # MLflow raises several types for a missing run or artifact
+        raise ValueError(f"run {args.run_id!r}: cannot read its config.yaml from {mlflow.get_tracking_uri()} ({exc}); "
+                         "is it a chain run of this tracking store?") from None
+    cfg = ExperimentConfig.model_validate(raw)
+    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, resume_run_id=args.run_id)
     return 0
 
 
@@ -97,7 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     run.add_argument("--verbose", action="store_true", help="forward Ray's worker logs and INFO messages to the console")
     run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--new", action="store_true",
+                     help="start a new chain even if an unfinished one with the same config exists (default: resume it)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved config and the stage plan, then exit")
     run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="continue an unfinished chain at its first unfinished stage")
+    resume.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id")
+    resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    resume.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    resume.add_argument("--verbose", action="store_true", help="forward Ray's worker logs to the console")
+    resume.set_defaults(func=cmd_resume)
 
     ev = sub.add_parser("eval", help="evaluate every model of a finished chain on another dataset")
     ev.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id (printed at the end of pld run)")

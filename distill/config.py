@@ -55,6 +55,8 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
     use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")
+    max_failures: int = Field(1, ge=0, description="Worker-group failures a stage survives: Ray Train restarts the "
+                                                   "workers, which continue from the last epoch's checkpoint.")
 
 
 class RelabelConfig(_Strict):
@@ -131,6 +133,26 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the file and the fields."""
 
 
+def _allowed(raw: dict[str, Any], error: dict) -> str:
+    """For an unknown key, the keys that section does accept."""
+    if error["type"] != "extra_forbidden":
+        return ""
+    model: Any = ExperimentConfig
+    for part in error["loc"][:-1]:
+        if part == "data" and model is ExperimentConfig:
+            try:
+                model = type(parse_dataset_options({k: v for k, v in raw.get("data", {}).items() if k in ("name", "path")}
+                                                   | {"path": "."}))
+            except (ValueError, TypeError):
+                return ""
+            continue
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    return f" (allowed: {', '.join(model.model_fields)})"
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     raw: dict[str, Any] = {}
     if path is not None:
@@ -152,7 +174,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}{_allowed(raw, e)}"
+                 for e in exc.errors()]
         raise ConfigError(f"{path or 'config'}: invalid config\n  " + "\n  ".join(lines)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None

@@ -35,3 +35,15 @@ def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
         teacher = None if method == "direct" else TEACHER
         stages.append(StageSpec(f"{method}_{final}ms", "baseline", method, final, teacher, epochs))
     return stages
+
+
+def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:
+    """The stage plan as a table (what ``pld run --dry-run`` prints): who teaches whom, at which
+    length, on which dataset, and how many rows each distilled dataset will have."""
+    rows = [("stage", "kind", "method", "input_ms", "labels_from", "epochs", "dataset", "est_rows")]
+    for s in plan_chain(cfg):
+        est = "?" if train_clips is None else str(train_clips * cfg.chain.crops_per_clip)
+        rows.append((s.name, s.kind, s.method, str(s.input_ms), s.teacher or "clip labels", str(s.epochs),
+                     f"<run_dir>/stages/{s.name}/data", est))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows) + "\n"

@@ -1,12 +1,18 @@
 """``pld run``: the whole PLD chain on Ray, recorded in MLflow.
 
 source dataset (Ray Data) → for each stage of the plan: relabel crops with the previous
-stage's model (Ray Data actor pool) → train (Ray Train) → evaluate on the test split →
-log to a nested MLflow run. Ends with the summary table, printed and logged.
+stage's model (Ray Data) → train (Ray Train) → evaluate on the test split → log to a nested
+MLflow run. Ends with the summary table, printed and logged.
+
+A chain survives its driver: every dataset is sealed (manifest with a content hash, written
+last) and every finished stage leaves a record (``resume.py``). Run again — ``pld resume``,
+or ``pld run`` with the same config — and finished stages are reused, sealed datasets that
+match their source and teacher are reused, and the rest runs, inside the same parent run.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +31,9 @@ from distill.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.relabel import relabel_crops
 from distill.runtime.session import check_resources, init_ray, tracking_uri
+from distill.runtime.manifest import config_fingerprint, is_sealed, seal, tree_sha256, verify
+from distill.runtime.resume import (FINGERPRINT, claim_driver, find_unfinished_chain, finished_stage,
+                                    retire_unfinished_runs, write_record)
 from distill.runtime.source import QUARANTINE, load_split_arrays, write_source_dataset
 from distill.runtime.tracking import KIND, format_table, log_distilled_dataset, log_model, stage_tags
 from distill.runtime.train import train_stage
@@ -43,6 +52,9 @@ class ChainResult:
 
 
 def _report_epoch(out: Callable[[str], None], run_id: str, m: dict) -> None:
+    if m.get("resumed_at_epoch") is not None and m["resumed_at_epoch"] == m["epoch"]:
+        out(f"   [{m['stage']}] workers restarted after a failure; continuing from the checkpoint of epoch "
+            f"{m['epoch']} (of {m['epochs']})")
     out(f"   [{m['stage']}] epoch {m['epoch'] + 1}/{m['epochs']}  loss {m['train_loss']:.4f}  "
         f"val_acc(stream) {m['val_acc']:.4f}  {m['epoch_seconds']:.1f}s")
     mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(m[k]), int(time.time() * 1000), m["epoch"])
@@ -65,16 +77,67 @@ def evaluate(cfg: ExperimentConfig, model_dir: str, test, hop_samples: int, sile
     return evaluate_model_dir(model_dir, test[0], test[1], **kwargs)
 
 
+def _source(index, cfg: ExperimentConfig, source_dir: Path, out: Callable[[str], None]) -> dict:
+    """The sealed source dataset: reused when a resumed chain already has it intact."""
+    if is_sealed(source_dir):
+        manifest = verify(source_dir)
+        out(f"source: reused ({sum(manifest['rows'].values())} clips, sealed {manifest['content_sha256'][:12]}…)")
+        return manifest
+    t = time.perf_counter()
+    try:
+        source = write_source_dataset(index, cfg.data, source_dir)
+    finally:  # also when too many files were bad: the table says which and why
+        if (source_dir / QUARANTINE).exists():
+            mlflow.log_artifact(str(source_dir / QUARANTINE))
+    source = seal(source_dir, source)
+    mlflow.log_metrics({"source_seconds": time.perf_counter() - t, "source_files": source["files"],
+                        "source_quarantined": source["quarantined"],
+                        **{f"source_{k}": v for k, v in source["policy_applied"].items()}})
+    out(f"source: {sum(source['rows'].values())} of {source['files']} files decoded; "
+        f"{source['quarantined']} quarantined" + (f" ({_reasons(source)}) — see {source_dir / QUARANTINE}"
+                                                  if source["quarantined"] else "")
+        + ("; policy applied: " + ", ".join(f"{k} {v}" for k, v in source["policy_applied"].items())
+           if source["policy_applied"] else ""))
+    return source
+
+
+def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_id: str | None, new: bool,
+                fingerprint: str, out: Callable[[str], None]) -> str | None:
+    """The chain run to continue, or None for a new one."""
+    if resume_run_id:
+        try:
+            run = client.get_run(resume_run_id)
+        except mlflow.exceptions.MlflowException:
+            raise ValueError(f"run {resume_run_id!r} not found in {mlflow.get_tracking_uri()}") from None
+        if run.data.tags.get(KIND) != "chain":
+            raise ValueError(f"run {resume_run_id} is not a PLD chain run (pld.kind={run.data.tags.get(KIND)!r})")
+        if run.data.tags.get(FINGERPRINT) != fingerprint:
+            raise ValueError(f"run {resume_run_id} was made with another config (fingerprint "
+                             f"{run.data.tags.get(FINGERPRINT)} ≠ {fingerprint}); start a new chain instead")
+        return resume_run_id
+    if new:
+        return None
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    found = find_unfinished_chain(client, experiment.experiment_id, fingerprint) if experiment else None
+    if found:
+        out(f"resuming unfinished chain {found} (same config, fingerprint {fingerprint}); pass --new to start over")
+    return found
+
+
 def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: str | None = None,
-              out: Callable[[str], None] = print, verbose: bool = False) -> ChainResult:
+              out: Callable[[str], None] = print, verbose: bool = False, resume_run_id: str | None = None,
+              new: bool = False) -> ChainResult:
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
+    uri = tracking_uri(cfg, tracking)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    fingerprint = config_fingerprint(cfg.model_dump(mode="json"))
+    resume_id = _parent_run(cfg, client, resume_run_id, new, fingerprint, out)
     t = time.perf_counter()
     init_ray(cfg, address, verbose=verbose)
     ray_start_s = time.perf_counter() - t  # logged below, beside source_seconds (benchmarks/throughput.py reads it)
     check_resources(cfg)
-    uri = tracking_uri(cfg, tracking)
-    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(cfg.tracking.experiment)
     plan = plan_chain(cfg)
     labels = index.labels
@@ -82,31 +145,24 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     sr = cfg.data.sample_rate
     hop_samples = num_samples(cfg.eval.stream_hop_ms, sr)
 
-    with mlflow.start_run(run_name=cfg.name, tags={KIND: "chain"}) as parent:
-        run_dir = Path(cfg.storage.root).resolve() / f"{cfg.name}-{parent.info.run_id}"
-        mlflow.log_params(cfg.flat_params())
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
-        mlflow.set_tags({"pld.run_dir": str(run_dir), "pld.stages": ",".join(s.name for s in plan)})
+    run_args = dict(run_id=resume_id) if resume_id else dict(run_name=cfg.name, tags={KIND: "chain", FINGERPRINT: fingerprint})
+    with mlflow.start_run(**run_args) as parent:
+        if resume_id:
+            run_dir = Path(parent.data.tags["pld.run_dir"])
+        else:
+            run_dir = Path(cfg.storage.root).resolve() / f"{cfg.name}-{parent.info.run_id}"
+            mlflow.log_params(cfg.flat_params())
+            mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
+            mlflow.set_tags({"pld.run_dir": str(run_dir), "pld.stages": ",".join(s.name for s in plan)})
+        claim_driver(run_dir, parent.info.run_id)
+        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
         mlflow.log_metric("ray_start_seconds", ray_start_s)
         counts = index.clips["split"].value_counts()
         out(f"dataset {cfg.data.name} at {cfg.data.path}: {len(labels)} classes, "
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
         out(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
-        t = time.perf_counter()
         source_dir = run_dir / "source"
-        try:
-            source = write_source_dataset(index, cfg.data, source_dir)
-        finally:  # also when too many files were bad: the table says which and why
-            if (source_dir / QUARANTINE).exists():
-                mlflow.log_artifact(str(source_dir / QUARANTINE))
-        mlflow.log_metrics({"source_seconds": time.perf_counter() - t, "source_files": source["files"],
-                            "source_quarantined": source["quarantined"],
-                            **{f"source_{k}": v for k, v in source["policy_applied"].items()}})
-        out(f"source: {sum(source['rows'].values())} of {source['files']} files decoded; "
-            f"{source['quarantined']} quarantined" + (f" ({_reasons(source)}) — see {source_dir / QUARANTINE}"
-                                                      if source["quarantined"] else "")
-            + ("; policy applied: " + ", ".join(f"{k} {v}" for k, v in source["policy_applied"].items())
-               if source["policy_applied"] else ""))
+        source = _source(index, cfg, source_dir, out)
         test = load_split_arrays(source_dir, "test")
         validation = load_split_arrays(source_dir, "validation")
 
@@ -115,17 +171,40 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         result = ChainResult(parent.info.run_id, run_dir)
         for i, stage in enumerate(plan, start=1):
             teacher_dir, teacher_run = models[stage.teacher] if stage.teacher else (None, "")
+            stage_dir = run_dir / "stages" / stage.name
+            record = finished_stage(stage_dir, client) if resume_id else None
+            if record:
+                out(f"== [{i}/{len(plan)}] {stage.name}: finished earlier (run {record['run_id']}), reused")
+                models[stage.name] = (record["model_dir"], record["run_id"])
+                result.rows.append(record["row"])
+                continue
+            if resume_id:
+                retire_unfinished_runs(client, parent.info.run_id, parent.info.experiment_id, stage.name)
             with mlflow.start_run(run_name=stage.name, nested=True, tags=stage_tags(stage, teacher_run)) as run:
                 out(f"== [{i}/{len(plan)}] {stage.name}: {stage.input_ms} ms, labels from "
                     f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
-                stage_dir = run_dir / "stages" / stage.name
                 crop_samples = num_samples(stage.input_ms, sr)
+                # what this stage's dataset must have been made from
+                expect = {"crop_samples": crop_samples, "crops_per_clip": cfg.chain.crops_per_clip, "seed": cfg.seed,
+                          "teacher_run_id": teacher_run, "source_sha256": source["content_sha256"],
+                          "teacher_checkpoint_sha256": tree_sha256(teacher_dir) if teacher_dir else ""}
                 t = time.perf_counter()
-                manifest = relabel_crops(
-                    source_dir, stage_dir, crop_samples=crop_samples, crops_per_clip=cfg.chain.crops_per_clip,
-                    seed=cfg.seed, n_classes=len(labels), teacher_dir=teacher_dir, teacher_run_id=teacher_run,
-                    temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size, actors=cfg.relabel.actors,
-                    cpus_per_actor=cfg.relabel.cpus_per_actor, gpus_per_actor=cfg.relabel.gpus_per_actor)
+                manifest = None
+                if resume_id and is_sealed(stage_dir):
+                    try:
+                        manifest = verify(stage_dir, expect)
+                        out(f"   relabel: reused the sealed dataset ({manifest['rows']} rows)")
+                    except ValueError as exc:
+                        out(f"   relabel: not reusing the earlier dataset: {exc}")
+                if manifest is None:
+                    manifest = relabel_crops(
+                        source_dir, stage_dir, crop_samples=crop_samples, crops_per_clip=cfg.chain.crops_per_clip,
+                        seed=cfg.seed, n_classes=len(labels), teacher_dir=teacher_dir, teacher_run_id=teacher_run,
+                        temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size,
+                        actors=cfg.relabel.actors, cpus_per_actor=cfg.relabel.cpus_per_actor,
+                        gpus_per_actor=cfg.relabel.gpus_per_actor)
+                    manifest = seal(stage_dir, manifest, source_sha256=expect["source_sha256"],
+                                    teacher_checkpoint_sha256=expect["teacher_checkpoint_sha256"])
                 relabel_s = time.perf_counter() - t
                 log_distilled_dataset(stage_dir / "data", manifest, name=f"{stage.name}-crops")
                 mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
@@ -133,6 +212,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                                    "label_mode": cfg.labels.mode if stage.teacher else "hard"})
                 spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=labels, input_ms=stage.input_ms,
                                  features=cfg.features.model_dump())
+                verify(stage_dir, expect)  # the stage refuses a dataset that is not what its manifest says
                 summary = train_stage(
                     stage=stage.name, spec=spec, train_ds=ray.data.read_parquet(str(stage_dir / "data")),
                     validation=validation, rows=manifest["rows"], storage_dir=stage_dir / "train",
@@ -143,7 +223,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                     seed=cfg.seed, num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                     cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop_samples, hop_samples=hop_samples,
                     silence_index=silence_index, eval_batch_size=cfg.eval.batch_size, progress=progress,
-                    on_epoch=partial(_report_epoch, out, run.info.run_id))
+                    on_epoch=partial(_report_epoch, out, run.info.run_id), max_failures=cfg.train.max_failures)
                 t = time.perf_counter()
                 metrics = evaluate(cfg, str(stage_dir / "model"), test, hop_samples, silence_index)
                 eval_s = time.perf_counter() - t
@@ -159,11 +239,13 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                 out(f"   {stage.name}: test acc window {row['acc_window']}  stream {row['acc_stream']}  "
                     f"center {row['acc_center']}  (relabel {relabel_s:.0f}s, train {summary['seconds']:.0f}s, "
                     f"eval {eval_s:.0f}s)")
+            write_record(stage_dir, run.info.run_id, row, stage_dir / "model")  # after the run is FINISHED
         result.table = format_table(result.rows, SUMMARY_COLUMNS)
         mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
                         + format_table(result.rows, SUMMARY_COLUMNS, markdown=True), "summary.md")
         result.seconds = time.perf_counter() - started
-        mlflow.log_metric("chain_seconds", result.seconds)
+        # a resumed chain's wall time is split over sessions: keep the first session's figure intact
+        mlflow.log_metric("resumed_session_seconds" if resume_id else "chain_seconds", result.seconds)
     out("\n" + result.table)
     out(f"chain run id: {result.parent_run_id}   ({result.seconds:.0f} s; outputs in {run_dir})")
     return result

@@ -10,6 +10,7 @@ on validation becomes the stage's model. The same code runs on CPUs and GPUs:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import shutil
 import tempfile
@@ -61,6 +62,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+    resumed_at = start_epoch if checkpoint else None  # visible in progress reports: a restart did not start over
 
     shard = ray.train.get_dataset_shard("train")
     # The validation split is small and fixed: each worker scores its every world-th clip.
@@ -105,7 +107,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                             "epoch": epoch, "history": history}, Path(tmp) / TRAIN_STATE)
                 # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
                 # need neither the tracking store nor MLflow itself.
-                config["progress"].put({"stage": config["stage"], "epochs": epochs, **metrics})
+                config["progress"].put({"stage": config["stage"], "epochs": epochs, "pid": os.getpid(),
+                                        "resumed_at_epoch": resumed_at, **metrics})
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     return history
 

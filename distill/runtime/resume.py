@@ -1,0 +1,93 @@
+"""What lets a chain survive its driver: finding an unfinished chain, one driver per chain,
+and the record that marks a stage finished.
+
+A stage is finished when ``<stage dir>/stage.json`` exists (written last, after its model,
+metrics and MLflow run are complete) and the model directory still hashes to what the record
+says. A resumed chain reuses such stages as they are and recomputes the rest; a stage's
+sealed distilled dataset is reused too when it was made from the same source and teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import RunStatus
+
+from distill.runtime.manifest import tree_sha256
+from distill.runtime.tracking import KIND
+
+RECORD, DRIVER = "stage.json", "driver.json"
+FINGERPRINT = "pld.config_fingerprint"
+
+
+def find_unfinished_chain(client: mlflow.MlflowClient, experiment_id: str, fingerprint: str) -> str | None:
+    """The newest chain run of this config fingerprint that did not finish, if any."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{FINGERPRINT}` = '{fingerprint}' and "
+                                                             f"tags.`{KIND}` = 'chain'", order_by=["start_time DESC"])
+    for run in runs:
+        if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
+            return run.info.run_id
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_driver(run_dir: Path, run_id: str) -> None:
+    """Refuse to resume a chain whose driver is still running on this machine; else claim it."""
+    path = run_dir / DRIVER
+    if path.is_file():
+        try:
+            owner = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            owner = {}
+        if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid() and _alive(int(owner.get("pid", 0))):
+            raise ValueError(f"chain {run_id} is still running (driver pid {owner['pid']} on this host); "
+                               "wait for it, stop it, or start a separate chain with --new")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id}))
+
+
+def write_record(stage_dir: Path, run_id: str, row: dict, model_dir: Path) -> None:
+    record = {"run_id": run_id, "row": row, "model_dir": str(model_dir), "model_sha256": tree_sha256(model_dir)}
+    tmp = stage_dir / (RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(stage_dir / RECORD)
+
+
+def finished_stage(stage_dir: Path, client: mlflow.MlflowClient) -> dict | None:
+    """The stage's record if the stage finished and its model is intact, else None."""
+    path = stage_dir / RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    model_dir = Path(record["model_dir"])
+    if not model_dir.is_dir() or tree_sha256(model_dir) != record["model_sha256"]:
+        return None
+    try:
+        run = client.get_run(record["run_id"])
+    except mlflow.exceptions.MlflowException:
+        return None
+    return record if run.info.status == RunStatus.to_string(RunStatus.FINISHED) else None
+
+
+def retire_unfinished_runs(client: mlflow.MlflowClient, parent_run_id: str, experiment_id: str, stage: str) -> None:
+    """Earlier runs of a stage that is about to run again are tagged ``pld.superseded`` (and
+    closed as KILLED if a dead driver left them RUNNING), so each stage has one current run."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                                             f"tags.`pld.stage` = '{stage}'")
+    for run in runs:
+        client.set_tag(run.info.run_id, "pld.superseded", "true")
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run.info.run_id, "KILLED")

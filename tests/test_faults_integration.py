@@ -1,0 +1,137 @@
+"""Faults inside a stage, on a real local Ray: a relabel worker and a training worker are
+killed by pid while they run; the stage completes with the right rows, and training continues
+from its last checkpoint. Relabeling is reproducible to the byte of every column."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+from ray.util.queue import Queue
+
+from conftest import write_sc_layout
+from distill.checkpoint import ModelSpec, save_model_dir
+from distill.config import load_config
+from distill.data.base import build_source_index
+from distill.runtime.relabel import relabel_crops
+from distill.runtime.session import init_ray
+from distill.runtime.source import load_split_arrays, write_source_dataset
+from distill.runtime.train import train_stage
+
+pytestmark = pytest.mark.integration
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+CROP = 12000  # 750 ms
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    speakers = [f"{i:08x}" for i in range(16)]
+    corpus = write_sc_layout(root / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]}, test={speakers[1]})
+    cfg = load_config(None, {"data.path": str(corpus), "ray.num_cpus": 2})
+    init_ray(cfg)
+    index = build_source_index(cfg.data)
+    write_source_dataset(index, cfg.data, root / "source")
+    torch.manual_seed(0)
+    spec = ModelSpec(model="res8", options={}, labels=index.labels, input_ms=1000, features=cfg.features.model_dump())
+    save_model_dir(root / "teacher", spec.build(), spec)
+    yield dict(root=root, labels=index.labels, features=cfg.features.model_dump())
+    ray.shutdown()
+
+
+def relabel(setup, out, seed=0, **kw):
+    return relabel_crops(setup["root"] / "source", out, crop_samples=CROP, crops_per_clip=4, seed=seed,
+                         n_classes=len(setup["labels"]), teacher_dir=str(setup["root"] / "teacher"),
+                         teacher_run_id="teacher-run", batch_size=32, actors=1, cpus_per_actor=1, **kw)
+
+
+def table(path):
+    """The Parquet rows as a plain frame (tensor columns as bytes), in a canonical order."""
+    t = pq.read_table(path)
+    columns = {name: ([np.asarray(a).tobytes() for a in t.column(name).to_numpy(zero_copy_only=False)]
+                      if name in ("waveform", "teacher_probs") else t.column(name).to_pylist())
+               for name in t.column_names}
+    return pd.DataFrame(columns).sort_values(["clip_id", "crop_index"], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    manifest = relabel(setup, setup["root"] / "ref")
+    return manifest, table(setup["root"] / "ref" / "data")
+
+
+def test_local_ray_binds_its_dashboard_to_localhost(setup):
+    url = ray._private.worker.get_dashboard_url()
+    assert url.startswith("127.0.0.1:"), url
+
+
+def test_relabeling_is_reproducible_exactly(setup, reference):
+    manifest, ref = reference
+    relabel(setup, setup["root"] / "again")
+    again = table(setup["root"] / "again" / "data")
+    assert manifest["rows"] == len(ref) == 4 * len(pq.read_table(setup["root"] / "source" / "data" / "split=train"))
+    assert again.equals(ref)  # every column, every byte: offsets, waveforms, labels, probabilities
+    assert ref.offset.nunique() > 10 and set(ref.teacher_run_id) == {"teacher-run"}
+
+
+def test_relabeling_survives_a_killed_worker(setup, reference):
+    _, ref = reference
+    box, killed = {}, []
+
+    def work():
+        box["manifest"] = relabel(setup, setup["root"] / "killed")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    from ray.util.state import list_tasks
+
+    deadline = time.time() + 120
+    while thread.is_alive() and not killed and time.time() < deadline:
+        for task in list_tasks(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "RUNNING")],
+                               raise_on_missing_output=False):
+            if "label_with_teacher" in task.name or "TeacherLabeler" in task.name:
+                os.kill(task.worker_pid, signal.SIGKILL)
+                killed.append((task.name, task.worker_pid))
+                break
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert killed, "the relabel task finished before it could be killed"
+    assert box["manifest"]["rows"] == len(ref)
+    assert table(setup["root"] / "killed" / "data").equals(ref)  # retried, not lost or duplicated
+
+
+def test_training_survives_a_killed_worker_and_continues_from_its_checkpoint(setup, reference):
+    root = setup["root"]
+    validation = load_split_arrays(root / "source", "validation")
+    reports = []
+
+    def on_epoch(m):
+        reports.append(m)
+        if len(reports) == 1:  # kill the worker in epoch 2, once epoch 1's checkpoint is on disk
+            deadline = time.time() + 30
+            while not list((root / "train").rglob("train_state.pt")) and time.time() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)
+            os.kill(m["pid"], signal.SIGKILL)
+
+    spec = ModelSpec(model="res8", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train_stage(
+        stage="student", spec=spec, train_ds=ray.data.read_parquet(str(root / "ref" / "data")), validation=validation,
+        rows=reference[0]["rows"], storage_dir=root / "train", out_model_dir=root / "student", epochs=3, batch_size=32,
+        lr=0.01, weight_decay=0.0, label_mode="hard", temperature=1.0, seed=0, num_workers=1, use_gpu=False,
+        cpus_per_worker=1, input_samples=CROP, hop_samples=1600, silence_index=0, eval_batch_size=128,
+        progress=Queue(actor_options={"num_cpus": 0}), on_epoch=on_epoch, max_failures=1)
+    epochs = [m["epoch"] for m in reports]
+    assert epochs[0] == 0 and epochs.count(0) == 1, epochs  # epoch 1 was not trained again
+    assert epochs[-1] == 2 and sorted(set(epochs)) == [0, 1, 2]
+    assert len({m["pid"] for m in reports}) == 2  # a new worker process finished the stage
+    assert reports[-1]["resumed_at_epoch"] == 1
+    assert (root / "student" / "model.pt").is_file() and summary["best_epoch"] in (0, 1, 2)
