@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
@@ -150,6 +150,7 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                   threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
                   silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
                   validation=validation)
+    started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -163,8 +164,10 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
         # Materialized once: each epoch then streams blocks from the object store instead of
         # re-reading and re-decoding Parquet.
         datasets={"train": train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs"]).materialize()},
+        # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
+        # (one process start fewer per stage); several workers each get an equal shard.
+        dataset_config=DataConfig(datasets_to_split="all" if num_workers > 1 else []),
     )
-    started = time.perf_counter()
     result = _fit_with_progress(trainer, progress, on_epoch)
     best = result.get_best_checkpoint(metric="val_acc", mode="max")
     if best is None:
