@@ -1,0 +1,437 @@
+"""Throughput of the platform next to the plain PyTorch it wraps, and the cost of PLD's short inputs.
+
+    python benchmarks/throughput.py [--quick] [--json OUT]
+
+One run, one machine, the same cores, model (the quickstart's), data and batch sizes on both
+sides of every comparison:
+
+1. quickstart  `pld data synth` + `pld run configs/quickstart.yaml` in subprocesses, as a user
+               runs them: synthesis, Ray start, source dataset and each stage's relabel / train /
+               eval seconds, read back from the chain's MLflow runs. (--quick: a small corpus and
+               a two-stage chain of one epoch each.) Its source dataset and teacher feed 2-4.
+2. relabel     the platform's Ray Data relabel stage (`relabel_crops`: source Parquet → crops →
+               teacher → Parquet) vs a plain single-process loop over the same crops (read the
+               Parquet, crop, features + model, softmax / argmax, write Parquet) with torch on
+               every core. Crops/s; one warm-up run each, then the median of repeats.
+3. train       a Ray Train stage (`train_stage`) vs a plain PyTorch loop on the same crops: same
+               epochs, batch size, optimizer, schedule, per-epoch validation and checkpoint.
+               Samples/s = rows × epochs / seconds, from reading the Parquet to the best model.
+4. scaling     relabel seconds at 1×, 2×, 4× the training clips (copies with new clip ids, so
+               new crops) on 2 CPUs, and at 1× on a Ray of 1 CPU, next to the plain loop.
+5. input       MACs per decision (`torch.utils.flop_counter`, front end excluded) and CPU latency
+               per decision at batch 1 (one torch thread, median of repeated runs, lengths
+               interleaved so load drifts hit all alike) for every length of the default chain,
+               each as a ratio to 1000 ms, with the fixed/per-MAC split of the latency.
+
+Ratios "platform ÷ plain" are throughputs: higher is better, 1.0 means no overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill.checkpoint import ModelSpec, load_model_dir  # noqa: E402
+from distill.config import ChainConfig, load_config  # noqa: E402
+from distill.crops import cut_crops, sample_crop_offsets  # noqa: E402
+from distill.features import FeatureConfig, num_samples  # noqa: E402
+from distill.labels import student_loss  # noqa: E402
+from distill.models import build_model, count_macs  # noqa: E402
+from distill.protocols import predict  # noqa: E402
+
+CONFIG = ROOT / "configs" / "quickstart.yaml"
+SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`
+SYNTH_QUICK = ["--speakers", "12", "--unknown-words", "4"]
+CHAIN_QUICK = ["chain.lengths_ms=[500]", "chain.baselines=[]", "train.epochs=1", "train.teacher_epochs=1"]
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def median_time(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def pld(*args: str, env: dict, cwd: Path) -> float:
+    """Run the `pld` CLI as a user would; returns its wall-clock seconds."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pld {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------- 1. the quickstart, as a user runs it
+def quickstart(work: Path, quick: bool) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env.pop("RAY_ADDRESS", None)
+    corpus, uri = work / "corpus", f"sqlite:///{work / 'mlflow.db'}"
+    synth_s = pld("data", "synth", "--out", str(corpus), *(SYNTH_QUICK if quick else SYNTH_FULL), env=env, cwd=work)
+    sets = [f"data.path={corpus}", f"storage.root={work / 'runs'}"] + (CHAIN_QUICK if quick else [])
+    run_s = pld("run", str(CONFIG), *[a for s in sets for a in ("--set", s)], "--tracking-uri", uri, env=env, cwd=work)
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("pld").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("pld.kind") == "chain")
+    stages = []
+    for name in parent.data.tags["pld.stages"].split(","):
+        run = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id and r.info.run_name == name)
+        m = run.data.metrics
+        wall = (run.info.end_time - run.info.start_time) / 1000
+        parts = {k: m[f"{k}_seconds"] for k in ("relabel", "train", "eval")}
+        stages.append({"stage": name, **parts, "logging": wall - sum(parts.values()), "wall": wall,
+                       "epochs": int(run.data.params["epochs"]), "rows": int(run.data.params["rows"])})
+    pm = parent.data.metrics
+    return {"synthesis_s": synth_s, "run_s": run_s, "quickstart_s": synth_s + run_s, "chain_s": pm["chain_seconds"],
+            "ray_start_s": pm.get("ray_start_seconds"), "source_s": pm["source_seconds"], "stages": stages,
+            "run_dir": parent.data.tags["pld.run_dir"], "teacher_run_id": next(
+                r.info.run_id for r in runs if r.info.run_name == "teacher")}
+
+
+# ---------------------------------------------------------------- plain-side helpers (pyarrow + torch only)
+def waveforms(column: pa.ChunkedArray) -> np.ndarray:
+    """A Parquet waveform column (Ray's tensor extension or its list storage) → (rows, samples) numpy."""
+    arr = column.combine_chunks()
+    if isinstance(arr, pa.ExtensionArray):
+        arr = arr.storage
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), -1)
+
+
+def read_split_plain(source_dir: Path, split: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(source_dir / "data" / f"split={split}", columns=columns, partitioning=None)
+
+
+def plain_relabel(source_dir: Path, out_file: Path, model_dir: str, crop_samples: int, k: int, seed: int,
+                  batch_size: int, threads: int) -> int:
+    """The reference: one process, no Ray, the same crops and outputs as ``relabel_crops``."""
+    torch.set_num_threads(threads)
+    table = read_split_plain(source_dir, "train", ["clip_id", "label", "label_index", "speaker", "waveform"])
+    waves = waveforms(table["waveform"])
+    clip_ids = table["clip_id"].to_numpy(zero_copy_only=False)
+    offsets = np.stack([sample_crop_offsets(str(c), waves.shape[1], crop_samples, k, seed) for c in clip_ids]).reshape(-1)
+    rows = np.repeat(np.arange(len(waves)), k)
+    crops = cut_crops(waves, offsets, crop_samples, rows)
+    model, spec = load_model_dir(model_dir)
+    probs = []
+    with torch.inference_mode():
+        for lo in range(0, len(crops), batch_size):
+            probs.append(torch.softmax(model(torch.from_numpy(crops[lo:lo + batch_size])).float(), dim=-1))
+    p = torch.cat(probs)
+    confidence, label = p.max(dim=-1)
+    names = np.array(spec.labels, dtype=object)[label.numpy()]
+    out = pa.table({
+        "clip_id": pa.array(clip_ids[rows]), "crop_index": np.tile(np.arange(k, dtype=np.int32), len(waves)),
+        "offset": offsets, "length": np.full(len(rows), crop_samples, np.int64),
+        "source_label": table["label"].take(rows), "source_label_index": table["label_index"].take(rows),
+        "speaker": table["speaker"].take(rows), "teacher_label": pa.array(names), "teacher_label_index": label.numpy(),
+        "teacher_probs": pa.FixedSizeListArray.from_arrays(pa.array(p.numpy().reshape(-1)), p.shape[1]),
+        "teacher_confidence": confidence.numpy(), "teacher_run_id": pa.array(np.full(len(rows), "bench", dtype=object)),
+        "waveform": pa.FixedSizeListArray.from_arrays(pa.array(crops.reshape(-1)), crop_samples)})
+    pq.write_table(out, out_file)
+    return len(rows)
+
+
+def plain_train(data_dir: Path, spec: ModelSpec, validation, epochs: int, batch_size: int, lr: float, weight_decay: float,
+                seed: int, threads: int, input_samples: int, hop_samples: int, silence_index, eval_batch_size: int,
+                out_dir: Path) -> int:
+    """The reference: what ``train_loop_per_worker`` does for one worker, without Ray."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    table = pq.read_table(data_dir, columns=["waveform", "teacher_label_index"])
+    with warnings.catch_warnings():  # a read-only view of the Arrow buffer: training only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(waveforms(table["waveform"]))
+    y = torch.from_numpy(table["teacher_label_index"].to_numpy())
+    model = spec.build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, -(-len(y) // batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps + 1, pct_start=0.15)
+    best = -1.0
+    for epoch in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(y)).split(batch_size):
+            loss = student_loss(model(x[idx]), mode="hard", hard=y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        model.eval()
+        pred = predict(model, validation[0], input_samples, "stream", hop_samples=hop_samples, silence_index=silence_index,
+                       batch_size=eval_batch_size)
+        acc = float((pred == validation[1]).mean()) if len(pred) else 0.0
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+                   out_dir / f"epoch{epoch}.pt")  # as the platform checkpoints every epoch
+        if acc > best:
+            best = acc
+            shutil.copy(out_dir / f"epoch{epoch}.pt", out_dir / "best.pt")
+    return len(y)
+
+
+def scaled_source(source_dir: Path, out: Path, factor: int) -> Path:
+    """The training split ``factor`` times, each copy with new clip ids (so new crop offsets)."""
+    if factor == 1:
+        return source_dir
+    table = read_split_plain(source_dir, "train", None)
+    copies = [table.set_column(table.schema.get_field_index("clip_id"), "clip_id",
+                               pc.binary_join_element_wise(table["clip_id"], pa.scalar(f"~{r}"), ""))
+              for r in range(factor)]
+    big = pa.concat_tables(copies)
+    part = out / "data" / "split=train"
+    part.mkdir(parents=True)
+    for i in range(0, len(big), 200):  # the source dataset's own block size
+        pq.write_table(big.slice(i, 200), part / f"part-{i // 200:05d}.parquet")
+    return out
+
+
+# ---------------------------------------------------------------- 5. input efficiency
+def input_efficiency(cfg, n_classes: int, repeats: int) -> list[dict]:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, n_classes, cfg.model.options, FeatureConfig(**cfg.features.model_dump())).eval()
+    lengths = ChainConfig().lengths_ms
+    sr = cfg.features.sample_rate
+    xs = {ms: torch.randn(1, num_samples(ms, sr)) * 1000 for ms in lengths}
+    feats = {ms: model.features(xs[ms]) for ms in lengths}
+    full = {ms: [] for ms in lengths}
+    net = {ms: [] for ms in lengths}
+    with torch.inference_mode():
+        for _ in range(20):
+            for ms in lengths:
+                model(xs[ms])
+        for _ in range(repeats):
+            for ms in lengths:  # interleaved: load changes during the run reach every length alike
+                t = time.perf_counter()
+                model(xs[ms])
+                full[ms].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                model.net(feats[ms])
+                net[ms].append(time.perf_counter() - t)
+    rows = [{"input_ms": ms, "macs": count_macs(model, num_samples(ms, sr)),
+             "latency_us": statistics.median(full[ms]) * 1e6, "net_us": statistics.median(net[ms]) * 1e6} for ms in lengths]
+    ref = next(r for r in rows if r["input_ms"] == 1000)
+    for r in rows:
+        r["features_us"] = r["latency_us"] - r["net_us"]
+        r["macs_ratio"] = r["macs"] / ref["macs"]
+        r["latency_ratio"] = r["latency_us"] / ref["latency_us"]
+        r["net_ratio"] = r["net_us"] / ref["net_us"]
+    return rows
+
+
+def fit_fixed(rows: list[dict], key: str) -> tuple[float, float]:
+    """Least-squares ``key ≈ fixed + per_mmac · MMACs``: the part of a decision that no shorter input removes."""
+    slope, fixed = np.polyfit([r["macs"] / 1e6 for r in rows], [r[key] for r in rows], 1)
+    return float(fixed), float(slope)
+
+
+# ---------------------------------------------------------------- the run
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a small corpus and chain: a smoke run of a few minutes")
+    ap.add_argument("--json", type=Path, help="write the results as one JSON object to this file")
+    ap.add_argument("--workdir", type=Path, help="keep the corpus, runs and Parquet here (default: a temp dir, removed)")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    repeats = 1 if quick else 3
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="pld-bench-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cfg = load_config(CONFIG)
+    cpus = cfg.ray.num_cpus
+    result: dict = {"mode": "quick" if quick else "full", "cpus": cpus, "os_cpu_count": os.cpu_count(),
+                    "torch": torch.__version__, "load_start": load()}
+    say(f"benchmark ({result['mode']}) in {work}; load average {result['load_start']}")
+
+    say("[1/5] quickstart: pld data synth + pld run …")
+    qs = quickstart(work, quick)
+    result["quickstart"] = qs
+    result["quickstart_s"] = qs["quickstart_s"]
+    say(f"      {qs['quickstart_s']:.0f} s (synthesis {qs['synthesis_s']:.0f} s, pld run {qs['run_s']:.0f} s)")
+
+    import ray
+    from ray.util.queue import Queue
+
+    from distill.runtime.relabel import relabel_crops
+    from distill.runtime.session import init_ray
+    from distill.runtime.train import train_stage
+
+    run_dir = Path(qs["run_dir"])
+    source = run_dir / "source"
+    teacher = str(run_dir / "stages" / "teacher" / "model")
+    labels = json.loads((source / "manifest.json").read_text())["labels"]
+    sr = cfg.data.sample_rate
+    final_ms = cfg.chain.lengths_ms[-1]  # 500 ms, as in CHAIN_QUICK
+    crop = num_samples(final_ms, sr)  # the crops of the final stage (the one_shot baseline's relabel)
+    k, seed = cfg.chain.crops_per_clip, cfg.seed
+    rel = dict(crop_samples=crop, crops_per_clip=k, seed=seed, n_classes=len(labels), teacher_dir=teacher,
+               teacher_run_id=qs["teacher_run_id"], temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size,
+               actors=cfg.relabel.actors, cpus_per_actor=cfg.relabel.cpus_per_actor)
+
+    def platform_relabel(src: Path, out: Path) -> int:
+        return relabel_crops(src, out, **rel)["rows"]
+
+    def plain(src: Path, out: Path, threads: int) -> int:
+        out.mkdir(parents=True, exist_ok=True)
+        return plain_relabel(src, out / "crops.parquet", teacher, crop, k, seed, cfg.relabel.batch_size, threads)
+
+    t = time.perf_counter()
+    init_ray(cfg)
+    result["ray_start_s"] = time.perf_counter() - t
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+    say(f"[2/5] relabel: {final_ms} ms crops of the training clips, labelled by the quickstart's teacher …")
+    rows = platform_relabel(source, work / "relabel" / "platform")  # warm-up: worker processes, model caches
+    plain(source, work / "relabel" / "plain", cpus)
+    p_s, p_all = median_time(lambda: platform_relabel(source, work / "relabel" / "platform"), repeats)
+    r_s, r_all = median_time(lambda: plain(source, work / "relabel" / "plain", cpus), repeats)
+    result["relabel"] = {"rows": rows, "crop_ms": final_ms, "platform_s": p_s, "plain_s": r_s, "platform_runs_s": p_all,
+                         "plain_runs_s": r_all, "platform_crops_per_s": rows / p_s, "plain_crops_per_s": rows / r_s}
+    result["relabel_ratio"] = r_s / p_s
+
+    epochs, bs = cfg.train.epochs if not quick else 1, cfg.train.batch_size
+    say(f"[3/5] train: {rows} crops × {epochs} epochs, batch {bs} …")
+    val = read_split_plain(source, "validation", ["waveform", "label_index"])
+    validation = (waveforms(val["waveform"]), val["label_index"].to_numpy())
+    spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=labels, input_ms=final_ms,
+                     features=cfg.features.model_dump())
+    silence = labels.index("_silence_") if "_silence_" in labels else None
+    hop = num_samples(cfg.eval.stream_hop_ms, sr)
+    data_dir = work / "relabel" / "platform" / "data"
+    progress = Queue(actor_options={"num_cpus": 0})
+    common = dict(epochs=epochs, batch_size=bs, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, seed=seed)
+
+    def platform_train() -> None:
+        shutil.rmtree(work / "train", ignore_errors=True)
+        train_stage(stage="bench", spec=spec, train_ds=ray.data.read_parquet(str(data_dir)), validation=validation,
+                    rows=rows, storage_dir=work / "train" / "ray", out_model_dir=work / "train" / "model",
+                    label_mode="hard", temperature=1.0, num_workers=cfg.train.num_workers, use_gpu=False,
+                    cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop, hop_samples=hop,
+                    silence_index=silence, eval_batch_size=cfg.eval.batch_size, progress=progress,
+                    on_epoch=lambda m: None, **common)
+
+    def plain_train_run() -> None:
+        out = work / "train" / "plain"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        plain_train(data_dir, spec, validation, threads=int(cfg.train.num_workers * cfg.train.cpus_per_worker),
+                    input_samples=crop, hop_samples=hop, silence_index=silence, eval_batch_size=cfg.eval.batch_size,
+                    out_dir=out, **common)
+
+    tp_s, tp_all = median_time(platform_train, 1)
+    tr_s, tr_all = median_time(plain_train_run, 1)
+    samples = rows * epochs
+    result["train"] = {"rows": rows, "epochs": epochs, "batch_size": bs, "platform_s": tp_s, "plain_s": tr_s,
+                       "platform_samples_per_s": samples / tp_s, "plain_samples_per_s": samples / tr_s}
+    result["train_ratio"] = tr_s / tp_s
+
+    say("[4/5] scaling: relabel at 1×, 2×, 4× the clips on 2 CPUs, and 1× on 1 CPU …")
+    scaling = []
+    for factor in (1, 2, 4):
+        src = scaled_source(source, work / f"source-x{factor}", factor)
+        p, _ = median_time(lambda: platform_relabel(src, work / "relabel" / f"platform-x{factor}"), 1)
+        r, _ = median_time(lambda: plain(src, work / "relabel" / f"plain-x{factor}", cpus), 1)
+        n = rows * factor
+        scaling.append({"data": f"{factor}x", "cpus": cpus, "crops": n, "platform_s": p, "plain_s": r})
+    ray.shutdown()
+    cfg1 = load_config(CONFIG, {"ray.num_cpus": 1})
+    init_ray(cfg1)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    platform_relabel(source, work / "relabel" / "platform-1cpu")  # warm-up of this new Ray
+    p, _ = median_time(lambda: platform_relabel(source, work / "relabel" / "platform-1cpu"), 1)
+    r, _ = median_time(lambda: plain(source, work / "relabel" / "plain-1cpu", 1), 1)
+    scaling.append({"data": "1x", "cpus": 1, "crops": rows, "platform_s": p, "plain_s": r})
+    ray.shutdown()
+    result["scaling"] = scaling
+
+    say("[5/5] input efficiency: MACs and batch-1 latency per decision …")
+    eff = input_efficiency(cfg, len(labels), 100 if quick else 500)
+    result["input"] = eff
+    result["macs_ratio"] = {str(r["input_ms"]): r["macs_ratio"] for r in eff}
+    result["latency_ratio"] = {str(r["input_ms"]): r["latency_ratio"] for r in eff}
+    fixed, per = fit_fixed(eff, "latency_us")
+    nfixed, nper = fit_fixed(eff, "net_us")
+    result["latency_fit"] = {"fixed_us": fixed, "us_per_mmac": per, "net_fixed_us": nfixed, "net_us_per_mmac": nper}
+    result["load_end"] = load()
+    result["benchmark_s"] = time.perf_counter() - started
+
+    print()
+    print(report(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(r: dict) -> str:
+    rl, tr, qs = r["relabel"], r["train"], r["quickstart"]
+    out = [f"PLD platform throughput ({r['mode']}; Ray {r['cpus']} CPUs on a {r['os_cpu_count']}-core machine; "
+           f"torch {r['torch']}; load average at start {r['load_start']}, at end {r['load_end']})", ""]
+    w = "{:<46} {:>14} {:>14} {:>8}"
+    out.append(w.format("figure", "platform", "plain torch", "ratio"))
+    out.append(w.format(f"relabel crops/s ({rl['rows']} crops of {rl['crop_ms']} ms)", f"{rl['platform_crops_per_s']:.0f}",
+                        f"{rl['plain_crops_per_s']:.0f}", f"{r['relabel_ratio']:.2f}"))
+    out.append(w.format("  relabel seconds (median)", f"{rl['platform_s']:.2f}", f"{rl['plain_s']:.2f}", ""))
+    out.append(w.format(f"train samples/s ({tr['rows']} × {tr['epochs']} ep, batch {tr['batch_size']})",
+                        f"{tr['platform_samples_per_s']:.0f}", f"{tr['plain_samples_per_s']:.0f}", f"{r['train_ratio']:.2f}"))
+    out.append(w.format("  train seconds", f"{tr['platform_s']:.2f}", f"{tr['plain_s']:.2f}", ""))
+    out += ["", "scaling (relabel seconds)", w.format("data × CPUs", "platform", "plain torch", "ratio")]
+    for s in r["scaling"]:
+        out.append(w.format(f"{s['data']} ({s['crops']} crops), {s['cpus']} CPU", f"{s['platform_s']:.2f}",
+                            f"{s['plain_s']:.2f}", f"{s['plain_s'] / s['platform_s']:.2f}"))
+    out += ["", "input efficiency per decision (batch 1, 1 torch thread; ratio to 1000 ms)",
+            "{:>8} {:>11} {:>7} {:>12} {:>7} {:>10} {:>10}".format("input", "MACs", "ratio", "latency µs", "ratio",
+                                                                    "net µs", "front µs")]
+    for e in r["input"]:
+        out.append("{:>5} ms {:>11,} {:>7.3f} {:>12.0f} {:>7.3f} {:>10.0f} {:>10.0f}".format(
+            e["input_ms"], e["macs"], e["macs_ratio"], e["latency_us"], e["latency_ratio"], e["net_us"], e["features_us"]))
+    f = r["latency_fit"]
+    out.append(f"latency ≈ {f['fixed_us']:.0f} µs fixed + {f['us_per_mmac']:.0f} µs per million MACs "
+               f"(network alone: {f['net_fixed_us']:.0f} µs + {f['net_us_per_mmac']:.0f} µs/MMAC)")
+    out += ["", f"quickstart: {qs['quickstart_s']:.0f} s = synthesis {qs['synthesis_s']:.1f} s + pld run {qs['run_s']:.1f} s "
+                f"(chain {qs['chain_s']:.1f} s; Ray start {qs['ray_start_s'] or float('nan'):.1f} s, "
+                f"source dataset {qs['source_s']:.1f} s)",
+            "{:<16} {:>6} {:>6} {:>9} {:>8} {:>7} {:>8} {:>8}".format("stage", "epochs", "rows", "relabel", "train", "eval",
+                                                                    "logging", "total")]
+    for s in qs["stages"]:
+        out.append("{:<16} {:>6} {:>6} {:>9.1f} {:>8.1f} {:>7.1f} {:>8.1f} {:>8.1f}".format(
+            s["stage"], s["epochs"], s["rows"], s["relabel"], s["train"], s["eval"], s["logging"], s["wall"]))
+    tot = {k: sum(s[k] for s in qs["stages"]) for k in ("relabel", "train", "eval", "logging", "wall")}
+    out.append("{:<16} {:>6} {:>6} {:>9.1f} {:>8.1f} {:>7.1f} {:>8.1f} {:>8.1f}".format(
+        "all stages", "", "", tot["relabel"], tot["train"], tot["eval"], tot["logging"], tot["wall"]))
+    out.append(f"\nbenchmark wall time {r['benchmark_s']:.0f} s")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
