@@ -61,9 +61,10 @@ class TrainConfig(_Strict):
 
 class RelabelConfig(_Strict):
     batch_size: int = Field(256, ge=1, description="Crops per teacher forward pass.")
-    actors: int = Field(1, ge=1, description="Teacher actors in the Ray Data actor pool.")
-    cpus_per_actor: float = Field(1, gt=0, description="CPUs per teacher actor (also its torch threads).")
-    gpus_per_actor: float = Field(0, ge=0, description="GPUs per teacher actor (fractions allowed).")
+    actors: int = Field(1, ge=1, description="GPU relabeling: teacher actors in the Ray Data actor pool. On CPUs the "
+                        "teacher runs in Ray Data tasks (fused with reading and cropping) on every free CPU instead.")
+    cpus_per_actor: float = Field(1, gt=0, description="CPUs per teacher actor or task (also its torch threads).")
+    gpus_per_actor: float = Field(0, ge=0, description="GPUs per teacher actor (fractions allowed); > 0 selects the actor pool.")
 
 
 class EvalConfig(_Strict):
