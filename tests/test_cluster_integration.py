@@ -1,0 +1,169 @@
+"""The chain on a real two-node Ray cluster with a real MLflow tracking server, submitted the
+Ray way: `ray start --head` + `ray start --address` (one CPU each, on this machine), `mlflow
+server` on 127.0.0.1 with a SQLite backend, and `ray job submit -- python -m distill.cli run`.
+Everything started here is stopped by pid, also when the test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import write_sc_layout
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pids_mentioning(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (this test's Ray temp dir): exactly what it started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def ray_cli(env: dict, *args: str) -> str:
+    proc = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ray {' '.join(args[:2])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def state(env: dict, address: str, kind: str, *filters: str) -> list[dict]:
+    """Ray's state API through its CLI (a subprocess: the token and address stay out of this process)."""
+    out = ray_cli(env, "list", kind, "--address", address, "--format", "json", "--limit", "10000", "--detail",
+                  *[x for f in filters for x in ("--filter", f)])
+    return json.loads(out)
+
+
+def wait_for(url: str, seconds: float, token: str | None = None) -> None:
+    deadline = time.time() + seconds
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {seconds:.0f} s")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    # A short temp dir: Ray's socket paths must stay under the OS limit; its name marks our processes.
+    temp = Path(tempfile.mkdtemp(prefix="rayit", dir="/tmp"))
+    gcs, dash = free_port(), free_port()
+    # Token authentication, as a real cluster should run: every node, the job client and the
+    # state queries present the same shared secret.
+    (temp / "token").write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(temp / "token")}
+    # One temp dir per node, as on two machines: nodes sharing one would share (and garbage-collect)
+    # each other's unpacked job working directories.
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    mlflow_port = free_port()
+    server = None
+    try:
+        ray_cli(env, "start", "--head", "--port", str(gcs), "--node-ip-address", "127.0.0.1",
+                        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
+                        "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+                        "--metrics-export-port", str(free_port()), "--temp-dir", str(temp / "head"), *common)
+        ray_cli(env, "start", "--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1",
+                "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
+                "--temp-dir", str(temp / "worker"), *common)
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+             "--artifacts-destination", (tmp_path / "server-artifacts").as_uri()],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(f"http://127.0.0.1:{mlflow_port}/health", 90)
+        wait_for(f"http://127.0.0.1:{dash}/api/version", 60, token=(temp / "token").read_text())
+        yield dict(gcs=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dash}",
+                   mlflow=f"http://127.0.0.1:{mlflow_port}", env=env)
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        for _ in range(3):  # raylets respawn nothing once the GCS is gone; repeat for stragglers
+            for pid in pids_mentioning(str(temp)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(1)
+        assert not pids_mentioning(str(temp)), "Ray processes of the test cluster survived"
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_chain_runs_on_two_nodes_against_a_tracking_server(cluster, tmp_path):
+    speakers = [f"{i:08x}" for i in range(10)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
+                             test={speakers[1]})
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    storage = tmp_path / "shared-storage"
+    (job_dir / "tiny.yaml").write_text(yaml.safe_dump({
+        "name": "twonode", "data": {"path": str(corpus)}, "model": {"name": "tiny"},
+        "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 4, "baselines": []},
+        "train": {"epochs": 2, "batch_size": 32, "num_workers": 2, "cpus_per_worker": 1},
+        "relabel": {"batch_size": 16, "cpus_per_actor": 1}, "storage": {"root": str(storage)}}))
+    runtime_env = {"working_dir": str(job_dir), "env_vars": {"MLFLOW_TRACKING_URI": cluster["mlflow"]}}
+    for _ in range(30):  # the job agent comes up a few seconds after the dashboard
+        job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
+                              "--runtime-env-json", json.dumps(runtime_env), "--",
+                              sys.executable, "-m", "distill.cli", "run", "tiny.yaml"],
+                             env=cluster["env"], capture_output=True, text=True, timeout=1200)
+        if "No available agent to submit job" not in job.stderr:
+            break
+        time.sleep(2)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-3000:]
+    assert "chain run id:" in job.stdout
+
+    client = MlflowClient(cluster["mlflow"])
+    exp = client.get_experiment_by_name("pld")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`pld.kind` = 'chain'")
+    children = {r.data.tags["pld.stage"]: r for r in client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(children) == {"teacher", "student_1000ms", "student_500ms"}
+    assert children["student_500ms"].data.tags["pld.teacher_run_id"] == children["student_1000ms"].info.run_id
+    assert all(r.info.status == "FINISHED" and "test_acc_stream" in r.data.metrics for r in children.values())
+    assert {"checkpoint/model.pt", "checkpoint/model.json"} <= {
+        a.path for a in client.list_artifacts(children["teacher"].info.run_id, "checkpoint")}  # via the server
+    run_dir = Path(parent.data.tags["pld.run_dir"])
+    assert run_dir.is_relative_to(storage) and (run_dir / "stages" / "student_500ms" / "manifest.json").is_file()
+
+    env, address = cluster["env"], cluster["gcs"]
+    nodes = {n["node_id"] for n in state(env, address, "nodes") if n["state"] == "ALIVE"}
+    assert len(nodes) == 2
+    trainers = state(env, address, "actors", "class_name=RayTrainWorker")
+    assert {a["node_id"] for a in trainers} == nodes, "training ran on both nodes"
+    relabel = [t for t in state(env, address, "tasks")
+               if "label_with_teacher" in t["name"] or "TeacherLabeler" in t["name"]]
+    assert relabel and {t["node_id"] for t in relabel} == nodes, "relabeling ran on both nodes"
