@@ -29,11 +29,11 @@ from distill.config import ExperimentConfig
 from distill.data.base import SILENCE, build_source_index
 from distill.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
-from distill.runtime.relabel import relabel_crops
-from distill.runtime.session import check_resources, init_ray, tracking_uri
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, tree_sha256, verify
+from distill.runtime.relabel import relabel_crops
 from distill.runtime.resume import (FINGERPRINT, claim_driver, find_unfinished_chain, finished_stage,
                                     retire_unfinished_runs, write_record)
+from distill.runtime.session import check_resources, init_ray, tracking_uri
 from distill.runtime.source import QUARANTINE, load_split_arrays, write_source_dataset
 from distill.runtime.tracking import KIND, format_table, log_distilled_dataset, log_model, stage_tags
 from distill.runtime.train import train_stage
