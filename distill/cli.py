@@ -2,6 +2,7 @@
 
   pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose] [--new] [--dry-run]
   pld resume RUN_ID [--tracking-uri URI] [--address ADDR] [--verbose]
+  pld sweep CONFIG --grid KEY=[V1,V2,…] [--grid …] [--set a.b=c …] [--max-concurrent N] [--tracking-uri URI]
   pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
   pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
@@ -69,6 +70,16 @@ def dry_run(cfg) -> int:
     print("\n# stage plan (est_rows = train clips × chain.crops_per_clip)")
     print(describe_plan(cfg, train), end="")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from distill.runtime.sweep import parse_grid, run_sweep
+
+    if args.max_concurrent < 1:
+        raise ValueError("--max-concurrent must be at least 1")
+    rows = run_sweep(args.config, _parse_sets(args.set), parse_grid(args.grid), tracking=args.tracking_uri,
+                     address=args.address, max_concurrent=args.max_concurrent, verbose=args.verbose)
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -150,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a new chain even if an unfinished one with the same config exists (default: resume it)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the stage plan, then exit")
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="one chain per grid point, as Ray Tune trials under one MLflow sweep run")
+    sweep.add_argument("config", help="base experiment YAML")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=[V1,V2,...]",
+                       help="a config field and its values (YAML list); several --grid make a cartesian grid")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config field")
+    sweep.add_argument("--max-concurrent", type=int, default=1, help="chains in flight at once (default 1)")
+    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    sweep.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--verbose", action="store_true", help="forward Ray's worker logs to the console")
+    sweep.set_defaults(func=cmd_sweep)
 
     resume = sub.add_parser("resume", help="continue an unfinished chain at its first unfinished stage")
     resume.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id")

@@ -126,7 +126,10 @@ def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_i
 
 def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: str | None = None,
               out: Callable[[str], None] = print, verbose: bool = False, resume_run_id: str | None = None,
-              new: bool = False) -> ChainResult:
+              new: bool = False, parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None
+              ) -> ChainResult:
+    """Run (or resume) a chain. ``parent_run_id`` nests a new chain's run under another run (a
+    sweep's); ``extra_tags`` are added to it."""
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = tracking_uri(cfg, tracking)
@@ -145,7 +148,10 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     sr = cfg.data.sample_rate
     hop_samples = num_samples(cfg.eval.stream_hop_ms, sr)
 
-    run_args = dict(run_id=resume_id) if resume_id else dict(run_name=cfg.name, tags={KIND: "chain", FINGERPRINT: fingerprint})
+    tags = {KIND: "chain", FINGERPRINT: fingerprint, **(extra_tags or {})}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run_args = dict(run_id=resume_id) if resume_id else dict(run_name=cfg.name, tags=tags)
     with mlflow.start_run(**run_args) as parent:
         if resume_id:
             run_dir = Path(parent.data.tags["pld.run_dir"])

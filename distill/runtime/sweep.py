@@ -1,0 +1,130 @@
+"""``pld sweep``: one PLD chain per grid point, each a Ray Tune trial, under one MLflow sweep run.
+
+Every point is validated before anything starts (a typo in the 5th point should not surface
+an hour in). Trials reserve no CPUs themselves: a chain's relabel tasks and training workers
+ask the cluster for what they need, so concurrent trials share the cluster through Ray's
+scheduler, and ``--max-concurrent`` bounds how many chains are in flight. A trial that crashes
+is reported as failed; the others run on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import mlflow
+import yaml
+
+from distill.config import ConfigError, ExperimentConfig, load_config
+from distill.runtime.tracking import KIND, format_table
+
+SWEEP_POINT = "pld.sweep_point"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``KEY=[v1, v2, …]`` (YAML, never evaluated) → {key: values}."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        try:
+            values = yaml.safe_load(text) if sep else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--grid {key}: not a YAML list ({str(exc).splitlines()[0]})") from None
+        if not key or not isinstance(values, list) or not values:
+            raise ConfigError(f"--grid expects KEY=[VALUE, …] with at least one value, got {item!r}")
+        grid[key.strip()] = values
+    if not grid:
+        raise ConfigError("pld sweep needs at least one --grid KEY=[VALUE, …]")
+    return grid
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _trial(config: dict, *, configs: list[dict], tracking: str, sweep_run_id: str) -> None:
+    """Runs inside a Tune trial actor: one whole chain, nested under the sweep's MLflow run."""
+    from ray import tune
+
+    from distill.runtime.chain import run_chain
+
+    point = config["point"]
+    cfg = ExperimentConfig.model_validate(configs[point])
+    result = run_chain(cfg, tracking=tracking, new=True, parent_run_id=sweep_run_id,
+                       extra_tags={SWEEP_POINT: str(point)}, out=print)
+    final = next(r for r in result.rows if r["stage"] == f"student_{cfg.chain.lengths_ms[-1]}ms")
+    tune.report({"chain_run_id": result.parent_run_id, "chain_seconds": result.seconds,
+                 **{f"acc_{p}": float(final[f"acc_{p}"]) for p in ("window", "stream", "center")}})
+
+
+def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]], *, tracking: str | None = None,
+              address: str | None = None, max_concurrent: int = 1, verbose: bool = False,
+              out: Callable[[str], None] = print) -> list[dict]:
+    from ray import tune
+
+    from distill.runtime.session import check_resources, init_ray, tracking_uri
+
+    points = grid_points(grid)
+    configs = []
+    for i, point in enumerate(points):
+        try:
+            configs.append(load_config(config_path, {**overrides, **point}))
+        except ConfigError as exc:
+            raise ConfigError(f"grid point {i} {point}: {exc}") from None
+    base = configs[0]
+    uri = tracking_uri(base, tracking)
+    init_ray(base, address, verbose=verbose)
+    for cfg in configs:
+        check_resources(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(base.tracking.experiment)
+    storage = Path(base.storage.root).resolve() / "sweeps"
+    with mlflow.start_run(run_name=f"{base.name}-sweep", tags={KIND: "sweep"}) as sweep:
+        mlflow.log_params({"grid": json.dumps(grid), "points": len(points), "max_concurrent": max_concurrent})
+        mlflow.log_dict(base.model_dump(mode="json"), "base_config.yaml")
+        out(f"sweep run {sweep.info.run_id}: {len(points)} chains, at most {max_concurrent} at a time")
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, configs=[c.model_dump(mode="json") for c in configs], tracking=uri,
+                                 sweep_run_id=sweep.info.run_id),
+            # no CPU for the trial itself (its chain asks for what it needs); Tune wants a non-empty request
+            {"CPU": 0, "memory": 64 * 1024**2})
+        tuner = tune.Tuner(
+            trainable, param_space={"point": tune.grid_search(list(range(len(points))))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=f"{base.name}-{sweep.info.run_id}", storage_path=str(storage), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        results = tuner.fit()
+        rows = []
+        for result in results:
+            point = result.config["point"]
+            row = {"point": point, **{k: json.dumps(v) for k, v in points[point].items()}}
+            if result.error is not None:
+                row.update(status="failed", error=str(result.error).strip().splitlines()[-1][:200])
+            else:
+                m = result.metrics
+                row.update(status="ok", chain_run_id=m["chain_run_id"],
+                           **{f"acc_{p}": f"{m[f'acc_{p}']:.4f}" for p in ("window", "stream", "center")})
+            rows.append(row)
+        rows.sort(key=lambda r: r["point"])
+        done = [r for r in rows if r["status"] == "ok"]
+        best = max(done, key=lambda r: float(r["acc_stream"])) if done else None
+        columns = ["point", *grid, "status", "acc_window", "acc_stream", "acc_center", "chain_run_id"]
+        table = format_table(rows, columns)
+        mlflow.log_text(format_table(rows, columns, markdown=True), "sweep.md")
+        mlflow.log_metrics({"trials_ok": len(done), "trials_failed": len(rows) - len(done)})
+        if best:
+            mlflow.log_metric("best_acc_stream", float(best["acc_stream"]))
+            mlflow.set_tag("pld.best_chain_run_id", best["chain_run_id"])
+    out("\n" + table)
+    for r in rows:
+        if r["status"] == "failed":
+            out(f"point {r['point']} failed: {r['error']}")
+    if best:
+        out("best (final student, stream protocol): point " + str(best["point"]) + " "
+            + ", ".join(f"{k}={best[k]}" for k in grid) + f" → acc_stream {best['acc_stream']} "
+            f"(chain {best['chain_run_id']})")
+    out(f"sweep run id: {sweep.info.run_id}")
+    return rows
