@@ -55,6 +55,8 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
     use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision of training: bf16 (CPUs or GPUs) or fp16 (GPUs, with gradient scaling).")
     max_failures: int = Field(1, ge=0, description="Worker-group failures a stage survives: Ray Train restarts the "
                                                    "workers, which continue from the last epoch's checkpoint.")
 
@@ -64,6 +66,8 @@ class RelabelConfig(_Strict):
     actors: int = Field(1, ge=1, description="GPU relabeling: teacher actors in the Ray Data actor pool. On CPUs the "
                         "teacher runs in Ray Data tasks (fused with reading and cropping) on every free CPU instead.")
     cpus_per_actor: float = Field(1, gt=0, description="CPUs per teacher actor or task (also its torch threads).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision of the teacher's forward pass: bf16 (CPUs or GPUs) or fp16 (GPUs).")
     gpus_per_actor: float = Field(0, ge=0, description="GPUs per teacher actor (fractions allowed); > 0 selects the actor pool.")
 
 
@@ -111,6 +115,10 @@ class ExperimentConfig(_Strict):
     def _fits(self) -> "ExperimentConfig":
         if self.chain.lengths_ms[0] > self.data.clip_ms:
             raise ValueError(f"chain.lengths_ms: {self.chain.lengths_ms[0]} ms is longer than data.clip_ms ({self.data.clip_ms} ms)")
+        if self.train.precision == "fp16" and not self.train.use_gpu:
+            raise ValueError("train.precision: fp16 needs train.use_gpu: true (CPUs: use bf16 or fp32)")
+        if self.relabel.precision == "fp16" and not self.relabel.gpus_per_actor:
+            raise ValueError("relabel.precision: fp16 needs relabel.gpus_per_actor > 0 (CPUs: use bf16 or fp32)")
         if self.features.sample_rate != self.data.sample_rate:
             raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
         return self

@@ -112,3 +112,13 @@ def count_macs(model: KeywordSpotter, input_samples: int) -> int:
             model.net(feats)
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The forward pass at ``precision`` (fp32: a no-op). bf16 runs on CPUs and GPUs; fp16 is for
+    GPUs, where training pairs it with a gradient scaler."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype is not None)

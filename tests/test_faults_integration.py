@@ -150,3 +150,22 @@ def test_training_from_the_same_dataset_is_bit_exact_on_cpu(setup, reference):
         weights.append(torch.load(root / f"repro{k}" / "model" / "model.pt", weights_only=True))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_bf16_relabeling_and_training_run_on_cpu(setup, reference):
+    root = setup["root"]
+    manifest = relabel(setup, root / "bf16", precision="bf16")
+    bf16 = table(root / "bf16" / "data")
+    assert manifest["rows"] == len(reference[1])
+    probs = np.stack([np.frombuffer(b, np.float32) for b in bf16.teacher_probs])
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train_stage(stage="bf16", spec=spec, train_ds=ray.data.read_parquet(str(root / "bf16" / "data")),
+                          validation=load_split_arrays(root / "source", "validation"), rows=manifest["rows"],
+                          storage_dir=root / "bf16-train", out_model_dir=root / "bf16-model", epochs=1, batch_size=32,
+                          lr=0.01, weight_decay=0.0, label_mode="soft", temperature=1.0, seed=0, num_workers=1,
+                          use_gpu=False, cpus_per_worker=1, input_samples=CROP, hop_samples=1600, silence_index=0,
+                          eval_batch_size=128, progress=Queue(actor_options={"num_cpus": 0}), on_epoch=lambda m: None,
+                          precision="bf16")
+    weights = torch.load(root / "bf16-model" / "model.pt", weights_only=True)
+    assert summary["best_epoch"] == 0 and all(torch.isfinite(w.float()).all() for w in weights.values())

@@ -60,6 +60,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "data: {name: folder, path: x, colour: red}": "data.colour: Extra inputs are not permitted (allowed: name, path",
         "train: {num_workers: two}": "train.num_workers: Input should be a valid integer",
         "data: {name: nope}": "unknown dataset 'nope'",
+        "train: {precision: fp16}": "train.precision: fp16 needs train.use_gpu: true",
+        "relabel: {precision: fp8}": "relabel.precision: Input should be 'fp32', 'bf16' or 'fp16'",
     }
     for text, message in cases.items():
         path = tmp_path / "c.yaml"

@@ -208,7 +208,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                         seed=cfg.seed, n_classes=len(labels), teacher_dir=teacher_dir, teacher_run_id=teacher_run,
                         temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size,
                         actors=cfg.relabel.actors, cpus_per_actor=cfg.relabel.cpus_per_actor,
-                        gpus_per_actor=cfg.relabel.gpus_per_actor)
+                        gpus_per_actor=cfg.relabel.gpus_per_actor, precision=cfg.relabel.precision)
                     manifest = seal(stage_dir, manifest, source_sha256=expect["source_sha256"],
                                     teacher_checkpoint_sha256=expect["teacher_checkpoint_sha256"])
                 relabel_s = time.perf_counter() - t
@@ -229,7 +229,8 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                     seed=cfg.seed, num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                     cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop_samples, hop_samples=hop_samples,
                     silence_index=silence_index, eval_batch_size=cfg.eval.batch_size, progress=progress,
-                    on_epoch=partial(_report_epoch, out, run.info.run_id), max_failures=cfg.train.max_failures)
+                    on_epoch=partial(_report_epoch, out, run.info.run_id), max_failures=cfg.train.max_failures,
+                    precision=cfg.train.precision)
                 t = time.perf_counter()
                 metrics = evaluate(cfg, str(stage_dir / "model"), test, hop_samples, silence_index)
                 eval_s = time.perf_counter() - t

@@ -61,14 +61,15 @@ def label_with_clip_labels(batch: dict[str, np.ndarray], n_classes: int) -> dict
 
 
 def _apply_teacher(batch: dict[str, np.ndarray], model, labels: np.ndarray, device, run_id: str,
-                   temperature: float) -> dict[str, np.ndarray]:
+                   temperature: float, precision: str = "fp32") -> dict[str, np.ndarray]:
     import torch
 
     from distill.labels import teacher_labels
+    from distill.models import autocast
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         logits = model(torch.from_numpy(batch["waveform"]).to(device))
-    out = teacher_labels(logits, temperature)
+    out = teacher_labels(logits.float(), temperature)
     index = out.label.cpu().numpy()
     batch["teacher_label"] = labels[index]
     batch["teacher_label_index"] = index.astype(np.int64)
@@ -93,19 +94,20 @@ def _cached_teacher(model_dir: str):
 
 
 def label_with_teacher(batch: dict[str, np.ndarray], model_dir: str, teacher_run_id: str, temperature: float,
-                       threads: int) -> dict[str, np.ndarray]:
+                       threads: int, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Ray Data task UDF (CPU): label a batch of crops with the teacher cached in this process."""
     import torch
 
     torch.set_num_threads(max(1, threads))  # the CPUs Ray gave this task, whatever the process ran before
     model, labels = _cached_teacher(model_dir)
-    return _apply_teacher(batch, model, labels, torch.device("cpu"), teacher_run_id, temperature)
+    return _apply_teacher(batch, model, labels, torch.device("cpu"), teacher_run_id, temperature, precision)
 
 
 class TeacherLabeler:
     """Ray Data actor (GPU relabeling): loads the teacher once onto its GPU, then labels batches of crops."""
 
-    def __init__(self, model_dir: str, teacher_run_id: str, temperature: float, threads: int, use_gpu: bool):
+    def __init__(self, model_dir: str, teacher_run_id: str, temperature: float, threads: int, use_gpu: bool,
+                 precision: str = "fp32"):
         import torch
 
         from distill.checkpoint import load_model_dir
@@ -115,15 +117,17 @@ class TeacherLabeler:
         self.model, spec = load_model_dir(model_dir, map_location=self.device)
         self.model.to(self.device)
         self.labels = np.array(spec.labels, dtype=object)
-        self.run_id, self.temperature = teacher_run_id, temperature
+        self.run_id, self.temperature, self.precision = teacher_run_id, temperature, precision
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _apply_teacher(batch, self.model, self.labels, self.device, self.run_id, self.temperature)
+        return _apply_teacher(batch, self.model, self.labels, self.device, self.run_id, self.temperature,
+                              self.precision)
 
 
 def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: int, crops_per_clip: int, seed: int,
                   n_classes: int, teacher_dir: str | None = None, teacher_run_id: str = "", temperature: float = 1.0,
-                  batch_size: int = 256, actors: int = 1, cpus_per_actor: float = 1, gpus_per_actor: float = 0) -> dict:
+                  batch_size: int = 256, actors: int = 1, cpus_per_actor: float = 1, gpus_per_actor: float = 0,
+                  precision: str = "fp32") -> dict:
     """Write the distilled dataset of one stage to ``out_dir/data``; returns its manifest,
     written last to ``out_dir/manifest.json`` (beside the Parquet, so any Parquet reader can
     open the data directory)."""
@@ -141,13 +145,14 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
         ds = ds.map_batches(
             label_with_teacher, batch_format="numpy", batch_size=batch_size, num_cpus=cpus_per_actor,
             fn_kwargs=dict(model_dir=str(teacher_dir), teacher_run_id=teacher_run_id, temperature=temperature,
-                           threads=int(max(1, cpus_per_actor))))
+                           threads=int(max(1, cpus_per_actor)), precision=precision))
     else:
         ds = ds.map_batches(
             TeacherLabeler, batch_format="numpy", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
             fn_constructor_kwargs=dict(model_dir=str(teacher_dir), teacher_run_id=teacher_run_id, temperature=temperature,
-                                       threads=int(max(1, cpus_per_actor)), use_gpu=gpus_per_actor > 0))
+                                       threads=int(max(1, cpus_per_actor)), use_gpu=gpus_per_actor > 0,
+                                       precision=precision))
     ds.select_columns(list(COLUMNS)).write_parquet(str(out_dir / "data"))
     written = pq.ParquetDataset(str(out_dir / "data"))  # footers only: no Ray job to count rows
     manifest = {

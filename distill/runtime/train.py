@@ -35,6 +35,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     import torch.distributed as dist
 
     from distill.labels import student_loss
+    from distill.models import autocast
     from distill.protocols import predict
 
     ctx = ray.train.get_context()
@@ -48,6 +49,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    precision = config.get("precision", "fp32")
+    # fp16 gradients underflow without scaling; bf16 has fp32's range and needs none
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     epochs = config["epochs"]
     steps_per_epoch = max(1, math.ceil(config["rows"] / world / config["batch_size"]))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=epochs * steps_per_epoch + 1,
@@ -75,12 +79,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         for batch in shard.iter_torch_batches(batch_size=config["batch_size"], device=device,
                                               local_shuffle_buffer_size=config["shuffle_buffer"],
                                               local_shuffle_seed=config["seed"] + 1000 * epoch + rank):
-            logits = model(batch["waveform"])
-            loss = student_loss(logits, mode=config["label_mode"], hard=batch["teacher_label_index"],
+            with autocast(device, precision):
+                logits = model(batch["waveform"])
+            loss = student_loss(logits.float(), mode=config["label_mode"], hard=batch["teacher_label_index"],
                                 soft=batch["teacher_probs"], temperature=config["temperature"])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if schedule.last_epoch < schedule.total_steps - 1:
                 schedule.step()
             total_loss += loss.item() * len(logits)
@@ -89,8 +95,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         model.eval()
         counts = torch.zeros(2, dtype=torch.float64)
         if len(val_labels):
-            pred = predict(core, val_waves, config["input_samples"], "stream", hop_samples=config["hop_samples"],
-                           silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device)
+            with autocast(device, precision):
+                pred = predict(core, val_waves, config["input_samples"], "stream", hop_samples=config["hop_samples"],
+                               silence_index=config["silence_index"], batch_size=config["eval_batch_size"],
+                               device=device)
             counts += torch.tensor([float((pred == val_labels).sum()), float(len(pred))], dtype=torch.float64)
         losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
         if world > 1:
@@ -140,7 +148,7 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                 out_model_dir: str | Path, epochs: int, batch_size: int, lr: float, weight_decay: float,
                 label_mode: str, temperature: float, seed: int, num_workers: int, use_gpu: bool, cpus_per_worker: float,
                 input_samples: int, hop_samples: int, silence_index: int | None, eval_batch_size: int,
-                progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0) -> dict:
+                progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0, precision: str = "fp32") -> dict:
     """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary.
 
     ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
@@ -149,7 +157,7 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                   weight_decay=weight_decay, label_mode=label_mode, temperature=temperature, seed=seed,
                   threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
                   silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
-                  validation=validation)
+                  validation=validation, precision=precision)
     started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit
     trainer = TorchTrainer(
         train_loop_per_worker,
