@@ -59,10 +59,18 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
     if address is None:
         # A local Ray binds its dashboard (and the state API Ray Train relies on) to 127.0.0.1.
         kwargs["dashboard_host"] = "127.0.0.1"
+        # Ray Train starts a PreemptionWatcher actor — one more process — for every fit, to poll for
+        # nodes being drained by an autoscaler; a local Ray has no such nodes.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
         if not verbose:
             kwargs["runtime_env"] = {"worker_process_setup_hook": "distill.runtime.quiet.quiet_worker"}
+        # Relabel tasks run in Ray's pooled worker processes, which keep torch imported and the
+        # teacher cached. While a stage trains, Ray Train's actors (controller, workers, helpers)
+        # push the process count over Ray's soft limit (num_cpus) and the idle pooled workers are
+        # killed after 1 s, so every relabel started cold again. A higher soft limit keeps them.
+        kwargs["_system_config"] = {"num_workers_soft_limit": int(cfg.ray.num_cpus or os.cpu_count() or 1) + 8}
     ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
