@@ -42,6 +42,6 @@ def test_a_grid_of_chains_runs_as_tune_trials_under_one_sweep_run(tmp_path):
     assert all("model.options.channels" not in c.data.params for c in finished)  # the crashed points failed
     assert sweep.data.metrics["trials_ok"] == 2 and sweep.data.metrics["trials_failed"] == 2
     assert sweep.data.tags["pld.best_chain_run_id"] in {c.info.run_id for c in finished}
-    table = proc.stdout[proc.stdout.index("point  "):]
-    assert table.count(" ok ") == 2 and table.count(" failed ") == 2
+    rows = proc.stdout[proc.stdout.index("point  "):].split("\n\n")[0].splitlines()[2:]
+    assert len(rows) == 4 and sum(" ok " in r for r in rows) == 2 and sum(r.endswith(" failed") for r in rows) == 2
     assert "best (final student, stream protocol): point" in proc.stdout

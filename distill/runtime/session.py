@@ -50,7 +50,8 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     if not verbose:
         quiet_logs()
-    if ray.is_initialized():
+    if ray.is_initialized():  # inside a Tune trial or a test: the process's own Data settings still apply
+        configure_data()
         return
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     # Worker output (Ray's and libraries' chatter) stays in Ray's log files unless --verbose;
@@ -72,6 +73,13 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
         # killed after 1 s, so every relabel started cold again. A higher soft limit keeps them.
         kwargs["_system_config"] = {"num_workers_soft_limit": int(cfg.ray.num_cpus or os.cpu_count() or 1) + 8}
     ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+    configure_data()
+
+
+def configure_data() -> None:
+    """Ray Data settings of this process (a DataContext is per process: Tune trials need them too)."""
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False
