@@ -66,17 +66,21 @@ def check_bad_fraction(bad: int, total: int, options: DatasetOptions, where: str
                         f"{where}. Fix or remove them, or raise data.max_bad_fraction")
 
 
-def describe(good: pd.DataFrame, quarantine: pd.DataFrame, applied: Counter) -> str:
-    """One line: clips kept per split, quarantined, and policies applied."""
-    counts = good["split"].value_counts()
-    parts = [f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test")]
-    text = ", ".join(parts) + f" clips; {len(quarantine)} quarantined"
-    if len(quarantine):
-        reasons = Counter(p.split(":")[0] for p in quarantine["problem"])
-        text += " (" + ", ".join(f"{k} {v}" for k, v in reasons.most_common()) + ")"
+def quarantine_reasons(quarantine: pd.DataFrame) -> dict[str, int]:
+    """Quarantined files per kind of reason (the text before its first colon)."""
+    return dict(Counter(p.split(":")[0] for p in quarantine["problem"]).most_common())
+
+
+def describe(rows: dict[str, int], files: int, reasons: dict[str, int], applied: dict[str, int]) -> str:
+    """One line: files decoded, quarantined (by reason), policies applied, clips per split.
+    The source stage prints it from its manifest, ``pld eval`` from a scan."""
+    quarantined = sum(reasons.values())
+    text = f"{sum(rows.values())} of {files} files decoded; {quarantined} quarantined"
+    if quarantined:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ")"
     if applied:
         text += "; policy applied: " + ", ".join(f"{k} {v}" for k, v in sorted(applied.items()))
-    return text
+    return text + "; " + ", ".join(f"{s} {rows.get(s, 0)}" for s in ("train", "validation", "test")) + " clips"
 
 
 def report(index: SourceIndex, options: DatasetOptions, result: ScanResult) -> str:

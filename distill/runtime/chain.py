@@ -27,6 +27,7 @@ from ray.util.queue import Queue
 from distill.checkpoint import ModelSpec, load_model_dir
 from distill.config import ExperimentConfig
 from distill.data.base import SILENCE, build_source_index
+from distill.data.check import describe
 from distill.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, tree_sha256, verify
@@ -61,10 +62,6 @@ def _report_epoch(out: Callable[[str], None], run_id: str, m: dict) -> None:
                                                      for k in ("train_loss", "val_acc")])
 
 
-def _reasons(source: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in source["quarantine_reasons"].items())
-
-
 def evaluate(cfg: ExperimentConfig, model_dir: str, test, hop_samples: int, silence_index: int | None) -> dict:
     """Test metrics of a stage's model. With GPUs, a Ray task on a GPU; on CPUs, here in the
     driver, which already has the model code loaded (a task pays a fresh worker process each
@@ -93,11 +90,8 @@ def _source(index, cfg: ExperimentConfig, source_dir: Path, out: Callable[[str],
     mlflow.log_metrics({"source_seconds": time.perf_counter() - t, "source_files": source["files"],
                         "source_quarantined": source["quarantined"],
                         **{f"source_{k}": v for k, v in source["policy_applied"].items()}})
-    out(f"source: {sum(source['rows'].values())} of {source['files']} files decoded; "
-        f"{source['quarantined']} quarantined" + (f" ({_reasons(source)}) — see {source_dir / QUARANTINE}"
-                                                  if source["quarantined"] else "")
-        + ("; policy applied: " + ", ".join(f"{k} {v}" for k, v in source["policy_applied"].items())
-           if source["policy_applied"] else ""))
+    out("source: " + describe(source["rows"], source["files"], source["quarantine_reasons"], source["policy_applied"])
+        + (f" — quarantined files listed in {source_dir / QUARANTINE}" if source["quarantined"] else ""))
     return source
 
 

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from distill.checkpoint import load_model_dir
 from distill.data.base import SILENCE, DatasetOptions, SourceIndex, build_source_index
-from distill.data.check import check_bad_fraction, describe, scan
+from distill.data.check import check_bad_fraction, describe, quarantine_reasons, scan
 from distill.features import num_samples
 from distill.protocols import PROTOCOLS
 from distill.runtime.evaluate import evaluate_model_dir
@@ -94,7 +94,9 @@ def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test",
                                              "clip_ms": int(params.get("data.clip_ms", options.clip_ms))})
         index = _select(build_source_index(options), split, spec.labels, out)
         scanned = scan(index, options, keep_waveforms=True)
-        out(f"{prefix} ({options.name} at {options.path}, split {split}): {describe(scanned.good, scanned.quarantine, scanned.applied)}")
+        summary = describe(scanned.good["split"].value_counts().to_dict(), scanned.total,
+                           quarantine_reasons(scanned.quarantine), dict(scanned.applied))
+        out(f"{prefix} ({options.name} at {options.path}, split {split}): {summary}")
         for r in scanned.quarantine.itertuples():
             out(f"  quarantined {r.path}: {r.problem}")
         check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the lines above")

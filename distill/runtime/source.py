@@ -25,7 +25,7 @@ import ray.data
 
 from distill.data.audio import ClipPolicy, load_clip
 from distill.data.base import DatasetOptions, SourceIndex
-from distill.data.check import QUARANTINE_COLUMNS, check_bad_fraction
+from distill.data.check import QUARANTINE_COLUMNS, check_bad_fraction, quarantine_reasons
 from distill.features import num_samples
 
 MANIFEST = "manifest.json"
@@ -98,7 +98,7 @@ def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: s
         "rows": {str(k): int(v) for k, v in good["split"].astype(str).value_counts().sort_index().items()},
         "files": n,
         "quarantined": len(quarantine),
-        "quarantine_reasons": dict(Counter(p.split(":")[0] for p in quarantine["problem"])),
+        "quarantine_reasons": quarantine_reasons(quarantine),
         "policy_applied": dict(sorted(applied.items())),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: the data is whole
