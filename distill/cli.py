@@ -147,6 +147,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if len(result.quarantine) else 0  # scripts can gate on a clean dataset
 
 
+def add_connection_args(parser: argparse.ArgumentParser, ray: bool = True) -> None:
+    """Where a command tracks (MLflow) and, for commands that run chains, computes (Ray)."""
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    if ray:
+        parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+        parser.add_argument("--verbose", action="store_true",
+                            help="forward Ray's worker logs and INFO messages to the console")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pld", description="Progressive Label Distillation on Ray, tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,9 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a PLD chain from a YAML config")
     run.add_argument("config", help="experiment YAML (see configs/)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    run.add_argument("--verbose", action="store_true", help="forward Ray's worker logs and INFO messages to the console")
-    run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    add_connection_args(run)
     run.add_argument("--new", action="store_true",
                      help="start a new chain even if an unfinished one with the same config exists (default: resume it)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the stage plan, then exit")
@@ -168,16 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a config field and its values (YAML list); several --grid make a cartesian grid")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config field")
     sweep.add_argument("--max-concurrent", type=int, default=1, help="chains in flight at once (default 1)")
-    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    sweep.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    sweep.add_argument("--verbose", action="store_true", help="forward Ray's worker logs to the console")
+    add_connection_args(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     resume = sub.add_parser("resume", help="continue an unfinished chain at its first unfinished stage")
     resume.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id")
-    resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    resume.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    resume.add_argument("--verbose", action="store_true", help="forward Ray's worker logs to the console")
+    add_connection_args(resume)
     resume.set_defaults(func=cmd_resume)
 
     ev = sub.add_parser("eval", help="evaluate every model of a finished chain on another dataset")
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="split of the dataset to evaluate on (default: test)")
     ev.add_argument("--name", help="metric prefix (default: the dataset's registry name)")
     ev.add_argument("--json", action="store_true", help="print a JSON array, one object per model")
-    ev.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    add_connection_args(ev, ray=False)
     ev.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
