@@ -4,6 +4,8 @@
   pld resume RUN_ID [--tracking-uri URI] [--address ADDR] [--verbose]
   pld sweep CONFIG --grid KEY=[V1,V2,…] [--grid …] [--set a.b=c …] [--max-concurrent N] [--tracking-uri URI]
   pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
+  pld report RUN_ID [--out DIR] [--tracking-uri URI]
+  pld compare RUN_ID RUN_ID … [--tracking-uri URI]
   pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
 
@@ -67,7 +69,7 @@ def dry_run(cfg) -> int:
     except (FileNotFoundError, ValueError) as exc:
         train = None
         print(f"\n# dataset: not readable here ({exc}); row estimates unknown")
-    print("\n# stage plan (est_rows = train clips × chain.crops_per_clip)")
+    print("\n# stage plan (est_rows = train clips × crops per clip, before any confidence filter)")
     print(describe_plan(cfg, train), end="")
     return 0
 
@@ -126,6 +128,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_table([{**r, **{k: f"{r[k]:.4f}" for k in ("acc_window", "acc_stream", "acc_center")}}
                             for r in rows], EVAL_COLUMNS))
         print(f"logged to the chain's runs as {args.name or options.name}_acc_<protocol>")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from distill.runtime.report import report_chain
+
+    html = report_chain(args.run_id, args.out, tracking=args.tracking_uri)
+    print(f"report: {html} (with report.md and its PNGs beside it); logged as artifacts report/ of run {args.run_id}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from distill.runtime.report import compare_chains
+
+    print(compare_chains(args.run_ids, tracking=args.tracking_uri))
     return 0
 
 
@@ -191,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print a JSON array, one object per model")
     add_connection_args(ev, ray=False)
     ev.set_defaults(func=cmd_eval)
+
+    rep = sub.add_parser("report", help="write a chain's HTML/Markdown report with plots and log it to the chain's run")
+    rep.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id")
+    rep.add_argument("--out", help="directory for report.html, report.md and the PNGs (default: a temporary one)")
+    add_connection_args(rep, ray=False)
+    rep.set_defaults(func=cmd_report)
+
+    cmp = sub.add_parser("compare", help="print chains side by side: differing config values, accuracies per stage")
+    cmp.add_argument("run_ids", metavar="RUN_ID", nargs="+", help="chain parent run ids")
+    add_connection_args(cmp, ray=False)
+    cmp.set_defaults(func=cmd_compare)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="scan a dataset: clips per label and split, every problem "

@@ -23,27 +23,72 @@ class ModelConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the network's builder.")
 
 
+class ScheduleRange(_Strict):
+    start_ms: int = Field(1000, gt=0, description="First (longest) student length.")
+    stop_ms: int = Field(500, gt=0, description="Last (shortest) student length; start_ms - stop_ms must be a multiple of step_ms.")
+    step_ms: int = Field(100, gt=0, description="How much shorter each stage's input is than the previous one's.")
+
+    @model_validator(mode="after")
+    def _reaches_stop(self) -> "ScheduleRange":
+        self.lengths()
+        return self
+
+    def lengths(self) -> list[int]:
+        if self.stop_ms > self.start_ms:
+            raise ValueError(f"schedule: stop_ms ({self.stop_ms}) must not exceed start_ms ({self.start_ms})")
+        if (self.start_ms - self.stop_ms) % self.step_ms:
+            raise ValueError(f"schedule: steps of {self.step_ms} ms from {self.start_ms} ms do not reach {self.stop_ms} ms")
+        return list(range(self.start_ms, self.stop_ms - 1, -self.step_ms))
+
+
 class ChainConfig(_Strict):
-    lengths_ms: list[int] = Field(default_factory=lambda: [1000, 900, 800, 700, 600, 500], min_length=1,
-                                  description="Student input lengths, strictly decreasing; each stage is taught by the previous one.")
-    crops_per_clip: int = Field(2, ge=1, description="Random crops drawn from each training clip per stage.")
+    lengths_ms: list[int] | None = Field(
+        None, min_length=1, description="Student input lengths, strictly decreasing; each stage is taught by the previous "
+                                        "one (default 1000, 900, …, 500). Give this or schedule, not both.")
+    schedule: ScheduleRange | None = Field(None, description="The lengths as start_ms/stop_ms/step_ms instead of a list.")
+    crops_per_clip: int = Field(2, ge=1, description="random placement: crops drawn from each training clip per stage.")
+    crop_placement: Literal["random", "sliding"] = Field(
+        "random", description="random: crops_per_clip uniform seeded positions per clip; sliding: every position "
+                              "crop_stride_ms apart (the last flush with the clip's end), so shorter crops give more rows.")
+    crop_stride_ms: int = Field(100, gt=0, description="sliding placement: the hop between a clip's crops.")
+    teacher_view: Literal["native", "pad"] = Field(
+        "native", description="How a teacher of length T sees a crop of length L < T: native (the crop as it is) or "
+                              "pad (zero-padded to T samples, placed by pad_position).")
+    pad_position: Literal["center", "random"] = Field("center", description="teacher_view pad: the crop centred in the "
+                                                                            "zeros, or at a seeded random position.")
     baselines: list[Literal["direct", "one_shot"]] = Field(
         default_factory=lambda: ["direct", "one_shot"],
-        description="Baselines at the final length: direct (clip labels) and one_shot (labels of the full-length teacher).")
+        description="Baselines at the final length, on the final student's crops with its epochs: direct (clip "
+                    "labels) and one_shot (labels of the full-length teacher).")
 
     @field_validator("lengths_ms")
     @classmethod
-    def _decreasing(cls, v: list[int]) -> list[int]:
-        if any(x <= 0 for x in v):
+    def _decreasing(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(x <= 0 for x in v):
             raise ValueError(f"lengths must be positive, got {v}")
-        if any(b >= a for a, b in zip(v, v[1:])):
+        if v is not None and any(b >= a for a, b in zip(v, v[1:])):
             raise ValueError(f"lengths must be strictly decreasing, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "ChainConfig":
+        if self.lengths_ms is not None and self.schedule is not None:
+            raise ValueError("give chain.lengths_ms or chain.schedule, not both")
+        if self.schedule is not None:
+            self.lengths_ms = self.schedule.lengths()
+        elif self.lengths_ms is None:
+            self.lengths_ms = [1000, 900, 800, 700, 600, 500]
+        self.schedule = None  # one resolved form: params, fingerprints and stages all see the list
+        return self
 
 
 class LabelsConfig(_Strict):
     mode: Literal["hard", "soft"] = Field("hard", description="hard: teacher argmax + cross-entropy; soft: teacher probabilities + KL.")
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of the teacher's probabilities (and of the soft loss).")
+    original_weight: float = Field(0.0, ge=0, le=1, description="Weight of the clip's original label in the loss "
+                                                                "(cross-entropy), the teacher's getting 1 - weight.")
+    min_confidence: float = Field(0.0, ge=0, lt=1, description="Drop crops whose teacher's top probability (at "
+                                                               "temperature 1) is below this; the count is logged.")
 
 
 class TrainConfig(_Strict):

@@ -32,6 +32,38 @@ def sample_crop_offsets(clip_id: str, clip_samples: int, crop_samples: int, k: i
     return rng.integers(0, clip_samples - crop_samples + 1, size=k, dtype=np.int64)
 
 
+def sliding_crop_offsets(clip_samples: int, crop_samples: int, stride_samples: int) -> np.ndarray:
+    """Every ``stride_samples``-th position, the last crop flush with the clip's end (no audio
+    left unseen); a crop as long as the clip has one position."""
+    if crop_samples <= 0 or crop_samples > clip_samples:
+        raise ValueError(f"crop of {crop_samples} samples does not fit a clip of {clip_samples} samples")
+    if stride_samples < 1:
+        raise ValueError(f"crop stride must be ≥ 1 sample, got {stride_samples}")
+    last = clip_samples - crop_samples
+    offsets = np.arange(0, last + 1, stride_samples, dtype=np.int64)
+    return offsets if offsets[-1] == last else np.append(offsets, last)
+
+
+def pad_to(crops: np.ndarray, samples: int, position: str, seed: int, keys: list[str] | None = None) -> np.ndarray:
+    """Crops (n, L) zero-padded to (n, ``samples``) — how a teacher trained on longer inputs
+    sees them under ``teacher_view: pad``. ``position`` is ``center`` or ``random``; random
+    starts come from ``clip_rng`` of each crop's key, so they do not depend on batching."""
+    n, length = crops.shape
+    if length > samples:
+        raise ValueError(f"a crop of {length} samples does not fit a teacher input of {samples} samples")
+    if position == "center":
+        starts = np.full(n, (samples - length) // 2, dtype=np.int64)
+    elif position == "random":
+        if keys is None or len(keys) != n:
+            raise ValueError("random pad positions need one key per crop")
+        starts = np.array([clip_rng(seed, key, samples).integers(0, samples - length + 1) for key in keys], dtype=np.int64)
+    else:
+        raise ValueError(f"unknown pad position {position!r}; use 'center' or 'random'")
+    out = np.zeros((n, samples), dtype=crops.dtype)
+    out[np.arange(n)[:, None], starts[:, None] + np.arange(length)[None, :]] = crops
+    return out
+
+
 def cut_crops(waveforms: np.ndarray, offsets: np.ndarray, crop_samples: int,
               rows: np.ndarray | None = None) -> np.ndarray:
     """Crop ``j`` is ``waveforms[rows[j], offsets[j] : offsets[j] + crop_samples]`` (``rows``

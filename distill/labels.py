@@ -2,7 +2,9 @@
 
 ``hard`` labels are the teacher's argmax (the paper's reading); ``soft`` labels are its
 probabilities at a temperature, learned with the temperature-scaled KL divergence of
-Hinton et al. (2015). Both are stored, so one distilled dataset serves either loss.
+Hinton et al. (2015). Both are stored, so one distilled dataset serves either loss. Either
+can be mixed with the clip's original label (``original_weight``), and crops the teacher is
+unsure of can be dropped (``keep_confident``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,25 +23,45 @@ LabelMode = Literal["hard", "soft"]
 class TeacherLabels:
     label: torch.Tensor  # (batch,) int64 argmax class
     probs: torch.Tensor  # (batch, classes) float32, softmax(logits / temperature)
-    confidence: torch.Tensor  # (batch,) float32, max of probs
+    confidence: torch.Tensor  # (batch,) float32, the top probability at temperature 1
 
 
 def teacher_labels(logits: torch.Tensor, temperature: float = 1.0) -> TeacherLabels:
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    confidence, label = probs.max(dim=-1)
+    logits = logits.float()
+    # Confidence at temperature 1: a threshold on it means the same whatever temperature the
+    # soft labels use (argmax is the same at every temperature).
+    confidence, label = torch.softmax(logits, dim=-1).max(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
     return TeacherLabels(label=label, probs=probs, confidence=confidence)
 
 
+def keep_confident(confidence: np.ndarray, min_confidence: float) -> np.ndarray:
+    """Mask of the crops to keep: the teacher's confidence is at least ``min_confidence``."""
+    if not 0 <= min_confidence < 1:
+        raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
+    return np.asarray(confidence) >= min_confidence
+
+
 def student_loss(logits: torch.Tensor, *, mode: LabelMode, hard: torch.Tensor | None = None,
-                 soft: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+                 soft: torch.Tensor | None = None, temperature: float = 1.0, original: torch.Tensor | None = None,
+                 original_weight: float = 0.0) -> torch.Tensor:
     """Mean loss of a student batch.
 
     hard: cross-entropy against the class indices ``hard``.
     soft: ``T² · KL(soft ‖ softmax(logits / T))``; the T² keeps gradient scale comparable
     across temperatures.
+    With ``original_weight`` w > 0: ``(1 - w) · that + w · cross-entropy(original)``, the
+    clip's own label class indices ``original``.
     """
+    if not 0 <= original_weight <= 1:
+        raise ValueError(f"original_weight must be in [0, 1], got {original_weight}")
+    if original_weight > 0:
+        if original is None:
+            raise ValueError("mixing in the original label needs its class indices")
+        teacher = student_loss(logits, mode=mode, hard=hard, soft=soft, temperature=temperature) if original_weight < 1 else 0
+        return (1 - original_weight) * teacher + original_weight * F.cross_entropy(logits, original)
     if mode == "hard":
         if hard is None:
             raise ValueError("hard-label loss needs class indices")

@@ -114,6 +114,32 @@ def count_macs(model: KeywordSpotter, input_samples: int) -> int:
     return counter.get_total_flops() // 2
 
 
+def latency_per_decision(model: KeywordSpotter, input_samples: int, repeats: int = 50, warmup: int = 10) -> float:
+    """Median wall time (seconds) of one decision — front end and network, batch 1, one CPU
+    thread — over ``repeats`` runs after ``warmup`` runs. One thread so that figures taken
+    in different processes (a driver, a worker given two CPUs) compare."""
+    import statistics
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, input_samples).normal_(0, 1000, generator=torch.Generator().manual_seed(0))
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                t = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
+    return statistics.median(times)
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from distill.crops import cut_crops
+
 PROTOCOLS = ("window", "stream", "center")
 
 
@@ -50,30 +52,39 @@ def stream_decision(posteriors: torch.Tensor, silence_index: int | None) -> torc
     return torch.where(all_silence, torch.full_like(best, silence_index), best)
 
 
+def protocol_starts(waveforms: np.ndarray, input_samples: int, protocol: str, hop_samples: int = 1600) -> np.ndarray:
+    """(clips, windows) start offsets of the windows a protocol shows the model."""
+    n, clip_samples = waveforms.shape
+    if protocol == "window":
+        return loudest_window_starts(waveforms, input_samples)[:, None]
+    if protocol == "center":
+        return np.full((n, 1), (clip_samples - input_samples) // 2)
+    if protocol == "stream":
+        return np.tile(np.asarray(window_starts(clip_samples, input_samples, hop_samples)), (n, 1))
+    raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+
+
 @torch.no_grad()
+def window_posteriors(model: Callable[[torch.Tensor], torch.Tensor], waveforms: np.ndarray, input_samples: int,
+                      starts: np.ndarray, *, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Softmax posteriors (clips, windows, classes) of the windows at ``starts`` (clips, windows),
+    ``batch_size`` windows per forward pass whatever the number of windows per clip."""
+    n, n_windows = starts.shape
+    rows, offsets = np.repeat(np.arange(n), n_windows), starts.reshape(-1)
+    out = []
+    for lo in range(0, len(offsets), batch_size):
+        x = torch.from_numpy(cut_crops(waveforms, offsets[lo:lo + batch_size], input_samples, rows[lo:lo + batch_size]))
+        out.append(torch.softmax(model(x.to(device)).float(), dim=-1).cpu())
+    return torch.cat(out).reshape(n, n_windows, -1)
+
+
 def predict(model: Callable[[torch.Tensor], torch.Tensor], waveforms: np.ndarray, input_samples: int,
             protocol: str, *, hop_samples: int = 1600, silence_index: int | None = None,
             batch_size: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
     """Class predictions for clips ``waveforms`` (clips, samples; int16 or float) under ``protocol``."""
-    n, clip_samples = waveforms.shape
-    if protocol == "window":
-        starts = loudest_window_starts(waveforms, input_samples)[:, None]
-    elif protocol == "center":
-        starts = np.full((n, 1), (clip_samples - input_samples) // 2)
-    elif protocol == "stream":
-        starts = np.tile(np.asarray(window_starts(clip_samples, input_samples, hop_samples)), (n, 1))
-    else:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
-    n_windows = starts.shape[1]
-    index = starts.reshape(n, n_windows, 1) + np.arange(input_samples).reshape(1, 1, -1)
-    out = []
-    for lo in range(0, n, max(1, batch_size // n_windows)):
-        hi = min(n, lo + max(1, batch_size // n_windows))
-        windows = np.take_along_axis(waveforms[lo:hi, None, :], index[lo:hi], axis=2)
-        x = torch.from_numpy(windows.reshape(-1, input_samples)).to(device)
-        post = torch.softmax(model(x).float(), dim=-1).reshape(hi - lo, n_windows, -1).cpu()
-        out.append(stream_decision(post, silence_index) if protocol == "stream" else post[:, 0].argmax(-1))
-    return torch.cat(out).numpy()
+    starts = protocol_starts(waveforms, input_samples, protocol, hop_samples)
+    post = window_posteriors(model, waveforms, input_samples, starts, batch_size=batch_size, device=device)
+    return (stream_decision(post, silence_index) if protocol == "stream" else post[:, 0].argmax(-1)).numpy()
 
 
 def accuracy(model, waveforms: np.ndarray, labels: np.ndarray, input_samples: int, protocol: str, **kwargs) -> float:

@@ -40,9 +40,15 @@ def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
 def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:
     """The stage plan as a table (what ``pld run --dry-run`` prints): who teaches whom, at which
     length, on which dataset, and how many rows each distilled dataset will have."""
+    from distill.crops import sliding_crop_offsets
+    from distill.features import num_samples
+
     rows = [("stage", "kind", "method", "input_ms", "labels_from", "epochs", "dataset", "est_rows")]
+    sr = cfg.data.sample_rate
     for s in plan_chain(cfg):
-        est = "?" if train_clips is None else str(train_clips * cfg.chain.crops_per_clip)
+        per_clip = cfg.chain.crops_per_clip if cfg.chain.crop_placement == "random" else len(sliding_crop_offsets(
+            num_samples(cfg.data.clip_ms, sr), num_samples(s.input_ms, sr), num_samples(cfg.chain.crop_stride_ms, sr)))
+        est = "?" if train_clips is None else str(train_clips * per_clip)
         rows.append((s.name, s.kind, s.method, str(s.input_ms), s.teacher or "clip labels", str(s.epochs),
                      f"<run_dir>/stages/{s.name}/data", est))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -1,11 +1,13 @@
 """The whole chain through the `pld` CLI on a tiny synthetic corpus, with a real local Ray
-and a real (SQLite) MLflow store: run structure, contracted tags, Parquet schema and rows;
-then `pld eval` of that chain on a prepared test set."""
+and a real (SQLite) MLflow store: run structure, contracted tags, Parquet schema and rows,
+the method options end to end (soft labels mixed with the clip's, a padded teacher view, a
+confidence filter); then `pld eval` of that chain on a prepared test set, and `pld report`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,9 @@ from mlflow import MlflowClient
 from distill.data.synth import synthesize_corpus
 
 pytestmark = pytest.mark.integration
+# Just above chance (1/12): the tiny two-epoch models are barely trained, so a real threshold would
+# drop every crop. Dropping itself is checked against exact rows in test_faults_integration.py.
+MIN_CONFIDENCE = 0.09
 PROVENANCE = {"clip_id", "offset", "length", "source_label", "teacher_label", "teacher_probs", "teacher_confidence",
               "teacher_run_id", "waveform"}
 
@@ -34,7 +39,8 @@ def chain(tmp_path_factory):
         "name": "it", "seed": 1,
         "data": {"name": "speech_commands", "path": str(corpus)},
         "model": {"name": "tiny"},
-        "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 2},
+        "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 2, "teacher_view": "pad", "pad_position": "random"},
+        "labels": {"mode": "soft", "temperature": 2.0, "original_weight": 0.2, "min_confidence": MIN_CONFIDENCE},
         "train": {"epochs": 2, "batch_size": 32},
         "storage": {"root": str(root / "runs")},
         "ray": {"num_cpus": 2},
@@ -85,7 +91,22 @@ def test_each_stage_logs_params_metrics_model_and_dataset(chain):
         metrics = run.data.metrics
         for key in ("test_acc_window", "test_acc_stream", "test_acc_center"):
             assert 0.0 <= metrics[key] <= 1.0, (name, key)
-        assert metrics["macs"] > 0
+        assert metrics["macs"] > 0 and 0 < metrics["latency_us"] < 1e6
+        # the keyword-spotting figures over the test split's silence + unknown stream
+        assert metrics["test_fa_per_hour_at_90_recall"] >= 0 and 0 <= metrics["test_recall_at_1_fa_per_hour"] <= 1
+        assert metrics["test_negative_hours"] > 0
+        assert 0 <= metrics["label_agreement"] <= 1 and 0 <= metrics["relabel_to_silence"] <= 1
+        confusion = json.loads(Path(client.download_artifacts(run.info.run_id, "eval/confusion.json")).read_text())
+        assert len(confusion["labels"]) == 12 and np.asarray(confusion["stream"]).shape == (12, 12)
+        # the confusion matrix holds the accuracy the run reports
+        m = np.asarray(confusion["window"])
+        assert np.trace(m) / m.sum() == pytest.approx(metrics["test_acc_window"])
+        teacher_labelled = run.data.tags["pld.teacher_run_id"] != ""
+        assert run.data.params["label_mode"] == ("soft" if teacher_labelled else "hard")
+        if teacher_labelled:
+            assert (run.data.params["teacher_view"], run.data.params["original_weight"]) == ("pad", "0.2")
+        else:  # clip labels: the teacher's own stage and direct agree with themselves and drop nothing
+            assert metrics["label_agreement"] == 1.0 and metrics["dropped_low_confidence"] == 0
         assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # one per epoch
         assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
         assert run.data.params["input_ms"] == run.data.tags["pld.input_ms"]
@@ -107,24 +128,38 @@ def test_distilled_parquet_schema_rows_and_provenance(chain):
     for name, run in children.items():
         table = pq.read_table(run_dir / "stages" / name / "data")
         assert PROVENANCE <= set(table.column_names), name
-        assert table.num_rows == 2 * train_clips, name  # crops_per_clip × training clips
-        tables[name] = table.to_pandas()
+        manifest = json.loads((run_dir / "stages" / name / "manifest.json").read_text())
+        # crops_per_clip × training clips, less those the confidence filter dropped (counted and logged)
+        assert manifest["crops"] == 2 * train_clips, name
+        assert table.num_rows == manifest["rows"] == 2 * train_clips - manifest["dropped_low_confidence"], name
+        assert run.data.metrics["dropped_low_confidence"] == manifest["dropped_low_confidence"], name
+        df = table.to_pandas()
+        assert (df.teacher_confidence >= MIN_CONFIDENCE).all(), name
+        agreement = (df.teacher_label == df.source_label).mean()
+        assert manifest["label_stats"]["agreement"] == pytest.approx(agreement), name
+        assert run.data.metrics["label_agreement"] == pytest.approx(agreement), name
+        tables[name] = df
     student = tables["student_750ms"]
     assert set(student.teacher_run_id) == {children["student_1000ms"].info.run_id}
     assert (student.length == 12000).all() and student.offset.between(0, 4000).all()
     assert set(tables["direct_500ms"].teacher_run_id) == {""}
     assert (tables["direct_500ms"].teacher_label == tables["direct_500ms"].source_label).all()
-    # the baselines train on the very crops of the final student
-    key = lambda df: sorted(zip(df.clip_id, df.offset))  # noqa: E731
-    assert key(tables["direct_500ms"]) == key(tables["one_shot_500ms"]) == key(tables["student_500ms"])
+    # the baselines train on the very crops of the final student (the teachers' filters drop some)
+    key = lambda df: set(zip(df.clip_id, df.offset))  # noqa: E731
+    assert len(tables["direct_500ms"]) == 2 * train_clips
+    assert key(tables["one_shot_500ms"]) <= key(tables["direct_500ms"]) >= key(tables["student_500ms"])
+    soft = tables["student_500ms"].teacher_probs.map(max)
+    assert (soft < tables["student_500ms"].teacher_confidence + 1e-6).all()  # temperature 2: softer than the argmax
 
 
 def test_cli_prints_the_summary_table(chain):
     parent, _ = runs_of(chain)
     out = chain["stdout"]
     header = next(line for line in out.splitlines() if line.startswith("stage "))
-    for col in ("method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "macs"):
+    for col in ("method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement", "fa_per_h@90%",
+                "recall@1fa/h", "macs", "latency_us"):
         assert col in header
+    assert "teacher agrees with the clip label on" in out and f"below confidence {MIN_CONFIDENCE}" in out
     assert f"chain run id: {parent.info.run_id}" in out
     assert "[student_750ms] epoch 2/2" in out
 
@@ -188,3 +223,20 @@ def test_pld_eval_reproduces_the_chain_and_logs_into_its_runs(chain, prepared_co
     bad = subprocess.run([sys.executable, "-m", "distill.cli", "eval", children["teacher"].info.run_id, "--data",
                           f"speech_commands_test:{root}"], cwd=chain["root"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and f"its chain is {parent.info.run_id}" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pld_report_of_the_chain(chain):
+    parent, _ = runs_of(chain)
+    out = chain["root"] / "report"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{chain['root'] / 'mlflow.db'}"}
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "report", parent.info.run_id, "--out", str(out)],
+                          cwd=chain["root"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    html = (out / "report.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert set(images) == {"accuracy.png", "false_alarms.png", "confusion.png", "label_agreement.png", "input_cost.png"}
+    for name in images:
+        assert (out / name).stat().st_size > 10_000, name  # a drawn figure, not an empty canvas
+    assert "student_500ms" in html and "teacher_view: pad" in html
+    logged = {a.path for a in chain["client"].list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/accuracy.png"} <= logged

@@ -24,7 +24,7 @@ from conftest import write_sc_layout
 from distill.checkpoint import ModelSpec, save_model_dir
 from distill.config import load_config
 from distill.data.base import build_source_index
-from distill.runtime.relabel import relabel_crops
+from distill.runtime.relabel import TeacherView, relabel_crops
 from distill.runtime.session import init_ray
 from distill.runtime.source import load_split_arrays, write_source_dataset
 from distill.runtime.train import train_stage
@@ -74,6 +74,32 @@ def reference(setup):
 def test_local_ray_binds_its_dashboard_to_localhost(setup):
     url = ray._private.worker.get_dashboard_url()
     assert url.startswith("127.0.0.1:"), url
+
+
+def test_confidence_filter_and_padded_view_on_ray(setup, reference):
+    """The confidence filter keeps exactly the reference's rows at or above the threshold (and
+    counts the rest); a padded teacher view labels the same crops from different inputs."""
+    _, ref = reference
+    threshold = float(np.median(ref.teacher_confidence))
+    manifest = relabel(setup, setup["root"] / "confident", view=TeacherView(min_confidence=threshold))
+    kept = table(setup["root"] / "confident" / "data")
+    expected = ref[ref.teacher_confidence >= threshold].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, expected)
+    assert manifest["rows"] == len(expected) and manifest["dropped_low_confidence"] == len(ref) - len(expected) > 0
+    assert manifest["crops"] == len(ref) and manifest["min_confidence"] == threshold
+    assert "label_stats" not in manifest  # only when the caller names the labels
+
+    padded = relabel(setup, setup["root"] / "padded", view=TeacherView("pad", "center"), labels=setup["labels"])
+    pad = table(setup["root"] / "padded" / "data")
+    assert padded["teacher_view"] == {"mode": "pad", "pad_position": "center"}
+    assert (pad.offset == ref.offset).all() and (pad.waveform == ref.waveform).all()  # the same crops are stored
+    assert not np.allclose(pad.teacher_confidence, ref.teacher_confidence)  # seen through zeros around them
+    stats = padded["label_stats"]
+    assert stats["agreement"] == pytest.approx((pad.teacher_label == pad.source_label).mean())
+    assert set(stats) == {"agreement", "to_silence", "to_unknown"}
+
+    with pytest.raises(ValueError, match=f"min_confidence 0.999 dropped all {len(ref)} crops"):
+        relabel(setup, setup["root"] / "none", view=TeacherView(min_confidence=0.999))
 
 
 def test_relabeling_is_reproducible_exactly(setup, reference):

@@ -83,6 +83,11 @@ def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path
     # 7 train speakers × (10 keywords + ceil(10 %) unknown + ceil(10 %) silence) clips × 3 crops
     assert lines["student_750ms"][3:6] == ["750", "student_1000ms", "4"] and lines["student_750ms"][-1] == str(84 * 3)
     assert not (tmp_path / "pld-runs").exists() and not (tmp_path / "mlflow.db").exists()
+    # sliding crops: every 100 ms, a 750 ms crop has 4 positions in 1 s (0, 100, 200 and 250, flush with the end)
+    assert main(["run", str(cfg), "--dry-run", "--set", "chain.crop_placement=sliding"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("student_", "teacher "))}
+    assert (rows["teacher"], rows["student_750ms"], rows["student_500ms"]) == (str(84), str(84 * 4), str(84 * 6))
 
 
 def test_configs_never_evaluate_code(tmp_path, capsys):

@@ -31,7 +31,7 @@ from distill.data.check import describe
 from distill.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, tree_sha256, verify
-from distill.runtime.relabel import relabel_crops
+from distill.runtime.relabel import TeacherView, relabel_crops
 from distill.runtime.resume import (FINGERPRINT, claim_driver, find_unfinished_chain, finished_stage,
                                     retire_unfinished_runs, write_record)
 from distill.runtime.session import check_resources, init_ray, tracking_uri
@@ -40,7 +40,8 @@ from distill.runtime.tracking import KIND, format_table, log_distilled_dataset, 
 from distill.runtime.train import train_stage
 from distill.stages import plan_chain
 
-SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "macs"]
+SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement",
+                   "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
 
 
 @dataclass
@@ -184,10 +185,17 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                 out(f"== [{i}/{len(plan)}] {stage.name}: {stage.input_ms} ms, labels from "
                     f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
                 crop_samples = num_samples(stage.input_ms, sr)
+                sliding = cfg.chain.crop_placement == "sliding"
+                view = TeacherView(cfg.chain.teacher_view, cfg.chain.pad_position, cfg.seed, cfg.labels.min_confidence)
                 # what this stage's dataset must have been made from
-                expect = {"crop_samples": crop_samples, "crops_per_clip": cfg.chain.crops_per_clip, "seed": cfg.seed,
+                expect = {"crop_samples": crop_samples, "seed": cfg.seed, "placement": cfg.chain.crop_placement,
                           "teacher_run_id": teacher_run, "source_sha256": source["content_sha256"],
-                          "teacher_checkpoint_sha256": tree_sha256(teacher_dir) if teacher_dir else ""}
+                          "teacher_checkpoint_sha256": tree_sha256(teacher_dir) if teacher_dir else "",
+                          **({"stride_samples": num_samples(cfg.chain.crop_stride_ms, sr)} if sliding
+                             else {"crops_per_clip": cfg.chain.crops_per_clip}),
+                          **({"teacher_view": {"mode": view.mode, "pad_position": view.pad_position},
+                              "min_confidence": view.min_confidence, "temperature": cfg.labels.temperature}
+                             if teacher_dir else {})}
                 t = time.perf_counter()
                 manifest = None
                 if resume_id and is_sealed(stage_dir):
@@ -202,14 +210,28 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                         seed=cfg.seed, n_classes=len(labels), teacher_dir=teacher_dir, teacher_run_id=teacher_run,
                         temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size,
                         actors=cfg.relabel.actors, cpus_per_actor=cfg.relabel.cpus_per_actor,
-                        gpus_per_actor=cfg.relabel.gpus_per_actor, precision=cfg.relabel.precision)
+                        gpus_per_actor=cfg.relabel.gpus_per_actor, precision=cfg.relabel.precision,
+                        stride_samples=expect.get("stride_samples"), view=view, labels=labels)
                     manifest = seal(stage_dir, manifest, source_sha256=expect["source_sha256"],
                                     teacher_checkpoint_sha256=expect["teacher_checkpoint_sha256"])
                 relabel_s = time.perf_counter() - t
                 log_distilled_dataset(stage_dir / "data", manifest, name=f"{stage.name}-crops")
                 mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
                                    "epochs": stage.epochs, "rows": manifest["rows"], "model": cfg.model.name,
-                                   "label_mode": cfg.labels.mode if stage.teacher else "hard"})
+                                   "label_mode": cfg.labels.mode if stage.teacher else "hard",
+                                   "crop_placement": cfg.chain.crop_placement,
+                                   **({"teacher_view": view.mode, "pad_position": view.pad_position,
+                                       "original_weight": cfg.labels.original_weight,
+                                       "min_confidence": view.min_confidence} if stage.teacher else {})})
+                stats = manifest.get("label_stats", {})
+                mlflow.log_metrics({"crops": manifest["crops"], "dropped_low_confidence": manifest["dropped_low_confidence"],
+                                    **{("label_" if k == "agreement" else "relabel_") + k: v for k, v in stats.items()}})
+                if stage.teacher:
+                    out(f"   relabel: {manifest['rows']} crops, teacher agrees with the clip label on "
+                        f"{stats.get('agreement', float('nan')):.1%}"
+                        + "".join(f", {k.replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k != "agreement")
+                        + (f"; {manifest['dropped_low_confidence']} dropped below confidence {view.min_confidence}"
+                           if view.min_confidence else ""))
                 spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=labels, input_ms=stage.input_ms,
                                  features=cfg.features.model_dump())
                 verify(stage_dir, expect)  # the stage refuses a dataset that is not what its manifest says
@@ -224,9 +246,10 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                     cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop_samples, hop_samples=hop_samples,
                     silence_index=silence_index, eval_batch_size=cfg.eval.batch_size, progress=progress,
                     on_epoch=partial(_report_epoch, out, run.info.run_id), max_failures=cfg.train.max_failures,
-                    precision=cfg.train.precision)
+                    precision=cfg.train.precision, original_weight=cfg.labels.original_weight if stage.teacher else 0.0)
                 t = time.perf_counter()
                 metrics = evaluate(cfg, str(stage_dir / "model"), test, hop_samples, silence_index)
+                mlflow.log_dict({"labels": labels, **metrics.pop("confusion")}, "eval/confusion.json")
                 eval_s = time.perf_counter() - t
                 mlflow.log_metrics({**metrics, "best_val_acc": summary["best_val_acc"], "best_epoch": summary["best_epoch"],
                                     "relabel_seconds": relabel_s, "train_seconds": summary["seconds"], "eval_seconds": eval_s})
@@ -234,7 +257,13 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                 log_model(model, stage_dir / "model", crop_samples)
                 models[stage.name] = (str(stage_dir / "model"), run.info.run_id)
                 row = {"stage": stage.name, "method": stage.method, "input_ms": stage.input_ms,
-                       "teacher": stage.teacher or "-", "macs": metrics["macs"], "run_id": run.info.run_id}
+                       "teacher": stage.teacher or "-", "macs": metrics["macs"], "run_id": run.info.run_id,
+                       "agreement": f"{stats['agreement']:.3f}" if stage.teacher and "agreement" in stats else "-",
+                       "latency_us": f"{metrics['latency_us']:.0f}",
+                       "fa_per_h@90%": f"{metrics['test_fa_per_hour_at_90_recall']:.0f}"
+                       if "test_fa_per_hour_at_90_recall" in metrics else "-",
+                       "recall@1fa/h": f"{metrics['test_recall_at_1_fa_per_hour']:.3f}"
+                       if "test_recall_at_1_fa_per_hour" in metrics else "-"}
                 row.update({f"acc_{p}": f"{metrics[f'test_acc_{p}']:.4f}" for p in ("window", "stream", "center")})
                 result.rows.append(row)
                 out(f"   {stage.name}: test acc window {row['acc_window']}  stream {row['acc_stream']}  "

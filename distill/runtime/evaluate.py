@@ -1,5 +1,7 @@
-"""Test-set evaluation of a model directory under every protocol: a plain function, and the
-same as a Ray task for running on a GPU of the cluster."""
+"""Test-set evaluation of a model directory: accuracy and the confusion matrix under every
+protocol, the keyword-spotting false-alarm figures (``distill.detection``), and the input
+cost per decision (MACs, batch-1 CPU latency). A plain function, and the same as a Ray task
+for running on a GPU of the cluster."""
 
 from __future__ import annotations
 
@@ -12,12 +14,18 @@ from distill.protocols import PROTOCOLS
 
 
 def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray, *, hop_samples: int,
-                       silence_index: int | None, batch_size: int, threads: int = 1, use_gpu: bool = False) -> dict[str, Any]:
+                       silence_index: int | None, batch_size: int, threads: int = 1, use_gpu: bool = False,
+                       latency_repeats: int = 50) -> dict[str, Any]:
+    """Flat metrics (``test_acc_<protocol>``, ``test_fa_per_hour_at_90_recall``,
+    ``test_recall_at_1_fa_per_hour``, ``macs``, ``latency_us``) plus ``confusion``: per protocol
+    the matrix (true class × predicted class) as lists — not a metric, logged as an artifact."""
     import torch
 
     from distill.checkpoint import load_model_dir
+    from distill.data.base import SILENCE, UNKNOWN
+    from distill.detection import keyword_spotting_metrics
     from distill.features import num_samples
-    from distill.models import count_macs
+    from distill.models import count_macs, latency_per_decision
     from distill.protocols import predict
 
     previous_threads = torch.get_num_threads()
@@ -26,12 +34,25 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     model, spec = load_model_dir(model_dir, map_location=device)
     model.to(device)
     input_samples = num_samples(spec.input_ms, spec.features["sample_rate"])
-    out: dict[str, Any] = {}
+    n_classes = len(spec.labels)
+    out: dict[str, Any] = {"confusion": {}}
     for protocol in PROTOCOLS:
         pred = predict(model, waveforms, input_samples, protocol, hop_samples=hop_samples, silence_index=silence_index,
                        batch_size=batch_size, device=device)
         out[f"test_acc_{protocol}"] = float((pred == labels).mean()) if len(labels) else float("nan")
-    out["macs"] = count_macs(model.cpu(), input_samples)
+        confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+        np.add.at(confusion, (np.asarray(labels, dtype=np.int64), pred.astype(np.int64)), 1)
+        out["confusion"][protocol] = confusion.tolist()
+    kws = keyword_spotting_metrics(model, waveforms, np.asarray(labels), list(spec.labels), input_samples, hop_samples,
+                                   spec.features["sample_rate"], negative=(SILENCE, UNKNOWN), batch_size=batch_size,
+                                   device=device)
+    if kws is not None:
+        out.update({"test_fa_per_hour_at_90_recall": kws["fa_per_hour_at_recall"],
+                    "test_recall_at_1_fa_per_hour": kws["recall_at_fa_budget"],
+                    "test_negative_hours": kws["negative_hours"]})
+    model = model.cpu()
+    out["macs"] = count_macs(model, input_samples)
+    out["latency_us"] = latency_per_decision(model, input_samples, repeats=latency_repeats) * 1e6
     torch.set_num_threads(previous_threads)
     return out
 

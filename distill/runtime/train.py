@@ -82,7 +82,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
             with autocast(device, precision):
                 logits = model(batch["waveform"])
             loss = student_loss(logits.float(), mode=config["label_mode"], hard=batch["teacher_label_index"],
-                                soft=batch["teacher_probs"], temperature=config["temperature"])
+                                soft=batch["teacher_probs"], temperature=config["temperature"],
+                                original=batch["source_label_index"], original_weight=config["original_weight"])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -148,13 +149,15 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                 out_model_dir: str | Path, epochs: int, batch_size: int, lr: float, weight_decay: float,
                 label_mode: str, temperature: float, seed: int, num_workers: int, use_gpu: bool, cpus_per_worker: float,
                 input_samples: int, hop_samples: int, silence_index: int | None, eval_batch_size: int,
-                progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0, precision: str = "fp32") -> dict:
+                progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0, precision: str = "fp32",
+                original_weight: float = 0.0) -> dict:
     """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary.
 
     ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
     which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver."""
     config = dict(progress=progress, stage=stage, spec=asdict(spec), rows=rows, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, label_mode=label_mode, temperature=temperature, seed=seed,
+                  original_weight=original_weight,
                   threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
                   silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
                   validation=validation, precision=precision)
@@ -171,7 +174,8 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                                                                 checkpoint_score_order="max")),
         # Materialized once: each epoch then streams blocks from the object store instead of
         # re-reading and re-decoding Parquet.
-        datasets={"train": train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs"]).materialize()},
+        datasets={"train": train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs",
+                                                             "source_label_index"]).materialize()},
         # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
         # (one process start fewer per stage); several workers each get an equal shard.
         dataset_config=DataConfig(datasets_to_split="all" if num_workers > 1 else []),
