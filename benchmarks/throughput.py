@@ -16,8 +16,12 @@ sides of every comparison:
 3. train       a Ray Train stage (`train_stage`) vs a plain PyTorch loop on the same crops: same
                epochs, batch size, optimizer, schedule, per-epoch validation and checkpoint.
                Samples/s = rows × epochs / seconds, from reading the Parquet to the best model.
+               Both again at one epoch split each side into a cost paid once per stage and a
+               cost per epoch (their ratio: `train_epoch_ratio`).
 4. scaling     relabel seconds at 1×, 2×, 4× the training clips (copies with new clip ids, so
-               new crops) on 2 CPUs, and at 1× on a Ray of 1 CPU, next to the plain loop.
+               new crops) on 2 CPUs, and at 1× on a Ray of 1 CPU, next to the plain loop; a
+               least-squares line through 1×/2×/4× splits each side into a cost paid once per
+               stage and a cost per crop (their ratio: `relabel_marginal_ratio`).
 5. input       MACs per decision (`torch.utils.flop_counter`, front end excluded) and CPU latency
                per decision at batch 1 (one torch thread, median of repeated runs, lengths
                interleaved so load drifts hit all alike) for every length of the default chain,
@@ -329,22 +333,22 @@ def main(argv: list[str] | None = None) -> int:
     progress = Queue(actor_options={"num_cpus": 0})
     common = dict(epochs=epochs, batch_size=bs, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, seed=seed)
 
-    def platform_train() -> None:
+    def platform_train(n_epochs: int = epochs) -> None:
         shutil.rmtree(work / "train", ignore_errors=True)
         train_stage(stage="bench", spec=spec, train_ds=ray.data.read_parquet(str(data_dir)), validation=validation,
                     rows=rows, storage_dir=work / "train" / "ray", out_model_dir=work / "train" / "model",
                     label_mode="hard", temperature=1.0, num_workers=cfg.train.num_workers, use_gpu=False,
                     cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop, hop_samples=hop,
                     silence_index=silence, eval_batch_size=cfg.eval.batch_size, progress=progress,
-                    on_epoch=lambda m: None, **common)
+                    on_epoch=lambda m: None, **{**common, "epochs": n_epochs})
 
-    def plain_train_run() -> None:
+    def plain_train_run(n_epochs: int = epochs) -> None:
         out = work / "train" / "plain"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         plain_train(data_dir, spec, validation, threads=int(cfg.train.num_workers * cfg.train.cpus_per_worker),
                     input_samples=crop, hop_samples=hop, silence_index=silence, eval_batch_size=cfg.eval.batch_size,
-                    out_dir=out, **common)
+                    out_dir=out, **{**common, "epochs": n_epochs})
 
     tp_s, tp_all = median_time(platform_train, 1)
     tr_s, tr_all = median_time(plain_train_run, 1)
@@ -352,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     result["train"] = {"rows": rows, "epochs": epochs, "batch_size": bs, "platform_s": tp_s, "plain_s": tr_s,
                        "platform_samples_per_s": samples / tp_s, "plain_samples_per_s": samples / tr_s}
     result["train_ratio"] = tr_s / tp_s
+    if epochs > 1:  # the same at one epoch: what each side pays once per stage, and per epoch
+        tp1, _ = median_time(lambda: platform_train(1), 1)
+        tr1, _ = median_time(lambda: plain_train_run(1), 1)
+        per_p, per_r = (tp_s - tp1) / (epochs - 1), (tr_s - tr1) / (epochs - 1)
+        result["train"]["split"] = {"platform_1_epoch_s": tp1, "plain_1_epoch_s": tr1, "platform_fixed_s": tp1 - per_p,
+                                    "plain_fixed_s": tr1 - per_r, "platform_per_epoch_s": per_p, "plain_per_epoch_s": per_r}
+        result["train_epoch_ratio"] = per_r / per_p
 
     say("[4/5] scaling: relabel at 1×, 2×, 4× the clips on 2 CPUs, and 1× on 1 CPU …")
     scaling = []
@@ -371,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     scaling.append({"data": "1x", "cpus": 1, "crops": rows, "platform_s": p, "plain_s": r})
     ray.shutdown()
     result["scaling"] = scaling
+    # least squares over 1×, 2×, 4×: seconds = fixed + crops × per-crop cost, for each side
+    xs = np.array([s["crops"] for s in scaling if s["cpus"] == cpus], dtype=float)
+    fit = {side: np.polyfit(xs, [s[f"{side}_s"] for s in scaling if s["cpus"] == cpus], 1) for side in ("platform", "plain")}
+    result["relabel_split"] = {f"{side}_{k}": v for side, (slope, icpt) in fit.items()
+                               for k, v in (("fixed_s", icpt), ("ms_per_1000_crops", slope * 1e6))}
+    result["relabel_marginal_ratio"] = fit["plain"][0] / fit["platform"][0]
 
     say("[5/5] input efficiency: MACs and batch-1 latency per decision …")
     eff = input_efficiency(cfg, len(labels), 100 if quick else 500)
@@ -405,10 +422,20 @@ def report(r: dict) -> str:
     out.append(w.format(f"train samples/s ({tr['rows']} × {tr['epochs']} ep, batch {tr['batch_size']})",
                         f"{tr['platform_samples_per_s']:.0f}", f"{tr['plain_samples_per_s']:.0f}", f"{r['train_ratio']:.2f}"))
     out.append(w.format("  train seconds", f"{tr['platform_s']:.2f}", f"{tr['plain_s']:.2f}", ""))
+    if "split" in tr:
+        sp = tr["split"]
+        out.append(w.format("  train seconds at 1 epoch", f"{sp['platform_1_epoch_s']:.2f}", f"{sp['plain_1_epoch_s']:.2f}", ""))
+        out.append(w.format("  → once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
+        out.append(w.format("  → per epoch (s)", f"{sp['platform_per_epoch_s']:.2f}", f"{sp['plain_per_epoch_s']:.2f}",
+                            f"{r['train_epoch_ratio']:.2f}"))
     out += ["", "scaling (relabel seconds)", w.format("data × CPUs", "platform", "plain torch", "ratio")]
     for s in r["scaling"]:
         out.append(w.format(f"{s['data']} ({s['crops']} crops), {s['cpus']} CPU", f"{s['platform_s']:.2f}",
                             f"{s['plain_s']:.2f}", f"{s['plain_s'] / s['platform_s']:.2f}"))
+    sp = r["relabel_split"]
+    out.append(w.format("  fit: once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
+    out.append(w.format("  fit: per 1000 crops (ms)", f"{sp['platform_ms_per_1000_crops']:.0f}",
+                        f"{sp['plain_ms_per_1000_crops']:.0f}", f"{r['relabel_marginal_ratio']:.2f}"))
     out += ["", "input efficiency per decision (batch 1, 1 torch thread; ratio to 1000 ms)",
             "{:>8} {:>11} {:>7} {:>12} {:>7} {:>10} {:>10}".format("input", "MACs", "ratio", "latency µs", "ratio",
                                                                     "net µs", "front µs")]

@@ -64,10 +64,12 @@ def false_alarm_metrics(negative_scores: np.ndarray, negative_seconds: float, po
 @torch.no_grad()
 def keyword_spotting_metrics(model, waveforms: np.ndarray, labels: np.ndarray, class_names: list[str],
                              input_samples: int, hop_samples: int, sample_rate: int, *, negative: tuple[str, ...],
-                             batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float] | None:
+                             batch_size: int = 256, device: str | torch.device = "cpu",
+                             stream_posteriors: torch.Tensor | None = None) -> dict[str, float] | None:
     """The false-alarm figures of ``model`` on test clips ``waveforms`` with class indices
     ``labels``; ``negative`` names the classes that make the negative stream. None when the
-    split has no negative or no keyword clips."""
+    split has no negative or no keyword clips. ``stream_posteriors``: the clips' posteriors
+    under the stream protocol (same hop) if the caller has them already."""
     negative_idx = [class_names.index(c) for c in negative if c in class_names]
     keyword_idx = [i for i in range(len(class_names)) if i not in negative_idx]
     is_negative = np.isin(labels, negative_idx)
@@ -79,7 +81,10 @@ def keyword_spotting_metrics(model, waveforms: np.ndarray, labels: np.ndarray, c
     negative_scores = post[:, keyword_idx].max(dim=-1).values.numpy()
 
     clips, targets = waveforms[~is_negative], labels[~is_negative]
-    starts = np.tile(np.asarray(window_starts(clips.shape[1], input_samples, hop_samples)), (len(clips), 1))
-    post = window_posteriors(model, clips, input_samples, starts, batch_size=batch_size, device=device)
+    if stream_posteriors is None:
+        starts = np.tile(np.asarray(window_starts(clips.shape[1], input_samples, hop_samples)), (len(clips), 1))
+        post = window_posteriors(model, clips, input_samples, starts, batch_size=batch_size, device=device)
+    else:
+        post = stream_posteriors[torch.from_numpy(~is_negative)]
     positive_scores = post[torch.arange(len(clips)), :, torch.as_tensor(targets)].max(dim=-1).values.numpy()
     return false_alarm_metrics(negative_scores, stream.shape[1] / sample_rate, positive_scores)

@@ -84,7 +84,12 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], waveforms: np.ndarray
     """Class predictions for clips ``waveforms`` (clips, samples; int16 or float) under ``protocol``."""
     starts = protocol_starts(waveforms, input_samples, protocol, hop_samples)
     post = window_posteriors(model, waveforms, input_samples, starts, batch_size=batch_size, device=device)
-    return (stream_decision(post, silence_index) if protocol == "stream" else post[:, 0].argmax(-1)).numpy()
+    return decide(post, protocol, silence_index)
+
+
+def decide(posteriors: torch.Tensor, protocol: str, silence_index: int | None) -> np.ndarray:
+    """One class per clip from its windows' posteriors (clips, windows, classes) under ``protocol``."""
+    return (stream_decision(posteriors, silence_index) if protocol == "stream" else posteriors[:, 0].argmax(-1)).numpy()
 
 
 def accuracy(model, waveforms: np.ndarray, labels: np.ndarray, input_samples: int, protocol: str, **kwargs) -> float:

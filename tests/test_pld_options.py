@@ -18,6 +18,7 @@ from distill.crops import pad_to, sliding_crop_offsets
 from distill.detection import count_events, false_alarm_metrics, keyword_spotting_metrics
 from distill.labels import keep_confident, student_loss, teacher_labels
 from distill.models import build_model, latency_per_decision
+from distill.protocols import protocol_starts, window_posteriors
 from distill.runtime.relabel import TeacherView, _apply_teacher, crop_batch, label_stats
 from distill.stages import plan_chain
 
@@ -223,6 +224,10 @@ def test_keyword_spotting_metrics_score_windows_of_the_negative_stream():
     assert m["negative_hours"] == pytest.approx(2 / 3600) and m["keyword_clips"] == 2
     assert m["fa_per_hour_at_recall"] == pytest.approx(1 / (2 / 3600))
     assert m["recall_at_fa_budget"] == pytest.approx(0.5)  # no false accept allowed: only the loud keyword
+    # the evaluation hands over the stream protocol's posteriors instead of computing them twice
+    post = window_posteriors(Loudness(), waves, 500, protocol_starts(waves, 500, "stream", 100))
+    assert keyword_spotting_metrics(Loudness(), waves, labels, ["_silence_", "_unknown_", "yes"], 500, 100, sr,
+                                    negative=("_silence_", "_unknown_"), stream_posteriors=post) == m
     assert keyword_spotting_metrics(Loudness(), waves[2:], labels[2:], ["_silence_", "_unknown_", "yes"], 500, 100, sr,
                                     negative=("_silence_", "_unknown_")) is None
 

@@ -26,7 +26,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     from distill.detection import keyword_spotting_metrics
     from distill.features import num_samples
     from distill.models import count_macs, latency_per_decision
-    from distill.protocols import predict
+    from distill.protocols import decide, protocol_starts, window_posteriors
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
@@ -36,16 +36,19 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     input_samples = num_samples(spec.input_ms, spec.features["sample_rate"])
     n_classes = len(spec.labels)
     out: dict[str, Any] = {"confusion": {}}
+    posteriors = {}
     for protocol in PROTOCOLS:
-        pred = predict(model, waveforms, input_samples, protocol, hop_samples=hop_samples, silence_index=silence_index,
-                       batch_size=batch_size, device=device)
+        starts = protocol_starts(waveforms, input_samples, protocol, hop_samples)
+        posteriors[protocol] = window_posteriors(model, waveforms, input_samples, starts, batch_size=batch_size,
+                                                 device=device)
+        pred = decide(posteriors[protocol], protocol, silence_index)
         out[f"test_acc_{protocol}"] = float((pred == labels).mean()) if len(labels) else float("nan")
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
         np.add.at(confusion, (np.asarray(labels, dtype=np.int64), pred.astype(np.int64)), 1)
         out["confusion"][protocol] = confusion.tolist()
     kws = keyword_spotting_metrics(model, waveforms, np.asarray(labels), list(spec.labels), input_samples, hop_samples,
                                    spec.features["sample_rate"], negative=(SILENCE, UNKNOWN), batch_size=batch_size,
-                                   device=device)
+                                   device=device, stream_posteriors=posteriors["stream"])
     if kws is not None:
         out.update({"test_fa_per_hour_at_90_recall": kws["fa_per_hour_at_recall"],
                     "test_recall_at_1_fa_per_hour": kws["recall_at_fa_budget"],

@@ -107,7 +107,7 @@ def _apply_teacher(batch: dict[str, np.ndarray], model, labels: np.ndarray, devi
     return batch
 
 
-_TEACHERS: dict[tuple, tuple] = {}  # per worker process: (model dir, its weights' mtime) → (model, labels)
+_TEACHERS: dict[tuple, tuple] = {}  # per worker process: (model dir, weights mtime) → (model, labels, input samples)
 
 
 def _teacher_samples(spec) -> int:
