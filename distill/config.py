@@ -122,7 +122,9 @@ class EvalConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    root: str = Field("pld-runs", description="Directory under which every chain writes its datasets and checkpoints.")
+    root: str = Field("pld-runs", description="Where every chain writes its datasets, manifests, models and checkpoints: "
+                                             "a directory (on a cluster, one every node mounts at the same path) or a "
+                                             "URI pyarrow.fs opens (s3://bucket/prefix, gs://bucket/prefix).")
 
 
 class TrackingConfig(_Strict):

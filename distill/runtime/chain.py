@@ -16,7 +16,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Callable
 
 import mlflow
@@ -29,6 +28,7 @@ from distill.config import ExperimentConfig
 from distill.data.base import SILENCE, build_source_index
 from distill.data.check import describe
 from distill.features import num_samples
+from distill.runtime import storage
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, tree_sha256, verify
 from distill.runtime.relabel import TeacherView, relabel_crops
@@ -47,7 +47,7 @@ SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_
 @dataclass
 class ChainResult:
     parent_run_id: str
-    run_dir: Path
+    run_dir: str  # a local directory or a storage URI
     rows: list[dict] = field(default_factory=list)
     table: str = ""
     seconds: float = 0.0
@@ -75,7 +75,7 @@ def evaluate(cfg: ExperimentConfig, model_dir: str, test, hop_samples: int, sile
     return evaluate_model_dir(model_dir, test[0], test[1], **kwargs)
 
 
-def _source(index, cfg: ExperimentConfig, source_dir: Path, out: Callable[[str], None]) -> dict:
+def _source(index, cfg: ExperimentConfig, source_dir: str, out: Callable[[str], None]) -> dict:
     """The sealed source dataset: reused when a resumed chain already has it intact."""
     if is_sealed(source_dir):
         manifest = verify(source_dir)
@@ -85,14 +85,14 @@ def _source(index, cfg: ExperimentConfig, source_dir: Path, out: Callable[[str],
     try:
         source = write_source_dataset(index, cfg.data, source_dir)
     finally:  # also when too many files were bad: the table says which and why
-        if (source_dir / QUARANTINE).exists():
-            mlflow.log_artifact(str(source_dir / QUARANTINE))
+        if storage.is_file(storage.join(source_dir, QUARANTINE)):
+            mlflow.log_text(storage.read_text(storage.join(source_dir, QUARANTINE)), QUARANTINE)
     source = seal(source_dir, source)
     mlflow.log_metrics({"source_seconds": time.perf_counter() - t, "source_files": source["files"],
                         "source_quarantined": source["quarantined"],
                         **{f"source_{k}": v for k, v in source["policy_applied"].items()}})
     out("source: " + describe(source["rows"], source["files"], source["quarantine_reasons"], source["policy_applied"])
-        + (f" — quarantined files listed in {source_dir / QUARANTINE}" if source["quarantined"] else ""))
+        + (f" — quarantined files listed in {storage.join(source_dir, QUARANTINE)}" if source["quarantined"] else ""))
     return source
 
 
@@ -127,6 +127,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     sweep's); ``extra_tags`` are added to it."""
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
+    storage.check_writable(cfg.storage.root)  # and so does a storage root nobody can write to
     uri = tracking_uri(cfg, tracking)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
@@ -149,20 +150,20 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     run_args = dict(run_id=resume_id) if resume_id else dict(run_name=cfg.name, tags=tags)
     with mlflow.start_run(**run_args) as parent:
         if resume_id:
-            run_dir = Path(parent.data.tags["pld.run_dir"])
+            run_dir = parent.data.tags["pld.run_dir"]
         else:
-            run_dir = Path(cfg.storage.root).resolve() / f"{cfg.name}-{parent.info.run_id}"
+            run_dir = storage.join(storage.resolve(cfg.storage.root), f"{cfg.name}-{parent.info.run_id}")
             mlflow.log_params(cfg.flat_params())
             mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
             mlflow.set_tags({"pld.run_dir": str(run_dir), "pld.stages": ",".join(s.name for s in plan)})
         claim_driver(run_dir, parent.info.run_id)
-        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        storage.write_text(storage.join(run_dir, "config.json"), json.dumps(cfg.model_dump(mode="json"), indent=2))
         mlflow.log_metric("ray_start_seconds", ray_start_s)
         counts = index.clips["split"].value_counts()
         out(f"dataset {cfg.data.name} at {cfg.data.path}: {len(labels)} classes, "
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
         out(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
-        source_dir = run_dir / "source"
+        source_dir = storage.join(run_dir, "source")
         source = _source(index, cfg, source_dir, out)
         test = load_split_arrays(source_dir, "test")
         validation = load_split_arrays(source_dir, "validation")
@@ -172,7 +173,8 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         result = ChainResult(parent.info.run_id, run_dir)
         for i, stage in enumerate(plan, start=1):
             teacher_dir, teacher_run = models[stage.teacher] if stage.teacher else (None, "")
-            stage_dir = run_dir / "stages" / stage.name
+            stage_dir = storage.join(run_dir, "stages", stage.name)
+            model_dir = storage.join(stage_dir, "model")
             record = finished_stage(stage_dir, client) if resume_id else None
             if record:
                 out(f"== [{i}/{len(plan)}] {stage.name}: finished earlier (run {record['run_id']}), reused")
@@ -215,7 +217,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                     manifest = seal(stage_dir, manifest, source_sha256=expect["source_sha256"],
                                     teacher_checkpoint_sha256=expect["teacher_checkpoint_sha256"])
                 relabel_s = time.perf_counter() - t
-                log_distilled_dataset(stage_dir / "data", manifest, name=f"{stage.name}-crops")
+                log_distilled_dataset(storage.join(stage_dir, "data"), manifest, name=f"{stage.name}-crops")
                 mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
                                    "epochs": stage.epochs, "rows": manifest["rows"], "model": cfg.model.name,
                                    "label_mode": cfg.labels.mode if stage.teacher else "hard",
@@ -236,9 +238,9 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                                  features=cfg.features.model_dump())
                 verify(stage_dir, expect)  # the stage refuses a dataset that is not what its manifest says
                 summary = train_stage(
-                    stage=stage.name, spec=spec, train_ds=ray.data.read_parquet(str(stage_dir / "data")),
-                    validation=validation, rows=manifest["rows"], storage_dir=stage_dir / "train",
-                    out_model_dir=stage_dir / "model", epochs=stage.epochs, batch_size=cfg.train.batch_size,
+                    stage=stage.name, spec=spec, train_ds=ray.data.read_parquet(storage.join(stage_dir, "data")),
+                    validation=validation, rows=manifest["rows"], storage_dir=storage.join(stage_dir, "train"),
+                    out_model_dir=model_dir, epochs=stage.epochs, batch_size=cfg.train.batch_size,
                     lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                     # clip labels are one-hot: the hard loss is their exact counterpart
                     label_mode=cfg.labels.mode if stage.teacher else "hard", temperature=cfg.labels.temperature,
@@ -248,14 +250,15 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                     on_epoch=partial(_report_epoch, out, run.info.run_id), max_failures=cfg.train.max_failures,
                     precision=cfg.train.precision, original_weight=cfg.labels.original_weight if stage.teacher else 0.0)
                 t = time.perf_counter()
-                metrics = evaluate(cfg, str(stage_dir / "model"), test, hop_samples, silence_index)
+                metrics = evaluate(cfg, model_dir, test, hop_samples, silence_index)
                 mlflow.log_dict({"labels": labels, **metrics.pop("confusion")}, "eval/confusion.json")
                 eval_s = time.perf_counter() - t
                 mlflow.log_metrics({**metrics, "best_val_acc": summary["best_val_acc"], "best_epoch": summary["best_epoch"],
                                     "relabel_seconds": relabel_s, "train_seconds": summary["seconds"], "eval_seconds": eval_s})
-                model, _ = load_model_dir(stage_dir / "model")
-                log_model(model, stage_dir / "model", crop_samples)
-                models[stage.name] = (str(stage_dir / "model"), run.info.run_id)
+                local_model = storage.local_copy(model_dir)
+                model, _ = load_model_dir(local_model)
+                log_model(model, local_model, crop_samples)
+                models[stage.name] = (model_dir, run.info.run_id)
                 row = {"stage": stage.name, "method": stage.method, "input_ms": stage.input_ms,
                        "teacher": stage.teacher or "-", "macs": metrics["macs"], "run_id": run.info.run_id,
                        "agreement": f"{stats['agreement']:.3f}" if stage.teacher and "agreement" in stats else "-",
@@ -269,7 +272,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                 out(f"   {stage.name}: test acc window {row['acc_window']}  stream {row['acc_stream']}  "
                     f"center {row['acc_center']}  (relabel {relabel_s:.0f}s, train {summary['seconds']:.0f}s, "
                     f"eval {eval_s:.0f}s)")
-            write_record(stage_dir, run.info.run_id, row, stage_dir / "model")  # after the run is FINISHED
+            write_record(stage_dir, run.info.run_id, row, model_dir)  # after the run is FINISHED
         result.table = format_table(result.rows, SUMMARY_COLUMNS)
         mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
                         + format_table(result.rows, SUMMARY_COLUMNS, markdown=True), "summary.md")

@@ -27,11 +27,12 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     from distill.features import num_samples
     from distill.models import count_macs, latency_per_decision
     from distill.protocols import decide, protocol_starts, window_posteriors
+    from distill.runtime import storage
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    model, spec = load_model_dir(model_dir, map_location=device)
+    model, spec = load_model_dir(storage.local_copy(model_dir), map_location=device)
     model.to(device)
     input_samples = num_samples(spec.input_ms, spec.features["sample_rate"])
     n_classes = len(spec.labels)

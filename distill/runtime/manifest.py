@@ -14,28 +14,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distill.runtime import storage
+
 MANIFEST = "manifest.json"
-_CHUNK = 1 << 20
 
 
 class IntegrityError(ValueError):
     """A dataset or checkpoint does not match its manifest; the message says which and what to do."""
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tree_sha256(root: str | Path) -> str:
-    """Hash of every file under ``root``: relative paths and contents, in sorted order."""
-    root = Path(root)
+    """Hash of every file under ``root`` (a local directory or a storage URI): relative paths
+    and contents, in sorted order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + file_sha256(path).encode())
+    for rel in storage.list_files(root):
+        digest.update(rel.encode() + b"\0" + storage.file_sha256(storage.join(root, rel)).encode())
     return digest.hexdigest()
 
 
@@ -47,22 +40,19 @@ def config_fingerprint(resolved: dict[str, Any]) -> str:
 
 
 def read_manifest(dataset_dir: str | Path) -> dict | None:
-    path = Path(dataset_dir) / MANIFEST
-    if not path.is_file():
+    path = storage.join(dataset_dir, MANIFEST)
+    if not storage.is_file(path):
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_text(path))
     except json.JSONDecodeError:
         return None  # half-written: not complete
 
 
 def seal(dataset_dir: str | Path, manifest: dict, **extra: Any) -> dict:
-    """Add the content hash (and ``extra`` provenance) and write the manifest — last."""
-    dataset_dir = Path(dataset_dir)
-    sealed = {**manifest, **extra, "content_sha256": tree_sha256(dataset_dir / "data")}
-    tmp = dataset_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(sealed, indent=2))
-    tmp.replace(dataset_dir / MANIFEST)  # atomic: a reader sees the old manifest or the whole new one
+    """Add the content hash (and ``extra`` provenance) and write the manifest — last, whole."""
+    sealed = {**manifest, **extra, "content_sha256": tree_sha256(storage.join(dataset_dir, "data"))}
+    storage.write_text(storage.join(dataset_dir, MANIFEST), json.dumps(sealed, indent=2))
     return sealed
 
 
@@ -74,18 +64,17 @@ def is_sealed(dataset_dir: str | Path) -> bool:
 def verify(dataset_dir: str | Path, expect: dict[str, Any] | None = None) -> dict:
     """The sealed manifest of ``dataset_dir`` if the files still match it (and its fields match
     ``expect``); raises ``IntegrityError`` naming the difference otherwise."""
-    dataset_dir = Path(dataset_dir)
     manifest = read_manifest(dataset_dir)
     if not manifest or not manifest.get("content_sha256"):
         raise IntegrityError(f"{dataset_dir}: no sealed {MANIFEST}: the dataset was never completed; "
                              "delete the directory and run the stage again")
-    actual = tree_sha256(dataset_dir / "data")
+    actual = tree_sha256(storage.join(dataset_dir, "data"))
     if actual != manifest["content_sha256"]:
         raise IntegrityError(f"{dataset_dir}: the data files changed after the manifest was written "
                              f"(content hash {actual[:12]}… ≠ {manifest['content_sha256'][:12]}…); "
                              "delete the directory and run the stage again")
     for key, value in (expect or {}).items():
         if manifest.get(key) != value:
-            raise IntegrityError(f"{dataset_dir / MANIFEST}: {key} is {manifest.get(key)!r}, expected {value!r}; "
+            raise IntegrityError(f"{storage.join(dataset_dir, MANIFEST)}: {key} is {manifest.get(key)!r}, expected {value!r}; "
                                  "the dataset was made for another stage or teacher — delete it and run the stage again")
     return manifest

@@ -15,7 +15,6 @@ the teacher runs on an actor pool, one model per actor on its GPU."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import ray.data
 
 from distill.crops import cut_crops, pad_to, sample_crop_offsets, sliding_crop_offsets
 from distill.data.base import SILENCE, UNKNOWN
+from distill.runtime import storage
 from distill.runtime.source import read_split
 
 MANIFEST = "manifest.json"
@@ -119,10 +119,10 @@ def _teacher_samples(spec) -> int:
 def _cached_teacher(model_dir: str):
     from distill.checkpoint import WEIGHTS, load_model_dir
 
-    key = (model_dir, (Path(model_dir) / WEIGHTS).stat().st_mtime_ns)
+    key = (model_dir, storage.version(storage.join(model_dir, WEIGHTS)))
     if key not in _TEACHERS:
         _TEACHERS.clear()  # a chain moves on from teacher to teacher: keep only the newest
-        model, spec = load_model_dir(model_dir)
+        model, spec = load_model_dir(storage.local_copy(model_dir))
         _TEACHERS[key] = (model, np.array(spec.labels, dtype=object), _teacher_samples(spec))
     return _TEACHERS[key]
 
@@ -149,7 +149,7 @@ class TeacherLabeler:
 
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.model, spec = load_model_dir(model_dir, map_location=self.device)
+        self.model, spec = load_model_dir(storage.local_copy(model_dir), map_location=self.device)
         self.model.to(self.device)
         self.labels = np.array(spec.labels, dtype=object)
         self.teacher_samples = _teacher_samples(spec)
@@ -164,7 +164,8 @@ def label_stats(data_dir: str | Path, labels: list[str]) -> dict:
     """What the relabeling did to the data: the share of crops whose teacher label is the
     clip's own, and the shares of crops of other classes the teacher turned into silence or
     unknown (the word is not in the crop, or not recognisably)."""
-    table = pq.read_table(str(data_dir), columns=["source_label_index", "teacher_label_index"])
+    fs, path = storage.filesystem(data_dir)
+    table = pq.read_table(path, filesystem=fs, columns=["source_label_index", "teacher_label_index"])
     source = table.column("source_label_index").to_numpy()
     teacher = table.column("teacher_label_index").to_numpy()
     out = {"agreement": float((source == teacher).mean()) if len(source) else float("nan")}
@@ -185,9 +186,8 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
     written last to ``out_dir/manifest.json`` (beside the Parquet, so any Parquet reader can
     open the data directory). ``stride_samples`` selects sliding crops; ``view`` how the
     teacher reads them; with ``labels`` the manifest holds ``label_stats``."""
-    out_dir = Path(out_dir)
-    if (out_dir / "data").exists():  # Ray's writer adds files to a directory: never mix two runs' rows
-        shutil.rmtree(out_dir / "data")
+    data_dir = storage.join(out_dir, "data")
+    storage.remove_tree(data_dir)  # Ray's writer adds files to a directory: never mix two runs' rows
     started = time.perf_counter()
     ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
     ds = ds.map_batches(crop_batch, batch_format="numpy", batch_size=64,
@@ -207,17 +207,18 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
             fn_constructor_kwargs=dict(model_dir=str(teacher_dir), teacher_run_id=teacher_run_id, temperature=temperature,
                                        threads=int(max(1, cpus_per_actor)), use_gpu=gpus_per_actor > 0,
                                        precision=precision, view=view))
-    ds.select_columns(list(COLUMNS)).write_parquet(str(out_dir / "data"))
-    source = json.loads((Path(source_dir) / MANIFEST).read_text())
+    ds.select_columns(list(COLUMNS)).write_parquet(data_dir)
+    source = json.loads(storage.read_text(storage.join(source_dir, MANIFEST)))
     clips = source["rows"].get("train", 0)
     if stride_samples:
         crops_per_clip = len(sliding_crop_offsets(source["clip_samples"], crop_samples, stride_samples))
-    if not (out_dir / "data").exists():  # Ray writes no file for a dataset without rows
+    if not storage.list_files(data_dir):  # Ray writes no file for a dataset without rows
         raise ValueError(f"{out_dir}: no crops left to train on: "
                          + (f"labels.min_confidence {view.min_confidence} dropped all {clips * crops_per_clip} crops "
                             "(the teacher is less sure than that of every crop); lower it"
                             if teacher_dir and view.min_confidence else f"the source has {clips} training clips"))
-    written = pq.ParquetDataset(str(out_dir / "data"))  # footers only: no Ray job to count rows
+    fs, path = storage.filesystem(data_dir)
+    written = pq.ParquetDataset(path, filesystem=fs)  # footers only: no Ray job to count rows
     rows = sum(f.metadata.num_rows for f in written.fragments)
     manifest = {
         "rows": rows,
@@ -237,6 +238,6 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
         "seconds": round(time.perf_counter() - started, 2),
     }
     if labels is not None:
-        manifest["label_stats"] = label_stats(out_dir / "data", labels)
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        manifest["label_stats"] = label_stats(data_dir, labels)
+    storage.write_text(storage.join(out_dir, MANIFEST), json.dumps(manifest, indent=2))
     return manifest

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
-
 import mlflow
 from mlflow.entities import RunStatus
 
+from distill.runtime import storage
 from distill.runtime.manifest import tree_sha256
 from distill.runtime.tracking import KIND
 
@@ -44,36 +43,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim_driver(run_dir: Path, run_id: str) -> None:
+def claim_driver(run_dir: str, run_id: str) -> None:
     """Refuse to resume a chain whose driver is still running on this machine; else claim it."""
-    path = run_dir / DRIVER
-    if path.is_file():
+    path = storage.join(run_dir, DRIVER)
+    if storage.is_file(path):
         try:
-            owner = json.loads(path.read_text())
+            owner = json.loads(storage.read_text(path))
         except json.JSONDecodeError:
             owner = {}
         if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid() and _alive(int(owner.get("pid", 0))):
             raise ValueError(f"chain {run_id} is still running (driver pid {owner['pid']} on this host); "
                                "wait for it, stop it, or start a separate chain with --new")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id}))
+    storage.write_text(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id}))
 
 
-def write_record(stage_dir: Path, run_id: str, row: dict, model_dir: Path) -> None:
+def write_record(stage_dir: str, run_id: str, row: dict, model_dir: str) -> None:
     record = {"run_id": run_id, "row": row, "model_dir": str(model_dir), "model_sha256": tree_sha256(model_dir)}
-    tmp = stage_dir / (RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(stage_dir / RECORD)
+    storage.write_text(storage.join(stage_dir, RECORD), json.dumps(record, indent=2))
 
 
-def finished_stage(stage_dir: Path, client: mlflow.MlflowClient) -> dict | None:
+def finished_stage(stage_dir: str, client: mlflow.MlflowClient) -> dict | None:
     """The stage's record if the stage finished and its model is intact, else None."""
-    path = stage_dir / RECORD
-    if not path.is_file():
+    path = storage.join(stage_dir, RECORD)
+    if not storage.is_file(path):
         return None
-    record = json.loads(path.read_text())
-    model_dir = Path(record["model_dir"])
-    if not model_dir.is_dir() or tree_sha256(model_dir) != record["model_sha256"]:
+    record = json.loads(storage.read_text(path))
+    model_dir = record["model_dir"]
+    if not storage.is_dir(model_dir) or tree_sha256(model_dir) != record["model_sha256"]:
         return None
     try:
         run = client.get_run(record["run_id"])

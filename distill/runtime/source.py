@@ -12,7 +12,6 @@ manifest, written last, counts them and every policy applied.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from distill.data.audio import ClipPolicy, load_clip
 from distill.data.base import DatasetOptions, SourceIndex
 from distill.data.check import QUARANTINE_COLUMNS, check_bad_fraction, quarantine_reasons
 from distill.features import num_samples
+from distill.runtime import storage
 
 MANIFEST = "manifest.json"
 QUARANTINE = "quarantine.csv"
@@ -54,26 +54,27 @@ def _decode_batch(batch: pd.DataFrame, clip_samples: int, sample_rate: int, labe
     }
 
 
-def _collect_quarantine(data_dir: Path) -> pd.DataFrame:
+def _collect_quarantine(data_dir: str) -> pd.DataFrame:
     frames = []
-    for part in sorted(data_dir.glob(f"split={_QUARANTINE_SPLIT}*")):
-        table = pq.read_table(part, columns=["clip_id", "path", "label", "applied"]).to_pandas()
+    for part in storage.list_dirs(data_dir):
+        if not part.startswith(f"split={_QUARANTINE_SPLIT}"):
+            continue
+        fs, path = storage.filesystem(storage.join(data_dir, part))
+        table = pq.read_table(path, filesystem=fs, columns=["clip_id", "path", "label", "applied"]).to_pandas()
         frames.append(table.rename(columns={"applied": "problem"}).assign(
-            split=part.name.removeprefix(f"split={_QUARANTINE_SPLIT}")))
-        shutil.rmtree(part)
+            split=part.removeprefix(f"split={_QUARANTINE_SPLIT}")))
+        storage.remove_tree(storage.join(data_dir, part))
     if not frames:
         return pd.DataFrame(columns=QUARANTINE_COLUMNS)
     return pd.concat(frames, ignore_index=True)[QUARANTINE_COLUMNS].sort_values("clip_id", ignore_index=True)
 
 
 def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: str | Path) -> dict:
-    """Decode every clip of ``index`` with Ray Data into Parquet under ``out_dir``; returns the
-    manifest. Raises ``DataError`` (after writing the quarantine table) when more than
-    ``data.max_bad_fraction`` of the files cannot be read."""
-    out_dir = Path(out_dir)
-    data_dir = out_dir / "data"
-    if data_dir.exists():  # Ray's writer adds files to a directory: never mix two runs' rows
-        shutil.rmtree(data_dir)
+    """Decode every clip of ``index`` with Ray Data into Parquet under ``out_dir`` (a local
+    directory or a storage URI); returns the manifest. Raises ``DataError`` (after writing the
+    quarantine table) when more than ``data.max_bad_fraction`` of the files cannot be read."""
+    data_dir = storage.join(out_dir, "data")
+    storage.remove_tree(data_dir)  # Ray's writer adds files to a directory: never mix two runs' rows
     clip_samples = num_samples(options.clip_ms, options.sample_rate)
     n = len(index.clips)
     table = pa.Table.from_pandas(index.clips, preserve_index=False)
@@ -82,15 +83,17 @@ def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: s
     ds = ds.map_batches(_decode_batch, batch_format="pandas", batch_size=200,
                         fn_kwargs=dict(clip_samples=clip_samples, sample_rate=options.sample_rate, labels=index.labels,
                                        policy=options.policy.model_dump()))
-    ds.write_parquet(str(data_dir), partition_cols=["split"])
+    ds.write_parquet(data_dir, partition_cols=["split"])
 
     quarantine = _collect_quarantine(data_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    quarantine.to_csv(out_dir / QUARANTINE, index=False)
-    good = pq.read_table(data_dir, columns=["split", "applied"]).to_pandas() if any(data_dir.glob("split=*")) \
-        else pd.DataFrame(columns=["split", "applied"])
+    storage.write_text(storage.join(out_dir, QUARANTINE), quarantine.to_csv(index=False))
+    if storage.list_dirs(data_dir):
+        fs, path = storage.filesystem(data_dir)
+        good = pq.read_table(path, filesystem=fs, columns=["split", "applied"]).to_pandas()
+    else:
+        good = pd.DataFrame(columns=["split", "applied"])
     applied = Counter(p for joined in good["applied"] for p in str(joined).split(",") if p)
-    check_bad_fraction(len(quarantine), n, options, str(out_dir / QUARANTINE))
+    check_bad_fraction(len(quarantine), n, options, storage.join(out_dir, QUARANTINE))
     manifest = {
         "dataset": options.model_dump(mode="json"),
         "labels": index.labels,
@@ -101,24 +104,26 @@ def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: s
         "quarantine_reasons": quarantine_reasons(quarantine),
         "policy_applied": dict(sorted(applied.items())),
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: the data is whole
+    storage.write_text(storage.join(out_dir, MANIFEST), json.dumps(manifest, indent=2))  # last: the data is whole
     return manifest
 
 
-def read_split(source_dir: str | Path, split: str) -> ray.data.Dataset:
-    path = Path(source_dir) / "data" / f"split={split}"
-    if not path.is_dir():
+def _split_dir(source_dir: str | Path, split: str) -> str:
+    path = storage.join(source_dir, "data", f"split={split}")
+    if not storage.is_dir(path):
         raise FileNotFoundError(f"{path}: the source dataset has no {split!r} split")
-    return ray.data.read_parquet(str(path))
+    return path
+
+
+def read_split(source_dir: str | Path, split: str) -> ray.data.Dataset:
+    return ray.data.read_parquet(_split_dir(source_dir, split))
 
 
 def load_split_arrays(source_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(waveforms, label indices) of a whole split, for evaluation on the driver."""
-    path = Path(source_dir) / "data" / f"split={split}"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: the source dataset has no {split!r} split")
+    fs, path = storage.filesystem(_split_dir(source_dir, split))
     # pyarrow directly: a split is small enough for the driver, and a Ray job costs seconds here
-    table = pq.read_table(path, columns=["waveform", "label_index"])
+    table = pq.read_table(path, filesystem=fs, columns=["waveform", "label_index"])
     if table.num_rows == 0:
         return np.zeros((0, 0), np.int16), np.zeros(0, np.int64)
     waves = np.stack(table.column("waveform").to_numpy(zero_copy_only=False)).astype(np.int16, copy=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -26,6 +25,7 @@ from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
 from distill.checkpoint import ModelSpec, load_model_dir, save_model_dir
+from distill.runtime import storage
 
 TRAIN_STATE = "train_state.pt"
 
@@ -167,7 +167,7 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
-        run_config=RunConfig(name=stage, storage_path=str(Path(storage_dir).resolve()),
+        run_config=RunConfig(name=stage, storage_path=storage.resolve(storage_dir),
                              failure_config=FailureConfig(max_failures=max_failures),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
@@ -184,11 +184,8 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
     best = result.get_best_checkpoint(metric="val_acc", mode="max")
     if best is None:
         raise RuntimeError(f"stage {stage}: training reported no checkpoint")
-    out_model_dir = Path(out_model_dir)
     with best.as_directory() as d:
-        if out_model_dir.exists():
-            shutil.rmtree(out_model_dir)
-        shutil.copytree(d, out_model_dir, ignore=shutil.ignore_patterns(TRAIN_STATE))
-    _, best_spec = load_model_dir(out_model_dir)
+        storage.upload_dir(d, out_model_dir, ignore=(TRAIN_STATE,))
+        _, best_spec = load_model_dir(d)
     return {"history": result.return_value or [], "best_epoch": best_spec.extra.get("epoch"),
             "best_val_acc": best_spec.extra.get("val_acc"), "seconds": time.perf_counter() - started}
