@@ -214,6 +214,9 @@ def scaled_source(source_dir: Path, out: Path, factor: int) -> Path:
     part.mkdir(parents=True)
     for i in range(0, len(big), 200):  # the source dataset's own block size
         pq.write_table(big.slice(i, 200), part / f"part-{i // 200:05d}.parquet")
+    manifest = json.loads((source_dir / "manifest.json").read_text())  # relabel_crops reads clip counts from it
+    manifest["rows"] = {"train": len(big)}
+    (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 
 
