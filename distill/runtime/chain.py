@@ -127,7 +127,6 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     sweep's); ``extra_tags`` are added to it."""
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
-    storage.check_writable(cfg.storage.root)  # and so does a storage root nobody can write to
     uri = tracking_uri(cfg, tracking)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
@@ -137,6 +136,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     init_ray(cfg, address, verbose=verbose)
     ray_start_s = time.perf_counter() - t  # logged below, beside source_seconds (benchmarks/throughput.py reads it)
     check_resources(cfg)
+    storage.check_writable(cfg.storage.root)  # before any stage; after the resource check, which writes nothing
     mlflow.set_experiment(cfg.tracking.experiment)
     plan = plan_chain(cfg)
     labels = index.labels
