@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from distill.features import FeatureConfig
+from distill.features import FeatureConfig, num_samples
 from distill.models import KeywordSpotter, build_model
 
 WEIGHTS, SPEC = "model.pt", "model.json"
@@ -25,6 +25,11 @@ class ModelSpec:
     input_ms: int
     features: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. epoch, validation accuracy
+
+    @property
+    def input_samples(self) -> int:
+        """Samples of audio in one of the model's decisions."""
+        return num_samples(self.input_ms, self.features["sample_rate"])
 
     def build(self) -> KeywordSpotter:
         return build_model(self.model, len(self.labels), self.options, FeatureConfig(**self.features))

@@ -24,7 +24,6 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     from distill.checkpoint import load_model_dir
     from distill.data.base import SILENCE, UNKNOWN
     from distill.detection import keyword_spotting_metrics
-    from distill.features import num_samples
     from distill.models import count_macs, latency_per_decision
     from distill.protocols import decide, protocol_starts, window_posteriors
     from distill.runtime import storage
@@ -34,7 +33,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     model, spec = load_model_dir(storage.local_copy(model_dir), map_location=device)
     model.to(device)
-    input_samples = num_samples(spec.input_ms, spec.features["sample_rate"])
+    input_samples = spec.input_samples
     n_classes = len(spec.labels)
     out: dict[str, Any] = {"confusion": {}}
     posteriors = {}

@@ -110,12 +110,6 @@ def _apply_teacher(batch: dict[str, np.ndarray], model, labels: np.ndarray, devi
 _TEACHERS: dict[tuple, tuple] = {}  # per worker process: (model dir, weights mtime) → (model, labels, input samples)
 
 
-def _teacher_samples(spec) -> int:
-    from distill.features import num_samples
-
-    return num_samples(spec.input_ms, spec.features["sample_rate"])
-
-
 def _cached_teacher(model_dir: str):
     from distill.checkpoint import WEIGHTS, load_model_dir
 
@@ -123,7 +117,7 @@ def _cached_teacher(model_dir: str):
     if key not in _TEACHERS:
         _TEACHERS.clear()  # a chain moves on from teacher to teacher: keep only the newest
         model, spec = load_model_dir(storage.local_copy(model_dir))
-        _TEACHERS[key] = (model, np.array(spec.labels, dtype=object), _teacher_samples(spec))
+        _TEACHERS[key] = (model, np.array(spec.labels, dtype=object), spec.input_samples)
     return _TEACHERS[key]
 
 
@@ -152,7 +146,7 @@ class TeacherLabeler:
         self.model, spec = load_model_dir(storage.local_copy(model_dir), map_location=self.device)
         self.model.to(self.device)
         self.labels = np.array(spec.labels, dtype=object)
-        self.teacher_samples = _teacher_samples(spec)
+        self.teacher_samples = spec.input_samples
         self.run_id, self.temperature, self.precision, self.view = teacher_run_id, temperature, precision, view
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -34,10 +34,6 @@ def join(location: str | Path, *parts: str) -> str:
     return "/".join([str(location).rstrip("/"), *parts])
 
 
-def name(location: str | Path) -> str:
-    return str(location).rstrip("/").rsplit("/", 1)[-1]
-
-
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """The filesystem of ``location`` and the path inside it."""
     if is_uri(location):
@@ -109,11 +105,6 @@ def remove_tree(location: str | Path) -> None:
     fs, path = filesystem(location)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
         fs.delete_dir(path)
-
-
-def make_dir(location: str | Path) -> None:
-    fs, path = filesystem(location)
-    fs.create_dir(path, recursive=True)
 
 
 def list_files(location: str | Path) -> list[str]:
