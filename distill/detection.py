@@ -28,11 +28,16 @@ TARGET_RECALL = 0.9
 FA_BUDGET_PER_HOUR = 1.0
 
 
-def count_events(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """For each threshold, the number of maximal runs of consecutive ``scores`` ≥ threshold."""
-    above = np.asarray(scores)[None, :] >= np.asarray(thresholds)[:, None]  # (thresholds, windows)
-    onsets = above[:, 1:] & ~above[:, :-1]
-    return above[:, 0].astype(np.int64) + onsets.sum(axis=1)
+def count_events(scores: np.ndarray, thresholds: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """For each threshold, the number of maximal runs of consecutive ``scores`` ≥ threshold.
+    ``chunk`` thresholds at a time: a (thresholds × windows) mask of a long stream would not fit."""
+    scores, thresholds = np.asarray(scores), np.asarray(thresholds)
+    counts = []
+    for lo in range(0, len(thresholds), chunk):
+        above = scores[None, :] >= thresholds[lo:lo + chunk, None]  # (chunk, windows)
+        onsets = above[:, 1:] & ~above[:, :-1]
+        counts.append(above[:, 0].astype(np.int64) + onsets.sum(axis=1))
+    return np.concatenate(counts) if counts else np.zeros(0, np.int64)
 
 
 def false_alarm_metrics(negative_scores: np.ndarray, negative_seconds: float, positive_scores: np.ndarray,

@@ -185,6 +185,8 @@ def test_mixing_in_the_original_label_weights_the_two_losses():
 def test_events_are_runs_of_windows_above_the_threshold():
     scores = np.array([0.1, 0.9, 0.95, 0.2, 0.8, 0.1, 0.7, 0.75])
     assert count_events(scores, np.array([0.0, 0.5, 0.78, 0.92, 0.99])).tolist() == [1, 3, 2, 1, 0]
+    thresholds = np.linspace(0, 1, 50)
+    assert count_events(scores, thresholds, chunk=7).tolist() == count_events(scores, thresholds).tolist()
     # raising the threshold can split a run: the count is not monotone
     assert count_events(np.array([0.9, 0.6, 0.9]), np.array([0.5, 0.7])).tolist() == [1, 2]
 
