@@ -56,7 +56,7 @@ class LogMel(torch.nn.Module):
             waveform = waveform.float() / 32768.0
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
-        mel = self.melspec(waveform)  # (batch, n_mels, frames)
+        mel = self.melspec.mel_scale(self.power_spectrum(waveform))  # (batch, n_mels, frames)
         # log(x + eps) keeps silence finite; the offset matches common KWS front ends.
         feats = torch.log(mel + 1e-6).unsqueeze(1)
         if self.cfg.normalize == "utterance":
@@ -66,6 +66,17 @@ class LogMel(torch.nn.Module):
             std = feats.std(dim=(2, 3), keepdim=True)
             feats = (feats - mean) / (std + 1e-5)
         return feats
+
+
+    def power_spectrum(self, waveform: torch.Tensor) -> torch.Tensor:
+        """|STFT|² with the MelSpectrogram's own window and settings (so checkpoints keep their
+        keys). The square is taken as re² + im² of the complex STFT: torch's complex ``abs`` is
+        a hypot per bin, then squared, and cost 63 µs of a 305 µs front end for 500 ms of audio
+        at batch 1 on one thread; re² + im² costs 23 µs and agrees to 1e-7 (relative)."""
+        s = self.melspec.spectrogram
+        spec = torchaudio.functional.spectrogram(waveform, s.pad, s.window, s.n_fft, s.hop_length, s.win_length, None,
+                                                 s.normalized, s.center, s.pad_mode, s.onesided)
+        return spec.real.square() + spec.imag.square()
 
 
 def num_samples(ms: float, sample_rate: int) -> int:

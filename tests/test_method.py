@@ -26,6 +26,20 @@ def test_logmel_reads_int16_as_scaled_float():
     assert torch.isfinite(lm(torch.zeros(1, 16000))).all()  # silence stays finite
 
 
+def test_logmel_power_spectrum_is_torchaudios_melspectrogram():
+    # The front end squares the complex STFT as re² + im² (faster than torch's complex abs);
+    # it must still be torchaudio's power-2 mel spectrogram, and checkpoints keep their keys.
+    lm = LogMel()
+    wave = torch.randn(2, 12000) * 0.1
+    reference = lm.melspec(wave)  # torchaudio.transforms.MelSpectrogram(power=2.0)
+    ours = lm.melspec.mel_scale(lm.power_spectrum(wave))
+    assert torch.allclose(ours, reference, rtol=1e-5, atol=1e-9)
+    log_mel = torch.log(reference + 1e-6).unsqueeze(1)
+    expected = (log_mel - log_mel.mean(dim=(2, 3), keepdim=True)) / (log_mel.std(dim=(2, 3), keepdim=True) + 1e-5)
+    assert torch.allclose(lm(wave), expected, atol=1e-4)
+    assert set(lm.state_dict()) == {"melspec.spectrogram.window", "melspec.mel_scale.fb"}
+
+
 @pytest.mark.parametrize("name", ["res8", "res8_narrow", "tiny"])
 @pytest.mark.parametrize("ms", [100, 500, 750, 1000])
 def test_models_accept_any_input_length(name, ms):
