@@ -25,7 +25,8 @@ sides of every comparison:
 5. input       MACs per decision (`torch.utils.flop_counter`, front end excluded) and CPU latency
                per decision at batch 1 (one torch thread, median of repeated runs, lengths
                interleaved so load drifts hit all alike) for every length of the default chain,
-               each as a ratio to 1000 ms, with the fixed/per-MAC split of the latency.
+               each as a ratio to 1000 ms, with the fixed/per-MAC split of the latency; the same
+               for res8 (45 maps), where the fixed cost is a smaller share.
 
 Ratios "platform ÷ plain" are throughputs: higher is better, 1.0 means no overhead.
 """
@@ -221,10 +222,12 @@ def scaled_source(source_dir: Path, out: Path, factor: int) -> Path:
 
 
 # ---------------------------------------------------------------- 5. input efficiency
-def input_efficiency(cfg, n_classes: int, repeats: int) -> list[dict]:
+def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None) -> list[dict]:
+    """MACs and batch-1 latency per chain length of the config's model (or the registered ``name``)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = build_model(cfg.model.name, n_classes, cfg.model.options, FeatureConfig(**cfg.features.model_dump())).eval()
+    options = cfg.model.options if name is None else {}
+    model = build_model(name or cfg.model.name, n_classes, options, FeatureConfig(**cfg.features.model_dump())).eval()
     lengths = ChainConfig().lengths_ms
     sr = cfg.features.sample_rate
     xs = {ms: torch.randn(1, num_samples(ms, sr)) * 1000 for ms in lengths}
@@ -400,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     fixed, per = fit_fixed(eff, "latency_us")
     nfixed, nper = fit_fixed(eff, "net_us")
     result["latency_fit"] = {"fixed_us": fixed, "us_per_mmac": per, "net_fixed_us": nfixed, "net_us_per_mmac": nper}
+    # The same for res8 (45 maps, ~5x the MACs): how the latency ratio moves once the fixed
+    # per-decision cost is a smaller share — the breakdown behind the narrow model's ratio.
+    big = input_efficiency(cfg, len(labels), 50 if quick else 200, name="res8")
+    result["input_res8"] = big
+    result["latency_ratio_res8"] = {str(r["input_ms"]): r["latency_ratio"] for r in big}
+    result["macs_ratio_res8"] = {str(r["input_ms"]): r["macs_ratio"] for r in big}
     result["load_end"] = load()
     result["benchmark_s"] = time.perf_counter() - started
 
@@ -448,6 +457,11 @@ def report(r: dict) -> str:
     f = r["latency_fit"]
     out.append(f"latency ≈ {f['fixed_us']:.0f} µs fixed + {f['us_per_mmac']:.0f} µs per million MACs "
                f"(network alone: {f['net_fixed_us']:.0f} µs + {f['net_us_per_mmac']:.0f} µs/MMAC)")
+    big = {e["input_ms"]: e for e in r.get("input_res8", [])}
+    if big:
+        out.append("res8 (45 maps): " + ", ".join(
+            f"{ms} ms {big[ms]['macs'] / 1e6:.1f} MMAC {big[ms]['latency_us']:.0f} µs ({big[ms]['latency_ratio']:.3f})"
+            for ms in sorted(big, reverse=True)))
     out += ["", f"quickstart: {qs['quickstart_s']:.0f} s = synthesis {qs['synthesis_s']:.1f} s + pld run {qs['run_s']:.1f} s "
                 f"(chain {qs['chain_s']:.1f} s; Ray start {qs['ray_start_s'] or float('nan'):.1f} s, "
                 f"source dataset {qs['source_s']:.1f} s)",

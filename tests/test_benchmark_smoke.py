@@ -34,7 +34,7 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     for key in ("relabel_ratio", "train_ratio", "quickstart_s"):
         assert _positive(r[key]), (key, r[key])
     lengths = {str(ms) for ms in ChainConfig().lengths_ms}
-    for key in ("macs_ratio", "latency_ratio"):
+    for key in ("macs_ratio", "latency_ratio", "macs_ratio_res8", "latency_ratio_res8"):
         assert set(r[key]) == lengths, (key, r[key])
         assert all(_positive(v) for v in r[key].values()), (key, r[key])
         assert r[key]["1000"] == 1.0
