@@ -67,7 +67,6 @@ class LogMel(torch.nn.Module):
             feats = (feats - mean) / (std + 1e-5)
         return feats
 
-
     def power_spectrum(self, waveform: torch.Tensor) -> torch.Tensor:
         """|STFT|² with the MelSpectrogram's own window and settings (so checkpoints keep their
         keys). The square is taken as re² + im² of the complex STFT: torch's complex ``abs`` is

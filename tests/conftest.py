@@ -1,4 +1,4 @@
-"""Shared fixtures: small Speech Commands-layout corpora written on the fly."""
+"""Shared fixtures: small Speech Commands-layout corpora written on the fly, and a local Ray."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A 2-CPU local Ray for one test module (import ray only where a test asks for it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 def write_sc_layout(root: Path, words: list[str], speakers: list[str], *, val: set[str] = frozenset(),

@@ -3,18 +3,9 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
-import ray
 
 from distill.runtime.session import configure_data
 from distill.runtime.source import read_split
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_reads_make_a_few_blocks_per_cpu_not_hundreds_of_tiny_ones(local_ray, tmp_path):

@@ -11,7 +11,6 @@ import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import ray
 import soundfile as sf
 from pydantic import Field
 
@@ -39,13 +38,6 @@ def build_csv_list(opts: CsvListOptions) -> SourceIndex:
     return SourceIndex(clips=pd.DataFrame({"clip_id": table.path, "path": table.path, "start": WHOLE_FILE,
                                            "label": table.label, "speaker": "", "split": table.split}),
                        labels=opts.labels)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_source_stage_quarantines_counts_and_stops_above_the_threshold(local_ray, tmp_path):
