@@ -10,7 +10,7 @@ from distill.runtime.source import read_split
 
 def test_reads_make_a_few_blocks_per_cpu_not_hundreds_of_tiny_ones(local_ray, tmp_path):
     # ~26 MB of clips in 8 files. Ray's default floor of 200 read blocks (down to 1 MiB each)
-    # cut this into ~25 blocks of ~50 clips: per-block scheduling and object-store hops then
+    # cut this into 24 blocks of ~33 clips: per-block scheduling and object-store hops then
     # cost more than the relabeling itself (see README: Benchmarks).
     split = tmp_path / "source" / "data" / "split=train"
     split.mkdir(parents=True)
