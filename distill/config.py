@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from distill.augment import AugmentConfig
 from distill.data.base import DatasetOptions, parse_dataset_options
 from distill.features import FeatureConfig
 
@@ -24,7 +25,7 @@ class ModelConfig(_Strict):
 
 
 class ScheduleRange(_Strict):
-    start_ms: int = Field(1000, gt=0, description="First (longest) student length.")
+    start_ms: int = Field(1000, gt=0, description="The teacher's length (the first and longest).")
     stop_ms: int = Field(500, gt=0, description="Last (shortest) student length; start_ms - stop_ms must be a multiple of step_ms.")
     step_ms: int = Field(100, gt=0, description="How much shorter each stage's input is than the previous one's.")
 
@@ -43,10 +44,14 @@ class ScheduleRange(_Strict):
 
 class ChainConfig(_Strict):
     lengths_ms: list[int] | None = Field(
-        None, min_length=1, description="Student input lengths, strictly decreasing; each stage is taught by the previous "
-                                        "one (default 1000, 900, …, 500). Give this or schedule, not both.")
+        None, min_length=1, description="Input lengths, strictly decreasing: the first is the teacher's (normally the "
+                                        "clip length), each later one a student taught by the stage before it "
+                                        "(default 1000, 900, …, 500). Give this or schedule, not both.")
     schedule: ScheduleRange | None = Field(None, description="The lengths as start_ms/stop_ms/step_ms instead of a list.")
-    crops_per_clip: int = Field(2, ge=1, description="random placement: crops drawn from each training clip per stage.")
+    self_distill: bool = Field(False, description="Also train a student at the teacher's own length, taught by the "
+                                                  "teacher, before the shorter students.")
+    crops_per_clip: int = Field(4, ge=1, description="random placement: crops drawn from each training clip per stage "
+                                                     "(a stage whose input is the whole clip has one row per clip).")
     crop_placement: Literal["random", "sliding"] = Field(
         "random", description="random: crops_per_clip uniform seeded positions per clip; sliding: every position "
                               "crop_stride_ms apart (the last flush with the clip's end), so shorter crops give more rows.")
@@ -78,6 +83,9 @@ class ChainConfig(_Strict):
             self.lengths_ms = self.schedule.lengths()
         elif self.lengths_ms is None:
             self.lengths_ms = [1000, 900, 800, 700, 600, 500]
+        if len(self.lengths_ms) < 2 and not self.self_distill:
+            raise ValueError(f"lengths {self.lengths_ms}: the first length is the teacher's; add a student length "
+                             "after it (or set chain.self_distill: true for a student at the teacher's length)")
         self.schedule = None  # one resolved form: params, fingerprints and stages all see the list
         return self
 
@@ -92,11 +100,16 @@ class LabelsConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(8, ge=1, description="Epochs per student and baseline.")
-    teacher_epochs: int | None = Field(None, ge=1, description="Epochs of the full-length teacher (default: epochs).")
+    epochs: int = Field(8, ge=1, description="Epochs (passes over the stage's dataset) per student and baseline.")
+    teacher_epochs: int | None = Field(None, ge=1, description="Epochs of the teacher, passes over the training clips "
+                                                               "(default: epochs).")
     batch_size: int = Field(64, ge=1, description="Batch size per worker.")
-    lr: float = Field(1e-2, gt=0, description="Peak AdamW learning rate (cosine decay over the stage).")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum (Honk's recipe).")
+    lr: float = Field(1e-2, gt=0, description="Peak learning rate (one-cycle: warm-up, then cosine decay over the stage).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum (Nesterov).")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for adamw, L2 for sgd).")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Data augmentation of every stage and "
+                                                                              "baseline alike.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
     use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")

@@ -21,8 +21,8 @@ def clip_rng(seed: int, clip_id: str, crop_samples: int) -> np.random.Generator:
 def sample_crop_offsets(clip_id: str, clip_samples: int, crop_samples: int, k: int, seed: int) -> np.ndarray:
     """``k`` start offsets (in samples), uniform over every position where the crop fits.
 
-    A crop as long as the clip has one position; it is returned ``k`` times so every stage
-    trains on the same number of rows per clip (the same budget).
+    A crop as long as the clip has one position; it is returned ``k`` times (the relabel
+    stage asks for one: a stage at the clip's length trains on the clips themselves).
     """
     if crop_samples <= 0 or crop_samples > clip_samples:
         raise ValueError(f"crop of {crop_samples} samples does not fit a clip of {clip_samples} samples")

@@ -67,6 +67,10 @@ class LogMel(torch.nn.Module):
             feats = (feats - mean) / (std + 1e-5)
         return feats
 
+    def frames(self, samples: int) -> int:
+        """Feature frames of an input of ``samples`` samples (centred STFT)."""
+        return samples // self.melspec.spectrogram.hop_length + 1
+
     def power_spectrum(self, waveform: torch.Tensor) -> torch.Tensor:
         """|STFT|² with the MelSpectrogram's own window and settings (so checkpoints keep their
         keys). The square is taken as re² + im² of the complex STFT: torch's complex ``abs`` is

@@ -82,8 +82,13 @@ class KeywordSpotter(nn.Module):
         self.features = LogMel(features)
         self.net = net
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.net(self.features(waveform))
+    def forward(self, waveform: torch.Tensor, feature_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``feature_mask`` (training only: SpecAugment) is True where a log-mel value is set to 0,
+        the per-input mean; it goes through ``forward`` so that a DDP-wrapped model sees it."""
+        feats = self.features(waveform)
+        if feature_mask is not None:
+            feats = feats.masked_fill(feature_mask.to(feats.device), 0.0)
+        return self.net(feats)
 
 
 def build_model(name: str, n_classes: int, options: dict[str, Any] | None = None,

@@ -68,11 +68,10 @@ def runs_of(chain):
 
 def test_run_structure_and_contracted_tags(chain):
     parent, children = runs_of(chain)
-    assert list(sorted(children)) == sorted(["teacher", "student_1000ms", "student_750ms", "student_500ms",
-                                             "direct_500ms", "one_shot_500ms"])
+    assert list(sorted(children)) == sorted(["teacher", "student_750ms", "student_500ms", "direct_500ms",
+                                             "one_shot_500ms"])  # no student at the teacher's length
     expect = {  # name: (kind, method, input_ms, teacher stage)
-        "teacher": ("teacher", "pld", "1000", None), "student_1000ms": ("student", "pld", "1000", "teacher"),
-        "student_750ms": ("student", "pld", "750", "student_1000ms"),
+        "teacher": ("teacher", "pld", "1000", None), "student_750ms": ("student", "pld", "750", "teacher"),
         "student_500ms": ("student", "pld", "500", "student_750ms"),
         "direct_500ms": ("baseline", "direct", "500", None), "one_shot_500ms": ("baseline", "one_shot", "500", "teacher"),
     }
@@ -129,9 +128,11 @@ def test_distilled_parquet_schema_rows_and_provenance(chain):
         table = pq.read_table(run_dir / "stages" / name / "data")
         assert PROVENANCE <= set(table.column_names), name
         manifest = json.loads((run_dir / "stages" / name / "manifest.json").read_text())
-        # crops_per_clip × training clips, less those the confidence filter dropped (counted and logged)
-        assert manifest["crops"] == 2 * train_clips, name
-        assert table.num_rows == manifest["rows"] == 2 * train_clips - manifest["dropped_low_confidence"], name
+        # crops_per_clip × training clips, less those the confidence filter dropped (counted and logged); the
+        # teacher's input is the whole clip, so its dataset is the clips themselves, one row each
+        per_clip = 1 if name == "teacher" else 2
+        assert manifest["crops"] == per_clip * train_clips, name
+        assert table.num_rows == manifest["rows"] == per_clip * train_clips - manifest["dropped_low_confidence"], name
         assert run.data.metrics["dropped_low_confidence"] == manifest["dropped_low_confidence"], name
         df = table.to_pandas()
         assert (df.teacher_confidence >= MIN_CONFIDENCE).all(), name
@@ -140,7 +141,7 @@ def test_distilled_parquet_schema_rows_and_provenance(chain):
         assert run.data.metrics["label_agreement"] == pytest.approx(agreement), name
         tables[name] = df
     student = tables["student_750ms"]
-    assert set(student.teacher_run_id) == {children["student_1000ms"].info.run_id}
+    assert set(student.teacher_run_id) == {children["teacher"].info.run_id}
     assert (student.length == 12000).all() and student.offset.between(0, 4000).all()
     assert set(tables["direct_500ms"].teacher_run_id) == {""}
     assert (tables["direct_500ms"].teacher_label == tables["direct_500ms"].source_label).all()
@@ -190,8 +191,8 @@ def test_pld_eval_reproduces_the_chain_and_logs_into_its_runs(chain, prepared_co
                            "--json"], cwd=chain["root"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = json.loads(proc.stdout)
-    assert [r["stage"] for r in rows] == ["teacher", "student_1000ms", "student_750ms", "student_500ms",
-                                          "direct_500ms", "one_shot_500ms"]
+    assert [r["stage"] for r in rows] == ["teacher", "student_750ms", "student_500ms", "direct_500ms",
+                                          "one_shot_500ms"]
     assert "2 quarantined" in proc.stderr and "broken_nohash_0.wav" in proc.stderr
     client = chain["client"]
     for r in rows:

@@ -72,11 +72,30 @@ def test_config_defaults_overrides_and_errors(tmp_path):
 
 def test_plan_chain_links_each_student_to_the_previous_stage():
     plan = plan_chain(load_config(None, {"chain.lengths_ms": [1000, 750, 500], "train.teacher_epochs": 5}))
-    assert [s.name for s in plan] == ["teacher", "student_1000ms", "student_750ms", "student_500ms",
-                                      "direct_500ms", "one_shot_500ms"]
-    assert [s.teacher for s in plan] == [None, "teacher", "student_1000ms", "student_750ms", None, "teacher"]
-    assert [s.kind for s in plan] == ["teacher", "student", "student", "student", "baseline", "baseline"]
+    # the first length is the teacher's: no student at the teacher's length unless asked for
+    assert [s.name for s in plan] == ["teacher", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]
+    assert [s.teacher for s in plan] == [None, "teacher", "student_750ms", None, "teacher"]
+    assert [s.kind for s in plan] == ["teacher", "student", "student", "baseline", "baseline"]
+    assert [s.input_ms for s in plan] == [1000, 750, 500, 500, 500]
     assert [s.method for s in plan][-2:] == ["direct", "one_shot"] and plan[0].epochs == 5
+    selfd = plan_chain(load_config(None, {"chain.lengths_ms": [1000, 500], "chain.self_distill": True}))
+    assert [(s.name, s.teacher) for s in selfd][:3] == [("teacher", None), ("student_1000ms", "teacher"),
+                                                        ("student_500ms", "student_1000ms")]
+    default = plan_chain(load_config(None))
+    assert [s.input_ms for s in default if s.kind != "baseline"] == [1000, 900, 800, 700, 600, 500]
+    with pytest.raises(ConfigError, match="the first length is the teacher's"):
+        load_config(None, {"chain.lengths_ms": [1000]})
+    assert [s.name for s in plan_chain(load_config(None, {"chain.lengths_ms": [1000], "chain.self_distill": True,
+                                                          "chain.baselines": []}))] == ["teacher", "student_1000ms"]
+
+
+def test_a_stage_at_the_clip_length_has_one_row_per_clip():
+    from distill.stages import crops_per_clip
+
+    cfg = load_config(None, {"chain.crops_per_clip": 4})
+    assert crops_per_clip(cfg, 1000) == 1 and crops_per_clip(cfg, 500) == 4
+    sliding = load_config(None, {"chain.crop_placement": "sliding", "chain.crop_stride_ms": 100})
+    assert crops_per_clip(sliding, 1000) == 1 and crops_per_clip(sliding, 500) == 6
 
 
 def test_checkpoint_roundtrip_and_refuses_pickled_objects(tmp_path):
@@ -92,7 +111,7 @@ def test_checkpoint_roundtrip_and_refuses_pickled_objects(tmp_path):
 
 
 def test_method_core_imports_without_ray_or_mlflow():
-    code = ("import sys; import distill.features, distill.models, distill.crops, distill.labels, distill.protocols, "
+    code = ("import sys; import distill.features, distill.augment, distill.models, distill.crops, distill.labels, distill.protocols, "
             "distill.config, distill.stages, distill.checkpoint, distill.data.speech_commands; "
             "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -27,8 +27,9 @@ from distill.stages import plan_chain
 def test_schedule_expands_and_is_validated():
     cfg = load_config(None, {"chain.schedule": {"start_ms": 1000, "stop_ms": 500, "step_ms": 250}})
     assert cfg.chain.lengths_ms == [1000, 750, 500] and cfg.chain.schedule is None
-    assert [s.name for s in plan_chain(cfg)][1:4] == ["student_1000ms", "student_750ms", "student_500ms"]
-    assert load_config(None, {"chain.schedule": {"start_ms": 800, "stop_ms": 800}}).chain.lengths_ms == [800]
+    assert [s.name for s in plan_chain(cfg)][:3] == ["teacher", "student_750ms", "student_500ms"]
+    assert load_config(None, {"chain.schedule": {"start_ms": 800, "stop_ms": 800},
+                              "chain.self_distill": True}).chain.lengths_ms == [800]
     assert load_config(None).chain.lengths_ms == [1000, 900, 800, 700, 600, 500]
     bad = {
         "steps of 150 ms from 900 ms do not reach 500 ms": {"chain.schedule": {"start_ms": 900, "step_ms": 150}},

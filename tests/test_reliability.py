@@ -79,9 +79,11 @@ def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path
     out = capsys.readouterr().out
     assert "# resolved config (fingerprint " in out and "epochs: 4" in out
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("student_", "direct_", "one_shot_", "teacher "))}
-    assert list(lines) == ["teacher", "student_1000ms", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]
-    # 7 train speakers × (10 keywords + ceil(10 %) unknown + ceil(10 %) silence) clips × 3 crops
-    assert lines["student_750ms"][3:6] == ["750", "student_1000ms", "4"] and lines["student_750ms"][-1] == str(84 * 3)
+    assert list(lines) == ["teacher", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]
+    # 7 train speakers × (10 keywords + ceil(10 %) unknown + ceil(10 %) silence) clips × 3 crops; the teacher
+    # trains on the clips themselves, one row each
+    assert lines["student_750ms"][3:6] == ["750", "teacher", "4"] and lines["student_750ms"][-1] == str(84 * 3)
+    assert lines["teacher"][-1] == str(84)
     assert not (tmp_path / "pld-runs").exists() and not (tmp_path / "mlflow.db").exists()
     # sliding crops: every 100 ms, a 750 ms crop has 4 positions in 1 s (0, 100, 200 and 250, flush with the end)
     assert main(["run", str(cfg), "--dry-run", "--set", "chain.crop_placement=sliding"]) == 0

@@ -33,7 +33,7 @@ def test_a_killed_driver_resumes_at_the_first_unfinished_stage(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
         "name": "resume", "data": {"path": str(corpus)}, "model": {"name": "res8_narrow"},
-        "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 4, "baselines": []},
+        "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 4, "baselines": []},
         "train": {"epochs": 3, "batch_size": 32, "cpus_per_worker": 1},
         "storage": {"root": str(tmp_path / "runs")}, "ray": {"num_cpus": 2}}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}", "PYTHONUNBUFFERED": "1"}
@@ -59,42 +59,42 @@ def test_a_killed_driver_resumes_at_the_first_unfinished_stage(tmp_path):
     (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`pld.kind` = 'chain'")
     assert parent.info.status == "RUNNING"  # nobody closed it: the driver died
     run_dir = Path(parent.data.tags["pld.run_dir"])
-    before = {name: files_of(run_dir / "stages" / name) for name in ("teacher", "student_1000ms")}
+    before = {name: files_of(run_dir / "stages" / name) for name in ("teacher", "student_750ms")}
     before["source"] = files_of(run_dir / "source" / "data")
     killed_dataset = files_of(run_dir / "stages" / "student_500ms" / "data")
     first = {r.data.tags["pld.stage"]: r for r in client.search_runs(
         [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
-    assert first["teacher"].info.status == first["student_1000ms"].info.status == "FINISHED"
+    assert first["teacher"].info.status == first["student_750ms"].info.status == "FINISHED"
     assert first["student_500ms"].info.status == "RUNNING"
 
     time.sleep(2)
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"resuming unfinished chain {parent.info.run_id}" in again.stdout
-    assert "teacher: finished earlier" in again.stdout and "student_1000ms: finished earlier" in again.stdout
+    assert "teacher: finished earlier" in again.stdout and "student_750ms: finished earlier" in again.stdout
     assert "relabel: reused the sealed dataset" in again.stdout  # student_500ms's crops were complete
 
     chains = client.search_runs([exp.experiment_id], filter_string="tags.`pld.kind` = 'chain'")
     assert [c.info.run_id for c in chains] == [parent.info.run_id]  # continued, not duplicated
     assert chains[0].info.status == "FINISHED"
-    after = {name: files_of(run_dir / "stages" / name) for name in ("teacher", "student_1000ms")}
+    after = {name: files_of(run_dir / "stages" / name) for name in ("teacher", "student_750ms")}
     after["source"] = files_of(run_dir / "source" / "data")
     assert after == before  # not one file of the finished stages was rewritten
     assert files_of(run_dir / "stages" / "student_500ms" / "data") == killed_dataset
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     current = {r.data.tags["pld.stage"]: r for r in runs if r.data.tags.get("pld.superseded") != "true"}
     assert {k: r.info.run_id for k, r in current.items() if k != "student_500ms"} == {
-        "teacher": first["teacher"].info.run_id, "student_1000ms": first["student_1000ms"].info.run_id}
+        "teacher": first["teacher"].info.run_id, "student_750ms": first["student_750ms"].info.run_id}
     assert all(r.info.status == "FINISHED" for r in current.values())
     assert current["student_500ms"].info.run_id != first["student_500ms"].info.run_id
     old = client.get_run(first["student_500ms"].info.run_id)
     assert old.info.status == "KILLED" and old.data.tags["pld.superseded"] == "true"
     new = current["student_500ms"]
-    assert new.data.tags["pld.teacher_run_id"] == first["student_1000ms"].info.run_id
+    assert new.data.tags["pld.teacher_run_id"] == first["student_750ms"].info.run_id
     assert {"test_acc_stream", "macs"} <= set(new.data.metrics)
     assert len(client.get_metric_history(new.info.run_id, "val_acc")) == 3
     summary = Path(client.download_artifacts(parent.info.run_id, "summary.md", str(tmp_path))).read_text()
-    assert all(name in summary for name in ("teacher", "student_1000ms", "student_500ms"))
+    assert all(name in summary for name in ("teacher", "student_750ms", "student_500ms"))
 
     # resuming a finished chain recomputes nothing
     done = subprocess.run([sys.executable, "-m", "distill.cli", "resume", parent.info.run_id], cwd=tmp_path, env=env,

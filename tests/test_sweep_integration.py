@@ -23,7 +23,7 @@ def test_a_grid_of_chains_runs_as_tune_trials_under_one_sweep_run(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
         "name": "sw", "data": {"path": str(corpus)}, "model": {"name": "tiny"},
-        "chain": {"lengths_ms": [500], "crops_per_clip": 1, "baselines": []}, "train": {"epochs": 1, "batch_size": 32},
+        "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 1, "baselines": []}, "train": {"epochs": 1, "batch_size": 32},
         "storage": {"root": str(tmp_path / "runs")}, "ray": {"num_cpus": 2}}))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     # 2 × 2 points; a negative channel count passes the config but breaks the network at build time

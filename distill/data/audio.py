@@ -152,3 +152,21 @@ def audio_frames(path: str) -> tuple[int, int]:
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio header ({exc})") from None
     return info.frames, info.samplerate
+
+
+def load_recordings(paths: list[str], sample_rate: int) -> tuple[list[np.ndarray], dict[str, str]]:
+    """Whole recordings (background noise for augmentation) as int16 mono at ``sample_rate``, and
+    the files that could not be read with the reason (the caller counts and logs them)."""
+    recordings, skipped = [], {}
+    for path in paths:
+        try:
+            frames, rate = audio_frames(path)
+        except AudioError as exc:
+            skipped[path] = str(exc)
+            continue
+        clip = load_clip(path, 0, int(frames * sample_rate // rate), sample_rate, ClipPolicy())
+        if clip.waveform is None:
+            skipped[path] = clip.problem
+        else:
+            recordings.append(clip.waveform)
+    return recordings, skipped

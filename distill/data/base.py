@@ -8,7 +8,7 @@ Ray Data source stage, so indexing a million-clip corpus stays cheap.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -56,6 +56,7 @@ class SourceIndex:
 
     clips: pd.DataFrame
     labels: list[str]
+    noise_files: list[str] = field(default_factory=list)  # background-noise recordings for augmentation
 
     def __post_init__(self):
         missing = [c for c in INDEX_COLUMNS if c not in self.clips.columns]

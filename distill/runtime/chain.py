@@ -23,8 +23,10 @@ import ray
 from mlflow.entities import Metric
 from ray.util.queue import Queue
 
+from distill.augment import NoiseBank
 from distill.checkpoint import ModelSpec, load_model_dir
 from distill.config import ExperimentConfig
+from distill.data.audio import load_recordings
 from distill.data.base import SILENCE, build_source_index
 from distill.data.check import describe
 from distill.features import num_samples
@@ -38,7 +40,7 @@ from distill.runtime.session import check_resources, init_ray, tracking_uri
 from distill.runtime.source import QUARANTINE, load_split_arrays, write_source_dataset
 from distill.runtime.tracking import KIND, format_table, log_distilled_dataset, log_model, stage_tags
 from distill.runtime.train import train_stage
-from distill.stages import plan_chain
+from distill.stages import crops_per_clip, plan_chain
 
 SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement",
                    "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
@@ -75,6 +77,24 @@ def evaluate(cfg: ExperimentConfig, model_dir: str, test, hop_samples: int, sile
     return evaluate_model_dir(model_dir, test[0], test[1], **kwargs)
 
 
+def train_clip_agreement(model_dir: str, source_dir: str, cfg: ExperimentConfig) -> float:
+    """Share of the training clips on which a model (the teacher) gives the clip's own label,
+    reading the whole clip (its best window when its input is shorter)."""
+    import torch
+
+    from distill.protocols import predict
+
+    model, spec = load_model_dir(storage.local_copy(model_dir))
+    waves, labels = load_split_arrays(source_dir, "train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    try:
+        pred = predict(model.eval(), waves, spec.input_samples, "window", batch_size=cfg.eval.batch_size)
+    finally:
+        torch.set_num_threads(threads)
+    return float((pred == labels).mean()) if len(labels) else float("nan")
+
+
 def _source(index, cfg: ExperimentConfig, source_dir: str, out: Callable[[str], None]) -> dict:
     """The sealed source dataset: reused when a resumed chain already has it intact."""
     if is_sealed(source_dir):
@@ -94,6 +114,22 @@ def _source(index, cfg: ExperimentConfig, source_dir: str, out: Callable[[str], 
     out("source: " + describe(source["rows"], source["files"], source["quarantine_reasons"], source["policy_applied"])
         + (f" — quarantined files listed in {storage.join(source_dir, QUARANTINE)}" if source["quarantined"] else ""))
     return source
+
+
+def noise_bank(index, cfg: ExperimentConfig, out: Callable[[str], None]) -> NoiseBank | None:
+    """The background noise training mixes in: the dataset's recordings, else generated noise."""
+    aug = cfg.train.augment
+    if not (aug.active and aug.noise_prob > 0 and aug.noise_volume > 0):
+        return None
+    recordings, skipped = load_recordings(index.noise_files, cfg.data.sample_rate)
+    for path, reason in skipped.items():
+        out(f"augment: skipped noise file {path}: {reason}")
+    if recordings:
+        out(f"augment: {len(recordings)} background-noise recordings "
+            f"({sum(map(len, recordings)) / cfg.data.sample_rate:.0f} s)" + (f", {len(skipped)} skipped" if skipped else ""))
+        return NoiseBank.from_arrays(recordings)
+    out("augment: the dataset has no background-noise recordings; mixing generated white and pink noise")
+    return NoiseBank.generated(cfg.seed, 10 * cfg.data.sample_rate)
 
 
 def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_id: str | None, new: bool,
@@ -168,6 +204,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         test = load_split_arrays(source_dir, "test")
         validation = load_split_arrays(source_dir, "validation")
 
+        noise = noise_bank(index, cfg, out)
         progress = Queue(actor_options={"num_cpus": 0})
         models: dict[str, tuple[str, str]] = {}  # stage name → (model dir, MLflow run id)
         result = ChainResult(parent.info.run_id, run_dir)
@@ -187,14 +224,16 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                 out(f"== [{i}/{len(plan)}] {stage.name}: {stage.input_ms} ms, labels from "
                     f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
                 crop_samples = num_samples(stage.input_ms, sr)
-                sliding = cfg.chain.crop_placement == "sliding"
+                whole = crop_samples == source["clip_samples"]
+                sliding = cfg.chain.crop_placement == "sliding" and not whole
                 view = TeacherView(cfg.chain.teacher_view, cfg.chain.pad_position, cfg.seed, cfg.labels.min_confidence)
                 # what this stage's dataset must have been made from
-                expect = {"crop_samples": crop_samples, "seed": cfg.seed, "placement": cfg.chain.crop_placement,
+                expect = {"crop_samples": crop_samples, "seed": cfg.seed,
+                          "placement": "whole" if whole else cfg.chain.crop_placement,
                           "teacher_run_id": teacher_run, "source_sha256": source["content_sha256"],
                           "teacher_checkpoint_sha256": tree_sha256(teacher_dir) if teacher_dir else "",
                           **({"stride_samples": num_samples(cfg.chain.crop_stride_ms, sr)} if sliding
-                             else {"crops_per_clip": cfg.chain.crops_per_clip}),
+                             else {"crops_per_clip": crops_per_clip(cfg, stage.input_ms)}),
                           **({"teacher_view": {"mode": view.mode, "pad_position": view.pad_position},
                               "min_confidence": view.min_confidence, "temperature": cfg.labels.temperature}
                              if teacher_dir else {})}
@@ -248,9 +287,13 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                     cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop_samples, hop_samples=hop_samples,
                     silence_index=silence_index, eval_batch_size=cfg.eval.batch_size, progress=progress,
                     on_epoch=partial(_report_epoch, out, run.info.run_id), max_failures=cfg.train.max_failures,
-                    precision=cfg.train.precision, original_weight=cfg.labels.original_weight if stage.teacher else 0.0)
+                    precision=cfg.train.precision, original_weight=cfg.labels.original_weight if stage.teacher else 0.0,
+                    optimizer=cfg.train.optimizer, momentum=cfg.train.momentum,
+                    augment=cfg.train.augment.model_dump(), noise=noise)
                 t = time.perf_counter()
                 metrics = evaluate(cfg, model_dir, test, hop_samples, silence_index)
+                if stage.kind == "teacher":  # does the teacher fit its own training clips? (its labels' ceiling)
+                    metrics["train_clip_agreement"] = train_clip_agreement(model_dir, source_dir, cfg)
                 mlflow.log_dict({"labels": labels, **metrics.pop("confusion")}, "eval/confusion.json")
                 eval_s = time.perf_counter() - t
                 mlflow.log_metrics({**metrics, "best_val_acc": summary["best_val_acc"], "best_epoch": summary["best_epoch"],
@@ -261,7 +304,8 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                 models[stage.name] = (model_dir, run.info.run_id)
                 row = {"stage": stage.name, "method": stage.method, "input_ms": stage.input_ms,
                        "teacher": stage.teacher or "-", "macs": metrics["macs"], "run_id": run.info.run_id,
-                       "agreement": f"{stats['agreement']:.3f}" if stage.teacher and "agreement" in stats else "-",
+                       "agreement": f"{stats['agreement']:.3f}" if stage.teacher and "agreement" in stats
+                       else f"{metrics['train_clip_agreement']:.3f}" if "train_clip_agreement" in metrics else "-",
                        "latency_us": f"{metrics['latency_us']:.0f}",
                        "fa_per_h@90%": f"{metrics['test_fa_per_hour_at_90_recall']:.0f}"
                        if "test_fa_per_hour_at_90_recall" in metrics else "-",

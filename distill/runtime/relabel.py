@@ -183,6 +183,9 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
     data_dir = storage.join(out_dir, "data")
     storage.remove_tree(data_dir)  # Ray's writer adds files to a directory: never mix two runs' rows
     started = time.perf_counter()
+    source = json.loads(storage.read_text(storage.join(source_dir, MANIFEST)))
+    if crop_samples == source["clip_samples"]:
+        crops_per_clip, stride_samples = 1, None  # a crop as long as the clip is the clip: one row per clip
     ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
     ds = ds.map_batches(crop_batch, batch_format="numpy", batch_size=64,
                         fn_kwargs=dict(crop_samples=crop_samples, k=crops_per_clip, seed=seed, stride_samples=stride_samples))
@@ -202,7 +205,6 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
                                        threads=int(max(1, cpus_per_actor)), use_gpu=gpus_per_actor > 0,
                                        precision=precision, view=view))
     ds.select_columns(list(COLUMNS)).write_parquet(data_dir)
-    source = json.loads(storage.read_text(storage.join(source_dir, MANIFEST)))
     clips = source["rows"].get("train", 0)
     if stride_samples:
         crops_per_clip = len(sliding_crop_offsets(source["clip_samples"], crop_samples, stride_samples))
@@ -221,7 +223,7 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, *, crop_samples: 
         "schema": {field.name: str(field.type) for field in written.schema},
         "crop_samples": crop_samples,
         "crops_per_clip": crops_per_clip,
-        "placement": "sliding" if stride_samples else "random",
+        "placement": "whole" if crop_samples == source["clip_samples"] else "sliding" if stride_samples else "random",
         "stride_samples": stride_samples,
         "teacher_view": {"mode": view.mode, "pad_position": view.pad_position} if teacher_dir else None,
         "min_confidence": view.min_confidence if teacher_dir else 0.0,

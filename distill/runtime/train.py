@@ -34,6 +34,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker."""
     import torch.distributed as dist
 
+    from distill.augment import AugmentConfig, augment_waveforms, batch_generator, spectrogram_masks
     from distill.labels import student_loss
     from distill.models import autocast
     from distill.protocols import predict
@@ -48,14 +49,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     model = spec.build()
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    if config["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"], nesterov=True,
+                                    weight_decay=config["weight_decay"])
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    augment = AugmentConfig(**config["augment"]) if config["augment"] else AugmentConfig(enabled=False)
+    noise = config["noise"].to(device) if config["noise"] is not None and augment.active else None
+    sample_rate, hop_ms = spec.features.get("sample_rate", 16000), spec.features.get("hop_ms", 10.0)
     precision = config.get("precision", "fp32")
     # fp16 gradients underflow without scaling; bf16 has fp32's range and needs none
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     epochs = config["epochs"]
     steps_per_epoch = max(1, math.ceil(config["rows"] / world / config["batch_size"]))
+    # SGD keeps the momentum it is given; AdamW's beta1 follows the one-cycle schedule as before
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=epochs * steps_per_epoch + 1,
-                                                   pct_start=0.15)
+                                                   pct_start=0.15, cycle_momentum=config["optimizer"] != "sgd")
     history: list[dict] = []
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
@@ -76,11 +85,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         started = time.perf_counter()
         model.train()
         total_loss, seen = 0.0, 0
-        for batch in shard.iter_torch_batches(batch_size=config["batch_size"], device=device,
-                                              local_shuffle_buffer_size=config["shuffle_buffer"],
-                                              local_shuffle_seed=config["seed"] + 1000 * epoch + rank):
+        for step, batch in enumerate(shard.iter_torch_batches(batch_size=config["batch_size"], device=device,
+                                                              local_shuffle_buffer_size=config["shuffle_buffer"],
+                                                              local_shuffle_seed=config["seed"] + 1000 * epoch + rank)):
+            waves, mask = batch["waveform"], None
+            if augment.active:  # on the worker's device, inside the step: no extra pass over the data
+                g = batch_generator(config["seed"], epoch, rank, step)
+                waves = augment_waveforms(waves, augment, noise, sample_rate, g)
+                mask = spectrogram_masks((len(waves), 1, spec.features.get("n_mels", 40), core.features.frames(
+                    waves.shape[1])), augment, hop_ms, g)
             with autocast(device, precision):
-                logits = model(batch["waveform"])
+                logits = model(waves, mask)
             loss = student_loss(logits.float(), mode=config["label_mode"], hard=batch["teacher_label_index"],
                                 soft=batch["teacher_probs"], temperature=config["temperature"],
                                 original=batch["source_label_index"], original_weight=config["original_weight"])
@@ -150,13 +165,15 @@ def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int,
                 label_mode: str, temperature: float, seed: int, num_workers: int, use_gpu: bool, cpus_per_worker: float,
                 input_samples: int, hop_samples: int, silence_index: int | None, eval_batch_size: int,
                 progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0, precision: str = "fp32",
-                original_weight: float = 0.0) -> dict:
+                original_weight: float = 0.0, optimizer: str = "adamw", momentum: float = 0.9,
+                augment: dict | None = None, noise=None) -> dict:
     """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary.
 
     ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
-    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver."""
+    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver. ``augment`` is a
+    ``train.augment`` section as a dict (None: no augmentation) and ``noise`` its ``NoiseBank``."""
     config = dict(progress=progress, stage=stage, spec=asdict(spec), rows=rows, epochs=epochs, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, label_mode=label_mode, temperature=temperature, seed=seed,
+                  weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, augment=augment, noise=noise, label_mode=label_mode, temperature=temperature, seed=seed,
                   original_weight=original_weight,
                   threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
                   silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
