@@ -1,156 +1,326 @@
-"""Does PLD beat direct learning and one-shot distillation? The quickstart chain over several
-seeds, with hard and with soft labels, reported as mean ± std per method, length and protocol.
+"""Does PLD beat direct learning and one-shot distillation? One chain per seed and label mode,
+reported as mean ± 95 % confidence interval over seeds per method, length and protocol, with
+the paired differences of the final PLD student against both baselines.
 
-    python benchmarks/fidelity.py [--seeds 0 1 2] [--labels hard soft] [--temperature 2]
-                                  [--quick] [--json OUT] [--workdir DIR] [--corpus DIR]
+    python benchmarks/fidelity.py [--config configs/fidelity.yaml] [--seeds 0 1 2]
+                                  [--labels hard soft] [--temperature 2] [--corpus DIR]
+                                  [--workdir DIR] [--json OUT] [--new] [--quick]
 
-Every chain is `configs/quickstart.yaml` (the README quickstart: res8-narrow, 1000 → … → 500 ms,
-the synthetic Speech Commands corpus of `make data`) with its seed and label mode changed, run
-one after another in this process on one local Ray, tracked in a SQLite MLflow store in the
-work directory (compare any two with `pld compare`). The seed moves the model initialisation,
-the crops and the data order; the corpus stays the same.
+Every chain is ``--config`` (default configs/fidelity.yaml: the teacher at 1000 ms, students
+down to 500 ms, the direct and one-shot baselines at 500 ms) with its seed and label mode
+changed, run one after another in this process on one local Ray, tracked in a SQLite MLflow
+store in the work directory (experiment ``fidelity``; compare any two with ``pld compare``).
+The seed moves the model initialisation, the crops and the data order; the corpus stays the
+same. An unfinished chain of the same config in that store is resumed (``--new``: start over).
+
+Corpus: ``--corpus DIR``, else the corpus of ``make data`` (150 speakers, 10 unknown words,
+seed 0) synthesized into ``<workdir>/corpus``, reused when it is already there.
 
 The teacher and the ``direct`` baseline never see a teacher's labels, so the label mode does
-not change them: soft-label chains skip ``direct`` and the table shows the hard chain's (same
-seed) for both. Each row's accuracies are on the test split; ``fa/h@90%`` is false accepts per
-hour at 90 % keyword recall on the split's silence + unknown stream (lower is better).
-``--quick`` runs a 12-speaker corpus and a 1000 → 500 ms chain of one epoch: a smoke run.
+not change ``direct``: with both modes, soft-label chains skip it and the soft rows show the
+hard chain's of the same seed. Accuracies are on the test split; ``fa/h@90%`` is false
+accepts per hour at 90 % keyword recall on the split's silence + unknown stream (lower is
+better). Intervals: mean ± t(0.975, n−1)·s/√n over the n seeds (Student t).
+
+Outputs (OUT defaults to <workdir>/fidelity.json):
+    OUT              every per-seed number, the aggregates, the commit id and the config
+    OUT with .txt    the markdown tables, also printed to stdout
+    OUT with .png    test accuracy against input length (window, stream, center; FA/h), CI bars
+
+``--quick``: a 12-speaker corpus (``<workdir>/corpus-quick``), a one-epoch 1000 → 500 ms chain
+and seeds 0 1 unless ``--seeds`` says otherwise: a smoke run of the whole script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]  # this folder's stats.py and plots.py, and the project
 
-from distill.config import load_config  # noqa: E402
-from distill.runtime.tracking import format_table  # noqa: E402
+from stats import ahead, fmt, fmt_ci, fmt_per_seed, markdown_table, mean_ci, paired  # noqa: E402
 
-CONFIG = ROOT / "configs" / "quickstart.yaml"
-SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`
-SYNTH_QUICK = ["--speakers", "12", "--unknown-words", "4"]
-QUICK = {"chain.lengths_ms": [1000, 500], "train.epochs": 1, "train.teacher_epochs": 1}
+DEFAULT_CONFIG = ROOT / "configs" / "fidelity.yaml"
+FULL_CORPUS = dict(seed=0, speakers=150, n_unknown=10)  # the Makefile's `make data`
+QUICK_CORPUS = dict(seed=0, speakers=12, n_unknown=4)
+QUICK = {"chain.lengths_ms": [1000, 500], "chain.schedule": None, "train.epochs": 1, "train.teacher_epochs": 1}
 METRICS = {"window": "test_acc_window", "stream": "test_acc_stream", "center": "test_acc_center",
            "fa/h@90%": "test_fa_per_hour_at_90_recall"}
+LOWER_IS_BETTER = {"fa/h@90%"}
+AGREEMENT = ("label_agreement", "relabel_to_silence", "train_clip_agreement", "best_val_acc")
+METHOD_ORDER = {"teacher": 0, "pld": 1, "direct": 2, "one_shot": 3}
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    big = max(abs(v) for v in values) >= 10  # false accepts per hour: integers; accuracies: three places
-    return f"{statistics.mean(values):.0f} ± {std:.0f}" if big else f"{statistics.mean(values):.3f} ± {std:.3f}"
+def git_commit() -> dict:
+    """The commit the numbers come from, and whether tracked files had local changes."""
+    def git(*cmd: str) -> str | None:
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
-def run_chains(args, corpus: Path, work: Path) -> list[dict]:
-    from distill.runtime.chain import run_chain
-    from distill.runtime.report import load_chain
+# ---------------------------------------------------------------------------------------------
+# The corpus
 
-    import mlflow
+def _norm(value):
+    """Comparable form of a synth parameter: JSON turns tuples into lists and ints may be floats."""
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+
+def ensure_corpus(out: Path, *, seed: int, speakers: int, n_unknown: int, **synth) -> dict:
+    """The synthetic corpus at ``out`` (its synth.json): reused when it was made with these
+    parameters, else synthesized again — the work directory's corpora are the benchmark's own."""
+    from distill.data.synth import UNKNOWN_WORDS, synthesize_corpus
+
+    want = dict(seed=seed, speakers=speakers, unknown_words=list(UNKNOWN_WORDS[:n_unknown]), **synth)
+    meta_file = out / "synth.json"
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        have = {"seed": meta.get("seed"), "unknown_words": meta.get("unknown_words"), **meta.get("params", {})}
+        differ = [k for k, v in want.items() if _norm(have.get(k)) != _norm(v)]
+        if not differ:
+            say(f"corpus: reusing {out}")
+            return meta
+        say(f"corpus: {out} was made with another {', '.join(differ)}: synthesizing it again")
+    say(f"corpus: synthesizing {out} ({speakers} speakers, {n_unknown} unknown words"
+        + "".join(f", {k}={v}" for k, v in synth.items()) + ") …")
+    t = time.perf_counter()
+    meta = synthesize_corpus(out, overwrite=meta_file.exists(), progress=False, **want)
+    say(f"corpus: {meta['clips']} clips in {time.perf_counter() - t:.0f} s")
+    return meta
+
+
+def corpus_summary(path: Path, meta: dict | None) -> dict:
+    """What the report says about the corpus (a corpus without synth.json: its path only)."""
+    if not meta:
+        return {"path": str(path)}
+    stats, params = meta.get("stats", {}), meta.get("params", {})
+    return {"path": str(path), "clips": meta.get("clips"), "speakers": params.get("speakers"),
+            "placement": params.get("placement"), "rate_range": params.get("rate_range"),
+            "median_word_ms": stats.get("word_ms", {}).get("median"),
+            "share_whole_word_in_center_500ms": stats.get("share_whole_word_in_center_500ms")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the chains
+
+def chain_stage_rows(client, chain_run_id: str) -> list[dict]:
+    """Every finished stage of a chain, read back from MLflow: name, method, length, metrics."""
+    from distill.runtime.chain_eval import chain_runs
+
+    _, runs = chain_runs(client, chain_run_id)
     rows = []
-    for seed in args.seeds:
-        for mode in args.labels:
-            overrides = {"seed": seed, "name": f"fidelity-{mode}-s{seed}", "data.path": str(corpus),
-                         "storage.root": str(work / "runs"), "labels.mode": mode, "tracking.experiment": "fidelity",
-                         **({"labels.temperature": args.temperature} if mode == "soft" else {}),
-                         **({"chain.baselines": ["one_shot"]} if mode == "soft" and "hard" in args.labels else {}),
-                         **(QUICK if args.quick else {})}
-            cfg = load_config(CONFIG, overrides)
-            say(f"== seed {seed}, {mode} labels")
-            t = time.perf_counter()
-            result = run_chain(cfg, tracking=uri, new=True, out=lambda line: None)
-            say(f"   chain {result.parent_run_id}: {time.perf_counter() - t:.0f} s")
-            report = load_chain(mlflow.MlflowClient(uri), result.parent_run_id)
-            for r in report.rows:
-                rows.append({"seed": seed, "labels": mode, "chain": result.parent_run_id, **r})
-    if "soft" in args.labels and "hard" in args.labels:  # the label mode does not reach these: share them
-        for r in [r for r in rows if r["labels"] == "hard" and r["method"] == "direct"]:
-            rows.append({**r, "labels": "soft"})
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        rows.append({"stage": run.info.run_name, "run_id": run.info.run_id,
+                     "method": "teacher" if tags.get("pld.kind") == "teacher" else tags.get("pld.method", ""),
+                     "input_ms": int(tags.get("pld.input_ms", 0)),
+                     **{m: metrics.get(m) for m in (*METRICS.values(), *AGREEMENT)}})
     return rows
 
 
-def summarise(rows: list[dict], modes: list[str]) -> tuple[list[dict], list[dict]]:
-    """Mean ± std per (method, length, protocol); and per seed, PLD's final student minus each baseline."""
-    keys = []
-    for r in rows:
-        key = ("teacher" if r["stage"] == "teacher" else r["method"], r["input_ms"])
-        if key not in keys:
-            keys.append(key)
-    table = []
-    for method, ms in keys:
-        for col, metric in METRICS.items():
-            line = {"method": method, "input_ms": ms, "metric": col}
-            for mode in modes:
-                values = [r[metric] for r in rows if r["labels"] == mode and r["input_ms"] == ms and r[metric] is not None
-                          and ("teacher" if r["stage"] == "teacher" else r["method"]) == method]
-                line[mode] = mean_std(values)
-            table.append(line)
-    final = min(r["input_ms"] for r in rows)
-    diffs = []
-    for mode in modes:
-        for baseline in ("direct", "one_shot"):
-            for col, metric in METRICS.items():
-                per_seed = []
-                for seed in sorted({r["seed"] for r in rows}):
-                    pick = lambda m: [r[metric] for r in rows if r["seed"] == seed and r["labels"] == mode  # noqa: E731
-                                      and r["method"] == m and r["input_ms"] == final and r["stage"] != "teacher"]
-                    pld, base = pick("pld"), pick(baseline)
-                    if pld and base and pld[0] is not None and base[0] is not None:
-                        per_seed.append(pld[0] - base[0])
-                if per_seed:
-                    diffs.append({"labels": mode, "vs": baseline, "metric": col, "pld_minus_baseline": mean_std(per_seed),
-                                  "seeds_pld_better": sum((d < 0) if col.startswith("fa") else (d > 0) for d in per_seed),
-                                  "seeds": len(per_seed)})
-    return table, diffs
+def _progress(line: str) -> None:
+    """A chain's console, cut down to where each stage starts and what it scored."""
+    if line.startswith("== [") or "test acc" in line:
+        say("   " + line.strip())
 
+
+def run_chains(args, work: Path, corpus: Path) -> tuple[list[dict], list[dict]]:
+    """Every (seed, label mode) chain, one after another: per-stage rows, and a record per chain."""
+    import mlflow
+
+    from distill.config import load_config
+    from distill.runtime.chain import run_chain
+
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    share_direct = "hard" in args.labels and "soft" in args.labels
+    planned = []
+    for seed in args.seeds:
+        for mode in args.labels:  # hard before soft, as given: the soft chains' direct is the hard one's
+            overrides = {"seed": seed, "name": f"fidelity-{mode}-s{seed}", "data.path": str(corpus),
+                         "storage.root": str(work / "runs"), "tracking.experiment": "fidelity", "labels.mode": mode,
+                         **({"labels.temperature": args.temperature} if mode == "soft" else {}),
+                         **(QUICK if args.quick else {})}
+            cfg = load_config(args.config, overrides)  # every chain validated before the first runs
+            if mode == "soft" and share_direct:
+                overrides["chain.baselines"] = [b for b in cfg.chain.baselines if b != "direct"]
+                cfg = load_config(args.config, overrides)
+            planned.append((seed, mode, overrides, cfg))
+
+    client = mlflow.MlflowClient(uri)
+    rows, chains = [], []
+    for seed, mode, overrides, cfg in planned:
+        say(f"== seed {seed}, {mode} labels")
+        t = time.perf_counter()
+        record = {"seed": seed, "labels": mode, "overrides": overrides}
+        try:
+            result = run_chain(cfg, tracking=uri, new=args.new, out=_progress)
+        except Exception as exc:  # one broken chain should not cost the others' hours
+            chains.append({**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+            say(f"   chain FAILED after {time.perf_counter() - t:.0f} s: {type(exc).__name__}: {exc}")
+            continue
+        seconds = time.perf_counter() - t
+        chains.append({**record, "status": "ok", "chain_run_id": result.parent_run_id, "seconds": seconds})
+        say(f"   chain {result.parent_run_id}: {seconds:.0f} s")
+        rows += [{"seed": seed, "labels": mode, "chain": result.parent_run_id, **r}
+                 for r in chain_stage_rows(client, result.parent_run_id)]
+    if share_direct:  # direct never sees a teacher: the soft rows borrow the hard chain's
+        rows += [{**r, "labels": "soft", "shared_from": "hard"}
+                 for r in rows if r["labels"] == "hard" and r["method"] == "direct"]
+    return rows, chains
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and tables (pure: tests/test_fidelity_stats.py runs them on made-up rows)
+
+def _summary(rows: list[dict], key: str) -> dict:
+    per_seed = {r["seed"]: r.get(key) for r in sorted(rows, key=lambda r: r["seed"])}
+    return {**mean_ci(per_seed.values()), "per_seed": per_seed}
+
+
+def aggregate(rows: list[dict], modes: list[str]) -> dict:
+    """Per label mode and stage: mean ± CI of every metric; at the final length, the paired
+    PLD − baseline differences with the number of seeds on which PLD was ahead."""
+    final = min((r["input_ms"] for r in rows if r["method"] == "pld"), default=None)
+    methods, agreement, diffs = [], [], []
+    for mode in modes:
+        mine = [r for r in rows if r["labels"] == mode]
+        stages = sorted({r["stage"]: r for r in mine}.values(),
+                        key=lambda r: (METHOD_ORDER.get(r["method"], 9), -r["input_ms"]))
+        for ex in stages:
+            sel = [r for r in mine if r["stage"] == ex["stage"]]
+            head = {"labels": mode, "stage": ex["stage"], "method": ex["method"], "input_ms": ex["input_ms"],
+                    "shared_from": ex.get("shared_from")}
+            methods.append({**head, **{col: _summary(sel, metric) for col, metric in METRICS.items()}})
+            agreement.append({**head, **{key: _summary(sel, key) for key in AGREEMENT}})
+
+        def at_final(method: str) -> dict:
+            return {r["seed"]: r for r in mine if r["method"] == method and r["input_ms"] == final}
+
+        pld = at_final("pld")
+        for baseline in ("direct", "one_shot"):
+            base = at_final(baseline)
+            if not base:
+                continue
+            for col, metric in METRICS.items():
+                d = paired({s: r[metric] for s, r in pld.items()}, {s: r[metric] for s, r in base.items()})
+                diffs.append({"labels": mode, "vs": baseline, "metric": col, "input_ms": final, **mean_ci(d.values()),
+                              "per_seed": d, "ahead": ahead(d.values(), lower_is_better=col in LOWER_IS_BETTER)})
+    return {"final_ms": final, "methods": methods, "diffs": diffs, "agreement": agreement}
+
+
+def _digits(col: str) -> int:
+    return 0 if col in LOWER_IS_BETTER else 3  # false accepts per hour: whole numbers
+
+
+def render(agg: dict, modes: list[str], header: list[str]) -> str:
+    """The markdown report: the accuracy tables, the paired differences, the label agreement."""
+    out = ["# PLD fidelity benchmark", "", *header, ""]
+    for mode in modes:
+        lines = [{"stage": m["stage"] + (f" ({m['shared_from']}'s)" if m.get("shared_from") else ""),
+                  "method": m["method"], "input_ms": m["input_ms"], "n": m["stream"]["n"],
+                  **{col: fmt_ci(m[col], _digits(col)) for col in METRICS}}
+                 for m in agg["methods"] if m["labels"] == mode]
+        if lines:
+            out += [f"## Test split, {mode} labels: mean ± 95 % CI over seeds", "",
+                    markdown_table(lines, ["stage", "method", "input_ms", "n", *METRICS])]
+    if agg["diffs"]:
+        lines = [{"labels": d["labels"], "vs": d["vs"], "metric": d["metric"], "n": d["n"],
+                  "PLD − baseline": fmt_ci(d, _digits(d["metric"]), signed=True),
+                  "per seed": fmt_per_seed(d["per_seed"], _digits(d["metric"])),
+                  "PLD ahead": f"{d['ahead']}/{d['n']}"} for d in agg["diffs"]]
+        out += [f"## Final student ({agg['final_ms']} ms) minus baseline, paired by seed: mean ± 95 % CI", "",
+                "PLD ahead: seeds on which PLD was better (for fa/h@90%: fewer false accepts).", "",
+                markdown_table(lines, ["labels", "vs", "metric", "n", "PLD − baseline", "per seed", "PLD ahead"])]
+    # stages labelled by the clips (teacher, direct) agree with them by definition: no figure to show
+    relabelled = lambda a, k: a["method"] not in ("teacher", "direct") or k not in ("label_agreement", "relabel_to_silence")  # noqa: E731
+    lines = [{"labels": a["labels"], "stage": a["stage"], "input_ms": a["input_ms"],
+              **{k: fmt(a[k]["mean"]) if relabelled(a, k) else "-" for k in AGREEMENT}} for a in agg["agreement"]]
+    if lines:
+        out += ["## Relabelling and fit, mean over seeds", "",
+                "label_agreement: crops whose teacher label is the clip's own; relabel_to_silence: of the others, "
+                "the share called _silence_; train_clip_agreement: the teacher on its own training clips.", "",
+                markdown_table(lines, ["labels", "stage", "input_ms", *AGREEMENT])]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the chain (default configs/fidelity.yaml)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0 1)")
     ap.add_argument("--labels", nargs="+", choices=["hard", "soft"], default=["hard", "soft"])
     ap.add_argument("--temperature", type=float, default=2.0, help="temperature of the soft labels (default 2)")
-    ap.add_argument("--quick", action="store_true", help="a small corpus and a two-stage one-epoch chain")
-    ap.add_argument("--json", type=Path, help="write every row and the summary as JSON here")
-    ap.add_argument("--workdir", type=Path, help="keep runs and the MLflow store here (default: a temp dir)")
-    ap.add_argument("--corpus", type=Path, help="an existing synthetic corpus (default: synthesize one in the workdir)")
+    ap.add_argument("--corpus", type=Path, help="an existing corpus (default: make data's, synthesized in the workdir)")
+    ap.add_argument("--workdir", type=Path, help="corpus, runs and the MLflow store (default: a temp dir)")
+    ap.add_argument("--json", type=Path, help="results JSON; .txt and .png beside it (default <workdir>/fidelity.json)")
+    ap.add_argument("--new", action="store_true", help="never resume an unfinished chain of the same config")
+    ap.add_argument("--quick", action="store_true", help="a tiny corpus and a one-epoch 1000 → 500 ms chain")
     args = ap.parse_args(argv)
+    args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
+    args.labels = [m for m in ("hard", "soft") if m in args.labels]  # hard first: soft borrows its direct
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="pld-fidelity-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    corpus = args.corpus or work / "corpus"
-    if not (corpus / "synth.json").exists():
-        say(f"synthesizing the corpus in {corpus} …")
-        subprocess.run([sys.executable, "-m", "distill.cli", "data", "synth", "--out", str(corpus),
-                        *(SYNTH_QUICK if args.quick else SYNTH_FULL)], check=True, cwd=ROOT)
+    out_json = (args.json or work / "fidelity.json").resolve()
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = run_chains(args, corpus, work)
-    table, diffs = summarise(rows, args.labels)
-    say(f"\nfidelity: {len(args.seeds)} seeds × {'/'.join(args.labels)} labels"
-        + (f" (soft at temperature {args.temperature})" if "soft" in args.labels else "")
-        + f", {'quick' if args.quick else 'quickstart'} chain, {time.perf_counter() - started:.0f} s; MLflow store "
-          f"sqlite:///{work / 'mlflow.db'}, experiment 'fidelity'\n")
-    say("mean ± std over seeds (test split; accuracies, and false accepts per hour at 90 % recall)")
-    say(format_table(table, ["method", "input_ms", "metric", *args.labels]))
-    say("final PLD student minus baseline at the same length, mean ± std over seeds (paired by seed)")
-    say(format_table(diffs, ["labels", "vs", "metric", "pld_minus_baseline", "seeds_pld_better", "seeds"]))
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "table": table, "diffs": diffs, "seeds": args.seeds,
-                                         "labels": args.labels, "temperature": args.temperature, "quick": args.quick,
-                                         "seconds": time.perf_counter() - started}, indent=1, default=str))
-    return 0
+
+    if args.corpus:
+        corpus = args.corpus.resolve()
+        meta = json.loads((corpus / "synth.json").read_text()) if (corpus / "synth.json").exists() else None
+    else:
+        corpus = work / ("corpus-quick" if args.quick else "corpus")
+        meta = ensure_corpus(corpus, **(QUICK_CORPUS if args.quick else FULL_CORPUS))
+    rows, chains = run_chains(args, work, corpus)
+    agg = aggregate(rows, args.labels)
+
+    import yaml
+
+    from distill.config import load_config
+
+    git = git_commit()
+    corpus_info = corpus_summary(corpus, meta)
+    failed = [c for c in chains if c["status"] != "ok"]
+    header = [f"commit {git['commit']}{' (with local changes)' if git['dirty'] else ''}; config "
+              f"{args.config}{' + --quick' if args.quick else ''}; seeds {args.seeds}; labels {'/'.join(args.labels)}"
+              + (f" (soft at temperature {args.temperature})" if "soft" in args.labels else "")
+              + f"; {time.perf_counter() - started:.0f} s",
+              f"corpus {corpus}: " + ", ".join(f"{k} {v}" for k, v in corpus_info.items() if k != "path" and v is not None),
+              f"MLflow store sqlite:///{work / 'mlflow.db'}, experiment 'fidelity'; chains "
+              f"{len(chains) - len(failed)} ok, {len(failed)} failed"]
+    text = render(agg, args.labels, header)
+    say("\n" + text)
+    out_json.with_suffix(".txt").write_text(text)
+    if agg["methods"]:
+        from plots import fidelity_figure
+
+        fidelity_figure(agg["methods"], agg["final_ms"], args.labels, out_json.with_suffix(".png"))
+    out_json.write_text(json.dumps({
+        **git, "config_file": str(args.config), "config": yaml.safe_load(args.config.read_text()),
+        "resolved_config": load_config(args.config, chains[0]["overrides"]).model_dump(mode="json") if chains else None,
+        "seeds": args.seeds, "labels": args.labels, "temperature": args.temperature, "quick": args.quick,
+        "corpus": corpus_info, "chains": chains, "rows": rows, **agg, "seconds": time.perf_counter() - started,
+    }, indent=1, default=str))
+    say(f"wrote {out_json}, {out_json.with_suffix('.txt')}" + (f", {out_json.with_suffix('.png')}" if agg["methods"] else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""The fidelity and sensitivity benchmarks' statistics and tables, on made-up per-seed results:
+no Ray, no MLflow, milliseconds. benchmarks/ is not a package, so its modules load by path."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    saved = list(sys.path)
+    try:  # the scripts put benchmarks/ on sys.path for their siblings; keep that out of other tests
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path[:] = saved
+
+
+stats = _load("stats")
+fidelity = _load("fidelity")
+sensitivity = _load("sensitivity")
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+def test_t_quantiles():
+    assert stats.t975(1) == pytest.approx(12.706, abs=1e-3)
+    assert stats.t975(2) == pytest.approx(4.303, abs=1e-3)
+    assert stats.t975(30) == pytest.approx(2.042, abs=1e-3)
+    assert stats.t975(120) == pytest.approx(1.980, abs=1e-3)  # the expansion beyond the table
+    values = [stats.t975(df) for df in range(1, 200)]
+    assert all(a > b for a, b in zip(values, values[1:])) and values[-1] > 1.96
+    with pytest.raises(ValueError):
+        stats.t975(0)
+
+
+def test_mean_ci_n3_by_hand():
+    s = stats.mean_ci([0.5, 0.6, 0.7])
+    # mean 0.6, sample std 0.1, half-width t(0.975, 2) · s / √3 = 4.303 · 0.1 / 1.732
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1)
+    assert s["ci95"] == pytest.approx(4.303 * 0.1 / math.sqrt(3), abs=1e-4)
+    assert s["low"] == pytest.approx(0.6 - s["ci95"]) and s["high"] == pytest.approx(0.6 + s["ci95"])
+
+
+def test_mean_ci_missing_and_single_values():
+    assert stats.mean_ci([0.5, None, float("nan"), 0.7])["n"] == 2  # unlogged metrics are left out
+    one = stats.mean_ci([0.4])
+    assert one["mean"] == 0.4 and one["ci95"] is None and one["std"] is None
+    assert stats.mean_ci([])["mean"] is None
+
+
+def test_paired_differences_and_ahead():
+    a = {0: 0.60, 1: 0.50, 2: 0.70, 3: 0.9}
+    b = {0: 0.55, 1: 0.52, 2: 0.60, 4: 0.1, 3: None}
+    d = stats.paired(a, b)
+    assert list(d) == [0, 1, 2]  # seeds in both with numbers, in seed order
+    assert [round(v, 6) for v in d.values()] == [0.05, -0.02, 0.1]
+    assert stats.ahead(d.values()) == 2
+    assert stats.ahead([-1000, 500, -500], lower_is_better=True) == 2
+    assert stats.ahead([0.0, 0.0]) == 0  # a tie is nobody's win
+
+
+def test_formatting():
+    assert stats.fmt_ci(stats.mean_ci([0.5, 0.6, 0.7])) == "0.600 ± 0.248"
+    assert stats.fmt_ci(stats.mean_ci([0.1, 0.1]), signed=True) == "+0.100 ± 0.000"
+    assert stats.fmt_ci(stats.mean_ci([2000.4]), 0) == "2000"
+    assert stats.fmt_ci(stats.mean_ci([])) == "-"
+    assert stats.fmt(None) == "-"
+    assert stats.fmt_per_seed({0: 0.05, 1: -0.02}) == "s0 +0.050, s1 -0.020"
+    table = stats.markdown_table([{"a": 1, "bb": "xyz"}, {"a": 22}], ["a", "bb"]).splitlines()
+    assert table[0] == "| a  | bb  |" and table[1] == "|----|-----|" and table[3] == "| 22 |     |"
+    assert len({len(line) for line in table}) == 1
+
+
+def test_whole_word_share():
+    starts, ends, cuts = [300, 200, 400, 260], [700, 600, 760, 740], [0, 0, 0, 10]
+    # centred 500 ms of a 1000 ms clip: [250, 750]; only the first word fits uncut
+    assert stats.whole_word_share(starts, ends, cuts) == 0.25
+    assert stats.whole_word_share(starts, ends) == 0.5
+    assert stats.whole_word_share(starts, ends, cuts, window_ms=600) == 0.75
+    assert stats.whole_word_share([], []) is None
+
+
+# --- the fidelity benchmark's aggregation and tables ------------------------------------------
+
+PLD_500 = [0.60, 0.50, 0.70]
+DIRECT_500 = [0.55, 0.52, 0.60]
+FA_PLD, FA_DIRECT = [2000.0, 1500.0, 3000.0], [3000.0, 1000.0, 3500.0]
+
+
+def _row(seed, labels, stage, method, ms, acc, fa=None, **extra):
+    return {"seed": seed, "labels": labels, "chain": f"c{seed}{labels}", "stage": stage, "method": method,
+            "input_ms": ms, "run_id": "r", "test_acc_window": acc + 0.01, "test_acc_stream": acc,
+            "test_acc_center": acc - 0.01, "test_fa_per_hour_at_90_recall": fa, "label_agreement": None,
+            "relabel_to_silence": None, "train_clip_agreement": None, "best_val_acc": acc, **extra}
+
+
+def _fake_rows():
+    rows = []
+    for seed in range(3):
+        for mode in ("hard", "soft"):
+            bonus = 0.02 if mode == "soft" else 0.0
+            rows += [_row(seed, mode, "teacher", "teacher", 1000, 0.8, 4000.0, train_clip_agreement=0.9),
+                     _row(seed, mode, "student_500ms", "pld", 500, PLD_500[seed] + bonus, FA_PLD[seed],
+                          label_agreement=0.7, relabel_to_silence=0.2),
+                     _row(seed, mode, "one_shot_500ms", "one_shot", 500, 0.5, 2500.0, label_agreement=0.6)]
+        rows.append(_row(seed, "hard", "direct_500ms", "direct", 500, DIRECT_500[seed], FA_DIRECT[seed]))
+        rows.append({**rows[-1], "labels": "soft", "shared_from": "hard"})  # what run_chains does
+    return rows
+
+
+def test_fidelity_aggregate():
+    agg = fidelity.aggregate(_fake_rows(), ["hard", "soft"])
+    assert agg["final_ms"] == 500
+    hard = [m for m in agg["methods"] if m["labels"] == "hard"]
+    assert [m["stage"] for m in hard] == ["teacher", "student_500ms", "direct_500ms", "one_shot_500ms"]
+    pld = hard[1]
+    assert pld["stream"]["mean"] == pytest.approx(0.6) and pld["stream"]["n"] == 3
+    assert pld["stream"]["per_seed"] == {0: 0.6, 1: 0.5, 2: 0.7}
+    assert pld["window"]["mean"] == pytest.approx(0.61)
+
+    d = {(x["labels"], x["vs"], x["metric"]): x for x in agg["diffs"]}
+    assert set(d) == {(m, v, c) for m in ("hard", "soft") for v in ("direct", "one_shot") for c in fidelity.METRICS}
+    stream = d["hard", "direct", "stream"]
+    diffs = [p - q for p, q in zip(PLD_500, DIRECT_500)]
+    sd = math.sqrt(sum((x - sum(diffs) / 3) ** 2 for x in diffs) / 2)
+    assert stream["mean"] == pytest.approx(sum(diffs) / 3) and stream["ci95"] == pytest.approx(4.303 * sd / math.sqrt(3), abs=1e-3)
+    assert stream["ahead"] == 2 and stream["n"] == 3
+    assert d["hard", "direct", "fa/h@90%"]["ahead"] == 2  # fewer false accepts is better
+    assert d["soft", "direct", "stream"]["mean"] == pytest.approx(sum(diffs) / 3 + 0.02)  # the shared direct
+    assert d["hard", "one_shot", "stream"]["ahead"] == 2
+
+    teacher = next(a for a in agg["agreement"] if a["labels"] == "hard" and a["stage"] == "teacher")
+    assert teacher["train_clip_agreement"]["mean"] == pytest.approx(0.9)
+    assert teacher["label_agreement"]["mean"] is None
+
+
+def test_fidelity_render():
+    agg = fidelity.aggregate(_fake_rows(), ["hard", "soft"])
+    text = fidelity.render(agg, ["hard", "soft"], ["commit abc"])
+    assert "## Test split, hard labels" in text and "## Test split, soft labels" in text
+    assert "| student_500ms " in text and "0.600 ± 0.248" in text
+    assert "direct_500ms (hard's)" in text  # the soft table says whose direct it shows
+    assert "s0 +0.050, s1 -0.020, s2 +0.100" in text and "2/3" in text
+    assert "| hard   | teacher " in text and "0.900" in text  # train_clip_agreement
+    assert text.count("|---") >= 4
+
+
+def test_fidelity_aggregate_tolerates_a_missing_seed():
+    rows = [r for r in _fake_rows() if not (r["seed"] == 2 and r["method"] == "direct")]
+    d = {(x["labels"], x["vs"], x["metric"]): x for x in fidelity.aggregate(rows, ["hard"])["diffs"]}
+    assert d["hard", "direct", "stream"]["n"] == 2 and list(d["hard", "direct", "stream"]["per_seed"]) == [0, 1]
+
+
+# --- the sensitivity benchmark's aggregation and tables ---------------------------------------
+
+def _point(pld, direct, one_shot):
+    return {"status": "ok", "chain_run_id": "x", "final_ms": 500,
+            **{p: {"pld": pld, "direct": direct, "one_shot": one_shot} for p in sensitivity.PROTOCOLS}}
+
+
+def _fake_settings():
+    return [{"setting": "a", "description": "short words", "corpus": "/c/a", "synth": {"placement": "uniform"},
+             "window_ms": 500, "median_word_ms": 360.0, "share_whole_word_in_center": 0.8, "stats_source": "synth.json",
+             "seeds": {0: _point(0.5, 0.6, 0.55), 1: _point(0.4, 0.45, 0.5)}},
+            {"setting": "c", "description": "loudest", "corpus": "/c/c", "synth": {"placement": "loudest"},
+             "window_ms": 500, "median_word_ms": 610.0, "share_whole_word_in_center": 0.1,
+             "stats_source": "synth_manifest.csv",
+             "seeds": {0: _point(0.6, 0.5, 0.55), 1: {"status": "failed", "error": "boom"}}}]
+
+
+def test_sensitivity_aggregate_and_render():
+    settings = sensitivity.aggregate(_fake_settings())
+    a = settings[0]["mean"]["stream"]
+    assert a["pld_minus_direct"]["per_seed"] == pytest.approx({0: -0.1, 1: -0.05})
+    assert a["pld_minus_direct"]["mean"] == pytest.approx(-0.075) and a["pld_minus_direct"]["ahead"] == 0
+    assert a["pld_minus_direct"]["ci95"] == pytest.approx(12.706 * math.sqrt(0.00125) / math.sqrt(2), abs=1e-3)
+    c = settings[1]["mean"]["center"]
+    assert c["pld_minus_one_shot"]["n"] == 1 and c["pld_minus_one_shot"]["ahead"] == 1  # the failed seed left out
+
+    text = sensitivity.render(settings, ["commit abc"])
+    for p in sensitivity.PROTOCOLS:
+        assert f"{p} protocol" in text
+    assert "| a       | 360" in text and "-0.075 ± " in text and "(0/2 ahead)" in text
+    assert "failed: boom" in text and "(1/1 ahead)" in text
+    assert "whole word in the centred 500 ms 10 %" in text
+
+
+def test_figures_are_written(tmp_path):
+    plots = _load("plots")
+    agg = fidelity.aggregate(_fake_rows(), ["hard", "soft"])
+    png = plots.fidelity_figure(agg["methods"], agg["final_ms"], ["hard", "soft"], tmp_path / "f.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    png = plots.sensitivity_figure(sensitivity.aggregate(_fake_settings()), tmp_path / "s.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
