@@ -108,9 +108,22 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if not 1 <= args.unknown_words <= len(UNKNOWN_WORDS):
         raise ValueError(f"--unknown-words must be between 1 and {len(UNKNOWN_WORDS)}")
+    given = {key: value for key, value in (
+        ("rate_range", args.rate_range), ("vtl_range", args.vtl_range), ("placement", args.placement),
+        ("center_jitter_ms", args.center_jitter_ms), ("pause_ms", args.pause_ms),
+        ("heldout_val_voices", _voices_arg(args.heldout_val_voices)),
+        ("heldout_test_voices", _voices_arg(args.heldout_test_voices))) if value is not None}
     synthesize_corpus(args.out, seed=args.seed, speakers=args.speakers, repeats=args.repeats, workers=args.workers,
-                      unknown_words=UNKNOWN_WORDS[:args.unknown_words], overwrite=args.overwrite)
+                      unknown_words=UNKNOWN_WORDS[:args.unknown_words], overwrite=args.overwrite, **given)
     return 0
+
+
+def _voices_arg(value: str | None) -> int | str | None:
+    """--heldout-*-voices: a count ("2") or voice names ("en-029,en-us-nyc")."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return value
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -233,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--repeats", type=int, default=1, help="utterances of each word per speaker")
     synth.add_argument("--unknown-words", type=int, default=20,
                        help="how many non-keyword words to synthesize for _unknown_ (of 20)")
+    synth.add_argument("--rate-range", type=int, nargs=2, metavar=("LO", "HI"),
+                       help="speaking rate of a speaker, words/min (default 80 120; espeak's slowest is 80)")
+    synth.add_argument("--vtl-range", type=float, nargs=2, metavar=("LO", "HI"),
+                       help="vocal-tract factor of a speaker: formants and pitch x factor (default 0.9 1.1; 1 1: off)")
+    synth.add_argument("--placement", choices=("uniform", "center", "loudest"),
+                       help="where the word is in the 1 s clip: anywhere it fits, centred +- jitter, or the loudest "
+                            "1 s of a longer recording, as Speech Commands was cut (default loudest)")
+    synth.add_argument("--center-jitter-ms", type=float, metavar="MS",
+                       help="+- jitter of --placement center (default 100)")
+    synth.add_argument("--pause-ms", type=float, nargs=2, metavar=("LO", "HI"),
+                       help="leading and trailing pause around the word in a --placement loudest recording "
+                            "(default 100 500)")
+    synth.add_argument("--heldout-val-voices", metavar="N|VOICES",
+                       help="voices (accents) only validation speakers have: a count drawn by seed, or names "
+                            "(en-029,en-us-nyc); 0: none (default 1)")
+    synth.add_argument("--heldout-test-voices", metavar="N|VOICES",
+                       help="voices only test speakers have, listed in testing_unseen_voice_list.txt (default 2)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
     synth.set_defaults(func=cmd_synth)

@@ -14,6 +14,7 @@ folder per keyword plus ``_unknown_/`` and ``_silence_/`` holding 1 s clips, no 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,9 @@ V1_WORDS = KEYWORDS + ["zero", "one", "two", "three", "four", "five", "six", "se
 V2_WORDS = V1_WORDS + ["backward", "follow", "forward", "learn", "visual"]
 RELEASE_WORDS = {1: V1_WORDS, 2: V2_WORDS}
 NOISE_DIR = "_background_noise_"
+TESTING_LIST = "testing_list.txt"
+
+log = logging.getLogger(__name__)
 
 
 class SpeechCommandsOptions(DatasetOptions):
@@ -48,6 +52,9 @@ class SpeechCommandsOptions(DatasetOptions):
     unknown_percentage: float = Field(10.0, ge=0, le=100, description="_unknown_ clips, % of the split's keyword clips.")
     silence_percentage: float = Field(10.0, ge=0, le=100, description="_silence_ clips, % of the split's keyword clips "
                                                                       "(0: no _silence_ class in `all`).")
+    testing_list: str = Field(TESTING_LIST, min_length=1, description=(
+        "List file (under path) naming the test split, e.g. testing_unseen_voice_list.txt: the synthetic corpus's "
+        "test clips of voices no training speaker has. Clips of testing_list.txt that it leaves out are dropped."))
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -134,12 +141,24 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
         absent = [k for k in opts.keywords if k not in words]
         if absent:
             raise ValueError(f"data.keywords: folder(s) {absent} missing under {root}; found {words}")
-    validation, testing = read_list(root, "validation_list.txt"), read_list(root, "testing_list.txt")
+    validation, testing = read_list(root, "validation_list.txt"), read_list(root, TESTING_LIST)
+    dropped: set[str] = set()
+    if opts.testing_list != TESTING_LIST:  # test on a subset: the rest of the official test clips go nowhere
+        if not (root / opts.testing_list).is_file():
+            raise FileNotFoundError(f"data.testing_list: {root / opts.testing_list} does not exist; name a list file "
+                                    f"under {root} (e.g. testing_unseen_voice_list.txt of `pld data synth`) or "
+                                    f"unset it to use {TESTING_LIST}")
+        chosen = read_list(root, opts.testing_list)
+        dropped, testing = testing - chosen - validation, chosen
+        log.info("data.testing_list %s: %d test clip(s), %d clip(s) of %s not in it left out of every split",
+                 opts.testing_list, len(testing - validation), len(dropped), TESTING_LIST)
 
     rows = []
     for word in words:
         for f in label_files(root / word):
             rel = f"{word}/{f.name}"
+            if rel in dropped:
+                continue
             split = "validation" if rel in validation else "test" if rel in testing else "train"
             rows.append(dict(clip_id=rel, path=str(f), start=WHOLE_FILE, word=word, speaker=speaker_of(f.name),
                              split=split))
@@ -172,7 +191,8 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
                 parts.append(pd.DataFrame(_silence_clips(root, split, n_silence, sample_clip, opts.sample_rate, rng)))
     index = pd.concat(parts, ignore_index=True).drop(columns=["word"], errors="ignore")
     index["start"] = index["start"].astype("int64")
-    return SourceIndex(clips=index.reset_index(drop=True), labels=labels)
+    noise = sorted(str(p) for p in (root / NOISE_DIR).glob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    return SourceIndex(clips=index.reset_index(drop=True), labels=labels, noise_files=noise)
 
 
 @register_dataset("speech_commands_test", SpeechCommandsTestOptions)

@@ -3,43 +3,66 @@
 Why this exists: the whole PLD pipeline (loading, teacher training, distillation,
 evaluation) must run end to end on a laptop or CI box without downloading the 2.3 GB
 Speech Commands archive. Words are spoken by espeak-ng -- the shared library and voice
-data shipped inside the `espeakng_loader` wheel, driven through ctypes -- so neither
-system packages nor network access are needed.
+data shipped inside the `espeakng_loader` wheel, driven through ctypes (distill.data.espeak)
+-- so neither system packages nor network access are needed.
 
-Layout written under `out` (the same as speech_commands_v0.02, plus two extra files):
+Layout written under `out` (the same as speech_commands_v0.02, plus four extra files):
 
     <out>/<word>/<speaker>_nohash_<k>.wav   16 kHz mono PCM_16, exactly 16000 samples
     <out>/_background_noise_/*.wav          long noise recordings (generated with numpy)
     <out>/validation_list.txt               "word/file.wav" per line, sorted
     <out>/testing_list.txt                  (files in neither list are training data)
-    <out>/synth_manifest.csv                one row per clip: who says it, where the speech is, ...
-    <out>/synth.json                        parameters and counts; written LAST, so its
-                                            presence means the corpus is complete
+    <out>/validation_unseen_voice_list.txt  the clips of these two lists whose voice (accent)
+    <out>/testing_unseen_voice_list.txt     no training speaker has: subsets of the above
+    <out>/synth_manifest.csv                one row per clip: who says it, where the word is, ...
+    <out>/synth.json                        parameters, counts and timing statistics; written
+                                            LAST, so its presence means the corpus is complete
 
-Design notes
-- A "speaker" is an espeak voice (accent) x variant (timbre) x pitch x speaking rate. Its
-  id is 8 hex digits hashed from (seed, speaker index), like the real dataset's ids.
-- Splits are speaker-disjoint (as in Speech Commands), so validation/test measure
-  generalisation to voices never heard in training.
-- The word is placed at a uniformly random offset inside the 1 s clip, never always
-  centred: a model (or a crop) that only looks at part of the clip must sometimes miss it.
-  Words longer than MAX_SPEECH_S are re-synthesised at a faster speaking rate (the rate
-  written to the manifest is the one actually used); only if that still fails after a few
-  tries is the word cut, with a short fade-out.
-- Determinism: a clip depends only on (seed, speaker index, word, k), never on which
-  worker process renders it or in what order. espeak-ng keeps DSP state in C statics
-  (pitch-flutter phase, AGC, filter memories) from one utterance to the next, so two
-  syntheses of the same word in one process differ. We therefore dlopen a fresh instance
-  of the library for every utterance and dlclose it afterwards, which resets all of that
-  state; each process checks once that this really works (see _check_fresh_state). A fresh
-  instance would also re-scan all ~245 voice files on every utterance, unless the voice can
-  be opened directly by name: make_voice_dir provides that (about 8x faster synthesis).
+Speakers and splits
+- A "speaker" is an espeak voice (accent) x variant (timbre) x pitch x speaking rate x
+  vocal-tract factor. Its id is 8 hex digits hashed from (seed, speaker index), like the real
+  dataset's ids.
+- Splits are speaker-disjoint (as in Speech Commands), and in part voice-disjoint: the
+  `heldout_val_voices` / `heldout_test_voices` voices are spoken only by validation / test
+  speakers. Half (rounded up) of the validation and test speakers have a held-out voice, the
+  others are new speakers of training voices, so a test reports both a new speaker of a seen
+  accent (testing_list.txt) and an unseen accent (testing_unseen_voice_list.txt). A count picks
+  voices by seed among the regional accents (HELDOUT_CANDIDATES); en and en-us always stay in
+  training, so that the training set keeps the two standard accents.
+
+Timing, modelled on Speech Commands: people read the word aloud after pressing "record", and
+the loudest 1 s of each recording became the clip. espeak's words are short and crisp by
+default (median 360 ms at 130-200 words/min), real ones typically last 500-800 ms.
+- Speaking rate: per speaker from `rate_range` words/min (espeak's slowest is 80), +-6 % per
+  clip. The default 80-120 gives a median word of ~595 ms (p10 440, p90 825 at 150 speakers).
+  Words longer than MAX_SPEECH_S are re-synthesised faster (the rate written to the manifest
+  is the one actually used); only if that still fails is the word cut, with a fade.
+- Vocal tract: the speech is resampled as if espeak's 22.05 kHz output were recorded at
+  22.05 kHz x vtl_factor (per speaker, from `vtl_range`): formants and pitch scale by the
+  factor, the duration by its inverse -- timbre differences espeak's variants do not have.
+- Pauses: espeak's inter-word gap (espeakWORDGAP) only acts between words, so for one word
+  the pause model is the silence around it: a leading and a trailing pause, each drawn from
+  `pause_ms`. Only `loudest` placement records them.
+- Placement of the word in the 1 s clip (`placement`):
+    uniform  anywhere it fits;
+    center   centred, +- a uniform jitter of `center_jitter_ms` (clamped so that it fits);
+    loudest  a recording of leading pause + word + trailing pause over noise (at least 1 s),
+             cut to its 1 s window of highest energy, as Speech Commands' extraction did.
+             Among the windows that hold the whole word the noise decides, so the word lands
+             anywhere it fits, and an edge may cut a faint onset or tail (~8 % of clips,
+             median 6 ms): speech_cut_ms.
+  speech_start_ms / speech_end_ms in the manifest are the word's position inside the clip
+  (clamped to [0, 1000]); speech_cut_ms is how much of the word the clip edges cut off.
+
+Determinism: a clip depends only on (seed, speaker index, word, k), never on which worker
+process renders it or in what order; every random draw comes from a stream named by those
+(see _rng), and espeak gets a fresh library instance and a seeded breath-noise generator per
+utterance (see distill.data.espeak).
 """
 
 from __future__ import annotations
 
 import csv
-import ctypes
 import hashlib
 import json
 import math
@@ -51,12 +74,14 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import soundfile as sf
+
+from distill.data.espeak import (ESPEAK_RATE, MAX_RATE, MIN_RATE, check_fresh_state, check_voices,
+                                 espeak_paths, espeak_synthesize, make_voice_dir)
 
 # ----------------------------------------------------------------------------------------
 # Vocabulary, layout and synthesis constants
@@ -73,16 +98,25 @@ CLIP_SAMPLES = 16_000  # exactly 1 s, like every Speech Commands clip
 BACKGROUND_DIR = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
+VALIDATION_UNSEEN_LIST = "validation_unseen_voice_list.txt"
+TESTING_UNSEEN_LIST = "testing_unseen_voice_list.txt"
 MANIFEST = "synth_manifest.csv"
 SYNTH_JSON = "synth.json"
 IN_PROGRESS = ".synth_in_progress"  # marks a half-written corpus that we may clean up
-MANIFEST_COLUMNS = ("path", "word", "speaker", "voice", "variant", "pitch", "rate", "split",
-                    "speech_start_ms", "speech_end_ms", "gain_db", "snr_db", "noise_file")
+MANIFEST_COLUMNS = ("path", "word", "speaker", "voice", "variant", "pitch", "rate", "vtl_factor",
+                    "split", "unseen_voice", "speech_start_ms", "speech_end_ms", "speech_cut_ms",
+                    "gain_db", "snr_db", "noise_file")
 SPLITS = ("train", "validation", "testing")
 
-# English voices of the bundled espeak-ng data (en-Shaw is a spelling variant, not an accent).
+# Every English voice of the bundled espeak-ng data (en-Shaw is a spelling variant, not an accent).
 VOICES: tuple[str, ...] = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
                            "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+# The regional accents a held-out voice count draws from: en and en-us stay in training.
+HELDOUT_CANDIDATES: tuple[str, ...] = ("en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
+                                       "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+HELDOUT_VAL_VOICES = 1    # default: voices only validation speakers have
+HELDOUT_TEST_VOICES = 2   # default: voices only test speakers have
+UNSEEN_SHARE = 0.5        # of the validation / test speakers, this share (rounded up) has one
 # Timbre variants (files in espeak-ng-data/voices/!v). Left out on purpose: the robotic or
 # effect voices, and those whose output clips at full scale or runs much slower than the rest.
 VARIANTS: tuple[str, ...] = (
@@ -93,10 +127,16 @@ VARIANTS: tuple[str, ...] = (
     "robert", "shelby", "steph", "travis", "victor", "whisper", "zac",
 )
 PITCH_RANGE = (25, 75)    # espeakPITCH, 0..100, 50 = the voice's own base pitch
-RATE_RANGE = (130, 200)   # words per minute (espeak's default is 175)
+RATE_RANGE = (80, 120)    # words per minute (espeak's default is 175, its minimum 80)
+VTL_RANGE = (0.9, 1.1)    # vocal-tract factor: formants and pitch x factor, duration / factor
+VTL_GRID_HZ = 50          # the factor is rounded so that 22050 x factor is a multiple of 50 Hz:
+                          # resampling cost stays that of 22050 -> 16000 (gcd 50)
 RATE_JITTER = 0.06        # per clip: +-6 % rate, so repeats of a word differ slightly
 PITCH_JITTER = 4          # per clip: +-4 pitch units
-MAX_RATE = 450            # espeak's maximum speaking rate
+PLACEMENTS = ("uniform", "center", "loudest")
+PLACEMENT = "loudest"
+CENTER_JITTER_MS = 100.0
+PAUSE_MS = (100.0, 500.0)  # leading and trailing pause of a `loudest` recording, each
 GAIN_DB = (-12.0, 0.0)    # peak level of the word in the clip, dBFS
 PEAK_LIMIT = 0.98         # the mixed clip is scaled down if it would exceed this: no clipping
 MAX_SPEECH_S = 0.95       # longer words are re-spoken faster (then cut as a last resort)
@@ -117,168 +157,15 @@ def _str_key(s: str) -> int:
     return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little")
 
 
-# ----------------------------------------------------------------------------------------
-# espeak-ng through ctypes
-
-ESPEAK_RATE = 22_050              # espeak-ng's native output rate
-_AUDIO_OUTPUT_SYNCHRONOUS = 2     # espeak_AUDIO_OUTPUT: synth in the calling thread, no audio device
-_ESPEAK_RATE_PARAM, _ESPEAK_VOLUME_PARAM, _ESPEAK_PITCH_PARAM = 1, 2, 3   # espeak_PARAMETER
-_POS_CHARACTER = 1
-_ESPEAK_CHARS_UTF8 = 1
-_ESPEAK_VOLUME = 50               # half of espeak's default 100: some variants clip at 100
-
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                   ctypes.c_void_p)
-_chunks: list[np.ndarray] = []    # int16 blocks delivered by espeak during one espeak_Synth
-
-
-def _collect(wav: Any, numsamples: int, events: Any) -> int:
-    if wav and numsamples > 0:
-        _chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
-    return 0  # 0 = keep synthesising
-
-
-_collect_cb = _SYNTH_CALLBACK(_collect)  # module-level: must outlive every espeak instance
-
-
-@lru_cache(maxsize=1)
-def espeak_paths() -> tuple[str, str]:
-    """(libespeak-ng path, espeak-ng-data path) from the espeakng_loader wheel."""
+def _range(name: str, value: Sequence[float], lo: float, hi: float) -> tuple[float, float]:
+    """(low, high) with lo <= low <= high <= hi, or a ValueError naming the option."""
     try:
-        import espeakng_loader
-        lib, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
-    except (ImportError, RuntimeError) as e:
-        raise RuntimeError(f"espeak-ng is unavailable ({e}); install it with "
-                           "`pip install 'espeakng-loader>=0.2'`") from e
-    if not Path(lib).is_file():
-        raise RuntimeError(f"libespeak-ng not found at {lib}; reinstall it with "
-                           "`pip install --force-reinstall 'espeakng-loader>=0.2'`")
-    return lib, data
-
-
-def _open_espeak(lib_path: str, data_path: str) -> ctypes.CDLL:
-    """dlopen + espeak_Initialize. With no other handle on the library, this is a pristine
-    instance: all C statics are fresh."""
-    try:
-        lib = ctypes.CDLL(lib_path)
-    except OSError as e:
-        raise RuntimeError(f"cannot load libespeak-ng from {lib_path} ({e}); reinstall it with "
-                           "`pip install --force-reinstall 'espeakng-loader>=0.2'`") from e
-    c_int, c_uint, c_char_p, c_void_p = ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_void_p
-    lib.espeak_Initialize.argtypes = [c_int, c_int, c_char_p, c_int]
-    lib.espeak_Initialize.restype = c_int
-    lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-    lib.espeak_SetSynthCallback.restype = None
-    lib.espeak_SetVoiceByName.argtypes = [c_char_p]
-    lib.espeak_SetVoiceByName.restype = c_int
-    lib.espeak_SetParameter.argtypes = [c_int, c_int, c_int]
-    lib.espeak_SetParameter.restype = c_int
-    lib.espeak_Synth.argtypes = [c_char_p, ctypes.c_size_t, c_uint, c_int, c_uint, c_uint,
-                                 c_void_p, c_void_p]
-    lib.espeak_Synth.restype = c_int
-    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
-    if rate != ESPEAK_RATE:
-        _close_espeak(lib, terminate=rate > 0)
-        raise RuntimeError(f"espeak_Initialize failed (returned {rate}) with data at {data_path}; "
-                           "reinstall `pip install --force-reinstall 'espeakng-loader>=0.2'`")
-    lib.espeak_SetSynthCallback(_collect_cb)
-    return lib
-
-
-def _close_espeak(lib: ctypes.CDLL, terminate: bool = True) -> None:
-    if terminate:
-        lib.espeak_Terminate()
-    import _ctypes  # dlclose drops our handle; at refcount 0 the library (and its statics) go away
-    _ctypes.dlclose(lib._handle)
-
-
-def make_voice_dir(root: Path) -> str:
-    """A private espeak-ng-data under `root`: symlinks to the wheel's data, plus
-    voices/<name> aliases for VOICES. Why: espeak_SetVoiceByName("en-us+m3") skips
-    espeak_ListVoices (parsing every voice file, ~4 ms, paid on every utterance since each
-    gets a fresh library instance) only if <data>/voices/en-us exists, and the wheel keeps
-    its voices under lang/gmw/ with mixed-case names (en-US) that the lookup cannot find."""
-    src = Path(espeak_paths()[1])
-    data = root / "espeak-ng-data"
-    data.mkdir(parents=True)
-    for entry in src.iterdir():
-        if entry.name != "voices":
-            (data / entry.name).symlink_to(entry)
-    (data / "voices").mkdir()
-    (data / "voices" / "!v").symlink_to(src / "voices" / "!v")  # the variants
-    voice_files = {p.name.lower(): p for p in (src / "lang").rglob("*") if p.is_file()}
-    for voice in VOICES:
-        if voice not in voice_files:
-            raise RuntimeError(f"espeak-ng voice {voice!r} is missing from {src}/lang; reinstall "
-                               "`pip install --force-reinstall 'espeakng-loader>=0.2'`")
-        (data / "voices" / voice).symlink_to(voice_files[voice])
-    return str(data)
-
-
-def espeak_synthesize(text: str, voice: str, variant: str, rate: int, pitch: int,
-                      data_path: str | None = None) -> np.ndarray:
-    """Speak `text` with a fresh espeak instance; int16 samples at ESPEAK_RATE. `data_path`
-    defaults to the wheel's espeak-ng-data: slower than a make_voice_dir one, and for a few
-    breathy variants (e.g. caleb) not bit-identical to it."""
-    lib_path, default_data = espeak_paths()
-    data_path = data_path or default_data
-    lib = _open_espeak(lib_path, data_path)
-    try:
-        name = f"{voice}+{variant}" if variant else voice
-        if lib.espeak_SetVoiceByName(name.encode()) != 0:
-            raise RuntimeError(f"espeak-ng voice {name!r} not found in {data_path}; use one of "
-                               f"{VOICES} or reinstall espeakng-loader")
-        for param, value in ((_ESPEAK_RATE_PARAM, rate), (_ESPEAK_PITCH_PARAM, pitch),
-                             (_ESPEAK_VOLUME_PARAM, _ESPEAK_VOLUME)):
-            lib.espeak_SetParameter(param, int(value), 0)
-        _chunks.clear()
-        data = text.encode()
-        err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8,
-                               None, None)
-        lib.espeak_Synchronize()
-        if err != 0:
-            raise RuntimeError(f"espeak_Synth({text!r}, voice {name!r}) failed with code {err}")
-        return np.concatenate(_chunks) if _chunks else np.zeros(0, np.int16)
-    finally:
-        _chunks.clear()
-        _close_espeak(lib)
-
-
-def check_voices(data_path: str, voices: Sequence[str], variants: Sequence[str]) -> None:
-    """Fail early, with a readable error, if the library or any voice/variant is missing."""
-    lib = _open_espeak(espeak_paths()[0], data_path)
-    try:
-        for voice in sorted(set(voices)):
-            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise RuntimeError(f"espeak-ng voice {voice!r} is missing from {data_path}; "
-                                   "reinstall `pip install --force-reinstall 'espeakng-loader>=0.2'`")
-    finally:
-        _close_espeak(lib)
-    # espeak silently ignores an unknown "+variant", so look for the file itself.
-    for variant in sorted(set(variants)):
-        if not (Path(data_path) / "voices" / "!v" / variant).is_file():
-            raise RuntimeError(f"espeak-ng voice variant {variant!r} is missing from "
-                               f"{data_path}/voices/!v; reinstall espeakng-loader")
-
-
-_fresh_state_checked = False
-
-
-def _check_fresh_state(data_path: str | None = None) -> None:
-    """Once per process: the same utterance must come out identical after a different one.
-    This fails only if something else in the process holds libespeak-ng open, so that
-    dlclose cannot reset it."""
-    global _fresh_state_checked
-    if _fresh_state_checked:
-        return
-    a = espeak_synthesize("yes", "en-us", "m3", 175, 50, data_path)
-    espeak_synthesize("sheila", "en-gb-x-rp", "f2", 150, 40, data_path)
-    b = espeak_synthesize("yes", "en-us", "m3", 175, 50, data_path)
-    if not np.array_equal(a, b):
-        raise RuntimeError("libespeak-ng keeps state between utterances in this process (is it "
-                           "loaded by another module too?); synthesis would not be deterministic. "
-                           "Run synthesize_corpus with workers>=2 so it runs in fresh processes.")
-    _fresh_state_checked = True
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}") from None
+    if not (lo <= a <= b <= hi):
+        raise ValueError(f"{name} must satisfy {lo:g} <= low <= high <= {hi:g}, got {value!r}")
+    return a, b
 
 
 # ----------------------------------------------------------------------------------------
@@ -287,50 +174,164 @@ def _check_fresh_state(data_path: str | None = None) -> None:
 @dataclass(frozen=True)
 class Speaker:
     index: int
-    id: str         # 8 hex digits, as in Speech Commands file names
-    voice: str      # espeak voice (accent)
-    variant: str    # espeak variant (timbre)
-    pitch: int      # base espeakPITCH
-    rate: int       # base words per minute
+    id: str             # 8 hex digits, as in Speech Commands file names
+    voice: str          # espeak voice (accent)
+    variant: str        # espeak variant (timbre)
+    pitch: int          # base espeakPITCH
+    rate: int           # base words per minute
+    vtl: float          # vocal-tract factor (see VTL_RANGE)
+    split: str          # train / validation / testing
+    unseen_voice: bool  # the voice is held out: no training speaker has it
 
 
-def make_speakers(seed: int, n: int) -> list[Speaker]:
-    """Speaker i depends only on (seed, i). Voice x variant combinations are dealt from one
-    seeded permutation, so the first len(VOICES)*len(VARIANTS) speakers all differ in timbre
-    or accent; pitch and rate are drawn per speaker."""
-    combos = [(v, var) for v in VOICES for var in VARIANTS]
-    order = _rng(seed, "combos").permutation(len(combos))
-    speakers: list[Speaker] = []
-    taken: set[str] = set()
-    for i in range(n):
-        voice, variant = combos[order[i % len(combos)]]
-        rng = _rng(seed, "speaker", i)
-        pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
-        rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
-        salt = 0
-        while (sid := hashlib.sha256(f"{seed}:{i}:{salt}".encode()).hexdigest()[:8]) in taken:
-            salt += 1  # practically never; keeps ids unique without depending on later speakers
-        taken.add(sid)
-        speakers.append(Speaker(i, sid, voice, variant, pitch, rate))
-    return speakers
+HeldoutVoices = int | str | Sequence[str]
 
 
-def assign_splits(speakers: Sequence[Speaker], val_fraction: float,
-                  test_fraction: float) -> dict[str, str]:
-    """speaker id -> split. Whole speakers go to one split; ordering by the (hash-like) id
-    makes the choice random but reproducible. A split with a non-zero fraction always gets at
-    least one speaker, so tiny corpora still have a validation and a test set."""
-    n = len(speakers)
+def _parse_heldout(name: str, value: HeldoutVoices) -> int | tuple[str, ...]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{name} must be a count >= 0 or a list of voices, got {value}")
+        return int(value)
+    if isinstance(value, str):  # "en-029,en-us-nyc", as the command line passes it
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a count or a list of voices, got {value!r}") from None
+    unknown = [v for v in names if v not in VOICES]
+    if unknown:
+        raise ValueError(f"{name}: unknown voice(s) {unknown}; choose from {list(VOICES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name} names a voice twice: {list(names)}")
+    return names
+
+
+def heldout_voices(seed: int, val: HeldoutVoices = HELDOUT_VAL_VOICES,
+                   test: HeldoutVoices = HELDOUT_TEST_VOICES
+                   ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(validation-only voices, test-only voices). Each of `val` / `test` is a list of voice
+    names (or a comma-separated string), or a count: that many voices drawn by seed from the
+    HELDOUT_CANDIDATES not named explicitly (validation draws first)."""
+    picks = [_parse_heldout("heldout_val_voices", val), _parse_heldout("heldout_test_voices", test)]
+    named = [v for p in picks if isinstance(p, tuple) for v in p]
+    if len(set(named)) != len(named):
+        raise ValueError(f"heldout_val_voices and heldout_test_voices share voice(s) "
+                         f"{sorted({v for v in named if named.count(v) > 1})}: a voice is held out "
+                         "for one split only")
+    pool = [v for v in HELDOUT_CANDIDATES if v in VOICES and v not in named]
+    pool = [pool[i] for i in _rng(seed, "heldout voices").permutation(len(pool))]
+    wanted = sum(p for p in picks if isinstance(p, int))
+    if wanted > len(pool):
+        raise ValueError(f"heldout_val_voices + heldout_test_voices ask for {wanted} voice(s) drawn "
+                         f"at random, but only {len(pool)} candidate accent(s) are left "
+                         f"({sorted(pool)}); ask for fewer or name the voices")
+    chosen = []
+    for p in picks:
+        if isinstance(p, int):
+            chosen.append(tuple(pool[:p]))
+            pool = pool[p:]
+        else:
+            chosen.append(p)
+    val_voices, test_voices = chosen
+    if not [v for v in VOICES if v not in val_voices + test_voices]:
+        raise ValueError(f"heldout_val_voices {list(val_voices)} and heldout_test_voices "
+                         f"{list(test_voices)} leave no voice for training")
+    return val_voices, test_voices
+
+
+def _split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Speakers of validation and test. A split with a non-zero fraction always gets at least
+    one speaker, so tiny corpora still have a validation and a test set."""
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
     if n - n_val - n_test < 1:
         raise ValueError(f"{n} speakers cannot fill train + {n_val} validation + {n_test} test "
                          f"speakers; use at least {n_val + n_test + 1} speakers")
-    ids = sorted(s.id for s in speakers)
-    split = {sid: "validation" for sid in ids[:n_val]}
-    split.update({sid: "testing" for sid in ids[n_val:n_val + n_test]})
-    split.update({sid: "train" for sid in ids[n_val + n_test:]})
-    return split
+    return n_val, n_test
+
+
+def _speaker_ids(seed: int, n: int) -> list[str]:
+    ids: list[str] = []
+    taken: set[str] = set()
+    for i in range(n):
+        salt = 0
+        while (sid := hashlib.sha256(f"{seed}:{i}:{salt}".encode()).hexdigest()[:8]) in taken:
+            salt += 1  # practically never; keeps ids unique without depending on later speakers
+        taken.add(sid)
+        ids.append(sid)
+    return ids
+
+
+def _vtl_on_grid(factor: float) -> float:
+    return round(round(ESPEAK_RATE * factor / VTL_GRID_HZ) * VTL_GRID_HZ / ESPEAK_RATE, 6)
+
+
+def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                  heldout_val_voices: HeldoutVoices = HELDOUT_VAL_VOICES,
+                  heldout_test_voices: HeldoutVoices = HELDOUT_TEST_VOICES,
+                  rate_range: Sequence[int] = RATE_RANGE,
+                  vtl_range: Sequence[float] = VTL_RANGE) -> list[Speaker]:
+    """n speakers with their splits. Whole speakers go to one split; ordering by the
+    (hash-like) id makes the choice random but reproducible. Of the validation (test)
+    speakers, the first UNSEEN_SHARE by id speak the held-out validation (test) voices; all
+    other speakers share the training voices, and the validation / test ones among them only
+    voices some training speaker has. Within each of these groups voices are dealt
+    round-robin and each voice's variants from a seeded permutation, so a voice's first
+    len(VARIANTS) speakers all differ in timbre. The id, pitch, rate and vocal-tract factor
+    of speaker i depend only on (seed, i); the voice also on the group it falls in."""
+    rate_lo, rate_hi = _range("rate_range", rate_range, MIN_RATE, MAX_RATE)
+    if not (rate_lo.is_integer() and rate_hi.is_integer()):
+        raise ValueError(f"rate_range must be whole words per minute, got {rate_range!r}")
+    vtl_lo, vtl_hi = _range("vtl_range", vtl_range, 0.5, 2.0)
+    n_val, n_test = _split_counts(n, val_fraction, test_fraction)
+    val_voices, test_voices = heldout_voices(seed, heldout_val_voices, heldout_test_voices)
+    for voices, count, option, fraction in (
+            (val_voices, n_val, "heldout_val_voices", "val_fraction"),
+            (test_voices, n_test, "heldout_test_voices", "test_fraction")):
+        if voices and count == 0:
+            raise ValueError(f"{option} {list(voices)} need speakers of their split, but {fraction} "
+                             f"is 0; set {option}=0 too")
+
+    ids = _speaker_ids(seed, n)
+    by_id = sorted(range(n), key=lambda i: ids[i])
+    val_idx, test_idx = by_id[:n_val], by_id[n_val:n_val + n_test]
+    split = {i: "train" for i in range(n)}
+    split.update({i: "validation" for i in val_idx})
+    split.update({i: "testing" for i in test_idx})
+    group = {i: "seen" for i in range(n)}  # "seen": speakers of training voices, in any split
+    if val_voices:
+        group.update({i: "validation" for i in val_idx[:math.ceil(n_val * UNSEEN_SHARE)]})
+    if test_voices:
+        group.update({i: "testing" for i in test_idx[:math.ceil(n_test * UNSEEN_SHARE)]})
+    group_voices = {"seen": tuple(v for v in VOICES if v not in val_voices + test_voices),
+                    "validation": val_voices, "testing": test_voices}
+
+    voice_of: dict[int, tuple[str, str]] = {}
+    for name, voices in group_voices.items():
+        # training speakers first, so that a "seen" validation / test voice is one training has
+        members = sorted((i for i in range(n) if group[i] == name),
+                         key=lambda i: (split[i] != "train", i))
+        if not members:
+            continue
+        voices = [voices[j] for j in _rng(seed, "voices", name).permutation(len(voices))]
+        # the voices training speakers have (none in a held-out group: then all of its voices)
+        heard = voices[:sum(split[i] == "train" for i in members)] or voices
+        variant_order = {v: _rng(seed, "variants", v).permutation(len(VARIANTS)) for v in voices}
+        dealt = {v: 0 for v in voices}
+        for j, i in enumerate(members):
+            voice = voices[j % len(voices)] if split[i] == "train" else heard[j % len(heard)]
+            voice_of[i] = (voice, VARIANTS[variant_order[voice][dealt[voice] % len(VARIANTS)]])
+            dealt[voice] += 1
+
+    speakers = []
+    for i in range(n):
+        rng = _rng(seed, "speaker", i)
+        pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
+        rate = int(rng.integers(int(rate_lo), int(rate_hi) + 1))
+        vtl = _vtl_on_grid(rng.uniform(vtl_lo, vtl_hi))
+        speakers.append(Speaker(i, ids[i], *voice_of[i], pitch, rate, vtl, split[i],
+                                group[i] != "seen"))
+    return speakers
 
 
 # ----------------------------------------------------------------------------------------
@@ -386,10 +387,10 @@ def write_background_noise(out: Path, seed: int, seconds: float) -> list[str]:
 # ----------------------------------------------------------------------------------------
 # One clip
 
-def _resample(x: np.ndarray) -> np.ndarray:
+def _resample(x: np.ndarray, orig_rate: int = ESPEAK_RATE) -> np.ndarray:
     import torch  # lazy: importing torch costs seconds, and only the renderers need it
     import torchaudio.functional as AF
-    return AF.resample(torch.from_numpy(x.astype(np.float32)), ESPEAK_RATE,
+    return AF.resample(torch.from_numpy(x.astype(np.float32)), orig_rate,
                        SAMPLE_RATE).numpy().astype(np.float64)
 
 
@@ -405,12 +406,17 @@ def speech_bounds(x: np.ndarray, frame: int = 80) -> tuple[int, int]:
     return int(active[0] * frame), int(min(len(x), (active[-1] + 1) * frame))
 
 
-def speak_word(word: str, voice: str, variant: str, rate: int, pitch: int,
-               data_path: str | None = None) -> tuple[np.ndarray, int]:
-    """The trimmed spoken word at SAMPLE_RATE (float64), and the speaking rate used."""
+def speak_word(word: str, voice: str, variant: str, rate: int, pitch: int, vtl: float = 1.0,
+               data_path: str | None = None, noise_seed: int = 0) -> tuple[np.ndarray, int]:
+    """The trimmed spoken word at SAMPLE_RATE (float64), and the speaking rate used. espeak's
+    output is resampled as if it had been recorded at ESPEAK_RATE x vtl (rounded to
+    VTL_GRID_HZ): formants and pitch x vtl, duration / vtl. `noise_seed`: breath noise."""
+    orig_rate = int(round(ESPEAK_RATE * vtl / VTL_GRID_HZ)) * VTL_GRID_HZ
+    rate = int(np.clip(rate, MIN_RATE, MAX_RATE))  # espeak would clamp it silently
     max_len = int(MAX_SPEECH_S * SAMPLE_RATE)
     for _ in range(4):
-        x = _resample(espeak_synthesize(word, voice, variant, rate, pitch, data_path) / 32768.0)
+        x = _resample(espeak_synthesize(word, voice, variant, rate, pitch, data_path, noise_seed)
+                      / 32768.0, orig_rate)
         start, end = speech_bounds(x)
         if end <= start:
             raise RuntimeError(f"espeak-ng produced silence for {word!r} ({voice}+{variant})")
@@ -424,38 +430,90 @@ def speak_word(word: str, voice: str, variant: str, rate: int, pitch: int,
     return speech, rate
 
 
-def render_clip(seed: int, spk: Speaker, word: str, k: int, noises: Sequence[tuple[str, np.ndarray]],
-                snr_db: tuple[float, float], data_path: str | None = None
-                ) -> tuple[np.ndarray, dict[str, Any]]:
-    """1 s of `word` said by `spk` (take k) over background noise, as float64 in [-1, 1]."""
+@dataclass(frozen=True)
+class RenderOptions:
+    """How a spoken word becomes a clip (synthesize_corpus documents each option)."""
+    placement: str = PLACEMENT
+    center_jitter_ms: float = CENTER_JITTER_MS
+    pause_ms: tuple[float, float] = PAUSE_MS
+    snr_db: tuple[float, float] = (5.0, 30.0)
+
+
+def loudest_window(x: np.ndarray, n: int = CLIP_SAMPLES) -> int:
+    """Start of the n-sample window of x with the highest energy (the first, on a tie): how
+    Speech Commands' extract_loudest_section cut each clip from its recording."""
+    if len(x) < n:
+        raise ValueError(f"a recording of {len(x)} samples has no {n}-sample window")
+    energy = np.concatenate(([0.0], np.cumsum(x * x)))
+    return int(np.argmax(energy[n:] - energy[:-n]))
+
+
+def _noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(noise) >= n:
+        pos = int(rng.integers(0, len(noise) - n + 1))
+        return noise[pos:pos + n].copy()
+    pos = int(rng.integers(len(noise)))  # a noise file shorter than the recording is looped
+    return np.take(noise, pos + np.arange(n), mode="wrap")
+
+
+def render_recording(seed: int, spk: Speaker, word: str, k: int,
+                     noises: Sequence[tuple[str, np.ndarray]], opts: RenderOptions,
+                     data_path: str | None = None) -> tuple[np.ndarray, int, int, dict[str, Any]]:
+    """`word` said by `spk` (take k) over background noise, as float64: the recording (the
+    clip itself for uniform / center, longer for loudest), the word's [start, end) sample in
+    it, and the manifest facts known so far."""
     rng = _rng(seed, "clip", spk.index, word, k)
     rate = int(round(spk.rate * rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)))
     pitch = int(np.clip(spk.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
-    speech, rate = speak_word(word, spk.voice, spk.variant, rate, pitch, data_path)
-
+    speech, rate = speak_word(word, spk.voice, spk.variant, rate, pitch, spk.vtl, data_path,
+                              noise_seed=int(rng.integers(2**31)))
     n = len(speech)
-    offset = int(rng.integers(0, CLIP_SAMPLES - n + 1))  # anywhere the word fits
     gain_db = float(rng.uniform(*GAIN_DB))
     speech = speech * (10 ** (gain_db / 20) / np.abs(speech).max())
 
-    noise_name, noise = noises[int(rng.integers(len(noises)))]
-    pos = int(rng.integers(0, len(noise) - CLIP_SAMPLES + 1))
-    snr = float(rng.uniform(*snr_db))
-    bg = noise[pos:pos + CLIP_SAMPLES]
-    # SNR = power of the speech while it is spoken vs. power of the noise over the clip
-    p_speech, p_noise = np.mean(speech ** 2), np.mean(bg ** 2)
-    bg = bg * math.sqrt(p_speech / (max(p_noise, 1e-20) * 10 ** (snr / 10)))
+    if opts.placement == "loudest":  # pause, word, pause: the person speaking after "record"
+        lead, trail = (int(round(float(rng.uniform(*opts.pause_ms)) * SAMPLE_RATE / 1000))
+                       for _ in range(2))
+        length, at = max(CLIP_SAMPLES, lead + n + trail), lead
+    elif opts.placement == "center":
+        jitter_ms = float(rng.uniform(-opts.center_jitter_ms, opts.center_jitter_ms))
+        jitter = jitter_ms * SAMPLE_RATE / 1000
+        length, at = CLIP_SAMPLES, int(np.clip(round((CLIP_SAMPLES - n) / 2 + jitter), 0,
+                                               CLIP_SAMPLES - n))
+    else:  # uniform: anywhere the word fits
+        length, at = CLIP_SAMPLES, int(rng.integers(0, CLIP_SAMPLES - n + 1))
 
-    clip = bg.copy()
-    clip[offset:offset + n] += speech
+    noise_name, noise = noises[int(rng.integers(len(noises)))]
+    bg = _noise_segment(noise, length, rng)
+    snr = float(rng.uniform(*opts.snr_db))
+    # SNR = power of the speech while it is spoken vs. power of the noise over the recording
+    p_speech, p_noise = np.mean(speech ** 2), np.mean(bg ** 2)
+    recording = bg * math.sqrt(p_speech / (max(p_noise, 1e-20) * 10 ** (snr / 10)))
+    recording[at:at + n] += speech
+    info = dict(voice=spk.voice, variant=spk.variant, pitch=pitch, rate=rate, vtl_factor=spk.vtl,
+                gain_db=gain_db, snr_db=round(snr, 2), noise_file=noise_name)
+    return recording, at, at + n, info
+
+
+def render_clip(seed: int, spk: Speaker, word: str, k: int, noises: Sequence[tuple[str, np.ndarray]],
+                opts: RenderOptions, data_path: str | None = None
+                ) -> tuple[np.ndarray, dict[str, Any]]:
+    """1 s of `word` said by `spk` (take k) over background noise, as float64 in [-1, 1], and
+    its manifest facts (the word's position inside the clip, what the clip edges cut off)."""
+    recording, a, b, info = render_recording(seed, spk, word, k, noises, opts, data_path)
+    start = loudest_window(recording) if opts.placement == "loudest" else 0
+    clip = recording[start:start + CLIP_SAMPLES].copy()
     peak = np.abs(clip).max()
     if peak > PEAK_LIMIT:  # scale speech and noise together: SNR kept, no clipping
         clip *= PEAK_LIMIT / peak
-        gain_db += 20 * math.log10(PEAK_LIMIT / peak)
-    info = dict(voice=spk.voice, variant=spk.variant, pitch=pitch, rate=rate,
-                speech_start_ms=round(offset * 1000 / SAMPLE_RATE, 4),
-                speech_end_ms=round((offset + n) * 1000 / SAMPLE_RATE, 4),
-                gain_db=round(gain_db, 2), snr_db=round(snr, 2), noise_file=noise_name)
+        info["gain_db"] += 20 * math.log10(PEAK_LIMIT / peak)
+    a_in, b_in = (int(np.clip(x - start, 0, CLIP_SAMPLES)) for x in (a, b))
+
+    def ms(samples: int) -> float:
+        return round(samples * 1000 / SAMPLE_RATE, 4)
+
+    info.update(gain_db=round(info["gain_db"], 2), speech_start_ms=ms(a_in), speech_end_ms=ms(b_in),
+                speech_cut_ms=ms((b - a) - (b_in - a_in)))
     return clip, info
 
 
@@ -465,8 +523,8 @@ def render_clip(seed: int, spk: Speaker, word: str, k: int, noises: Sequence[tup
 _worker: dict[str, Any] = {}
 
 
-def _worker_init(out: str, seed: int, words: tuple[str, ...], repeats: int,
-                 snr_db: tuple[float, float], noise_names: tuple[str, ...], data_path: str) -> None:
+def _worker_init(out: str, seed: int, words: tuple[str, ...], repeats: int, opts: RenderOptions,
+                 noise_names: tuple[str, ...], data_path: str) -> None:
     # An exception escaping a Pool initializer makes multiprocessing respawn the worker
     # forever (a hang), so keep it and re-raise it from the first task instead.
     try:
@@ -476,9 +534,9 @@ def _worker_init(out: str, seed: int, words: tuple[str, ...], repeats: int,
         for name in noise_names:  # read back the written files: mixing uses exactly their samples
             x, _ = sf.read(str(Path(out) / BACKGROUND_DIR / name), dtype="float64")
             noises.append((name, x))
-        _worker.update(out=Path(out), seed=seed, words=words, repeats=repeats, snr_db=snr_db,
+        _worker.update(out=Path(out), seed=seed, words=words, repeats=repeats, opts=opts,
                        noises=noises, data_path=data_path)
-        _check_fresh_state(data_path)
+        check_fresh_state(data_path)
     except Exception as e:
         _worker["error"] = e
 
@@ -490,11 +548,11 @@ def _speaker_task(spk: Speaker) -> list[dict[str, Any]]:
     rows = []
     for word in w["words"]:
         for k in range(w["repeats"]):
-            clip, info = render_clip(w["seed"], spk, word, k, w["noises"], w["snr_db"],
-                                     w["data_path"])
+            clip, info = render_clip(w["seed"], spk, word, k, w["noises"], w["opts"], w["data_path"])
             rel = f"{word}/{spk.id}_nohash_{k}.wav"
             _write_pcm16(w["out"] / rel, clip)
-            rows.append(dict(path=rel, word=word, speaker=spk.id, **info))
+            rows.append(dict(path=rel, word=word, speaker=spk.id, split=spk.split,
+                             unseen_voice=int(spk.unseen_voice), **info))
     return rows
 
 
@@ -515,7 +573,8 @@ def _check_words(unknown_words: Sequence[str]) -> tuple[str, ...]:
 def _remove_generated(out: Path, words: Sequence[str]) -> None:
     for name in (*words, BACKGROUND_DIR):
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in (SYNTH_JSON, MANIFEST, VALIDATION_LIST, TESTING_LIST, IN_PROGRESS):
+    for name in (SYNTH_JSON, MANIFEST, VALIDATION_LIST, TESTING_LIST, VALIDATION_UNSEEN_LIST,
+                 TESTING_UNSEEN_LIST, IN_PROGRESS):
         (out / name).unlink(missing_ok=True)
 
 
@@ -568,17 +627,59 @@ def _render_speakers(spk_list: Sequence[Speaker], workers: int, init_args: tuple
                 collect(i, speaker_rows)
 
 
+def timing_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Where and how long the words are, over manifest rows (numbers, or the CSV's strings).
+    word_ms is the word inside the clip (speech_end_ms - speech_start_ms); spoken_word_ms adds
+    back what the clip edges cut off."""
+    def col(key: str) -> np.ndarray:
+        return np.array([float(r[key]) for r in rows])
+
+    def quantiles(x: np.ndarray) -> dict[str, float]:
+        return {f"p{p}" if p != 50 else "median": round(float(np.percentile(x, p)), 1)
+                for p in (10, 50, 90)}
+
+    start, end, cut = col("speech_start_ms"), col("speech_end_ms"), col("speech_cut_ms")
+    word = end - start
+    return {
+        "word_ms": {**quantiles(word), "mean": round(float(word.mean()), 1),
+                    "share_over_500ms": round(float(np.mean(word > 500)), 4)},
+        "spoken_word_ms": quantiles(word + cut),
+        "speech_start_ms": quantiles(start),
+        "speech_end_ms": quantiles(end),
+        # what a centred 500 ms crop sees: the whole word, or not
+        "share_whole_word_in_center_500ms": round(float(np.mean((start >= 250) & (end <= 750)
+                                                                 & (cut == 0))), 4),
+        "share_cut_by_clip_edge": round(float(np.mean(cut > 0)), 4),
+    }
+
+
 def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, repeats: int = 1,
                       unknown_words: Sequence[str] = UNKNOWN_WORDS, val_fraction: float = 0.1,
-                      test_fraction: float = 0.1, noise_seconds: float = 30.0,
+                      test_fraction: float = 0.1,
+                      heldout_val_voices: HeldoutVoices = HELDOUT_VAL_VOICES,
+                      heldout_test_voices: HeldoutVoices = HELDOUT_TEST_VOICES,
+                      rate_range: Sequence[int] = RATE_RANGE,
+                      vtl_range: Sequence[float] = VTL_RANGE, placement: str = PLACEMENT,
+                      center_jitter_ms: float = CENTER_JITTER_MS,
+                      pause_ms: Sequence[float] = PAUSE_MS, noise_seconds: float = 30.0,
                       snr_db: tuple[float, float] = (5.0, 30.0), workers: int | None = None,
                       progress: bool = True, overwrite: bool = False) -> dict:
     """Write a Speech-Commands-layout corpus to `out` and return the content of synth.json.
 
     Every speaker says every word (KEYWORDS + unknown_words) `repeats` times. The output is
     byte-identical for the same arguments whatever `workers` is (None = os.cpu_count()).
-    Raises FileExistsError if `out` already holds a corpus (unless overwrite=True) or is a
-    non-empty directory that is not one of ours; RuntimeError if espeak-ng is unusable.
+
+    heldout_val_voices / heldout_test_voices: voices (accents) only validation / test
+        speakers have -- a count drawn by seed from HELDOUT_CANDIDATES, or voice names;
+        0 = none. Their clips are also listed in *_unseen_voice_list.txt.
+    rate_range: (low, high) speaking rate of a speaker, words/min, within [80, 450].
+    vtl_range: (low, high) vocal-tract factor of a speaker; (1, 1) = espeak's own formants.
+    placement: "uniform", "center" or "loudest" (module docstring); center_jitter_ms is the
+        +- jitter of "center", pause_ms the (low, high) leading and trailing pause of "loudest".
+
+    Raises ValueError for a bad option (naming it), FileExistsError if `out` already holds a
+    corpus (unless overwrite=True) or is a non-empty directory that is not one of ours,
+    RuntimeError if espeak-ng is unusable.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -592,9 +693,18 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
     snr_db = (float(snr_db[0]), float(snr_db[1]))
     if snr_db[0] > snr_db[1]:
         raise ValueError(f"snr_db must be (low, high), got {snr_db}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    if not 0 <= center_jitter_ms <= 500:
+        raise ValueError(f"center_jitter_ms must be within [0, 500], got {center_jitter_ms}")
+    opts = RenderOptions(placement, float(center_jitter_ms), _range("pause_ms", pause_ms, 0, 5000),
+                         snr_db)
 
-    spk_list = make_speakers(seed, speakers)
-    split_of = assign_splits(spk_list, val_fraction, test_fraction)  # ValueError if too few
+    spk_list = make_speakers(seed, speakers, val_fraction=val_fraction, test_fraction=test_fraction,
+                             heldout_val_voices=heldout_val_voices,
+                             heldout_test_voices=heldout_test_voices, rate_range=rate_range,
+                             vtl_range=vtl_range)  # ValueError if too few speakers or voices
+    val_voices, test_voices = heldout_voices(seed, heldout_val_voices, heldout_test_voices)
     workers = max(1, min(workers or os.cpu_count() or 1, len(spk_list)))
     rows: list[dict[str, Any]] = []
     step = max(1, len(spk_list) // 10)
@@ -607,22 +717,24 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
 
     voice_root = Path(tempfile.mkdtemp(prefix="synth-espeak-"))
     try:
-        data_path = make_voice_dir(voice_root)
+        data_path = make_voice_dir(voice_root, VOICES)
         check_voices(data_path, [s.voice for s in spk_list], [s.variant for s in spk_list])
         _prepare_out(out, words, overwrite)  # only now touch `out`: all checks have passed
         noise_names = tuple(write_background_noise(out, seed, noise_seconds))
         for word in words:
             (out / word).mkdir(exist_ok=True)
-        init_args = (str(out), seed, words, repeats, snr_db, noise_names, data_path)
+        init_args = (str(out), seed, words, repeats, opts, noise_names, data_path)
         _render_speakers(spk_list, workers, init_args, collect)
     finally:
         shutil.rmtree(voice_root, ignore_errors=True)
 
     rows.sort(key=lambda r: r["path"])
-    for r in rows:
-        r["split"] = split_of[r["speaker"]]
-    _write_lines(out / VALIDATION_LIST, [r["path"] for r in rows if r["split"] == "validation"])
-    _write_lines(out / TESTING_LIST, [r["path"] for r in rows if r["split"] == "testing"])
+    for name, split, unseen_only in ((VALIDATION_LIST, "validation", False),
+                                     (TESTING_LIST, "testing", False),
+                                     (VALIDATION_UNSEEN_LIST, "validation", True),
+                                     (TESTING_UNSEEN_LIST, "testing", True)):
+        _write_lines(out / name, [r["path"] for r in rows
+                                  if r["split"] == split and (r["unseen_voice"] or not unseen_only)])
     with open(out / MANIFEST, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -631,15 +743,28 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
     per_word = {w: {s: 0 for s in SPLITS} for w in words}
     for r in rows:
         per_word[r["word"]][r["split"]] += 1
-    speakers_per_split = {s: sum(v == s for v in split_of.values()) for s in SPLITS}
+    splits = {}
+    for s in SPLITS:
+        members = [spk for spk in spk_list if spk.split == s]
+        splits[s] = {"speakers": len(members),
+                     "unseen_voice_speakers": sum(spk.unseen_voice for spk in members),
+                     "clips": sum(c[s] for c in per_word.values()),
+                     "voices": {v: n for v in VOICES
+                                if (n := sum(spk.voice == v for spk in members))}}
+    stats = timing_stats(rows)
     elapsed = time.perf_counter() - t0
     meta = {
-        "format": "speech_commands_synth/1",
+        "format": "speech_commands_synth/2",
         "seed": seed,
         "params": dict(speakers=speakers, repeats=repeats, val_fraction=val_fraction,
-                       test_fraction=test_fraction, noise_seconds=noise_seconds,
-                       snr_db=list(snr_db), gain_db=list(GAIN_DB), pitch_range=list(PITCH_RANGE),
-                       rate_range=list(RATE_RANGE), max_speech_s=MAX_SPEECH_S),
+                       test_fraction=test_fraction,
+                       heldout_val_voices=_param(heldout_val_voices),
+                       heldout_test_voices=_param(heldout_test_voices), unseen_share=UNSEEN_SHARE,
+                       noise_seconds=noise_seconds, snr_db=list(snr_db), gain_db=list(GAIN_DB),
+                       pitch_range=list(PITCH_RANGE), rate_range=[int(r) for r in rate_range],
+                       vtl_range=[float(v) for v in vtl_range], placement=placement,
+                       center_jitter_ms=opts.center_jitter_ms, pause_ms=list(opts.pause_ms),
+                       max_speech_s=MAX_SPEECH_S),
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
         "keywords": list(KEYWORDS),
@@ -647,10 +772,13 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
         "words": list(words),
         "noise_files": [f"{BACKGROUND_DIR}/{n}" for n in noise_names],
         "clips": len(rows),
-        "clips_per_split": {s: sum(c[s] for c in per_word.values()) for s in SPLITS},
+        "clips_per_split": {s: splits[s]["clips"] for s in SPLITS},
         "clips_per_word": per_word,
-        "speakers_per_split": speakers_per_split,
-        "speakers": [dict(asdict(s), split=split_of[s.id]) for s in spk_list],
+        "speakers_per_split": {s: splits[s]["speakers"] for s in SPLITS},
+        "heldout_voices": {"validation": list(val_voices), "testing": list(test_voices)},
+        "splits": splits,
+        "stats": stats,
+        "speakers": [asdict(s) for s in spk_list],
         "workers": workers,
         "elapsed_s": round(elapsed, 2),
     }
@@ -659,9 +787,25 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
     os.replace(tmp, out / SYNTH_JSON)  # atomic: synth.json exists only for a complete corpus
     (out / IN_PROGRESS).unlink(missing_ok=True)
     if progress:
-        sps = speakers_per_split
-        print(f"[synth] done: {len(rows)} clips ({len(words)} words x {speakers} speakers x "
-              f"{repeats}), speakers train/val/test = {sps['train']}/{sps['validation']}/"
-              f"{sps['testing']}, {elapsed:.1f}s ({len(rows) / elapsed:.0f} clips/s) -> {out}",
-              file=sys.stderr, flush=True)
+        print(_summary(meta, elapsed, out), file=sys.stderr, flush=True)
     return meta
+
+
+def _param(heldout: HeldoutVoices) -> int | list[str]:
+    parsed = _parse_heldout("heldout voices", heldout)
+    return parsed if isinstance(parsed, int) else list(parsed)
+
+
+def _summary(meta: dict, elapsed: float, out: Path) -> str:
+    st, sp, p = meta["stats"], meta["splits"], meta["params"]
+    w = st["word_ms"]
+    held = meta["heldout_voices"]
+    return (f"[synth] done: {meta['clips']} clips ({len(meta['words'])} words x {p['speakers']} "
+            f"speakers x {p['repeats']}) in {elapsed:.1f}s ({meta['clips'] / elapsed:.0f} clips/s) "
+            f"-> {out}; word {w['median']:.0f} ms median (p10 {w['p10']:.0f}, p90 {w['p90']:.0f}, "
+            f"{100 * w['share_over_500ms']:.0f}% > 500 ms), {p['placement']}: whole word in the "
+            f"centred 500 ms {100 * st['share_whole_word_in_center_500ms']:.0f}%, cut by the clip "
+            f"edge {100 * st['share_cut_by_clip_edge']:.0f}%; speakers train/val/test "
+            f"{sp['train']['speakers']}/{sp['validation']['speakers']}/{sp['testing']['speakers']}, "
+            f"unseen voices val {held['validation']} ({sp['validation']['unseen_voice_speakers']} "
+            f"speakers), test {held['testing']} ({sp['testing']['unseen_voice_speakers']})")

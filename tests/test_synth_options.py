@@ -1,0 +1,123 @@
+"""distill.data.synth's speakers, held-out voices and option checks (no audio is rendered,
+except by one tiny corpus through the `pld data synth` command line)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from distill.cli import build_parser, main
+from distill.data import synth
+from distill.data.synth import heldout_voices, make_speakers, synthesize_corpus
+
+SEED = 7
+
+
+def test_speakers_stable_for_seed() -> None:
+    few, many = make_speakers(SEED, 3), make_speakers(SEED, 8)
+    # id, pitch, rate and vocal-tract factor of speaker i depend only on (seed, i)
+    assert [(s.id, s.pitch, s.rate, s.vtl) for s in few] == [(s.id, s.pitch, s.rate, s.vtl) for s in many[:3]]
+    assert make_speakers(SEED, 8) == many
+    assert [s.id for s in make_speakers(SEED + 1, 3)] != [s.id for s in few]
+    with pytest.raises(ValueError, match="at least 3 speakers"):
+        make_speakers(SEED, 2)  # no room for train
+
+
+def test_speaker_population_and_voice_disjoint_splits() -> None:
+    speakers = make_speakers(0, 150)
+    val_voices, test_voices = heldout_voices(0)
+    assert len(val_voices) == 1 and len(test_voices) == 2
+    held = {*val_voices, *test_voices}
+    assert held <= set(synth.HELDOUT_CANDIDATES)  # en and en-us always stay in training
+    by_split = {s: [p for p in speakers if p.split == s] for s in synth.SPLITS}
+    assert [len(by_split[s]) for s in synth.SPLITS] == [120, 15, 15]
+    train_voices = Counter(p.voice for p in by_split["train"])
+    assert set(train_voices) == set(synth.VOICES) - held  # every training voice, none held out
+    assert max(train_voices.values()) - min(train_voices.values()) <= 1  # dealt round-robin
+    for split, voices in (("validation", val_voices), ("testing", test_voices)):
+        unseen = [p for p in by_split[split] if p.unseen_voice]
+        assert len(unseen) == math.ceil(15 * synth.UNSEEN_SHARE)
+        assert {p.voice for p in unseen} == set(voices)
+        assert {p.voice for p in by_split[split] if not p.unseen_voice} <= set(train_voices)
+    assert not [p for p in by_split["train"] if p.unseen_voice]
+    assert len({(p.voice, p.variant) for p in speakers}) == 150  # all differ in accent or timbre
+    assert all(lo <= p.rate <= hi for p in speakers for lo, hi in [synth.RATE_RANGE])
+    vtl = [p.vtl for p in speakers]
+    assert 0.9 - 0.002 <= min(vtl) < 0.95 and 1.05 < max(vtl) <= 1.1 + 0.002
+    assert all(round(22050 * v) % 50 == 0 for v in vtl)  # on the cheap-resampling grid
+
+
+def test_heldout_voice_choice() -> None:
+    assert heldout_voices(0) == heldout_voices(0) and heldout_voices(0) != heldout_voices(5)
+    assert heldout_voices(0, 0, 0) == ((), ())
+    assert heldout_voices(0, ["en-029"], "en-us-nyc, en") == (("en-029",), ("en-us-nyc", "en"))
+    for seed in range(10):  # a count never draws a voice named for the other split
+        val, test = heldout_voices(seed, 2, ["en-029"])
+        assert len(val) == 2 and "en-029" not in val and test == ("en-029",)
+    with pytest.raises(ValueError, match="heldout_val_voices: unknown voice"):
+        heldout_voices(0, ["en-xx"], 0)
+    with pytest.raises(ValueError, match="share voice"):
+        heldout_voices(0, ["en-029"], ["en-029"])
+    with pytest.raises(ValueError, match="names a voice twice"):
+        heldout_voices(0, 0, ["en-029", "en-029"])
+    with pytest.raises(ValueError, match="ask for 7 voice"):
+        heldout_voices(0, 3, 4)
+    with pytest.raises(ValueError, match="heldout_test_voices must be a count >= 0"):
+        heldout_voices(0, 1, -1)
+    with pytest.raises(ValueError, match="leave no voice for training"):
+        heldout_voices(0, list(synth.VOICES[:4]), list(synth.VOICES[4:]))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(placement="middle"), "placement must be one of"),
+    (dict(rate_range=(60, 100)), "rate_range must satisfy 80"),
+    (dict(rate_range=(100.5, 120)), "rate_range must be whole"),
+    (dict(rate_range=(100,)), "rate_range must be a pair"),
+    (dict(vtl_range=(1.2, 1.0)), "vtl_range must satisfy"),
+    (dict(pause_ms=(-1, 5)), "pause_ms must satisfy"),
+    (dict(center_jitter_ms=600), "center_jitter_ms must be within"),
+    (dict(val_fraction=0), "heldout_val_voices .* val_fraction is 0"),
+    (dict(heldout_test_voices=["en-029", "nope"]), "heldout_test_voices: unknown voice"),
+    (dict(speakers=2), "use at least 3 speakers"),
+])
+def test_bad_options_fail_before_writing(tmp_path: Path, bad: dict, message: str) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=message):
+        synthesize_corpus(out, **{"speakers": 4, "progress": False, **bad})
+    assert not out.exists()
+
+
+def test_cli_flags_reach_the_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    assert main(["data", "synth", "--out", str(out), "--speakers", "3", "--unknown-words", "1",
+                 "--workers", "1", "--seed", "2", "--placement", "center", "--center-jitter-ms", "20",
+                 "--rate-range", "150", "160", "--vtl-range", "1", "1", "--pause-ms", "0", "100",
+                 "--heldout-val-voices", "en-029", "--heldout-test-voices", "0"]) == 0
+    meta = json.loads((out / "synth.json").read_text())
+    p = meta["params"]
+    assert (p["placement"], p["center_jitter_ms"], p["rate_range"], p["vtl_range"], p["pause_ms"]) == (
+        "center", 20.0, [150, 160], [1.0, 1.0], [0.0, 100.0])
+    assert meta["heldout_voices"] == {"validation": ["en-029"], "testing": []}
+    assert (out / "validation_unseen_voice_list.txt").read_text().count("\n") == 11
+    assert (out / "testing_unseen_voice_list.txt").read_text() == ""
+    assert all(s["vtl"] == 1.0 for s in meta["speakers"])
+    assert "word " in capsys.readouterr().err  # the one-line summary
+    assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--heldout-test-voices", "9"]) == 2
+    assert "heldout_val_voices + heldout_test_voices ask for 10" in capsys.readouterr().err
+
+
+def test_cli_help_states_the_module_defaults() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["data"]
+    synth_parser = next(a for a in sub._actions if a.dest == "data_command").choices["synth"]
+    helps = {a.dest: a.help for a in synth_parser._actions}
+    assert f"default {synth.RATE_RANGE[0]} {synth.RATE_RANGE[1]}" in helps["rate_range"]
+    assert f"default {synth.VTL_RANGE[0]:g} {synth.VTL_RANGE[1]:g}" in helps["vtl_range"]
+    assert f"default {synth.PLACEMENT}" in helps["placement"]
+    assert f"default {synth.CENTER_JITTER_MS:g}" in helps["center_jitter_ms"]
+    assert f"default {synth.PAUSE_MS[0]:g} {synth.PAUSE_MS[1]:g}" in helps["pause_ms"]
+    assert f"default {synth.HELDOUT_VAL_VOICES}" in helps["heldout_val_voices"]
+    assert f"default {synth.HELDOUT_TEST_VOICES}" in helps["heldout_test_voices"]
