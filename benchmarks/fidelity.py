@@ -22,12 +22,22 @@ hard chain's of the same seed. Accuracies are on the test split; ``fa/h@90%`` is
 accepts per hour at 90 % keyword recall on the split's silence + unknown stream (lower is
 better). Intervals: mean ± t(0.975, n−1)·s/√n over the n seeds (Student t).
 
+Unseen voices: when the corpus has ``testing_unseen_voice_list.txt`` (``pld data synth``: the
+test clips of speakers whose voice, i.e. accent, no training speaker has), every finished
+chain is also evaluated on that split (``pld eval``'s evaluate_chain with ``data.testing_list``
+swapped, logged into each stage run as ``unseen_voices_acc_<protocol>``), and the report adds
+per method and length its window/stream/center accuracy, and the teacher's stream accuracy
+on the full test split against the unseen-voice one, paired by seed. The soft rows' direct
+numbers are again the hard chain's.
+
 Outputs (OUT defaults to <workdir>/fidelity.json):
     OUT              every per-seed number, the aggregates, the commit id and the config
     OUT with .txt    the markdown tables, also printed to stdout
-    OUT with .png    test accuracy against input length (window, stream, center; FA/h), CI bars
+    OUT with .png    test accuracy against input length (window, stream, center; FA/h), CI bars;
+                     with unseen voices, a panel of their stream accuracy beside the stream one
 
-``--quick``: a 12-speaker corpus (``<workdir>/corpus-quick``), a one-epoch 1000 → 500 ms chain
+``--quick``: a 16-speaker corpus (``<workdir>/corpus-quick``; 2 test speakers, one of them of an
+unseen voice), a one-epoch 1000 → 500 ms chain
 and seeds 0 1 unless ``--seeds`` says otherwise: a smoke run of the whole script.
 """
 
@@ -45,15 +55,24 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]  # this folder's stats.py and plots.py, and the project
 
-from stats import ahead, fmt, fmt_ci, fmt_per_seed, markdown_table, mean_ci, paired  # noqa: E402
+from stats import (ahead, fmt, fmt_ci, fmt_per_seed, fmt_seed_pairs, markdown_table, mean_ci,  # noqa: E402
+                   paired)
 
 DEFAULT_CONFIG = ROOT / "configs" / "fidelity.yaml"
 FULL_CORPUS = dict(seed=0, speakers=150, n_unknown=10)  # the Makefile's `make data`
-QUICK_CORPUS = dict(seed=0, speakers=12, n_unknown=4)
+# 16 speakers: 2 test speakers, one of them of an unseen voice (12 would give one test speaker,
+# of an unseen voice, so that the unseen-voice split would be the whole test split)
+QUICK_CORPUS = dict(seed=0, speakers=16, n_unknown=4)
 QUICK = {"chain.lengths_ms": [1000, 500], "chain.schedule": None, "train.epochs": 1, "train.teacher_epochs": 1}
 METRICS = {"window": "test_acc_window", "stream": "test_acc_stream", "center": "test_acc_center",
            "fa/h@90%": "test_fa_per_hour_at_90_recall"}
 LOWER_IS_BETTER = {"fa/h@90%"}
+# The unseen-voice test split: the corpus's test clips of voices (accents) no training speaker
+# has (distill/data/synth.py writes the list), evaluated after each chain by pld eval's
+# evaluate_chain, which logs <UNSEEN>_acc_<protocol> into every stage run.
+UNSEEN = "unseen_voices"
+UNSEEN_LIST = "testing_unseen_voice_list.txt"  # = distill.data.synth.TESTING_UNSEEN_LIST
+UNSEEN_METRICS = {p: f"{UNSEEN}_acc_{p}" for p in ("window", "stream", "center")}
 AGREEMENT = ("label_agreement", "relabel_to_silence", "train_clip_agreement", "best_val_acc")
 METHOD_ORDER = {"teacher": 0, "pld": 1, "direct": 2, "one_shot": 3}
 
@@ -118,6 +137,37 @@ def corpus_summary(path: Path, meta: dict | None) -> dict:
             "share_whole_word_in_center_500ms": stats.get("share_whole_word_in_center_500ms")}
 
 
+def _count_lines(path: Path) -> int | None:
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else None
+
+
+def unseen_voice_split(path: Path, meta: dict | None) -> dict:
+    """The corpus's unseen-voice test split: its list file's clips against testing_list.txt's,
+    the held-out test voices, and whether (else why not) the chains are evaluated on it."""
+    n_unseen, n_test = _count_lines(path / UNSEEN_LIST), _count_lines(path / "testing_list.txt")
+    meta = meta or {}
+    info = {"list": UNSEEN_LIST, "clips": n_unseen, "test_clips": n_test,
+            "voices": meta.get("heldout_voices", {}).get("testing"),
+            "speakers": meta.get("splits", {}).get("testing", {}).get("unseen_voice_speakers"),
+            "test_speakers": meta.get("splits", {}).get("testing", {}).get("speakers")}
+    if n_unseen is None:
+        info["skipped"] = f"the corpus has no {UNSEEN_LIST} (synthesized before unseen-voice lists existed?)"
+    elif n_unseen == 0:
+        info["skipped"] = f"{UNSEEN_LIST} is empty (no held-out test voices)"
+    return info
+
+
+def unseen_voice_note(info: dict) -> str:
+    """The report's line on the unseen-voice test split."""
+    if info.get("skipped"):
+        return f"unseen-voice test split: not evaluated: {info['skipped']}"
+    who = "".join([f" of {info['speakers']} of {info['test_speakers']} test speakers" if info.get("speakers") else "",
+                   f", voices {', '.join(info['voices'])}" if info.get("voices") else ""])
+    same = " (all of the test split: the two columns measure the same clips)" if info["clips"] == info["test_clips"] else ""
+    return (f"unseen-voice test split ({info['list']}): {info['clips']} of the {info['test_clips']} test clips"
+            f"{who}{same}; each chain evaluated on it after it finished (`pld eval --name {UNSEEN}`)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Running the chains
 
@@ -132,7 +182,7 @@ def chain_stage_rows(client, chain_run_id: str) -> list[dict]:
         rows.append({"stage": run.info.run_name, "run_id": run.info.run_id,
                      "method": "teacher" if tags.get("pld.kind") == "teacher" else tags.get("pld.method", ""),
                      "input_ms": int(tags.get("pld.input_ms", 0)),
-                     **{m: metrics.get(m) for m in (*METRICS.values(), *AGREEMENT)}})
+                     **{m: metrics.get(m) for m in (*METRICS.values(), *UNSEEN_METRICS.values(), *AGREEMENT)}})
     return rows
 
 
@@ -142,8 +192,30 @@ def _progress(line: str) -> None:
         say("   " + line.strip())
 
 
-def run_chains(args, work: Path, corpus: Path) -> tuple[list[dict], list[dict]]:
-    """Every (seed, label mode) chain, one after another: per-stage rows, and a record per chain."""
+def evaluate_unseen(chain_run_id: str, cfg, uri: str) -> dict:
+    """Every model of a finished chain on the unseen-voice test split (its data options with
+    data.testing_list swapped), logged into the stage runs as unseen_voices_acc_<protocol>:
+    chain_stage_rows reads them back with the test numbers. A record of how it went."""
+    from distill.runtime.chain_eval import evaluate_chain
+
+    if "testing_list" not in type(cfg.data).model_fields:
+        return {"status": "skipped", "error": f"dataset {cfg.data.name!r} has no testing_list option"}
+    t = time.perf_counter()
+    options = cfg.data.model_copy(update={"testing_list": UNSEEN_LIST})
+    try:
+        models = evaluate_chain(chain_run_id, options, name=UNSEEN, tracking=uri, out=lambda line: say("   " + line))
+    except Exception as exc:  # the chain's own numbers stand without it
+        say(f"   {UNSEEN} evaluation FAILED: {type(exc).__name__}: {exc}")
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+    seconds = time.perf_counter() - t
+    say(f"   {UNSEEN} (stream): " + ", ".join(f"{m['stage']} {m['acc_stream']:.3f}" for m in models)
+        + f"; {seconds:.0f} s")
+    return {"status": "ok", "models": len(models), "seconds": seconds}
+
+
+def run_chains(args, work: Path, corpus: Path, unseen: bool = False) -> tuple[list[dict], list[dict]]:
+    """Every (seed, label mode) chain, one after another: per-stage rows, and a record per chain.
+    ``unseen``: evaluate each finished chain on the corpus's unseen-voice test split too."""
     import mlflow
 
     from distill.config import load_config
@@ -177,11 +249,14 @@ def run_chains(args, work: Path, corpus: Path) -> tuple[list[dict], list[dict]]:
             say(f"   chain FAILED after {time.perf_counter() - t:.0f} s: {type(exc).__name__}: {exc}")
             continue
         seconds = time.perf_counter() - t
-        chains.append({**record, "status": "ok", "chain_run_id": result.parent_run_id, "seconds": seconds})
         say(f"   chain {result.parent_run_id}: {seconds:.0f} s")
+        record.update(status="ok", chain_run_id=result.parent_run_id, seconds=seconds)
+        if unseen:  # before the rows are read back: they carry its metrics
+            record[UNSEEN] = evaluate_unseen(result.parent_run_id, cfg, uri)
+        chains.append(record)
         rows += [{"seed": seed, "labels": mode, "chain": result.parent_run_id, **r}
                  for r in chain_stage_rows(client, result.parent_run_id)]
-    if share_direct:  # direct never sees a teacher: the soft rows borrow the hard chain's
+    if share_direct:  # direct never sees a teacher: the soft rows borrow the hard chain's (unseen voices too)
         rows += [{**r, "labels": "soft", "shared_from": "hard"}
                  for r in rows if r["labels"] == "hard" and r["method"] == "direct"]
     return rows, chains
@@ -195,9 +270,28 @@ def _summary(rows: list[dict], key: str) -> dict:
     return {**mean_ci(per_seed.values()), "per_seed": per_seed}
 
 
+def teacher_unseen_gap(rows: list[dict], modes: list[str], protocol: str = "stream") -> list[dict]:
+    """Per label mode: the teacher's accuracy on the full test split and on the unseen-voice
+    one (mean ± CI, per seed) and their paired difference unseen − full. Modes whose teacher
+    has no unseen-voice number are left out."""
+    out = []
+    for mode in modes:
+        teacher = {r["seed"]: r for r in rows if r["labels"] == mode and r["method"] == "teacher"}
+        full = {s: r.get(METRICS[protocol]) for s, r in sorted(teacher.items())}
+        unseen = {s: r.get(UNSEEN_METRICS[protocol]) for s, r in sorted(teacher.items())}
+        if not mean_ci(unseen.values())["n"]:
+            continue
+        gap = paired(unseen, full)
+        out.append({"labels": mode, "protocol": protocol, "full": {**mean_ci(full.values()), "per_seed": full},
+                    "unseen": {**mean_ci(unseen.values()), "per_seed": unseen},
+                    "unseen_minus_full": {**mean_ci(gap.values()), "per_seed": gap}})
+    return out
+
+
 def aggregate(rows: list[dict], modes: list[str]) -> dict:
-    """Per label mode and stage: mean ± CI of every metric; at the final length, the paired
-    PLD − baseline differences with the number of seeds on which PLD was ahead."""
+    """Per label mode and stage: mean ± CI of every metric, on the test split and (under
+    ``unseen_voices``) the unseen-voice one; at the final length, the paired PLD − baseline
+    differences with the number of seeds on which PLD was ahead; the teacher's unseen-voice gap."""
     final = min((r["input_ms"] for r in rows if r["method"] == "pld"), default=None)
     methods, agreement, diffs = [], [], []
     for mode in modes:
@@ -208,7 +302,8 @@ def aggregate(rows: list[dict], modes: list[str]) -> dict:
             sel = [r for r in mine if r["stage"] == ex["stage"]]
             head = {"labels": mode, "stage": ex["stage"], "method": ex["method"], "input_ms": ex["input_ms"],
                     "shared_from": ex.get("shared_from")}
-            methods.append({**head, **{col: _summary(sel, metric) for col, metric in METRICS.items()}})
+            methods.append({**head, **{col: _summary(sel, metric) for col, metric in METRICS.items()},
+                            UNSEEN: {col: _summary(sel, metric) for col, metric in UNSEEN_METRICS.items()}})
             agreement.append({**head, **{key: _summary(sel, key) for key in AGREEMENT}})
 
         def at_final(method: str) -> dict:
@@ -223,24 +318,55 @@ def aggregate(rows: list[dict], modes: list[str]) -> dict:
                 d = paired({s: r[metric] for s, r in pld.items()}, {s: r[metric] for s, r in base.items()})
                 diffs.append({"labels": mode, "vs": baseline, "metric": col, "input_ms": final, **mean_ci(d.values()),
                               "per_seed": d, "ahead": ahead(d.values(), lower_is_better=col in LOWER_IS_BETTER)})
-    return {"final_ms": final, "methods": methods, "diffs": diffs, "agreement": agreement}
+    return {"final_ms": final, "methods": methods, "diffs": diffs, "agreement": agreement,
+            "teacher_unseen": teacher_unseen_gap(rows, modes)}
+
+
+def _unseen_failures(chains: list[dict]) -> str:
+    """' (evaluation failed for hard s1: ValueError: …)' for the chains whose unseen-voice run did not work."""
+    bad = [c for c in chains if c.get(UNSEEN, {}).get("status") not in (None, "ok")]
+    return "".join(f" ({c[UNSEEN]['status']} for {c['labels']} s{c['seed']}: {c[UNSEEN].get('error')})" for c in bad)
 
 
 def _digits(col: str) -> int:
     return 0 if col in LOWER_IS_BETTER else 3  # false accepts per hour: whole numbers
 
 
+def _stage_lines(methods: list[dict], cols: list[str]) -> list[dict]:
+    """One table line per stage: ``cols`` of each method entry (a dict of summaries) as mean ± CI."""
+    return [{"stage": m["stage"] + (f" ({m['shared_from']}'s)" if m.get("shared_from") else ""),
+             "method": m["method"], "input_ms": m["input_ms"], "n": m["stream"]["n"],
+             **{c: fmt_ci(m[c], _digits(c)) for c in cols}} for m in methods]
+
+
+def render_teacher_unseen(gaps: list[dict]) -> list[str]:
+    """The teacher on the full test split against the unseen-voice one (stream): markdown lines."""
+    if not gaps:
+        return []
+    lines = [{"labels": g["labels"], "n": g["unseen"]["n"], "full test split": fmt_ci(g["full"]),
+              "unseen-voice split": fmt_ci(g["unseen"]), "unseen − full": fmt_ci(g["unseen_minus_full"], signed=True),
+              "per seed (full → unseen)": fmt_seed_pairs(g["full"]["per_seed"], g["unseen"]["per_seed"])}
+             for g in gaps]
+    return [f"## Teacher: full test split vs unseen-voice test split ({gaps[0]['protocol']}): mean ± 95 % CI", "",
+            markdown_table(lines, ["labels", "n", "full test split", "unseen-voice split", "unseen − full",
+                                   "per seed (full → unseen)"])]
+
+
 def render(agg: dict, modes: list[str], header: list[str]) -> str:
-    """The markdown report: the accuracy tables, the paired differences, the label agreement."""
+    """The markdown report: the accuracy tables (test split, unseen-voice test split), the
+    teacher's unseen-voice gap, the paired differences, the label agreement."""
     out = ["# PLD fidelity benchmark", "", *header, ""]
     for mode in modes:
-        lines = [{"stage": m["stage"] + (f" ({m['shared_from']}'s)" if m.get("shared_from") else ""),
-                  "method": m["method"], "input_ms": m["input_ms"], "n": m["stream"]["n"],
-                  **{col: fmt_ci(m[col], _digits(col)) for col in METRICS}}
-                 for m in agg["methods"] if m["labels"] == mode]
-        if lines:
+        mine = [m for m in agg["methods"] if m["labels"] == mode]
+        if mine:
             out += [f"## Test split, {mode} labels: mean ± 95 % CI over seeds", "",
-                    markdown_table(lines, ["stage", "method", "input_ms", "n", *METRICS])]
+                    markdown_table(_stage_lines(mine, list(METRICS)), ["stage", "method", "input_ms", "n", *METRICS])]
+        unseen = [{**m, **m[UNSEEN]} for m in mine if any(c["n"] for c in m.get(UNSEEN, {}).values())]
+        if unseen:
+            out += [f"## Unseen-voice test split, {mode} labels: mean ± 95 % CI over seeds", "",
+                    markdown_table(_stage_lines(unseen, list(UNSEEN_METRICS)),
+                                   ["stage", "method", "input_ms", "n", *UNSEEN_METRICS])]
+    out += render_teacher_unseen(agg.get("teacher_unseen", []))
     if agg["diffs"]:
         lines = [{"labels": d["labels"], "vs": d["vs"], "metric": d["metric"], "n": d["n"],
                   "PLD − baseline": fmt_ci(d, _digits(d["metric"]), signed=True),
@@ -289,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         corpus = work / ("corpus-quick" if args.quick else "corpus")
         meta = ensure_corpus(corpus, **(QUICK_CORPUS if args.quick else FULL_CORPUS))
-    rows, chains = run_chains(args, work, corpus)
+    unseen = unseen_voice_split(corpus, meta)
+    say(unseen_voice_note(unseen))
+    rows, chains = run_chains(args, work, corpus, unseen=not unseen.get("skipped"))
     agg = aggregate(rows, args.labels)
 
     import yaml
@@ -305,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
               + f"; {time.perf_counter() - started:.0f} s",
               f"corpus {corpus}: " + ", ".join(f"{k} {v}" for k, v in corpus_info.items() if k != "path" and v is not None),
               f"MLflow store sqlite:///{work / 'mlflow.db'}, experiment 'fidelity'; chains "
-              f"{len(chains) - len(failed)} ok, {len(failed)} failed"]
+              f"{len(chains) - len(failed)} ok, {len(failed)} failed",
+              unseen_voice_note(unseen) + _unseen_failures(chains)]
     text = render(agg, args.labels, header)
     say("\n" + text)
     out_json.with_suffix(".txt").write_text(text)
@@ -317,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         **git, "config_file": str(args.config), "config": yaml.safe_load(args.config.read_text()),
         "resolved_config": load_config(args.config, chains[0]["overrides"]).model_dump(mode="json") if chains else None,
         "seeds": args.seeds, "labels": args.labels, "temperature": args.temperature, "quick": args.quick,
-        "corpus": corpus_info, "chains": chains, "rows": rows, **agg, "seconds": time.perf_counter() - started,
+        "corpus": corpus_info, UNSEEN: unseen, "chains": chains, "rows": rows, **agg, "seconds": time.perf_counter() - started,
     }, indent=1, default=str))
     say(f"wrote {out_json}, {out_json.with_suffix('.txt')}" + (f", {out_json.with_suffix('.png')}" if agg["methods"] else ""))
     return 1 if failed else 0

@@ -1,7 +1,8 @@
 """The benchmarks' figures, from their aggregates (plain dicts; no MLflow, no Ray).
 
-    fidelity_figure(methods, final_ms, modes, path)    test accuracy (window/stream/center) and
-                                                       FA/h against input length, 95 % CI bars
+    fidelity_figure(methods, final_ms, modes, path)    test accuracy (window/stream/center),
+                                                       unseen-voice stream accuracy and FA/h
+                                                       against input length, 95 % CI bars
     sensitivity_figure(settings, path)                 PLD − direct and PLD − one-shot against
                                                        the corpus's median word duration
 
@@ -18,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 PROTOCOLS = ("window", "stream", "center")
+UNSEEN = "unseen_voices"  # benchmarks/fidelity.py: a method's summaries on the unseen-voice test split
+NONE = {"n": 0, "mean": None, "ci95": None}
 COLOR = {"pld": "tab:blue", "direct": "tab:red", "one_shot": "tab:green"}
 MARKER = {"pld": "o", "direct": "s", "one_shot": "^"}
 LABEL = {"pld": "PLD (teacher → students)", "direct": "direct (clip labels)", "one_shot": "one-shot (teacher labels)"}
@@ -30,27 +33,37 @@ def _yerr(cells: list[dict], scale: float) -> list[float]:
 
 def fidelity_figure(methods: list[dict], final_ms: int, modes: list[str], path: Path) -> Path:
     """One panel per protocol (and one for FA/h): the PLD line through the teacher and the
-    students, direct and one-shot beside it at the final length; a line style per label mode."""
-    panels = [(f"test accuracy — {p} protocol", p, 100.0) for p in PROTOCOLS]
-    panels.append(("false accepts / h at 90 % recall (lower is better)", "fa/h@90%", 1.0))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.3))
-    for ax, (title, col, scale) in zip(axes, panels):
+    students, direct and one-shot beside it at the final length; a line style per label mode.
+    Methods with unseen-voice numbers (``m["unseen_voices"]``) add a panel beside the stream
+    one, on the same y axis: the same lines on the unseen-voice test split. (Not drawn into the
+    stream panel: dashed already means soft labels there, and eight series would not read.)"""
+    panels = [(f"test accuracy — {p} protocol", lambda m, p=p: m[p], 100.0) for p in PROTOCOLS]
+    unseen = any((m.get(UNSEEN, {}).get("stream") or NONE)["mean"] is not None for m in methods)
+    if unseen:
+        panels.insert(2, ("unseen-voice test split — stream protocol",
+                          lambda m: m.get(UNSEEN, {}).get("stream") or NONE, 100.0))
+    panels.append(("false accepts / h at 90 % recall (lower is better)", lambda m: m["fa/h@90%"], 1.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.3))
+    if unseen:  # the full and the unseen-voice stream accuracy on one scale: the gap reads off directly
+        axes[2].sharey(axes[1])
+    for ax, (title, cell, scale) in zip(axes, panels):
         for k, mode in enumerate(modes):
-            mine = [m for m in methods if m["labels"] == mode and m[col]["mean"] is not None]
+            mine = [m for m in methods if m["labels"] == mode and cell(m)["mean"] is not None]
             line = sorted((m for m in mine if m["method"] in ("teacher", "pld")), key=lambda m: -m["input_ms"])
             if line:  # each label mode a few ms apart: equal lengths would stack their bars
-                ax.errorbar([m["input_ms"] - 4 * k for m in line], [m[col]["mean"] * scale for m in line],
-                            yerr=_yerr([m[col] for m in line], scale), color=COLOR["pld"], marker=MARKER["pld"],
+                ax.errorbar([m["input_ms"] - 4 * k for m in line], [cell(m)["mean"] * scale for m in line],
+                            yerr=_yerr([cell(m) for m in line], scale), color=COLOR["pld"], marker=MARKER["pld"],
                             linestyle=LINESTYLE.get(mode, ":"), capsize=3, label=f"{LABEL['pld']}, {mode}")
             for j, method in enumerate(("direct", "one_shot")):
                 pts = [m for m in mine if m["method"] == method]
                 # nudge the baselines sideways so their bars do not hide PLD's at the same length
                 dx = (15 + 10 * k) * (1 if j == 0 else -1)
                 if pts:
-                    ax.errorbar([m["input_ms"] + dx for m in pts], [m[col]["mean"] * scale for m in pts],
-                                yerr=_yerr([m[col] for m in pts], scale), color=COLOR[method], marker=MARKER[method],
+                    ax.errorbar([m["input_ms"] + dx for m in pts], [cell(m)["mean"] * scale for m in pts],
+                                yerr=_yerr([cell(m) for m in pts], scale), color=COLOR[method], marker=MARKER[method],
                                 linestyle="", capsize=3, markersize=8, fillstyle="full" if k == 0 else "none",
                                 label=f"{LABEL[method]}, {mode}")
+    for ax, (title, _, scale) in zip(axes, panels):
         lo, hi = ax.get_ylim()  # few seeds give wide bars: keep the axis to values that can occur
         ax.set_ylim(max(lo, 0.0), min(hi, 100.0) if scale == 100.0 else hi)
         ax.invert_xaxis()  # the chain runs from long to short inputs

@@ -5,6 +5,7 @@ numpy or scipy, so tests/test_fidelity_stats.py checks them in milliseconds.
     mean_ci([0.5, 0.6, 0.7])       -> {"n": 3, "mean": 0.6, "std": 0.1, "ci95": 0.248, ...}
     paired({0: .6, 1: .5}, {0: .5, 1: .55})  -> {0: 0.1, 1: -0.05}   (a − b, seeds in both)
     ahead([0.1, -0.05])            -> 1                              (seeds on which a was better)
+    fmt_seed_pairs({0: .8}, {0: .7})  -> "s0 0.800 → 0.700"            (two numbers per seed)
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def fmt_ci(summary: Mapping, digits: int = 3, signed: bool = False) -> str:
 def fmt_per_seed(per_seed: Mapping, digits: int = 3, signed: bool = True) -> str:
     """'s0 +0.012, s1 -0.030': every seed's own number beside the aggregate."""
     return ", ".join(f"s{k} {fmt(v, digits, signed)}" for k, v in per_seed.items()) or "-"
+
+
+def fmt_seed_pairs(a: Mapping, b: Mapping, digits: int = 3, arrow: str = "→") -> str:
+    """'s0 0.800 → 0.700, s1 0.750 → -': two numbers of every seed (in either), side by side."""
+    seeds = sorted(set(a) | set(b), key=str)
+    return ", ".join(f"s{k} {fmt(a.get(k), digits)} {arrow} {fmt(b.get(k), digits)}" for k in seeds) or "-"
 
 
 def markdown_table(rows: list[Mapping], columns: list[str]) -> str:

@@ -76,6 +76,8 @@ def test_formatting():
     assert stats.fmt_ci(stats.mean_ci([])) == "-"
     assert stats.fmt(None) == "-"
     assert stats.fmt_per_seed({0: 0.05, 1: -0.02}) == "s0 +0.050, s1 -0.020"
+    assert stats.fmt_seed_pairs({0: 0.8, 1: 0.75}, {0: 0.7, 2: 0.6}) == "s0 0.800 → 0.700, s1 0.750 → -, s2 - → 0.600"
+    assert stats.fmt_seed_pairs({}, {}) == "-"
     table = stats.markdown_table([{"a": 1, "bb": "xyz"}, {"a": 22}], ["a", "bb"]).splitlines()
     assert table[0] == "| a  | bb  |" and table[1] == "|----|-----|" and table[3] == "| 22 |     |"
     assert len({len(line) for line in table}) == 1
@@ -104,7 +106,17 @@ def _row(seed, labels, stage, method, ms, acc, fa=None, **extra):
             "relabel_to_silence": None, "train_clip_agreement": None, "best_val_acc": acc, **extra}
 
 
-def _fake_rows():
+TEACHER_UNSEEN = [0.70, 0.60, 0.65]  # the teacher's stream accuracy on the unseen-voice split (0.8 on the full)
+
+
+def _unseen(acc):
+    return {"unseen_voices_acc_window": acc + 0.01, "unseen_voices_acc_stream": acc,
+            "unseen_voices_acc_center": acc - 0.01}
+
+
+def _fake_rows(unseen: bool = False):
+    """Three seeds of hard and soft chains; ``unseen``: with unseen-voice numbers, 0.1 below the
+    test split's (the teacher: TEACHER_UNSEEN)."""
     rows = []
     for seed in range(3):
         for mode in ("hard", "soft"):
@@ -115,6 +127,9 @@ def _fake_rows():
                      _row(seed, mode, "one_shot_500ms", "one_shot", 500, 0.5, 2500.0, label_agreement=0.6)]
         rows.append(_row(seed, "hard", "direct_500ms", "direct", 500, DIRECT_500[seed], FA_DIRECT[seed]))
         rows.append({**rows[-1], "labels": "soft", "shared_from": "hard"})  # what run_chains does
+    if unseen:
+        rows = [{**r, **_unseen(TEACHER_UNSEEN[r["seed"]] if r["method"] == "teacher"
+                                else r["test_acc_stream"] - 0.1)} for r in rows]
     return rows
 
 
@@ -153,6 +168,89 @@ def test_fidelity_render():
     assert "s0 +0.050, s1 -0.020, s2 +0.100" in text and "2/3" in text
     assert "| hard   | teacher " in text and "0.900" in text  # train_clip_agreement
     assert text.count("|---") >= 4
+
+
+def test_fidelity_render_without_unseen_voices():
+    agg = fidelity.aggregate(_fake_rows(), ["hard", "soft"])
+    assert agg["teacher_unseen"] == []
+    hard_pld = next(m for m in agg["methods"] if m["labels"] == "hard" and m["method"] == "pld")
+    assert hard_pld["unseen_voices"]["stream"]["n"] == 0
+    text = fidelity.render(agg, ["hard", "soft"], ["commit abc"])
+    assert "Unseen-voice" not in text and "unseen-voice" not in text
+
+
+def test_fidelity_aggregate_unseen_voices():
+    agg = fidelity.aggregate(_fake_rows(unseen=True), ["hard", "soft"])
+    by = {(m["labels"], m["stage"]): m for m in agg["methods"]}
+    pld = by["hard", "student_500ms"]["unseen_voices"]
+    assert set(pld) == {"window", "stream", "center"}
+    assert pld["stream"]["per_seed"] == pytest.approx({0: 0.5, 1: 0.4, 2: 0.6})
+    assert pld["stream"]["mean"] == pytest.approx(0.5) and pld["stream"]["ci95"] == pytest.approx(0.248, abs=1e-3)
+    assert pld["window"]["mean"] == pytest.approx(0.51) and pld["center"]["mean"] == pytest.approx(0.49)
+    assert by["hard", "student_500ms"]["stream"]["mean"] == pytest.approx(0.6)  # the test split's stays
+    # the soft chains' direct is the hard chain's, on the unseen-voice split as well
+    assert by["soft", "direct_500ms"]["unseen_voices"]["stream"]["per_seed"] == \
+        by["hard", "direct_500ms"]["unseen_voices"]["stream"]["per_seed"]
+    assert by["soft", "direct_500ms"]["shared_from"] == "hard"
+
+    gaps = {g["labels"]: g for g in agg["teacher_unseen"]}
+    assert set(gaps) == {"hard", "soft"}
+    g = gaps["hard"]
+    assert g["protocol"] == "stream" and g["full"]["mean"] == pytest.approx(0.8) and g["full"]["n"] == 3
+    assert g["unseen"]["per_seed"] == {0: 0.70, 1: 0.60, 2: 0.65} and g["unseen"]["mean"] == pytest.approx(0.65)
+    gap = [u - 0.8 for u in TEACHER_UNSEEN]
+    sd = math.sqrt(sum((x - sum(gap) / 3) ** 2 for x in gap) / 2)
+    assert g["unseen_minus_full"]["mean"] == pytest.approx(-0.15)
+    assert g["unseen_minus_full"]["ci95"] == pytest.approx(4.303 * sd / math.sqrt(3), abs=1e-3)
+    assert g["unseen_minus_full"]["per_seed"] == pytest.approx({0: -0.1, 1: -0.2, 2: -0.15})
+
+
+def test_teacher_unseen_gap_with_a_seed_missing_its_unseen_number():
+    rows = [r for r in _fake_rows(unseen=True) if r["labels"] == "hard"]
+    for r in rows:
+        if r["seed"] == 1 and r["method"] == "teacher":
+            r["unseen_voices_acc_stream"] = None  # its evaluation failed
+    (g,) = fidelity.teacher_unseen_gap(rows, ["hard", "soft"])  # no soft rows: no soft line
+    assert g["labels"] == "hard" and g["full"]["n"] == 3 and g["unseen"]["n"] == 2
+    assert list(g["unseen_minus_full"]["per_seed"]) == [0, 2]  # paired: only seeds with both
+
+
+def test_fidelity_render_unseen_voices():
+    agg = fidelity.aggregate(_fake_rows(unseen=True), ["hard", "soft"])
+    text = fidelity.render(agg, ["hard", "soft"], ["commit abc"])
+    assert "## Unseen-voice test split, hard labels" in text and "## Unseen-voice test split, soft labels" in text
+    # each mode's unseen-voice table right after its test table
+    assert (text.index("## Test split, hard") < text.index("## Unseen-voice test split, hard")
+            < text.index("## Test split, soft") < text.index("## Unseen-voice test split, soft"))
+    unseen_hard = text.split("## Unseen-voice test split, hard labels")[1].split("##")[0]
+    assert "| student_500ms " in unseen_hard and "0.500 ± 0.248" in unseen_hard and "fa/h" not in unseen_hard
+    unseen_soft = text.split("## Unseen-voice test split, soft labels")[1].split("##")[0]
+    assert "direct_500ms (hard's)" in unseen_soft
+
+    teacher = text.split("## Teacher: full test split vs unseen-voice test split (stream)")[1].split("##")[0]
+    assert "| hard   | 3 | 0.800 ± 0.000" in teacher and "0.650 ± 0.124" in teacher and "-0.150 ± 0.124" in teacher
+    assert "s0 0.800 → 0.700, s1 0.800 → 0.600, s2 0.800 → 0.650" in teacher
+
+
+def test_unseen_voice_split_and_note(tmp_path):
+    meta = {"heldout_voices": {"testing": ["en-029", "en-gb-x-gbcwmd"]},
+            "splits": {"testing": {"speakers": 2, "unseen_voice_speakers": 1}}}
+    missing = fidelity.unseen_voice_split(tmp_path, meta)
+    assert missing["clips"] is None and "no testing_unseen_voice_list.txt" in missing["skipped"]
+    assert fidelity.unseen_voice_note(missing).startswith("unseen-voice test split: not evaluated: the corpus has no")
+
+    (tmp_path / "testing_list.txt").write_text("yes/a_nohash_0.wav\nyes/b_nohash_0.wav\nno/b_nohash_0.wav\n")
+    (tmp_path / fidelity.UNSEEN_LIST).write_text("")
+    assert "is empty" in fidelity.unseen_voice_split(tmp_path, meta)["skipped"]
+
+    (tmp_path / fidelity.UNSEEN_LIST).write_text("yes/b_nohash_0.wav\nno/b_nohash_0.wav\n")
+    info = fidelity.unseen_voice_split(tmp_path, meta)
+    assert "skipped" not in info and info["clips"] == 2 and info["test_clips"] == 3
+    note = fidelity.unseen_voice_note(info)
+    assert "2 of the 3 test clips of 1 of 2 test speakers, voices en-029, en-gb-x-gbcwmd" in note
+    assert "all of the test split" not in note
+    (tmp_path / "testing_list.txt").write_text("yes/b_nohash_0.wav\nno/b_nohash_0.wav\n")
+    assert "all of the test split" in fidelity.unseen_voice_note(fidelity.unseen_voice_split(tmp_path, None))
 
 
 def test_fidelity_aggregate_tolerates_a_missing_seed():
@@ -199,6 +297,9 @@ def test_figures_are_written(tmp_path):
     plots = _load("plots")
     agg = fidelity.aggregate(_fake_rows(), ["hard", "soft"])
     png = plots.fidelity_figure(agg["methods"], agg["final_ms"], ["hard", "soft"], tmp_path / "f.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    agg = fidelity.aggregate(_fake_rows(unseen=True), ["hard", "soft"])  # with the unseen-voice panel
+    png = plots.fidelity_figure(agg["methods"], agg["final_ms"], ["hard", "soft"], tmp_path / "u.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     png = plots.sensitivity_figure(sensitivity.aggregate(_fake_settings()), tmp_path / "s.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
