@@ -2,7 +2,7 @@
 (test accuracy under the stream, window and center protocols) against how long the words are
 and where they sit in the clip, over a few synthetic corpora and seeds.
 
-    python benchmarks/sensitivity.py [--settings a b c] [--seeds 0 1] [--config configs/quickstart.yaml]
+    python benchmarks/sensitivity.py [--settings a b c] [--seeds 0 1] [--config configs/fidelity.yaml]
                                      [--workdir DIR] [--json OUT] [--quick]
 
 Corpus settings (SETTINGS below; ``--settings`` picks among them):
@@ -48,7 +48,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]  # this folder's stats.py, plots.py and fi
 from fidelity import QUICK, chain_stage_rows, ensure_corpus, git_commit, say  # noqa: E402
 from stats import ahead, fmt, fmt_ci, markdown_table, mean_ci, paired, whole_word_share  # noqa: E402
 
-DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
+DEFAULT_CONFIG = ROOT / "configs" / "fidelity.yaml"
 PROTOCOLS = ("stream", "window", "center")  # stream first: the protocol a deployed spotter runs
 FULL_CORPUS = dict(seed=0, speakers=150, n_unknown=10)  # quickstart size, as `make data`
 QUICK_CORPUS = dict(seed=0, speakers=12, n_unknown=4)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), help="corpus settings (default a b c; --quick: a c)")
     ap.add_argument("--seeds", type=int, nargs="+", help="default 0 1 (--quick: 0)")
-    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the chain (default configs/quickstart.yaml)")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the chain (default configs/fidelity.yaml)")
     ap.add_argument("--workdir", type=Path, help="corpora, runs and the MLflow store (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="results JSON; .txt and .png beside it (default <workdir>/sensitivity.json)")
     ap.add_argument("--quick", action="store_true", help="two tiny corpora, one seed, a one-epoch 1000 → 500 ms chain")

@@ -7,7 +7,9 @@
   pld report RUN_ID [--out DIR] [--tracking-uri URI]
   pld compare RUN_ID RUN_ID … [--tracking-uri URI]
   pld data check SPEC [--json]
-  pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--workers N] [--overwrite]
+  pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--rate-range LO HI]
+                 [--vtl-range LO HI] [--placement uniform|center|loudest] [--center-jitter-ms MS] [--pause-ms LO HI]
+                 [--heldout-val-voices N|VOICES] [--heldout-test-voices N|VOICES] [--workers N] [--overwrite]
 
 SPEC names a dataset: NAME:PATH (a registry name and a root directory, e.g.
 speech_commands_test:/data/sc_test_v2 or folder:/data/sounds) or a YAML file with a data: block.
