@@ -65,7 +65,7 @@ from distill.protocols import predict  # noqa: E402
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`
 SYNTH_QUICK = ["--speakers", "12", "--unknown-words", "4"]
-CHAIN_QUICK = ["chain.lengths_ms=[500]", "chain.baselines=[]", "train.epochs=1", "train.teacher_epochs=1"]
+CHAIN_QUICK = ["chain.lengths_ms=[1000,500]", "chain.baselines=[]", "train.epochs=1", "train.teacher_epochs=1"]
 
 
 def load() -> str:

@@ -84,7 +84,7 @@ def test_a_dataset_registered_outside_the_package_runs_through_the_chain(local_r
 name: plugin
 data: {{name: csv_list, path: {tmp_path / 'clips.csv'}, labels: {words}, max_bad_fraction: 0.1}}
 model: {{name: tiny}}
-chain: {{lengths_ms: [500], crops_per_clip: 1, baselines: []}}
+chain: {{lengths_ms: [1000, 500], crops_per_clip: 1, baselines: []}}
 train: {{epochs: 1, batch_size: 16}}
 storage: {{root: {tmp_path / 'runs'}}}
 """)
