@@ -3,8 +3,11 @@ no Ray, no MLflow, milliseconds. benchmarks/ is not a package, so its modules lo
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -303,3 +306,205 @@ def test_figures_are_written(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     png = plots.sensitivity_figure(sensitivity.aggregate(_fake_settings()), tmp_path / "s.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- the sensitivity benchmark's setting from a fidelity JSON (--from-fidelity, --merge) ---------
+
+CONFIG = {"name": "fidelity", "seed": 0, "data": {"name": "speech_commands", "path": "data/synth-sc"},
+          "chain": {"lengths_ms": [1000, 500], "baselines": ["direct", "one_shot"]},
+          "labels": {"mode": "soft", "temperature": 2.0}, "train": {"epochs": 8}}
+
+
+def _resolve(config, overrides):
+    """load_config's override semantics on plain dicts (no defaults, no validation, no torch)."""
+    out = copy.deepcopy(config)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+@pytest.fixture
+def pure_resolve(monkeypatch):
+    monkeypatch.setattr(sensitivity, "resolve_config", _resolve)
+
+
+def _synth_meta(**params):
+    """A synth.json of setting c's parameters (``params`` changes some)."""
+    want = sensitivity.corpus_want("c", False)
+    return {"seed": want["seed"], "unknown_words": want["unknown_words"], "clips": 3000, "sample_rate": 16000,
+            "clip_samples": 16000, "params": {k: v for k, v in want.items() if k not in ("seed", "unknown_words")}
+            | {"repeats": 1, **params}, "stats": {"word_ms": {"median": 595.0}, "share_whole_word_in_center_500ms": 0.12}}
+
+
+def _fake_fidelity(corpus: str) -> dict:
+    """A fidelity.py JSON of seeds 0-2, hard and soft chains on ``corpus``, as its main writes it
+    (the chains' overrides as run_chains makes them: the soft ones leave direct to the hard one)."""
+    chains = []
+    for seed in range(3):
+        for mode in ("hard", "soft"):
+            overrides = {"seed": seed, "name": f"fidelity-{mode}-s{seed}", "data.path": corpus,
+                         "storage.root": "/f/runs", "tracking.experiment": "fidelity", "labels.mode": mode,
+                         **({"labels.temperature": 2.0, "chain.baselines": ["one_shot"]} if mode == "soft" else {})}
+            chains.append({"seed": seed, "labels": mode, "overrides": overrides, "status": "ok",
+                           "chain_run_id": f"c{seed}{mode}", "seconds": 1.0})
+    return {"commit": "abc", "dirty": False, "config_file": "configs/fidelity.yaml", "config": copy.deepcopy(CONFIG),
+            "seeds": [0, 1, 2], "labels": ["hard", "soft"], "temperature": 2.0, "quick": False,
+            "corpus": {"path": corpus, "clips": 3000, "speakers": 150, "placement": "loudest", "rate_range": [80, 120],
+                       "median_word_ms": 595.0, "share_whole_word_in_center_500ms": 0.12},
+            "chains": chains, "rows": _fake_rows(), "final_ms": 500}
+
+
+def _check(fid, meta=None, **kw):
+    args = dict(key="c", config=CONFIG, mode="soft", seeds=[0, 1], final_ms=500, quick=False,
+                overrides={"name": "sensitivity", "storage.root": "/s/runs", "tracking.experiment": "sensitivity"},
+                commit={"commit": "abc", "dirty": False}, meta=meta, meta_dir="/corpus" if meta else None)
+    return sensitivity.check_fidelity(fid, **{**args, **kw})
+
+
+def test_points_from_fidelity_convert_the_row_format():
+    fid = _fake_fidelity("/corpus")
+    points = sensitivity.points_from_fidelity(fid, "soft", [0, 1])
+    assert list(points) == [0, 1]
+    p = points[0]
+    assert p["status"] == "ok" and p["final_ms"] == 500 and p["chain_run_id"] == "c0soft"
+    assert p["direct_chain_run_id"] == "c0hard"  # the soft rows' direct is the hard chain's
+    assert p["stream"] == pytest.approx({"pld": 0.62, "direct": 0.55, "one_shot": 0.5})
+    assert p["window"] == pytest.approx({"pld": 0.63, "direct": 0.56, "one_shot": 0.51})
+    assert p["center"] == pytest.approx({"pld": 0.61, "direct": 0.54, "one_shot": 0.49})
+    assert set(points[1]) == set(p) and points[1]["stream"]["pld"] == pytest.approx(0.52)
+    hard = sensitivity.points_from_fidelity(fid, "hard", [2])[2]
+    assert hard["stream"] == pytest.approx({"pld": 0.7, "direct": 0.6, "one_shot": 0.5})
+    assert "direct_chain_run_id" not in hard  # its own direct
+
+    fid["chains"][3] = {**fid["chains"][3], "status": "failed", "error": "boom"}  # seed 1, soft
+    assert sensitivity.points_from_fidelity(fid, "soft", [1])[1] == {"status": "failed", "error": "fidelity chain: boom"}
+    with pytest.raises(sensitivity.MergeError, match=r"no soft-label chain for seed\(s\) \[5\]"):
+        sensitivity.points_from_fidelity(fid, "soft", [0, 5])
+    # what the converted points aggregate to: PLD − direct paired by seed, as for a swept setting
+    (s,) = sensitivity.aggregate([{"seeds": sensitivity.points_from_fidelity(_fake_fidelity("/c"), "soft", [0, 1])}])
+    assert s["mean"]["stream"]["pld_minus_direct"]["per_seed"] == pytest.approx({0: 0.07, 1: 0.0})
+
+
+def test_settings_from_json_undo_the_json_round_trip():
+    settings = sensitivity.aggregate(_fake_settings())
+    back = sensitivity.settings_from_json(json.loads(json.dumps({"settings": settings}, default=str)))
+    assert [list(s["seeds"]) for s in back] == [[0, 1], [0, 1]] and all("mean" not in s for s in back)
+    assert json.dumps(sensitivity.aggregate(back)) == json.dumps(settings)
+
+
+def test_check_fidelity_accepts_the_same_chains_and_says_what_it_checked(pure_resolve):
+    checks = _check(_fake_fidelity("/corpus"), _synth_meta())
+    text = "; ".join(checks)
+    assert f"config contents identical (fingerprint {sensitivity.fingerprint(CONFIG)})" in text
+    assert "identical for seeds [0, 1] (direct: the hard chain's of the same seed" in text
+    assert "corpus seed, speakers, unknown_words, rate_range, placement as setting c (/corpus/synth.json)" in text
+    assert "clips, median_word_ms, share_whole_word_in_center_500ms as the fidelity JSON records" in text
+    assert "commit abc in both" in text
+    assert "commits NOT" in "; ".join(_check(_fake_fidelity("/corpus"), commit={"commit": "def", "dirty": False}))
+
+
+def _soft(fid, seed):
+    return next(c for c in fid["chains"] if c["seed"] == seed and c["labels"] == "soft")
+
+
+def _hard(fid, seed):
+    return next(c for c in fid["chains"] if c["seed"] == seed and c["labels"] == "hard")
+
+
+@pytest.mark.parametrize("spoil, meta, message", [
+    (lambda f: f["config"]["labels"].update(temperature=1.0), {}, "config contents differ in labels.temperature"),
+    (lambda f: _soft(f, 1)["overrides"].update({"labels.temperature": 4.0}), {}, "seed 1's soft chain differs in "
+                                                                                 "labels.temperature"),
+    (lambda f: _soft(f, 0)["overrides"].update({"train.epochs": 1}), {}, "seed 0's soft chain differs in train.epochs"),
+    (lambda f: _hard(f, 0)["overrides"].update({"train.epochs": 1}), {}, "direct comes from its hard chain, which "
+                                                                         "differs in train.epochs"),
+    (lambda f: _soft(f, 0)["overrides"].update({"data.path": "/other"}), {}, "ran on /other, not on its corpus"),
+    (lambda f: f.update(quick=True), {}, "quick=True"),
+    (lambda f: f.update(final_ms=750), {}, "final length is 750 ms"),
+    (lambda f: f["corpus"].update(placement="uniform"), {}, "another placement (uniform; setting c: loudest)"),
+    (lambda f: None, {"speakers": 12}, "/corpus/synth.json has another speakers than setting c"),
+    (lambda f: f["corpus"].update(median_word_ms=360.0), {}, "is not the fidelity run's corpus: its median_word_ms"),
+])
+def test_check_fidelity_refuses_another_chain_or_corpus(pure_resolve, spoil, meta, message):
+    fid = _fake_fidelity("/corpus")
+    spoil(fid)
+    with pytest.raises(sensitivity.MergeError, match=re.escape(message)):
+        _check(fid, _synth_meta(**meta))
+
+
+def test_check_fidelity_with_little_recorded_says_what_it_did_not_check(pure_resolve):
+    fid = _fake_fidelity("/corpus")
+    del fid["config"]
+    for c in fid["chains"]:
+        del c["overrides"]
+    fid["corpus"] = {"path": "/corpus", "speakers": 150}
+    text = "; ".join(_check(fid))
+    assert "config contents: not in the fidelity JSON, not checked" in text
+    assert "chain config (or its direct's) of seeds [0, 1]: not in the fidelity JSON, not checked" in text
+    assert "corpus: only speakers checked (the fidelity JSON's record; no synth.json found)" in text
+    fid["corpus"]["speakers"] = 16
+    with pytest.raises(sensitivity.MergeError, match="another speakers"):
+        _check(fid)
+
+
+def _write_run(tmp_path):
+    """A sensitivity JSON of settings a and b (as main writes it), a fidelity JSON and its corpus's synth.json."""
+    corpus = tmp_path / "sc"
+    corpus.mkdir()
+    (corpus / "synth.json").write_text(json.dumps(_synth_meta()))
+    fid = tmp_path / "fidelity.json"
+    fid.write_text(json.dumps(_fake_fidelity(str(corpus))))
+    settings = _fake_settings()
+    settings[1] = {**settings[0], "setting": "b", "description": "long words", "corpus": str(tmp_path / "corpus-b")}
+    settings[0]["corpus"] = str(tmp_path / "corpus-a")
+    sens = tmp_path / "sensitivity-ab.json"
+    sens.write_text(json.dumps({"commit": "abc", "dirty": False, "config_file": "configs/fidelity.yaml",
+                                "config": CONFIG, "quick": False, "seeds": [0, 1], "final_ms": 500,
+                                "settings": sensitivity.aggregate(settings), "seconds": 3600.0}, default=str))
+    return sens, fid, corpus
+
+
+def test_merge_writes_what_a_run_would(tmp_path, pure_resolve, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # main imports plots.py as the script would
+    sens, fid, corpus = _write_run(tmp_path)
+    out = tmp_path / "out" / "merged.json"
+    assert sensitivity.main(["--merge", str(sens), "--from-fidelity", str(fid), "--json", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert [s["setting"] for s in merged["settings"]] == ["a", "b", "c"]
+    assert {k: merged[k] for k in ("commit", "seeds", "final_ms", "config")} == \
+        {"commit": "abc", "seeds": [0, 1], "final_ms": 500, "config": CONFIG}
+    assert merged["from_fidelity"] == {"c": str(fid)} and merged["merged_from"] == str(sens)
+    a, c = merged["settings"][0], merged["settings"][2]
+    assert a["mean"]["stream"]["pld_minus_direct"]["mean"] == pytest.approx(-0.075)  # recomputed, the same
+    assert c["corpus"] == str(corpus) and c["median_word_ms"] == 595.0 and c["stats_source"] == "synth.json"
+    assert c["share_whole_word_in_center"] == 0.12 and c["synth"] == {"rate_range": [80, 120], "placement": "loudest"}
+    assert c["seeds"]["0"]["stream"]["pld"] == pytest.approx(0.62)
+    assert c["mean"]["stream"]["pld_minus_direct"]["per_seed"] == pytest.approx({"0": 0.07, "1": 0.0})
+    assert c["from_fidelity"]["labels"] == "soft" and c["from_fidelity"]["json"] == str(fid)
+
+    text = out.with_suffix(".txt").read_text()
+    assert f"setting c: per-seed rows from the fidelity JSON {fid} (commit abc; its soft-label chains " \
+           "s0 c0soft, s1 c1soft), not run here" in text
+    assert "setting c, checks against the fidelity run: config contents identical" in text
+    assert f"merged from {sens}" in text and f"rows from the fidelity JSON {fid}" in text
+    assert "chains 4 ok, 0 failed" in text  # settings a and b's own
+    assert "| c       | 595" in text and "+0.070" in text
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_merge_refuses_another_config_and_writes_nothing(tmp_path, pure_resolve, capsys):
+    sens, fid, _ = _write_run(tmp_path)
+    bad = json.loads(fid.read_text())
+    bad["config"]["train"]["epochs"] = 20
+    fid.write_text(json.dumps(bad))
+    out = tmp_path / "merged.json"
+    assert sensitivity.main(["--merge", str(sens), "--from-fidelity", str(fid), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to merge" in err and "config contents differ in train.epochs" in err
+    assert not out.exists()
+    with pytest.raises(SystemExit):  # the seeds come from the sensitivity JSON
+        sensitivity.main(["--merge", str(sens), "--from-fidelity", str(fid), "--json", str(out), "--seeds", "0"])
