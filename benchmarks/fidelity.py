@@ -4,7 +4,7 @@ the paired differences of the final PLD student against both baselines.
 
     python benchmarks/fidelity.py [--config configs/fidelity.yaml] [--seeds 0 1 2]
                                   [--labels hard soft] [--temperature 2] [--corpus DIR]
-                                  [--workdir DIR] [--json OUT] [--new] [--quick]
+                                  [--workdir DIR] [--json OUT] [--new] [--quick] [--report-only]
 
 Every chain is ``--config`` (default configs/fidelity.yaml: the teacher at 1000 ms, students
 down to 500 ms, the direct and one-shot baselines at 500 ms) with its seed and label mode
@@ -35,6 +35,18 @@ Outputs (OUT defaults to <workdir>/fidelity.json):
     OUT with .txt    the markdown tables, also printed to stdout
     OUT with .png    test accuracy against input length (window, stream, center; FA/h), CI bars;
                      with unseen voices, a panel of their stream accuracy beside the stream one
+
+``--report-only`` (needs ``--workdir``): run nothing — no Ray, no chain, no corpus synthesis —
+and write the same outputs from the chains of the planned (``--seeds`` × ``--labels``) list that
+are FINISHED in ``<workdir>/mlflow.db``, found by run name (``fidelity-{mode}-s{seed}``; of
+several, the newest finished one of the planned config, else the newest finished one, with a
+note). A missing or unfinished chain is left out with a line saying so; the JSON's ``present``
+lists the (seed, mode) pairs reported. The unseen-voice numbers are the ``unseen_voices_acc_*``
+metrics the stage runs carry when that evaluation ran; the soft rows' direct is the hard
+chain's of the same seed, as above. The tables come from the same code as a normal run's: the
+same chains give the same tables. The JSON's ``commit`` is the chains' (mlflow.source.git.commit;
+``dirty`` unknown: None), ``report_commit`` the checkout that wrote the report. To read a store
+a benchmark is still writing, copy ``mlflow.db`` into another work directory first.
 
 ``--quick``: a 16-speaker corpus (``<workdir>/corpus-quick``; 2 test speakers, one of them of an
 unseen voice), a one-epoch 1000 → 500 ms chain
@@ -213,29 +225,57 @@ def evaluate_unseen(chain_run_id: str, cfg, uri: str) -> dict:
     return {"status": "ok", "models": len(models), "seconds": seconds}
 
 
+def plan_chains(args, config_file: Path, work: Path, corpus: Path) -> list[tuple[int, str, dict, object]]:
+    """Every (seed, label mode) chain as (seed, mode, overrides, config), hard before soft: with
+    both modes the soft chains leave ``direct`` out (they show the hard chain's). Every chain is
+    validated here, before the first runs."""
+    from distill.config import load_config
+
+    borrow = "hard" in args.labels and "soft" in args.labels
+    planned = []
+    for seed in args.seeds:
+        for mode in args.labels:  # hard before soft, as given: the soft chains' direct is the hard one's
+            overrides = {"seed": seed, "name": chain_name(mode, seed), "data.path": str(corpus),
+                         "storage.root": str(work / "runs"), "tracking.experiment": "fidelity", "labels.mode": mode,
+                         **({"labels.temperature": args.temperature} if mode == "soft" else {}),
+                         **(QUICK if args.quick else {})}
+            cfg = load_config(config_file, overrides)
+            if mode == "soft" and borrow:
+                overrides["chain.baselines"] = [b for b in cfg.chain.baselines if b != "direct"]
+                cfg = load_config(config_file, overrides)
+            planned.append((seed, mode, overrides, cfg))
+    return planned
+
+
+def chain_name(mode: str, seed: int) -> str:
+    """The run name of a (seed, label mode) chain: what --report-only finds it by."""
+    return f"fidelity-{mode}-s{seed}"
+
+
+def tagged_rows(client, seed: int, mode: str, chain_run_id: str) -> list[dict]:
+    """A finished chain's stage rows with its seed, label mode and run id."""
+    return [{"seed": seed, "labels": mode, "chain": chain_run_id, **r} for r in chain_stage_rows(client, chain_run_id)]
+
+
+def share_direct(rows: list[dict]) -> list[dict]:
+    """``rows`` plus, for every soft chain without a direct stage of its own, the hard chain's
+    direct of the same seed (marked ``shared_from: hard``): direct never sees a teacher's labels,
+    so the label mode does not change it (unseen-voice numbers included)."""
+    soft = {r["seed"] for r in rows if r["labels"] == "soft"}
+    own = {r["seed"] for r in rows if r["labels"] == "soft" and r["method"] == "direct"}
+    return rows + [{**r, "labels": "soft", "shared_from": "hard"} for r in rows
+                   if r["labels"] == "hard" and r["method"] == "direct" and r["seed"] in soft - own]
+
+
 def run_chains(args, work: Path, corpus: Path, unseen: bool = False) -> tuple[list[dict], list[dict]]:
     """Every (seed, label mode) chain, one after another: per-stage rows, and a record per chain.
     ``unseen``: evaluate each finished chain on the corpus's unseen-voice test split too."""
     import mlflow
 
-    from distill.config import load_config
     from distill.runtime.chain import run_chain
 
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    share_direct = "hard" in args.labels and "soft" in args.labels
-    planned = []
-    for seed in args.seeds:
-        for mode in args.labels:  # hard before soft, as given: the soft chains' direct is the hard one's
-            overrides = {"seed": seed, "name": f"fidelity-{mode}-s{seed}", "data.path": str(corpus),
-                         "storage.root": str(work / "runs"), "tracking.experiment": "fidelity", "labels.mode": mode,
-                         **({"labels.temperature": args.temperature} if mode == "soft" else {}),
-                         **(QUICK if args.quick else {})}
-            cfg = load_config(args.config, overrides)  # every chain validated before the first runs
-            if mode == "soft" and share_direct:
-                overrides["chain.baselines"] = [b for b in cfg.chain.baselines if b != "direct"]
-                cfg = load_config(args.config, overrides)
-            planned.append((seed, mode, overrides, cfg))
-
+    planned = plan_chains(args, args.config, work, corpus)
     client = mlflow.MlflowClient(uri)
     rows, chains = [], []
     for seed, mode, overrides, cfg in planned:
@@ -254,12 +294,92 @@ def run_chains(args, work: Path, corpus: Path, unseen: bool = False) -> tuple[li
         if unseen:  # before the rows are read back: they carry its metrics
             record[UNSEEN] = evaluate_unseen(result.parent_run_id, cfg, uri)
         chains.append(record)
-        rows += [{"seed": seed, "labels": mode, "chain": result.parent_run_id, **r}
-                 for r in chain_stage_rows(client, result.parent_run_id)]
-    if share_direct:  # direct never sees a teacher: the soft rows borrow the hard chain's (unseen voices too)
-        rows += [{**r, "labels": "soft", "shared_from": "hard"}
-                 for r in rows if r["labels"] == "hard" and r["method"] == "direct"]
-    return rows, chains
+        rows += tagged_rows(client, seed, mode, result.parent_run_id)
+    return share_direct(rows), chains
+
+
+def pick_chain_run(runs: list, fingerprint: str | None) -> tuple[object | None, str]:
+    """Of the chain runs of one name (newest first), the one to report: the newest FINISHED one
+    of the planned config's fingerprint, else the newest FINISHED one; and why none, or a note."""
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    if not done:
+        if not runs:
+            return None, "not in the store"
+        return None, f"{runs[0].info.status.lower()} (run {runs[0].info.run_id})"
+    same = [r for r in done if r.data.tags.get("pld.config_fingerprint") == fingerprint]
+    run = (same or done)[0]
+    notes = []
+    if not same:
+        notes.append(f"made with another config than the planned one (fingerprint "
+                     f"{run.data.tags.get('pld.config_fingerprint')} ≠ {fingerprint}): reported anyway")
+    newer = [r for r in runs if r.info.start_time > run.info.start_time and r.info.status != "FINISHED"]
+    if newer:
+        notes.append(f"a newer run of that name is {newer[0].info.status.lower()} ({newer[0].info.run_id}): "
+                     "the finished one is reported")
+    return run, "; ".join(notes)
+
+
+def stored_unseen(chain_rows: list[dict], tags: dict) -> dict:
+    """How the unseen-voice evaluation of a finished chain went, from what its runs carry."""
+    have = sum(r.get(UNSEEN_METRICS["stream"]) is not None for r in chain_rows)
+    if have == len(chain_rows) and have:
+        return {"status": "ok", "models": have, "from_store": True}
+    if have:
+        return {"status": "partial", "models": have,
+                "error": f"{have} of {len(chain_rows)} stages carry {UNSEEN}_acc_* metrics"}
+    return {"status": "not run", "error": f"no stage carries {UNSEEN}_acc_* metrics"
+            + ("" if f"pld.eval.{UNSEEN}" in tags else " (the evaluation did not run or was stopped)")}
+
+
+def stored_chains(args, work: Path, corpus: Path, unseen: bool = False) -> tuple[list[dict], list[dict]]:
+    """``--report-only``: run_chains's rows and records from the chains already FINISHED in
+    ``<workdir>/mlflow.db`` (chain runs named as run_chains names them), starting no Ray and no
+    chain; a missing or unfinished chain is left out, with a line saying so. ``unseen``: the
+    unseen-voice numbers are the ``unseen_voices_acc_*`` metrics the stage runs carry."""
+    import mlflow
+
+    from distill.config import load_config
+    from distill.runtime.manifest import config_fingerprint
+
+    db = work / "mlflow.db"
+    if not db.is_file():
+        raise SystemExit(f"--report-only: no MLflow store at {db}")
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("fidelity")
+    by_name: dict[str, list] = {}
+    if experiment is not None:
+        for run in client.search_runs([experiment.experiment_id], filter_string="tags.`pld.kind` = 'chain'",
+                                      order_by=["attributes.start_time DESC"], max_results=5000):
+            by_name.setdefault(run.info.run_name, []).append(run)
+
+    rows, chains = [], []
+    for seed, mode, overrides, cfg in plan_chains(args, args.config, work, corpus):
+        name = chain_name(mode, seed)
+        record = {"seed": seed, "labels": mode, "overrides": overrides}
+        runs = by_name.get(name, [])
+        # the planned config's fingerprint where the chain's own runs folder stands (the store may have moved)
+        root = next((r.data.params.get("storage.root") for r in runs if r.data.params.get("storage.root")), None)
+        fingerprint = config_fingerprint(
+            (load_config(args.config, {**overrides, "storage.root": root}) if root else cfg).model_dump(mode="json"))
+        run, note = pick_chain_run(runs, fingerprint)
+        if run is None:
+            chains.append({**record, "status": "missing", "error": f"chain {name}: {note}"})
+            say(f"seed {seed} {mode}: not finished — left out ({name}: {note})")
+            continue
+        metrics, tags = run.data.metrics, run.data.tags
+        mine = tagged_rows(client, seed, mode, run.info.run_id)
+        record.update(status="ok", chain_run_id=run.info.run_id, seconds=metrics.get("chain_seconds"),
+                      commit=tags.get("mlflow.source.git.commit"), fingerprint=tags.get("pld.config_fingerprint"),
+                      fingerprint_matches=tags.get("pld.config_fingerprint") == fingerprint,
+                      **({"note": note} if note else {}))
+        if unseen:
+            record[UNSEEN] = stored_unseen(mine, tags)
+        chains.append(record)
+        rows += mine
+        unseen_note = f"; {UNSEEN}: {record[UNSEEN]['status']}" if unseen else ""
+        say(f"seed {seed} {mode}: chain {run.info.run_id}, {len(mine)} stages{unseen_note}"
+            + (f" — note: {note}" if note else ""))
+    return share_direct(rows), chains
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,51 +509,43 @@ def render(agg: dict, modes: list[str], header: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the chain (default configs/fidelity.yaml)")
-    ap.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0 1)")
-    ap.add_argument("--labels", nargs="+", choices=["hard", "soft"], default=["hard", "soft"])
-    ap.add_argument("--temperature", type=float, default=2.0, help="temperature of the soft labels (default 2)")
-    ap.add_argument("--corpus", type=Path, help="an existing corpus (default: make data's, synthesized in the workdir)")
-    ap.add_argument("--workdir", type=Path, help="corpus, runs and the MLflow store (default: a temp dir)")
-    ap.add_argument("--json", type=Path, help="results JSON; .txt and .png beside it (default <workdir>/fidelity.json)")
-    ap.add_argument("--new", action="store_true", help="never resume an unfinished chain of the same config")
-    ap.add_argument("--quick", action="store_true", help="a tiny corpus and a one-epoch 1000 → 500 ms chain")
-    args = ap.parse_args(argv)
-    args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
-    args.labels = [m for m in ("hard", "soft") if m in args.labels]  # hard first: soft borrows its direct
-    work = (args.workdir or Path(tempfile.mkdtemp(prefix="pld-fidelity-"))).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    out_json = (args.json or work / "fidelity.json").resolve()
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+def chains_commit(chains: list[dict]) -> dict:
+    """--report-only: the commit the stored chains ran (their mlflow.source.git.commit, short),
+    several joined by commas; whether it had local changes is not recorded (None)."""
+    commits = sorted({c["commit"][:7] for c in chains if c.get("commit")})
+    return {"commit": ",".join(commits) or None, "dirty": None}
 
-    if args.corpus:
-        corpus = args.corpus.resolve()
-        meta = json.loads((corpus / "synth.json").read_text()) if (corpus / "synth.json").exists() else None
-    else:
-        corpus = work / ("corpus-quick" if args.quick else "corpus")
-        meta = ensure_corpus(corpus, **(QUICK_CORPUS if args.quick else FULL_CORPUS))
-    unseen = unseen_voice_split(corpus, meta)
-    say(unseen_voice_note(unseen))
-    rows, chains = run_chains(args, work, corpus, unseen=not unseen.get("skipped"))
-    agg = aggregate(rows, args.labels)
 
+def write_report(args, *, work: Path, corpus: Path, meta: dict | None, unseen: dict, rows: list[dict],
+                 chains: list[dict], started: float, out_json: Path) -> int:
+    """Aggregate the rows, print the tables and write OUT (.json, .txt, .png): what a normal run
+    and a --report-only run both end with. 1 when a chain failed (or, report-only, none finished)."""
     import yaml
 
     from distill.config import load_config
 
-    git = git_commit()
+    report_only = bool(getattr(args, "report_only", False))
+    agg = aggregate(rows, args.labels)
+    here = git_commit()
+    git = chains_commit(chains) if report_only else here
     corpus_info = corpus_summary(corpus, meta)
     failed = [c for c in chains if c["status"] != "ok"]
-    header = [f"commit {git['commit']}{' (with local changes)' if git['dirty'] else ''}; config "
-              f"{args.config}{' + --quick' if args.quick else ''}; seeds {args.seeds}; labels {'/'.join(args.labels)}"
+    present = [[c["seed"], c["labels"]] for c in chains if c["status"] == "ok"]
+    if report_only:
+        source = (f"commit {git['commit'] or '?'} (the chains' mlflow.source.git.commit); report-only from the store, "
+                  f"tables by commit {here['commit']}{' (with local changes)' if here['dirty'] else ''}")
+        left_out = ", ".join(f"{c['labels']} s{c['seed']}" for c in failed)
+        count = (f"chains {len(present)} of {len(chains)} finished and reported"
+                 + (f"; left out: {left_out}" if failed else ""))
+    else:
+        source = f"commit {git['commit']}{' (with local changes)' if git['dirty'] else ''}"
+        count = f"chains {len(chains) - len(failed)} ok, {len(failed)} failed"
+    header = [f"{source}; config {args.config}{' + --quick' if args.quick else ''}; seeds {args.seeds}; "
+              f"labels {'/'.join(args.labels)}"
               + (f" (soft at temperature {args.temperature})" if "soft" in args.labels else "")
               + f"; {time.perf_counter() - started:.0f} s",
               f"corpus {corpus}: " + ", ".join(f"{k} {v}" for k, v in corpus_info.items() if k != "path" and v is not None),
-              f"MLflow store sqlite:///{work / 'mlflow.db'}, experiment 'fidelity'; chains "
-              f"{len(chains) - len(failed)} ok, {len(failed)} failed",
+              f"MLflow store sqlite:///{work / 'mlflow.db'}, experiment 'fidelity'; {count}",
               unseen_voice_note(unseen) + _unseen_failures(chains)]
     text = render(agg, args.labels, header)
     say("\n" + text)
@@ -446,10 +558,52 @@ def main(argv: list[str] | None = None) -> int:
         **git, "config_file": str(args.config), "config": yaml.safe_load(args.config.read_text()),
         "resolved_config": load_config(args.config, chains[0]["overrides"]).model_dump(mode="json") if chains else None,
         "seeds": args.seeds, "labels": args.labels, "temperature": args.temperature, "quick": args.quick,
+        "report_only": report_only, "present": present,
+        **({"report_commit": here, "store": str(work / "mlflow.db")} if report_only else {}),
         "corpus": corpus_info, UNSEEN: unseen, "chains": chains, "rows": rows, **agg, "seconds": time.perf_counter() - started,
     }, indent=1, default=str))
     say(f"wrote {out_json}, {out_json.with_suffix('.txt')}" + (f", {out_json.with_suffix('.png')}" if agg["methods"] else ""))
+    if report_only:
+        return 0 if present else 1
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the chain (default configs/fidelity.yaml)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0 1)")
+    ap.add_argument("--labels", nargs="+", choices=["hard", "soft"], default=["hard", "soft"])
+    ap.add_argument("--temperature", type=float, default=2.0, help="temperature of the soft labels (default 2)")
+    ap.add_argument("--corpus", type=Path, help="an existing corpus (default: make data's, synthesized in the workdir)")
+    ap.add_argument("--workdir", type=Path, help="corpus, runs and the MLflow store (default: a temp dir)")
+    ap.add_argument("--json", type=Path, help="results JSON; .txt and .png beside it (default <workdir>/fidelity.json)")
+    ap.add_argument("--new", action="store_true", help="never resume an unfinished chain of the same config")
+    ap.add_argument("--quick", action="store_true", help="a tiny corpus and a one-epoch 1000 → 500 ms chain")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: the report of the chains already finished in <workdir>/mlflow.db")
+    args = ap.parse_args(argv)
+    if args.report_only and (args.new or not args.workdir):
+        ap.error("--report-only reads <workdir>/mlflow.db: it needs --workdir, and runs nothing (no --new)")
+    args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
+    args.labels = [m for m in ("hard", "soft") if m in args.labels]  # hard first: soft borrows its direct
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="pld-fidelity-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    out_json = (args.json or work / "fidelity.json").resolve()
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    if args.corpus or args.report_only:  # report-only never synthesizes: the corpus is only described
+        corpus = args.corpus.resolve() if args.corpus else work / ("corpus-quick" if args.quick else "corpus")
+        meta = json.loads((corpus / "synth.json").read_text()) if (corpus / "synth.json").exists() else None
+    else:
+        corpus = work / ("corpus-quick" if args.quick else "corpus")
+        meta = ensure_corpus(corpus, **(QUICK_CORPUS if args.quick else FULL_CORPUS))
+    unseen = unseen_voice_split(corpus, meta)
+    say(unseen_voice_note(unseen))
+    collect = stored_chains if args.report_only else run_chains
+    rows, chains = collect(args, work, corpus, unseen=not unseen.get("skipped"))
+    return write_report(args, work=work, corpus=corpus, meta=meta, unseen=unseen, rows=rows, chains=chains,
+                        started=started, out_json=out_json)
 
 
 if __name__ == "__main__":

@@ -508,3 +508,38 @@ def test_merge_refuses_another_config_and_writes_nothing(tmp_path, pure_resolve,
     assert not out.exists()
     with pytest.raises(SystemExit):  # the seeds come from the sensitivity JSON
         sensitivity.main(["--merge", str(sens), "--from-fidelity", str(fid), "--json", str(out), "--seeds", "0"])
+
+
+# --- fidelity --report-only: the soft rows' shared direct, which stored chain run is reported ---
+
+def test_share_direct_matches_what_the_aggregation_expects():
+    raw = [r for r in _fake_rows() if not r.get("shared_from")]  # the chains' own rows
+    shared = fidelity.share_direct(raw)  # the rows run_chains and --report-only both return
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, shared)) == sorted(map(key, _fake_rows()))
+    assert fidelity.aggregate(shared, ["hard", "soft"]) == fidelity.aggregate(_fake_rows(), ["hard", "soft"])
+    # a soft chain left out (unfinished): no direct borrowed for its seed; one with its own direct keeps it
+    no_s2 = [r for r in raw if not (r["labels"] == "soft" and r["seed"] == 2)]
+    borrowed = [r for r in fidelity.share_direct(no_s2) if r.get("shared_from")]
+    assert sorted(r["seed"] for r in borrowed) == [0, 1]
+    own = raw + [{**r, "labels": "soft"} for r in raw if r["labels"] == "hard" and r["method"] == "direct"]
+    assert fidelity.share_direct(own) == own
+
+
+def _run(run_id, status, start, fingerprint="f1"):
+    from types import SimpleNamespace as NS
+    return NS(info=NS(run_id=run_id, status=status, start_time=start),
+              data=NS(tags={"pld.config_fingerprint": fingerprint}))
+
+
+def test_pick_chain_run():
+    assert fidelity.pick_chain_run([], "f1") == (None, "not in the store")
+    run, why = fidelity.pick_chain_run([_run("a", "RUNNING", 2)], "f1")
+    assert run is None and why == "running (run a)"
+    # newest first: the newest finished one of the planned fingerprint; a newer unfinished one is noted
+    runs = [_run("c", "RUNNING", 3), _run("b", "FINISHED", 2, "f2"), _run("a", "FINISHED", 1)]
+    run, why = fidelity.pick_chain_run(runs, "f1")
+    assert run.info.run_id == "a" and "newer run of that name is running (c)" in why
+    run, why = fidelity.pick_chain_run(runs[1:], "f9")  # none of the planned config: the newest, said so
+    assert run.info.run_id == "b" and "another config" in why
+    assert fidelity.pick_chain_run(runs[2:], "f1")[1] == ""
