@@ -41,9 +41,13 @@ class AugmentConfig(BaseModel):
     spec_freq_mask_bands: int = Field(5, gt=0, description="SpecAugment: widest frequency mask, in mel bands.")
 
     @property
+    def mixes_noise(self) -> bool:
+        return self.enabled and self.noise_prob > 0 and self.noise_volume > 0
+
+    @property
     def active(self) -> bool:
-        return self.enabled and (self.time_shift_ms > 0 or (self.noise_prob > 0 and self.noise_volume > 0)
-                                 or self.spec_time_masks > 0 or self.spec_freq_masks > 0)
+        return self.mixes_noise or self.enabled and (self.time_shift_ms > 0 or self.spec_time_masks > 0
+                                                     or self.spec_freq_masks > 0)
 
 
 def batch_generator(seed: int, epoch: int, rank: int, batch: int) -> torch.Generator:
@@ -108,7 +112,7 @@ def augment_waveforms(x: torch.Tensor, cfg: AugmentConfig, noise: NoiseBank | No
         source = torch.arange(length, device=x.device)[None, :] - shifts[:, None]  # out[t] = x[t - shift]
         inside = (source >= 0) & (source < length)
         x = torch.gather(x, 1, source.clamp(0, length - 1)) * inside
-    if cfg.noise_prob > 0 and cfg.noise_volume > 0 and noise is not None:
+    if cfg.mixes_noise and noise is not None:
         mixed = torch.rand(n, generator=generator) < cfg.noise_prob
         volume = torch.rand(n, generator=generator) * cfg.noise_volume * mixed
         x = x + volume.to(x.device)[:, None] * noise.segments(n, length, generator).to(x.dtype)

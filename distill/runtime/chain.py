@@ -118,8 +118,7 @@ def _source(index, cfg: ExperimentConfig, source_dir: str, out: Callable[[str], 
 
 def noise_bank(index, cfg: ExperimentConfig, out: Callable[[str], None]) -> NoiseBank | None:
     """The background noise training mixes in: the dataset's recordings, else generated noise."""
-    aug = cfg.train.augment
-    if not (aug.active and aug.noise_prob > 0 and aug.noise_volume > 0):
+    if not cfg.train.augment.mixes_noise:
         return None
     recordings, skipped = load_recordings(index.noise_files, cfg.data.sample_rate)
     for path, reason in skipped.items():
