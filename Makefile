@@ -8,7 +8,7 @@ DATA   := data/synth-sc
 # torch 2.14.1 with torchaudio 2.11.0 is the verified pair (torchaudio's transforms and resampler).
 TORCH  := "torch==2.14.1" "torchaudio==2.11.0"
 
-.PHONY: demo test install data clean
+.PHONY: demo test test-unit test-integration install data clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ demo: install data
 
 test: install
 	$(BIN)/python -m pytest
+
+test-unit: install  # the fast tests of one module each (no Ray cluster)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install  # real Ray and MLflow (minutes)
+	$(BIN)/python -m pytest tests/integration
 
 clean:
 	rm -rf pld-runs mlflow.db mlruns mlartifacts

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from distill.augment import AugmentConfig, NoiseBank, augment_waveforms, batch_generator, spectrogram_masks
-from distill.models import build_model
+from distill.core.augment import AugmentConfig, NoiseBank, augment_waveforms, batch_generator, spectrogram_masks
+from distill.core.models import build_model
 
 
 def timed(fn, seconds: float) -> float:

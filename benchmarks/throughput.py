@@ -54,13 +54,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.checkpoint import ModelSpec, load_model_dir  # noqa: E402
+from distill.core.checkpoint import ModelSpec, load_model_dir  # noqa: E402
 from distill.config import ChainConfig, load_config  # noqa: E402
-from distill.crops import cut_crops, sample_crop_offsets  # noqa: E402
-from distill.features import FeatureConfig, num_samples  # noqa: E402
-from distill.labels import student_loss  # noqa: E402
-from distill.models import build_model, count_macs  # noqa: E402
-from distill.protocols import predict  # noqa: E402
+from distill.core.crops import cut_crops, sample_crop_offsets  # noqa: E402
+from distill.core.features import FeatureConfig, num_samples  # noqa: E402
+from distill.core.labels import student_loss  # noqa: E402
+from distill.core.models import build_model, count_macs  # noqa: E402
+from distill.core.protocols import predict  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`
@@ -290,9 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.util.queue import Queue
 
-    from distill.runtime.relabel import relabel_crops
+    from distill.core.augment import AugmentConfig
+    from distill.core.labels import TeacherView
+    from distill.runtime.relabel import Teacher, relabel_crops
     from distill.runtime.session import init_ray
-    from distill.runtime.train import train_stage
+    from distill.runtime.train import StageData, train_stage
+    from distill.stages import StageSpec
 
     run_dir = Path(qs["run_dir"])
     source = run_dir / "source"
@@ -302,12 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     final_ms = cfg.chain.lengths_ms[-1]  # 500 ms, as in CHAIN_QUICK
     crop = num_samples(final_ms, sr)  # the crops of the final stage (the one_shot baseline's relabel)
     k, seed = cfg.chain.crops_per_clip, cfg.seed
-    rel = dict(crop_samples=crop, crops_per_clip=k, seed=seed, n_classes=len(labels), teacher_dir=teacher,
-               teacher_run_id=qs["teacher_run_id"], temperature=cfg.labels.temperature, batch_size=cfg.relabel.batch_size,
-               actors=cfg.relabel.actors, cpus_per_actor=cfg.relabel.cpus_per_actor)
+    # the one_shot baseline's relabel: the final length's random crops, labelled by the teacher
+    one_shot = StageSpec("bench", "baseline", "one_shot", final_ms, "teacher", cfg.train.epochs, sample_rate=sr,
+                         placement="random", crops_per_clip=k, seed=seed, view=TeacherView(),
+                         temperature=cfg.labels.temperature)
 
     def platform_relabel(src: Path, out: Path) -> int:
-        return relabel_crops(src, out, **rel)["rows"]
+        return relabel_crops(src, out, one_shot, cfg.relabel, Teacher(teacher, qs["teacher_run_id"]))["rows"]
 
     def plain(src: Path, out: Path, threads: int) -> int:
         out.mkdir(parents=True, exist_ok=True)
@@ -339,14 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     progress = Queue(actor_options={"num_cpus": 0})
     common = dict(epochs=epochs, batch_size=bs, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, seed=seed)
 
+    # plain_train has no augmentation: neither has the platform's run it is compared with
+    train_cfg = cfg.train.model_copy(update={"use_gpu": False, "augment": AugmentConfig(enabled=False)})
+
     def platform_train(n_epochs: int = epochs) -> None:
         shutil.rmtree(work / "train", ignore_errors=True)
-        train_stage(stage="bench", spec=spec, train_ds=ray.data.read_parquet(str(data_dir)), validation=validation,
-                    rows=rows, storage_dir=work / "train" / "ray", out_model_dir=work / "train" / "model",
-                    label_mode="hard", temperature=1.0, num_workers=cfg.train.num_workers, use_gpu=False,
-                    cpus_per_worker=cfg.train.cpus_per_worker, input_samples=crop, hop_samples=hop,
-                    silence_index=silence, eval_batch_size=cfg.eval.batch_size, progress=progress,
-                    on_epoch=lambda m: None, **{**common, "epochs": n_epochs})
+        stage = StageSpec("bench", "student", "pld", final_ms, None, n_epochs, sample_rate=sr, seed=seed)
+        data = StageData(ray.data.read_parquet(str(data_dir)), rows, validation, storage_dir=work / "train" / "ray",
+                         model_dir=work / "train" / "model")
+        train_stage(stage, spec, data, train_cfg, cfg.eval, progress, on_epoch=lambda m: None)
 
     def plain_train_run(n_epochs: int = epochs) -> None:
         out = work / "train" / "plain"

@@ -47,32 +47,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, _parse_sets(args.set))
     if args.dry_run:
-        return dry_run(cfg)
+        from distill.stages import describe_run
+
+        print(describe_run(cfg), end="")
+        return 0
     from distill.runtime.chain import run_chain
 
     run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, new=args.new)
-    return 0
-
-
-def dry_run(cfg) -> int:
-    """Print the resolved config and the stage plan; start nothing."""
-    from distill.data.base import build_source_index
-    from distill.runtime.manifest import config_fingerprint
-    from distill.stages import describe_plan
-
-    print("# resolved config (fingerprint " + config_fingerprint(cfg.model_dump(mode="json")) + ")")
-    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
-    try:
-        index = build_source_index(cfg.data)
-        counts = index.clips["split"].value_counts()
-        train = int(counts.get("train", 0))
-        print(f"\n# dataset: {len(index.labels)} classes; "
-              + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test")) + " clips")
-    except (FileNotFoundError, ValueError) as exc:
-        train = None
-        print(f"\n# dataset: not readable here ({exc}); row estimates unknown")
-    print("\n# stage plan (est_rows = train clips × crops per clip, before any confidence filter)")
-    print(describe_plan(cfg, train), end="")
     return 0
 
 
@@ -87,20 +68,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    import mlflow
-
-    from distill.config import ExperimentConfig
     from distill.runtime.chain import run_chain
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.resume import chain_config
 
-    quiet_logs()
-    mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri))
-    try:
-        raw = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{args.run_id}/config.yaml"))
-    except Exception as exc:  # MLflow raises several types for a missing run or artifact
-        raise ValueError(f"run {args.run_id!r}: cannot read its config.yaml from {mlflow.get_tracking_uri()} ({exc}); "
-                         "is it a chain run of this tracking store?") from None
-    cfg = ExperimentConfig.model_validate(raw)
+    cfg = chain_config(args.run_id, args.tracking_uri)
     run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, resume_run_id=args.run_id)
     return 0
 
@@ -130,18 +101,15 @@ def _voices_arg(value: str | None) -> int | str | None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from distill.data.base import parse_data_spec
-    from distill.runtime.chain_eval import EVAL_COLUMNS, evaluate_chain
-    from distill.runtime.tracking import format_table
+    from distill.runtime.chain_eval import eval_json, eval_table, evaluate_chain
 
     options = parse_data_spec(args.data)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print  # noqa: E731 (stdout stays JSON)
-    rows = evaluate_chain(args.run_id, options, split=args.split, name=args.name, tracking=args.tracking_uri, out=say)
+    rows = evaluate_chain(args.run_id, options, split=args.split, name=args.name, tracking=args.tracking_uri, say=say)
     if args.json:
-        keys = ("run_id", "stage", "kind", "method", "input_ms", "acc_window", "acc_stream", "acc_center")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+        print(json.dumps(eval_json(rows), indent=2))
     else:
-        print(format_table([{**r, **{k: f"{r[k]:.4f}" for k in ("acc_window", "acc_stream", "acc_center")}}
-                            for r in rows], EVAL_COLUMNS))
+        print(eval_table(rows))
         print(f"logged to the chain's runs as {args.name or options.name}_acc_<protocol>")
     return 0
 
@@ -163,17 +131,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from distill.data.base import build_source_index, parse_data_spec
-    from distill.data.check import report, scan
+    from distill.data.check import report, report_json, scan
 
     options = parse_data_spec(args.spec)
     index = build_source_index(options)
     result = scan(index, options)
     if args.json:
-        print(json.dumps({"files": result.total, "clips": len(result.good), "labels": index.labels,
-                          "counts": {f"{label}/{split}": int(n) for (label, split), n
-                                     in result.good.groupby(["label", "split"]).size().items()},
-                          "policy_applied": dict(result.applied),
-                          "problems": result.quarantine[["path", "problem"]].to_dict(orient="records")}, indent=2))
+        print(json.dumps(report_json(index, result), indent=2))
     else:
         print(report(index, options, result), end="")
     return 1 if len(result.quarantine) else 0  # scripts can gate on a clean dataset

@@ -10,9 +10,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distill.augment import AugmentConfig
+from distill.core.augment import AugmentConfig
 from distill.data.base import DatasetOptions, parse_dataset_options
-from distill.features import FeatureConfig
+from distill.core.features import FeatureConfig
 
 
 class _Strict(BaseModel):

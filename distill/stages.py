@@ -1,4 +1,6 @@
-"""The PLD stage chain as data: which models are trained, at which input length, taught by whom.
+"""The PLD stage chain as data: which models are trained, at which input length, taught by
+whom, on which crops and with which loss. Every per-stage decision is made here, once, in
+``plan_chain``; the runtime (``runtime/stage.py``) only carries a ``StageSpec`` out.
 
 ``chain.lengths_ms`` is the whole schedule: its first length is the teacher's (the clip
 length, trained on the clips' own labels), and each later length is a student labelled by
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from distill.config import ExperimentConfig
+from distill.core.crops import num_samples, sliding_crop_offsets
+from distill.core.labels import TeacherView
 
 TEACHER = "teacher"
 
@@ -26,6 +30,41 @@ class StageSpec:
     input_ms: int
     teacher: str | None  # stage whose model labels this stage's crops; None: the clips' own labels
     epochs: int
+    sample_rate: int = 16000
+    # the crops: the whole clip (one row per clip), crops_per_clip seeded random ones, or sliding
+    placement: Literal["whole", "random", "sliding"] = "random"
+    crops_per_clip: int = 1  # rows per training clip (sliding: the number of positions)
+    stride_ms: int | None = None  # sliding: the hop between a clip's crops
+    seed: int = 0
+    # the labels: how a teacher reads a crop, and the loss the stage learns them with
+    view: TeacherView | None = None  # None without a teacher
+    label_mode: Literal["hard", "soft"] = "hard"  # clip labels are one-hot: hard is their exact loss
+    temperature: float = 1.0
+    original_weight: float = 0.0  # weight of the clip's own label beside the teacher's
+
+    @property
+    def input_samples(self) -> int:
+        return num_samples(self.input_ms, self.sample_rate)
+
+    @property
+    def stride_samples(self) -> int | None:
+        return num_samples(self.stride_ms, self.sample_rate) if self.stride_ms else None
+
+
+def _stage(cfg: ExperimentConfig, name: str, kind: str, method: str, input_ms: int, teacher: str | None,
+           epochs: int) -> StageSpec:
+    sr = cfg.data.sample_rate
+    whole = num_samples(input_ms, sr) == num_samples(cfg.data.clip_ms, sr)  # the crop is the clip itself
+    placement = "whole" if whole else cfg.chain.crop_placement
+    stride_ms = cfg.chain.crop_stride_ms if placement == "sliding" else None
+    per_clip = 1 if whole else cfg.chain.crops_per_clip if placement == "random" else len(
+        sliding_crop_offsets(num_samples(cfg.data.clip_ms, sr), num_samples(input_ms, sr), num_samples(stride_ms, sr)))
+    labels = cfg.labels
+    taught = dict(view=TeacherView(cfg.chain.teacher_view, cfg.chain.pad_position, cfg.seed, labels.min_confidence),
+                  label_mode=labels.mode, original_weight=labels.original_weight) if teacher else {}
+    return StageSpec(name, kind, method, input_ms, teacher, epochs, sample_rate=sr, placement=placement,
+                     crops_per_clip=per_clip, stride_ms=stride_ms, seed=cfg.seed, temperature=labels.temperature,
+                     **taught)
 
 
 def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
@@ -33,29 +72,20 @@ def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
     teacher_ms, *student_ms = cfg.chain.lengths_ms
     if cfg.chain.self_distill:
         student_ms = [teacher_ms, *student_ms]
-    stages = [StageSpec(TEACHER, "teacher", "pld", teacher_ms, None, cfg.train.teacher_epochs or epochs)]
+    stages = [_stage(cfg, TEACHER, "teacher", "pld", teacher_ms, None, cfg.train.teacher_epochs or epochs)]
     for length in student_ms:
-        stages.append(StageSpec(f"student_{length}ms", "student", "pld", length, stages[-1].name, epochs))
+        stages.append(_stage(cfg, f"student_{length}ms", "student", "pld", length, stages[-1].name, epochs))
     final = stages[-1].input_ms
     for method in cfg.chain.baselines:
         teacher = None if method == "direct" else TEACHER
-        stages.append(StageSpec(f"{method}_{final}ms", "baseline", method, final, teacher, epochs))
+        stages.append(_stage(cfg, f"{method}_{final}ms", "baseline", method, final, teacher, epochs))
     return stages
 
 
 def crops_per_clip(cfg: ExperimentConfig, input_ms: int) -> int:
     """Rows a stage's dataset holds per training clip. A crop as long as the clip is the clip
     itself: one row, whatever ``crops_per_clip`` says (epochs are then passes over the clips)."""
-    from distill.crops import sliding_crop_offsets
-    from distill.features import num_samples
-
-    sr = cfg.data.sample_rate
-    clip, crop = num_samples(cfg.data.clip_ms, sr), num_samples(input_ms, sr)
-    if crop == clip:
-        return 1
-    if cfg.chain.crop_placement == "sliding":
-        return len(sliding_crop_offsets(clip, crop, num_samples(cfg.chain.crop_stride_ms, sr)))
-    return cfg.chain.crops_per_clip
+    return _stage(cfg, "", "student", "pld", input_ms, None, 1).crops_per_clip
 
 
 def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:
@@ -63,8 +93,31 @@ def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:
     length, on which dataset, and how many rows each distilled dataset will have."""
     rows = [("stage", "kind", "method", "input_ms", "labels_from", "epochs", "dataset", "est_rows")]
     for s in plan_chain(cfg):
-        est = "?" if train_clips is None else str(train_clips * crops_per_clip(cfg, s.input_ms))
+        est = "?" if train_clips is None else str(train_clips * s.crops_per_clip)
         rows.append((s.name, s.kind, s.method, str(s.input_ms), s.teacher or "clip labels", str(s.epochs),
                      f"<run_dir>/stages/{s.name}/data", est))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows) + "\n"
+
+
+def describe_run(cfg: ExperimentConfig) -> str:
+    """``pld run --dry-run``: the resolved config, the dataset's size and the stage plan; starts nothing."""
+    import yaml
+
+    from distill.data.base import build_source_index
+    from distill.runtime.manifest import config_fingerprint
+
+    resolved = cfg.model_dump(mode="json")
+    lines = [f"# resolved config (fingerprint {config_fingerprint(resolved)})",
+             yaml.safe_dump(resolved, sort_keys=False)]
+    try:
+        index = build_source_index(cfg.data)
+        counts = index.clips["split"].value_counts()
+        train = int(counts.get("train", 0))
+        lines.append(f"# dataset: {len(index.labels)} classes; "
+                     + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test")) + " clips\n")
+    except (FileNotFoundError, ValueError) as exc:
+        train = None
+        lines.append(f"# dataset: not readable here ({exc}); row estimates unknown\n")
+    lines.append("# stage plan (est_rows = train clips × crops per clip, before any confidence filter)")
+    return "\n".join(lines) + "\n" + describe_plan(cfg, train)

@@ -1,12 +1,28 @@
-"""Shared fixtures: small Speech Commands-layout corpora written on the fly, and a local Ray."""
+"""Shared fixtures: small Speech Commands-layout corpora written on the fly, a local Ray, and an
+S3 server on 127.0.0.1. Tests under ``tests/integration/`` get the ``integration`` marker here."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items):
+    """The folder decides: everything under tests/integration/ runs real Ray and MLflow (minutes)."""
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +125,48 @@ def write_malformed(folder: Path) -> dict[str, str]:
     (folder / "a_directory.wav").mkdir()
     expected["a_directory.wav"] = "missing"
     return expected
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 and a bucket; the AWS environment pointed at it (pyarrow,
+    Ray Data and Ray Train all read AWS_ENDPOINT_URL), restored afterwards."""
+    import pyarrow.fs as pafs
+
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="test",
+                               secret_key="test", region="us-east-1", allow_bucket_creation=True)
+        fs.create_dir("pld-test")
+        yield {"bucket": "s3://pld-test", "env": env}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

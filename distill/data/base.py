@@ -17,13 +17,12 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distill.names import SILENCE, UNKNOWN
 from distill.data.audio import ClipPolicy
-from distill.registry import Registry
+from distill.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
-SILENCE = "_silence_"
-UNKNOWN = "_unknown_"
 INDEX_COLUMNS = ("clip_id", "path", "start", "label", "speaker", "split")
 DEFAULT_DATASET = "speech_commands"
 
@@ -69,9 +68,6 @@ class SourceIndex:
             dup = self.clips.loc[self.clips["clip_id"].duplicated(), "clip_id"].iloc[0]
             raise ValueError(f"source index has duplicate clip_id {dup!r}")
 
-    def counts(self) -> pd.DataFrame:
-        """Clips per label (rows) and split (columns)."""
-        return self.clips.pivot_table(index="label", columns="split", values="clip_id", aggfunc="count", fill_value=0)
 
 
 Builder = Callable[[Any], SourceIndex]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from distill.core.crops import num_samples
 from distill.data.audio import load_clip
 from distill.data.base import DatasetOptions, SourceIndex
 
@@ -37,7 +38,7 @@ class ScanResult:
 
 def scan(index: SourceIndex, options: DatasetOptions, *, keep_waveforms: bool = False,
          workers: int | None = None) -> ScanResult:
-    clip_samples = int(round(options.clip_ms * options.sample_rate / 1000))
+    clip_samples = num_samples(options.clip_ms, options.sample_rate)
     rows = list(index.clips.itertuples(index=False))
 
     def one(r):
@@ -81,6 +82,15 @@ def describe(rows: dict[str, int], files: int, reasons: dict[str, int], applied:
     if applied:
         text += "; policy applied: " + ", ".join(f"{k} {v}" for k, v in sorted(applied.items()))
     return text + "; " + ", ".join(f"{s} {rows.get(s, 0)}" for s in ("train", "validation", "test")) + " clips"
+
+
+def report_json(index: SourceIndex, result: ScanResult) -> dict:
+    """``pld data check --json``: counts, the policies applied and every problem."""
+    return {"files": result.total, "clips": len(result.good), "labels": index.labels,
+            "counts": {f"{label}/{split}": int(n) for (label, split), n
+                       in result.good.groupby(["label", "split"]).size().items()},
+            "policy_applied": dict(result.applied),
+            "problems": result.quarantine[["path", "problem"]].to_dict(orient="records")}
 
 
 def report(index: SourceIndex, options: DatasetOptions, result: ScanResult) -> str:

@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from distill.core.crops import num_samples
+from distill.names import KEYWORDS, NOISE_DIR
 from distill.data.audio import AUDIO_SUFFIXES, WHOLE_FILE, audio_frames
 from distill.data.base import SILENCE, UNKNOWN, DatasetOptions, SourceIndex, register_dataset
 from distill.data.folder import label_files, read_list
 
-KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-V1_WORDS = KEYWORDS + ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+V1_WORDS = list(KEYWORDS) + ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                        "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow"]
 V2_WORDS = V1_WORDS + ["backward", "follow", "forward", "learn", "visual"]
 RELEASE_WORDS = {1: V1_WORDS, 2: V2_WORDS}
-NOISE_DIR = "_background_noise_"
 TESTING_LIST = "testing_list.txt"
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
     clips = pd.DataFrame(rows, columns=["clip_id", "path", "start", "word", "speaker", "split"])
     if clips.empty:
         raise ValueError(f"data.path: the word folders under {root} hold no files")
-    sample_clip = int(round(opts.clip_ms * opts.sample_rate / 1000))
+    sample_clip = num_samples(opts.clip_ms, opts.sample_rate)
     rng = np.random.default_rng(opts.seed)
 
     if opts.classes == "all":

@@ -80,13 +80,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import soundfile as sf
 
+from distill.names import KEYWORDS, NOISE_DIR
 from distill.data.espeak import (ESPEAK_RATE, MAX_RATE, MIN_RATE, check_fresh_state, check_voices,
                                  espeak_paths, espeak_synthesize, make_voice_dir)
 
 # ----------------------------------------------------------------------------------------
 # Vocabulary, layout and synthesis constants
 
-KEYWORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 # Speech Commands' auxiliary words: the "unknown" class in the 12-class task.
 UNKNOWN_WORDS: tuple[str, ...] = (
     "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
@@ -95,7 +95,6 @@ UNKNOWN_WORDS: tuple[str, ...] = (
 
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 16_000  # exactly 1 s, like every Speech Commands clip
-BACKGROUND_DIR = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
 VALIDATION_UNSEEN_LIST = "validation_unseen_voice_list.txt"
@@ -374,7 +373,7 @@ def _write_pcm16(path: Path, x: np.ndarray) -> None:
 
 
 def write_background_noise(out: Path, seed: int, seconds: float) -> list[str]:
-    folder = out / BACKGROUND_DIR
+    folder = out / NOISE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     n = int(round(seconds * SAMPLE_RATE))
     names = []
@@ -532,7 +531,7 @@ def _worker_init(out: str, seed: int, words: tuple[str, ...], repeats: int, opts
         torch.set_num_threads(1)  # one process per core; also keeps resampling bit-reproducible
         noises = []
         for name in noise_names:  # read back the written files: mixing uses exactly their samples
-            x, _ = sf.read(str(Path(out) / BACKGROUND_DIR / name), dtype="float64")
+            x, _ = sf.read(str(Path(out) / NOISE_DIR / name), dtype="float64")
             noises.append((name, x))
         _worker.update(out=Path(out), seed=seed, words=words, repeats=repeats, opts=opts,
                        noises=noises, data_path=data_path)
@@ -571,7 +570,7 @@ def _check_words(unknown_words: Sequence[str]) -> tuple[str, ...]:
 
 
 def _remove_generated(out: Path, words: Sequence[str]) -> None:
-    for name in (*words, BACKGROUND_DIR):
+    for name in (*words, NOISE_DIR):
         shutil.rmtree(out / name, ignore_errors=True)
     for name in (SYNTH_JSON, MANIFEST, VALIDATION_LIST, TESTING_LIST, VALIDATION_UNSEEN_LIST,
                  TESTING_UNSEEN_LIST, IN_PROGRESS):
@@ -770,7 +769,7 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
         "keywords": list(KEYWORDS),
         "unknown_words": list(words[len(KEYWORDS):]),
         "words": list(words),
-        "noise_files": [f"{BACKGROUND_DIR}/{n}" for n in noise_names],
+        "noise_files": [f"{NOISE_DIR}/{n}" for n in noise_names],
         "clips": len(rows),
         "clips_per_split": {s: splits[s]["clips"] for s in SPLITS},
         "clips_per_word": per_word,

@@ -20,15 +20,26 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from distill.checkpoint import load_model_dir
-from distill.data.base import SILENCE, DatasetOptions, SourceIndex, build_source_index
+from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, STAGES
+from distill.core.checkpoint import load_model_dir
+from distill.data.base import DatasetOptions, SourceIndex, build_source_index
 from distill.data.check import check_bad_fraction, describe, quarantine_reasons, scan
-from distill.features import num_samples
-from distill.protocols import PROTOCOLS
+from distill.core.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir
-from distill.runtime.tracking import INPUT_MS, KIND, METHOD, format_table
+from distill.runtime.tracking import format_table
 
 EVAL_COLUMNS = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center"]
+
+
+def eval_table(rows: list[dict]) -> str:
+    """``pld eval``'s table of the rows ``evaluate_chain`` returns."""
+    return format_table([{**r, **{f"acc_{p}": f"{r[f'acc_{p}']:.4f}" for p in PROTOCOLS}} for r in rows], EVAL_COLUMNS)
+
+
+def eval_json(rows: list[dict]) -> list[dict]:
+    """``pld eval --json``: one object per stage run."""
+    return [{k: r[k] for k in ("run_id", "stage", "kind", "method", "input_ms", *(f"acc_{p}" for p in PROTOCOLS))}
+            for r in rows]
 
 
 def chain_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entities.Run, list[mlflow.entities.Run]]:
@@ -45,7 +56,7 @@ def chain_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entitie
                          + (f"; its chain is {hint}" if hint else ""))
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
-    order = parent.data.tags.get("pld.stages", "").split(",")
+    order = parent.data.tags.get(STAGES, "").split(",")
     children = [r for r in children if r.info.status == "FINISHED"]
     children.sort(key=lambda r: order.index(r.info.run_name) if r.info.run_name in order else len(order))
     if not children:
@@ -53,7 +64,7 @@ def chain_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entitie
     return parent, children
 
 
-def _select(index: SourceIndex, split: str, model_labels: list[str], out: Callable[[str], None]) -> SourceIndex:
+def _select(index: SourceIndex, split: str, model_labels: list[str], say: Callable[[str], None]) -> SourceIndex:
     clips = index.clips[index.clips["split"] == split]
     if clips.empty:
         raise ValueError(f"the dataset has no clips in split {split!r} (it has {sorted(index.clips['split'].unique())}); "
@@ -61,7 +72,7 @@ def _select(index: SourceIndex, split: str, model_labels: list[str], out: Callab
     foreign = sorted(set(clips["label"]) - set(model_labels))
     if foreign:
         n = int(clips["label"].isin(foreign).sum())
-        out(f"skipped {n} clips of label(s) {foreign}: the chain's models have no such class ({model_labels})")
+        say(f"skipped {n} clips of label(s) {foreign}: the chain's models have no such class ({model_labels})")
         clips = clips[~clips["label"].isin(foreign)]
         if clips.empty:
             raise ValueError(f"none of the dataset's labels is a class of the chain's models ({model_labels})")
@@ -69,7 +80,7 @@ def _select(index: SourceIndex, split: str, model_labels: list[str], out: Callab
 
 
 def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test", name: str | None = None,
-                   tracking: str | None = None, out: Callable[[str], None] = print) -> list[dict]:
+                   tracking: str | None = None, say: Callable[[str], None] = print) -> list[dict]:
     """Evaluate every stage model of chain ``run_id`` on ``options``' ``split``; log and return one row per model."""
     from distill.runtime.session import quiet_logs, resolve_tracking_uri
 
@@ -92,22 +103,21 @@ def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test",
         # the chain's own sample rate and clip length, whatever the dataset's defaults say
         options = options.model_copy(update={"sample_rate": int(spec.features["sample_rate"]),
                                              "clip_ms": int(params.get("data.clip_ms", options.clip_ms))})
-        index = _select(build_source_index(options), split, spec.labels, out)
+        index = _select(build_source_index(options), split, spec.labels, say)
         scanned = scan(index, options, keep_waveforms=True)
         summary = describe(scanned.good["split"].value_counts().to_dict(), scanned.total,
                            quarantine_reasons(scanned.quarantine), dict(scanned.applied))
-        out(f"{prefix} ({options.name} at {options.path}, split {split}): {summary}")
+        say(f"{prefix} ({options.name} at {options.path}, split {split}): {summary}")
         for r in scanned.quarantine.itertuples():
-            out(f"  quarantined {r.path}: {r.problem}")
+            say(f"  quarantined {r.path}: {r.problem}")
         check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the lines above")
         lookup = {label: i for i, label in enumerate(spec.labels)}
         targets = scanned.good["label"].map(lookup).to_numpy()
-        silence = spec.labels.index(SILENCE) if SILENCE in spec.labels else None
         hop = num_samples(int(params.get("eval.stream_hop_ms", 100)), options.sample_rate)
         rows = []
         for run in children:
             metrics = evaluate_model_dir(model_dirs[run.info.run_id], scanned.waveforms, targets, hop_samples=hop,
-                                         silence_index=silence, batch_size=256, threads=os.cpu_count() or 1)
+                                         batch_size=256, threads=os.cpu_count() or 1)
             accs = {p: metrics[f"test_acc_{p}"] for p in PROTOCOLS}
             now = int(time.time() * 1000)
             client.log_batch(run.info.run_id, metrics=[Metric(f"{prefix}_acc_{p}", v, now, 0) for p, v in accs.items()]

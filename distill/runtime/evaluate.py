@@ -1,5 +1,5 @@
 """Test-set evaluation of a model directory: accuracy and the confusion matrix under every
-protocol, the keyword-spotting false-alarm figures (``distill.detection``), and the input
+protocol, the keyword-spotting false-alarm figures (``distill.core.detection``), and the input
 cost per decision (MACs, batch-1 CPU latency). A plain function, and the same as a Ray task
 for running on a GPU of the cluster."""
 
@@ -10,22 +10,22 @@ from typing import Any
 import numpy as np
 import ray
 
-from distill.protocols import PROTOCOLS
+from distill.names import PROTOCOLS
 
 
-def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray, *, hop_samples: int,
-                       silence_index: int | None, batch_size: int, threads: int = 1, use_gpu: bool = False,
+def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray, *, hop_samples: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
                        latency_repeats: int = 50) -> dict[str, Any]:
     """Flat metrics (``test_acc_<protocol>``, ``test_fa_per_hour_at_90_recall``,
     ``test_recall_at_1_fa_per_hour``, ``macs``, ``latency_us``) plus ``confusion``: per protocol
-    the matrix (true class × predicted class) as lists — not a metric, logged as an artifact."""
+    the matrix (true class × predicted class) as lists — not a metric, logged as an artifact.
+    ``labels`` are class indices of the model's label set (whose ``_silence_`` the stream protocol knows)."""
     import torch
 
-    from distill.checkpoint import load_model_dir
-    from distill.data.base import SILENCE, UNKNOWN
-    from distill.detection import keyword_spotting_metrics
-    from distill.models import count_macs, latency_per_decision
-    from distill.protocols import decide, protocol_starts, window_posteriors
+    from distill.core.checkpoint import load_model_dir
+    from distill.names import SILENCE, UNKNOWN
+    from distill.core.detection import keyword_spotting_metrics
+    from distill.core.models import count_macs, latency_per_decision
+    from distill.core.protocols import decide, protocol_starts, window_posteriors
     from distill.runtime import storage
 
     previous_threads = torch.get_num_threads()
@@ -35,6 +35,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     model.to(device)
     input_samples = spec.input_samples
     n_classes = len(spec.labels)
+    silence_index = spec.labels.index(SILENCE) if SILENCE in spec.labels else None
     out: dict[str, Any] = {"confusion": {}}
     posteriors = {}
     for protocol in PROTOCOLS:

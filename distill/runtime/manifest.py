@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distill.names import MANIFEST
 from distill.runtime import storage
 
-MANIFEST = "manifest.json"
 
 
 class IntegrityError(ValueError):

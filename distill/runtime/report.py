@@ -2,7 +2,7 @@
 
 ``pld report RUN_ID`` reads the chain's stage runs (their metrics, the confusion matrices they
 logged as ``eval/confusion.json``) and writes ``report.html`` (no external resources; it
-references its PNGs beside it), ``report.md`` and the PNGs of ``distill.plots`` to a directory,
+references its PNGs beside it), ``report.md`` and the PNGs of ``runtime/plots.py`` to a directory,
 then logs them under ``report/`` of the chain's run. ``pld compare`` prints several chains'
 accuracies side by side, with the config values they differ in.
 """
@@ -20,15 +20,14 @@ import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
 
-from distill import plots
+from distill.names import CONFIG_ARTIFACT, CONFUSION_ARTIFACT, INPUT_MS, METHOD, PROTOCOLS
+from distill.runtime import plots
 from distill.runtime.chain_eval import chain_runs
-from distill.runtime.tracking import INPUT_MS, METHOD, format_table
+from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, summary_row
 
 METRICS = ("test_acc_window", "test_acc_stream", "test_acc_center", "test_fa_per_hour_at_90_recall",
            "test_recall_at_1_fa_per_hour", "macs", "latency_us", "label_agreement", "relabel_to_silence",
-           "relabel_to_unknown", "dropped_low_confidence", "best_val_acc")
-TABLE = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center", "fa/h@90%", "recall@1fa/h",
-         "agreement", "macs", "latency_us"]
+           "relabel_to_unknown", "dropped_low_confidence", "best_val_acc", "train_clip_agreement")
 
 
 @dataclass
@@ -37,7 +36,7 @@ class ChainReport:
     name: str
     params: dict[str, str]
     config: dict
-    rows: list[dict]  # one per finished stage: stage, method, input_ms, run_id and METRICS
+    rows: list[dict]  # one per finished stage: stage, method, input_ms, teacher, run_id and METRICS
     confusion: dict[str, dict]  # stage → {"labels": [...], protocol: matrix}
 
 
@@ -46,15 +45,16 @@ def load_chain(client: mlflow.MlflowClient, run_id: str) -> ChainReport:
     rows, confusion = [], {}
     for run in children:
         row = {"stage": run.info.run_name, "method": run.data.tags.get(METHOD, ""),
-               "input_ms": int(run.data.tags.get(INPUT_MS, 0)), "run_id": run.info.run_id}
+               "input_ms": int(run.data.tags.get(INPUT_MS, 0)), "teacher": run.data.params.get("teacher_stage") or None,
+               "run_id": run.info.run_id}
         row.update({k: run.data.metrics.get(k) for k in METRICS})
         rows.append(row)
         try:
-            confusion[row["stage"]] = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/eval/confusion.json")
+            confusion[row["stage"]] = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{CONFUSION_ARTIFACT}")
         except (MlflowException, OSError):
             pass  # chains from before confusion matrices were logged: the report leaves them out
     try:
-        config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")) or {}
+        config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/{CONFIG_ARTIFACT}")) or {}
     except (MlflowException, OSError, yaml.YAMLError):
         config = {}
     return ChainReport(run_id, parent.info.run_name, dict(parent.data.params), config, rows, confusion)
@@ -65,12 +65,8 @@ def _fmt(value, spec: str) -> str:
 
 
 def table_rows(report: ChainReport) -> list[dict]:
-    return [{"stage": r["stage"], "method": r["method"], "input_ms": r["input_ms"],
-             **{f"acc_{p}": _fmt(r[f"test_acc_{p}"], ".4f") for p in plots.PROTOCOLS},
-             "fa/h@90%": _fmt(r["test_fa_per_hour_at_90_recall"], ".0f"),
-             "recall@1fa/h": _fmt(r["test_recall_at_1_fa_per_hour"], ".3f"),
-             "agreement": _fmt(r["label_agreement"], ".3f") if r["method"] != "direct" and r["stage"] != "teacher" else "-",
-             "macs": _fmt(r["macs"], ",.0f"), "latency_us": _fmt(r["latency_us"], ".0f")} for r in report.rows]
+    """The chain's summary table, row for row what ``pld run`` printed."""
+    return [summary_row(r["stage"], r["method"], r["input_ms"], r["teacher"], r, r["run_id"]) for r in report.rows]
 
 
 def _final_pair(report: ChainReport) -> dict[str, str]:
@@ -89,7 +85,7 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
     """The PNGs, ``report.html`` and ``report.md`` in ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = [("Accuracy against input length", "PLD's students, the teacher and the baselines under each evaluation "
-                "protocol (see README: evaluation protocols).", plots.accuracy_vs_length(report.rows, out_dir / "accuracy.png"))]
+                "protocol (docs/cli.md: evaluation protocols).", plots.accuracy_vs_length(report.rows, out_dir / "accuracy.png"))]
     if any(r["test_fa_per_hour_at_90_recall"] is not None for r in report.rows):
         figures.append(("False alarms", "The test split's silence and unknown clips joined into one stream: false "
                         "accepts per hour at the threshold that keeps 90 % recall on keyword clips, and recall at 1 "
@@ -111,7 +107,7 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
     config = yaml.safe_dump(report.config, sort_keys=False) if report.config else json.dumps(report.params, indent=1)
     title = f"PLD chain {report.name} ({report.run_id})"
 
-    md = [f"# {title}", "", format_table(rows, TABLE, markdown=True)]
+    md = [f"# {title}", "", format_table(rows, SUMMARY_COLUMNS, markdown=True)]
     for heading, caption, png in figures:
         md += [f"## {heading}", "", caption, "", f"![{heading}]({png.name})", ""]
     md += ["## Config", "", "```yaml", config.rstrip(), "```", ""]
@@ -119,8 +115,8 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
 
     e = html.escape
     cells = lambda vals, tag: "".join(f"<{tag}>{e(str(v))}</{tag}>" for v in vals)  # noqa: E731
-    body = [f"<h1>{e(title)}</h1>", "<table><tr>" + cells(TABLE, "th") + "</tr>"]
-    body += ["<tr>" + cells([r[c] for c in TABLE], "td") + "</tr>" for r in rows]
+    body = [f"<h1>{e(title)}</h1>", "<table><tr>" + cells(SUMMARY_COLUMNS, "th") + "</tr>"]
+    body += ["<tr>" + cells([r[c] for c in SUMMARY_COLUMNS], "td") + "</tr>" for r in rows]
     body.append("</table>")
     for heading, caption, png in figures:
         body += [f"<h2>{e(heading)}</h2>", f"<p>{e(caption)}</p>", f'<img src="{e(png.name)}" alt="{e(heading)}">']
@@ -175,7 +171,7 @@ def compare_chains(run_ids: list[str], tracking: str | None = None) -> str:
         line = {"stage": stage, "input_ms": input_ms}
         for h, r in zip(heads, reports):
             row = next((x for x in r.rows if x["stage"] == stage), None)
-            line[h] = "/".join(_fmt(row[f"test_acc_{p}"], ".3f") for p in plots.PROTOCOLS) if row else "-"
+            line[h] = "/".join(_fmt(row[f"test_acc_{p}"], ".3f") for p in PROTOCOLS) if row else "-"
         table.append(line)
     out += ["", "test accuracy window/stream/center:", format_table(table, ["stage", "input_ms", *heads])]
     return "\n".join(out)

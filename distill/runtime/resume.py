@@ -15,12 +15,11 @@ import socket
 import mlflow
 from mlflow.entities import RunStatus
 
+from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, SUPERSEDED
 from distill.runtime import storage
 from distill.runtime.manifest import tree_sha256
-from distill.runtime.tracking import KIND
 
 RECORD, DRIVER = "stage.json", "driver.json"
-FINGERPRINT = "pld.config_fingerprint"
 
 
 def find_unfinished_chain(client: mlflow.MlflowClient, experiment_id: str, fingerprint: str) -> str | None:
@@ -84,6 +83,23 @@ def retire_unfinished_runs(client: mlflow.MlflowClient, parent_run_id: str, expe
     runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
                                                              f"tags.`pld.stage` = '{stage}'")
     for run in runs:
-        client.set_tag(run.info.run_id, "pld.superseded", "true")
+        client.set_tag(run.info.run_id, SUPERSEDED, "true")
         if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
             client.set_terminated(run.info.run_id, "KILLED")
+
+
+def chain_config(run_id: str, tracking: str | None = None):
+    """The resolved config a chain run logged (``pld resume`` runs it again)."""
+    import yaml
+
+    from distill.config import ExperimentConfig
+    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+
+    quiet_logs()
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
+    try:
+        raw = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/{CONFIG_ARTIFACT}"))
+    except Exception as exc:  # MLflow raises several types for a missing run or artifact
+        raise ValueError(f"run {run_id!r}: cannot read its {CONFIG_ARTIFACT} from {mlflow.get_tracking_uri()} ({exc}); "
+                         "is it a chain run of this tracking store?") from None
+    return ExperimentConfig.model_validate(raw)

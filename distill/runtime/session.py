@@ -85,19 +85,13 @@ def configure_data() -> None:
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     # Rows leave every Ray Data stage in the order they entered it, so the same config and seed
-    # give the same Parquet row order and, with it, the same training batches (see README:
-    # Reproducibility). The cost is a little buffering; nothing here is large.
+    # give the same Parquet row order and, with it, the same training batches
+    # (docs/reliability.md: reproducibility). The cost is a little buffering; nothing here is large.
     ctx.execution_options.preserve_order = True
-    # Ray Data's DataSource V2 Parquet reader (the 2.60 default) starts and kills FooterReader
-    # actors — fresh processes — on every read_parquet: 3-13 s per read measured on 2 cores, against
-    # 0.9-2.9 s for the V1 reader of the same files. Every stage reads
-    # Parquet twice (relabel, train), so read with V1; RAY_DATA_USE_DATASOURCE_V2=1 opts back in.
+    # The V1 Parquet reader: V2 starts fresh FooterReader processes on every read (docs/design-notes.md);
+    # RAY_DATA_USE_DATASOURCE_V2=1 opts back in.
     ctx.use_datasource_v2 = os.environ.get("RAY_DATA_USE_DATASOURCE_V2", "0") not in ("0", "false", "False")
-    # Ray Data splits every read into at least 200 blocks (down to 1 MiB each): ~28 clips per
-    # block here, so a relabel stage ran ~200 tiny read tasks and as many object-store hops,
-    # with the driver's scheduler busy and both cores idle a third of the time (1.52 ms per crop
-    # against the plain loop's 1.00). With a floor of 1, Ray's other rules decide: at least two
-    # blocks per CPU of the cluster, none over target_max_block_size (128 MiB).
+    # A floor of 1 read block instead of 200 tiny ones: Ray's other rules size them (docs/design-notes.md).
     ctx.read_op_min_num_blocks = 1
 
 

@@ -22,14 +22,13 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from distill.names import MANIFEST, QUARANTINE
 from distill.data.audio import ClipPolicy, load_clip
 from distill.data.base import DatasetOptions, SourceIndex
 from distill.data.check import QUARANTINE_COLUMNS, check_bad_fraction, quarantine_reasons
-from distill.features import num_samples
+from distill.core.features import num_samples
 from distill.runtime import storage
 
-MANIFEST = "manifest.json"
-QUARANTINE = "quarantine.csv"
 _QUARANTINE_SPLIT = "_quarantine_"  # partition prefix of rows that did not decode; removed after the write
 
 

@@ -17,10 +17,10 @@ from typing import Any, Callable
 import mlflow
 import yaml
 
+from distill.names import BEST_CHAIN, KIND, PROTOCOLS, SWEEP_POINT
 from distill.config import ConfigError, ExperimentConfig, load_config
-from distill.runtime.tracking import KIND, format_table
+from distill.runtime.tracking import format_table
 
-SWEEP_POINT = "pld.sweep_point"
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -53,16 +53,16 @@ def _trial(config: dict, *, configs: list[dict], tracking: str, sweep_run_id: st
 
     point = config["point"]
     cfg = ExperimentConfig.model_validate(configs[point])
-    result = run_chain(cfg, tracking=tracking, new=True, parent_run_id=sweep_run_id,
-                       extra_tags={SWEEP_POINT: str(point)}, out=print)
+    result = run_chain(cfg, tracking=tracking, new=True,
+                       tags={"mlflow.parentRunId": sweep_run_id, SWEEP_POINT: str(point)})
     final = next(r for r in result.rows if r["stage"] == f"student_{cfg.chain.lengths_ms[-1]}ms")
     tune.report({"chain_run_id": result.parent_run_id, "chain_seconds": result.seconds,
-                 **{f"acc_{p}": float(final[f"acc_{p}"]) for p in ("window", "stream", "center")}})
+                 **{f"acc_{p}": float(final[f"acc_{p}"]) for p in PROTOCOLS}})
 
 
 def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]], *, tracking: str | None = None,
               address: str | None = None, max_concurrent: int = 1, verbose: bool = False,
-              out: Callable[[str], None] = print) -> list[dict]:
+              say: Callable[[str], None] = print) -> list[dict]:
     from ray import tune
 
     from distill.runtime.session import check_resources, init_ray, tracking_uri
@@ -85,7 +85,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
     with mlflow.start_run(run_name=f"{base.name}-sweep", tags={KIND: "sweep"}) as sweep:
         mlflow.log_params({"grid": json.dumps(grid), "points": len(points), "max_concurrent": max_concurrent})
         mlflow.log_dict(base.model_dump(mode="json"), "base_config.yaml")
-        out(f"sweep run {sweep.info.run_id}: {len(points)} chains, at most {max_concurrent} at a time")
+        say(f"sweep run {sweep.info.run_id}: {len(points)} chains, at most {max_concurrent} at a time")
         trainable = tune.with_resources(
             tune.with_parameters(_trial, configs=[c.model_dump(mode="json") for c in configs], tracking=uri,
                                  sweep_run_id=sweep.info.run_id),
@@ -117,14 +117,14 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
         mlflow.log_metrics({"trials_ok": len(done), "trials_failed": len(rows) - len(done)})
         if best:
             mlflow.log_metric("best_acc_stream", float(best["acc_stream"]))
-            mlflow.set_tag("pld.best_chain_run_id", best["chain_run_id"])
-    out("\n" + table)
+            mlflow.set_tag(BEST_CHAIN, best["chain_run_id"])
+    say("\n" + table)
     for r in rows:
         if r["status"] == "failed":
-            out(f"point {r['point']} failed: {r['error']}")
+            say(f"point {r['point']} failed: {r['error']}")
     if best:
-        out("best (final student, stream protocol): point " + str(best["point"]) + " "
+        say("best (final student, stream protocol): point " + str(best["point"]) + " "
             + ", ".join(f"{k}={best[k]}" for k in grid) + f" → acc_stream {best['acc_stream']} "
             f"(chain {best['chain_run_id']})")
-    out(f"sweep run id: {sweep.info.run_id}")
+    say(f"sweep run id: {sweep.info.run_id}")
     return rows

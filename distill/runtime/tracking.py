@@ -1,8 +1,10 @@
-"""MLflow names the rest of the tooling relies on (see README: MLflow contract)."""
+"""What a chain writes to MLflow beyond plain metrics: stage tags, the distilled dataset as a run
+input, the model, and the summary table (docs/mlflow.md is the contract)."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import json
 import warnings
@@ -12,15 +14,37 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
+from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, STAGE, TEACHER_RUN
 from distill.stages import StageSpec
 
-KIND, METHOD, INPUT_MS, TEACHER_RUN = "pld.kind", "pld.method", "pld.input_ms", "pld.teacher_run_id"
 PIP_REQUIREMENTS = ["torch", "torchaudio", "pld-platform"]
 
 
 def stage_tags(stage: StageSpec, teacher_run_id: str | None) -> dict[str, str]:
     return {KIND: stage.kind, METHOD: stage.method, INPUT_MS: str(stage.input_ms), TEACHER_RUN: teacher_run_id or "",
-            "pld.stage": stage.name}
+            STAGE: stage.name}
+
+
+SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement",
+                   "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def summary_row(stage: str, method: str, input_ms: int, teacher: str | None, metrics: dict, run_id: str) -> dict:
+    """A stage's line of the summary table (``pld run`` prints it, ``pld report`` shows it), from
+    the metrics the stage run logged. ``agreement``: of a taught stage, its crops' teacher labels
+    with the clip labels; of the teacher, its own labels on its training clips."""
+    agreement = metrics.get("label_agreement") if teacher else metrics.get("train_clip_agreement")
+    return {"stage": stage, "method": method, "input_ms": input_ms, "teacher": teacher or "-",
+            **{f"acc_{p}": _fmt(metrics.get(f"test_acc_{p}"), ".4f") for p in PROTOCOLS},
+            "agreement": _fmt(agreement, ".3f"),
+            "fa_per_h@90%": _fmt(metrics.get("test_fa_per_hour_at_90_recall"), ".0f"),
+            "recall@1fa/h": _fmt(metrics.get("test_recall_at_1_fa_per_hour"), ".3f"),
+            "macs": _fmt(metrics.get("macs"), ".0f"), "latency_us": _fmt(metrics.get("latency_us"), ".0f"),
+            "run_id": run_id}
 
 
 def log_distilled_dataset(data_dir: Path, manifest: dict, name: str) -> None:

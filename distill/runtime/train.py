@@ -1,4 +1,4 @@
-"""Train stage: one student (or the teacher, or a baseline) with Ray Train's ``TorchTrainer``.
+"""The train step of a stage: one student (or the teacher, or a baseline) with Ray Train's ``TorchTrainer``.
 
 Workers read their shard of the distilled dataset with ``get_dataset_shard``, validate every
 epoch on their shard of the validation split at the stage's input length (stream protocol,
@@ -14,7 +14,7 @@ import os
 import threading
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,8 +24,12 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, L
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from distill.checkpoint import ModelSpec, load_model_dir, save_model_dir
+from distill.config import EvalConfig, TrainConfig
+from distill.core.checkpoint import ModelSpec, load_model_dir, save_model_dir
+from distill.core.crops import num_samples
+from distill.names import SILENCE
 from distill.runtime import storage
+from distill.stages import StageSpec
 
 TRAIN_STATE = "train_state.pt"
 
@@ -34,37 +38,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker."""
     import torch.distributed as dist
 
-    from distill.augment import AugmentConfig, augment_waveforms, batch_generator, spectrogram_masks
-    from distill.labels import student_loss
-    from distill.models import autocast
-    from distill.protocols import predict
+    from distill.core.augment import augment_waveforms, batch_generator, spectrogram_masks
+    from distill.core.labels import student_loss
+    from distill.core.models import autocast
+    from distill.core.protocols import predict
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(config["threads"])))
-    torch.manual_seed(config["seed"] + rank)
+    stage: StageSpec = config["stage"]
+    train: TrainConfig = config["train"]
+    seed = stage.seed
+    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+    torch.manual_seed(seed + rank)
     device = ray.train.torch.get_device()
 
     spec = ModelSpec(**config["spec"])
     model = spec.build()
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
-    if config["optimizer"] == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"], nesterov=True,
-                                    weight_decay=config["weight_decay"])
+    if train.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, nesterov=True,
+                                    weight_decay=train.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    augment = AugmentConfig(**config["augment"]) if config["augment"] else AugmentConfig(enabled=False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    augment = train.augment
     noise = config["noise"].to(device) if config["noise"] is not None and augment.active else None
     sample_rate, hop_ms = spec.features.get("sample_rate", 16000), spec.features.get("hop_ms", 10.0)
-    precision = config.get("precision", "fp32")
+    precision = train.precision
     # fp16 gradients underflow without scaling; bf16 has fp32's range and needs none
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    epochs = config["epochs"]
-    steps_per_epoch = max(1, math.ceil(config["rows"] / world / config["batch_size"]))
+    epochs, batch_size = stage.epochs, train.batch_size
+    steps_per_epoch = max(1, math.ceil(config["rows"] / world / batch_size))
     # SGD keeps the momentum it is given; AdamW's beta1 follows the one-cycle schedule as before
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=epochs * steps_per_epoch + 1,
-                                                   pct_start=0.15, cycle_momentum=config["optimizer"] != "sgd")
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=epochs * steps_per_epoch + 1,
+                                                   pct_start=0.15, cycle_momentum=train.optimizer != "sgd")
     history: list[dict] = []
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
@@ -85,20 +92,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         started = time.perf_counter()
         model.train()
         total_loss, seen = 0.0, 0
-        for step, batch in enumerate(shard.iter_torch_batches(batch_size=config["batch_size"], device=device,
-                                                              local_shuffle_buffer_size=config["shuffle_buffer"],
-                                                              local_shuffle_seed=config["seed"] + 1000 * epoch + rank)):
+        for step, batch in enumerate(shard.iter_torch_batches(batch_size=batch_size, device=device,
+                                                              local_shuffle_buffer_size=min(config["rows"], 2048),
+                                                              local_shuffle_seed=seed + 1000 * epoch + rank)):
             waves, mask = batch["waveform"], None
             if augment.active:  # on the worker's device, inside the step: no extra pass over the data
-                g = batch_generator(config["seed"], epoch, rank, step)
+                g = batch_generator(seed, epoch, rank, step)
                 waves = augment_waveforms(waves, augment, noise, sample_rate, g)
                 mask = spectrogram_masks((len(waves), 1, spec.features.get("n_mels", 40), core.features.frames(
                     waves.shape[1])), augment, hop_ms, g)
             with autocast(device, precision):
                 logits = model(waves, mask)
-            loss = student_loss(logits.float(), mode=config["label_mode"], hard=batch["teacher_label_index"],
-                                soft=batch["teacher_probs"], temperature=config["temperature"],
-                                original=batch["source_label_index"], original_weight=config["original_weight"])
+            loss = student_loss(logits.float(), mode=stage.label_mode, hard=batch["teacher_label_index"],
+                                soft=batch["teacher_probs"], temperature=stage.temperature,
+                                original=batch["source_label_index"], original_weight=stage.original_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -112,7 +119,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         counts = torch.zeros(2, dtype=torch.float64)
         if len(val_labels):
             with autocast(device, precision):
-                pred = predict(core, val_waves, config["input_samples"], "stream", hop_samples=config["hop_samples"],
+                pred = predict(core, val_waves, stage.input_samples, "stream", hop_samples=config["hop_samples"],
                                silence_index=config["silence_index"], batch_size=config["eval_batch_size"],
                                device=device)
             counts += torch.tensor([float((pred == val_labels).sum()), float(len(pred))], dtype=torch.float64)
@@ -131,7 +138,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                             "epoch": epoch, "history": history}, Path(tmp) / TRAIN_STATE)
                 # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
                 # need neither the tracking store nor MLflow itself.
-                config["progress"].put({"stage": config["stage"], "epochs": epochs, "pid": os.getpid(),
+                config["progress"].put({"stage": stage.name, "epochs": epochs, "pid": os.getpid(),
                                         "resumed_at_epoch": resumed_at, **metrics})
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     return history
@@ -160,49 +167,53 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
     return box["result"]
 
 
-def train_stage(*, stage: str, spec: ModelSpec, train_ds, validation, rows: int, storage_dir: str | Path,
-                out_model_dir: str | Path, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                label_mode: str, temperature: float, seed: int, num_workers: int, use_gpu: bool, cpus_per_worker: float,
-                input_samples: int, hop_samples: int, silence_index: int | None, eval_batch_size: int,
-                progress: Queue, on_epoch: Callable[[dict], None], max_failures: int = 0, precision: str = "fp32",
-                original_weight: float = 0.0, optimizer: str = "adamw", momentum: float = 0.9,
-                augment: dict | None = None, noise=None) -> dict:
-    """Fit one stage; copies the best checkpoint's model to ``out_model_dir`` and returns a summary.
+@dataclass
+class StageData:
+    """What a stage trains on and where it writes."""
+    train_ds: Any  # ray.data.Dataset: the stage's distilled dataset
+    rows: int
+    validation: tuple  # (waveforms, labels) of the validation split, at full clip length
+    storage_dir: str | Path  # Ray Train's checkpoints and results
+    model_dir: str | Path  # the best checkpoint's model, the stage's model
+
+
+def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: TrainConfig, evaluation: EvalConfig,
+                progress: Queue, on_epoch: Callable[[dict], None], noise=None) -> dict:
+    """Fit one stage; copies the best checkpoint's model to ``data.model_dir`` and returns a summary.
 
     ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
-    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver. ``augment`` is a
-    ``train.augment`` section as a dict (None: no augmentation) and ``noise`` its ``NoiseBank``."""
-    config = dict(progress=progress, stage=stage, spec=asdict(spec), rows=rows, epochs=epochs, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, augment=augment, noise=noise, label_mode=label_mode, temperature=temperature, seed=seed,
-                  original_weight=original_weight,
-                  threads=cpus_per_worker, input_samples=input_samples, hop_samples=hop_samples,
-                  silence_index=silence_index, eval_batch_size=eval_batch_size, shuffle_buffer=min(rows, 2048),
-                  validation=validation, precision=precision)
+    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver. ``noise`` is the
+    ``NoiseBank`` that ``train.augment`` mixes in (None: none)."""
+    config = dict(progress=progress, stage=stage, spec=asdict(spec), train=train, rows=data.rows, noise=noise,
+                  validation=data.validation, hop_samples=num_samples(evaluation.stream_hop_ms, stage.sample_rate),
+                  silence_index=spec.labels.index(SILENCE) if SILENCE in spec.labels else None,
+                  eval_batch_size=evaluation.batch_size)
+    workers, use_gpu, cpus = train.num_workers, train.use_gpu, train.cpus_per_worker
     started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
-        run_config=RunConfig(name=stage, storage_path=storage.resolve(storage_dir),
-                             failure_config=FailureConfig(max_failures=max_failures),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(name=stage.name, storage_path=storage.resolve(data.storage_dir),
+                             failure_config=FailureConfig(max_failures=train.max_failures),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
                                                                 checkpoint_score_order="max")),
         # Materialized once: each epoch then streams blocks from the object store instead of
         # re-reading and re-decoding Parquet.
-        datasets={"train": train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs",
-                                                             "source_label_index"]).materialize()},
+        datasets={"train": data.train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs",
+                                                         "source_label_index"]).materialize()},
         # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
         # (one process start fewer per stage); several workers each get an equal shard.
-        dataset_config=DataConfig(datasets_to_split="all" if num_workers > 1 else []),
+        dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
     )
     result = _fit_with_progress(trainer, progress, on_epoch)
     best = result.get_best_checkpoint(metric="val_acc", mode="max")
     if best is None:
-        raise RuntimeError(f"stage {stage}: training reported no checkpoint")
+        raise RuntimeError(f"stage {stage.name}: training reported no checkpoint")
     with best.as_directory() as d:
-        storage.upload_dir(d, out_model_dir, ignore=(TRAIN_STATE,))
+        storage.upload_dir(d, data.model_dir, ignore=(TRAIN_STATE,))
         _, best_spec = load_model_dir(d)
     return {"history": result.return_value or [], "best_epoch": best_spec.extra.get("epoch"),
             "best_val_acc": best_spec.extra.get("val_acc"), "seconds": time.perf_counter() - started}

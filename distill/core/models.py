@@ -1,0 +1,155 @@
+"""Keyword-spotting networks. Every model accepts any input length (global average pooling),
+which is what lets one architecture serve each crop length of the PLD chain.
+
+``res8`` follows Tang & Lin 2018, "Deep Residual Learning for Small-Footprint Keyword
+Spotting": a 3×3 conv, a 4×3 average pool, three residual blocks of two 3×3 convs with
+non-affine batch norm, global average pooling and a linear layer. ``res8_narrow`` is the
+paper's 19-map variant; ``tiny`` exists for fast tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.core.features import FeatureConfig, LogMel
+from distill.core.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+class Res8(nn.Module):
+    def __init__(self, n_classes: int, channels: int = 45, pool: tuple[int, int] = (3, 4), n_layers: int = 6):
+        super().__init__()
+        # Features arrive as (batch, 1, mels, frames): the paper's 4×3 (time × freq) pool is (3, 4) here.
+        self.conv0 = nn.Conv2d(1, channels, 3, padding=1, bias=False)
+        self.pool = nn.AvgPool2d(pool)
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(n_layers))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(channels, affine=False) for _ in range(n_layers))
+        self.output = nn.Linear(channels, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv0(x)))
+        residual = x
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
+            y = F.relu(conv(x))
+            if i % 2 == 0:  # every second layer closes a residual block
+                y = y + residual
+                residual = y
+            x = bn(y)
+        return self.output(x.mean(dim=(2, 3)))
+
+
+class Tiny(nn.Module):
+    """Two convolutions; enough to learn the synthetic corpus a little, fast enough for tests."""
+
+    def __init__(self, n_classes: int, channels: int = 8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        self.output = nn.Linear(2 * channels, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.relu(self.conv2(x))
+        return self.output(x.mean(dim=(2, 3)))
+
+
+@MODELS.register("res8")
+def build_res8(n_classes: int, channels: int = 45) -> nn.Module:
+    return Res8(n_classes, channels=channels)
+
+
+@MODELS.register("res8_narrow")
+def build_res8_narrow(n_classes: int, channels: int = 19) -> nn.Module:
+    return Res8(n_classes, channels=channels)
+
+
+@MODELS.register("tiny")
+def build_tiny(n_classes: int, channels: int = 8) -> nn.Module:
+    return Tiny(n_classes, channels=channels)
+
+
+class KeywordSpotter(nn.Module):
+    """Waveform ``(batch, samples)`` → logits: the front end and the network as one module,
+    so a checkpoint, an MLflow model and an evaluation all see the same thing."""
+
+    def __init__(self, net: nn.Module, features: FeatureConfig):
+        super().__init__()
+        self.features = LogMel(features)
+        self.net = net
+
+    def forward(self, waveform: torch.Tensor, feature_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``feature_mask`` (training only: SpecAugment) is True where a log-mel value is set to 0,
+        the per-input mean; it goes through ``forward`` so that a DDP-wrapped model sees it."""
+        feats = self.features(waveform)
+        if feature_mask is not None:
+            feats = feats.masked_fill(feature_mask.to(feats.device), 0.0)
+        return self.net(feats)
+
+
+def build_model(name: str, n_classes: int, options: dict[str, Any] | None = None,
+                features: FeatureConfig | None = None) -> KeywordSpotter:
+    """Build a registered network behind the log-mel front end."""
+    builder = MODELS.get(name)
+    try:
+        net = builder(n_classes, **(options or {}))
+    except TypeError as exc:
+        raise ValueError(f"model {name!r}: bad options {options!r}: {exc}") from None
+    return KeywordSpotter(net, features or FeatureConfig())
+
+
+def count_macs(model: KeywordSpotter, input_samples: int) -> int:
+    """Multiply-accumulates of the network for one decision on ``input_samples`` of audio,
+    counted by ``torch.utils.flop_counter`` (FLOPs / 2). The log-mel front end is excluded,
+    as in the KWS literature, since it is shared by every model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        feats = model.features(torch.zeros(1, input_samples))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.net(feats)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def latency_per_decision(model: KeywordSpotter, input_samples: int, repeats: int = 50, warmup: int = 10) -> float:
+    """Median wall time (seconds) of one decision — front end and network, batch 1, one CPU
+    thread — over ``repeats`` runs after ``warmup`` runs. One thread so that figures taken
+    in different processes (a driver, a worker given two CPUs) compare."""
+    import statistics
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, input_samples).normal_(0, 1000, generator=torch.Generator().manual_seed(0))
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                t = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
+    return statistics.median(times)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The forward pass at ``precision`` (fp32: a no-op). bf16 runs on CPUs and GPUs; fp16 is for
+    GPUs, where training pairs it with a gradient scaler."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype is not None)

@@ -1,0 +1,124 @@
+"""The report's figures, from plain numbers (no MLflow, no Ray): one function per PNG.
+
+Each takes a list of stage rows — dicts with ``stage``, ``method`` (pld, direct, one_shot),
+``input_ms`` and the metrics of ``distill.runtime.evaluate`` — and writes one PNG. The
+headless Agg backend: a report renders on a cluster node without a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from distill.names import PROTOCOLS
+
+STYLE = {"pld": dict(color="tab:blue", marker="o", label="PLD (teacher → students)"),
+         "direct": dict(color="tab:red", marker="s", label="direct (clip labels)"),
+         "one_shot": dict(color="tab:green", marker="^", label="one-shot (teacher labels)")}
+
+
+def _pld_line(rows: list[dict]) -> list[dict]:
+    """The PLD curve: the teacher, then the students (a student at the teacher's length
+    replaces nothing: both are drawn), ordered by input length."""
+    return sorted((r for r in rows if r["method"] == "pld"), key=lambda r: (-r["input_ms"], r["stage"] != "teacher"))
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _by_method(ax, rows: list[dict], key: str, scale: float = 1.0) -> None:
+    for method, style in STYLE.items():
+        pts = _pld_line(rows) if method == "pld" else [r for r in rows if r["method"] == method]
+        pts = [r for r in pts if r.get(key) is not None and np.isfinite(r[key])]
+        if pts:
+            ax.plot([r["input_ms"] for r in pts], [r[key] * scale for r in pts], linestyle="-" if method == "pld" else "",
+                    markersize=8, **style)
+    ax.invert_xaxis()  # the chain runs from long to short inputs
+    ax.set_xlabel("input length (ms)")
+    ax.grid(alpha=0.3)
+
+
+def accuracy_vs_length(rows: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(13, 4), sharey=True)
+    for ax, protocol in zip(axes, PROTOCOLS):
+        _by_method(ax, rows, f"test_acc_{protocol}", 100)
+        ax.set_title(f"test accuracy — {protocol} protocol")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def false_alarms_vs_length(rows: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    _by_method(axes[0], rows, "test_fa_per_hour_at_90_recall")
+    axes[0].set_title("false accepts per hour at 90 % recall (lower is better)")
+    axes[0].set_ylabel("false accepts / hour")
+    _by_method(axes[1], rows, "test_recall_at_1_fa_per_hour", 100)
+    axes[1].set_title("recall at 1 false accept per hour (%)")
+    axes[1].legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrices(matrices: dict[str, list[list[int]]], labels: list[str], path: Path, protocol: str) -> Path:
+    """One panel per named matrix (rows: true class, columns: predicted), row-normalised."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 5), squeeze=False)
+    for ax, (name, m) in zip(axes[0], matrices.items()):
+        m = np.asarray(m, dtype=float)
+        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{name} ({protocol}, {np.trace(m) / max(m.sum(), 1):.1%} correct)", fontsize=9)
+        for (i, j), v in np.ndenumerate(m):
+            if v:
+                ax.text(j, i, int(v), ha="center", va="center", fontsize=6, color="white" if share[i, j] > 0.5 else "black")
+    return _save(fig, path)
+
+
+def label_agreement(rows: list[dict], path: Path) -> Path:
+    """Per relabelled stage: agreement with the clip labels and the shares turned into
+    silence / unknown."""
+    rows = [r for r in rows if r.get("label_agreement") is not None and r["stage"] != "teacher"
+            and r["method"] != "direct"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    x = np.arange(len(rows))
+    for k, (key, name) in enumerate([("label_agreement", "agrees with clip label"),
+                                     ("relabel_to_silence", "→ _silence_"), ("relabel_to_unknown", "→ _unknown_")]):
+        ax.bar(x + (k - 1) * 0.27, [100 * (r.get(key) or 0) for r in rows], width=0.27, label=name)
+    ax.set_xticks(x, [r["stage"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("% of the stage's crops")
+    ax.set_ylim(0, 118)  # headroom for the legend above the bars
+    ax.set_title("what the teacher's labels did to each distilled dataset")
+    ax.legend(fontsize=8, ncol=3, loc="upper center")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def input_cost(rows: list[dict], path: Path) -> Path:
+    """MACs and batch-1 CPU latency per decision against input length (the PLD line)."""
+    pts = [r for r in _pld_line(rows) if r["stage"] != "teacher"] or _pld_line(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, scale, title in ((axes[0], "macs", 1e-6, "MACs per decision (millions)"),
+                                  (axes[1], "latency_us", 1e-3, "CPU latency per decision, batch 1 (ms)")):
+        ax.plot([r["input_ms"] for r in pts], [r[key] * scale for r in pts], marker="o", color="tab:blue")
+        ref = max(pts, key=lambda r: r["input_ms"])
+        for r in pts:
+            ax.annotate(f"{r[key] / ref[key]:.2f}×", (r["input_ms"], r[key] * scale), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=7)
+        ax.invert_xaxis()
+        ax.set_xlabel("input length (ms)")
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

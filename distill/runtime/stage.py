@@ -1,0 +1,204 @@
+"""One stage of a chain: ``run_stage`` carries out a ``StageSpec`` in four steps, top to bottom:
+
+relabel  the stage's distilled dataset: crops of the training clips labelled by its teacher
+         (``runtime/relabel.py`` on Ray Data), sealed with a manifest — or, when a resumed
+         chain sealed it for this very stage and teacher, reused;
+train    the stage's model on it (``runtime/train.py`` on Ray Train), the best epoch on validation;
+evaluate its test metrics under every protocol (``runtime/evaluate.py``);
+log      metrics, model and the summary row to the stage's nested MLflow run.
+
+Every decision (crops, labels, loss) was made in ``stages.plan_chain``; ``Chain`` holds what
+all stages of one chain share, set up once by ``runtime/chain.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import mlflow
+import ray
+from mlflow.entities import Metric
+
+from distill.config import ExperimentConfig
+from distill.core.augment import NoiseBank
+from distill.core.checkpoint import ModelSpec, load_model_dir
+from distill.core.crops import num_samples
+from distill.names import CONFUSION_ARTIFACT
+from distill.runtime import storage
+from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
+from distill.runtime.manifest import is_sealed, seal, tree_sha256, verify
+from distill.runtime.relabel import Teacher, dataset_recipe, relabel_crops
+from distill.runtime.resume import finished_stage, retire_unfinished_runs, write_record
+from distill.runtime.source import load_split_arrays
+from distill.runtime.tracking import log_distilled_dataset, log_model, stage_tags, summary_row
+from distill.runtime.train import StageData, train_stage
+from distill.stages import StageSpec
+
+
+@dataclass
+class Chain:
+    """What every stage of one chain shares."""
+    cfg: ExperimentConfig
+    client: mlflow.MlflowClient
+    run_id: str  # the chain's (parent) MLflow run
+    experiment_id: str
+    run_dir: str  # a local directory or a storage URI
+    source: dict  # the sealed source dataset's manifest
+    labels: list[str]
+    validation: tuple  # (waveforms, labels)
+    test: tuple
+    noise: NoiseBank | None
+    progress: object  # the Ray queue through which training workers report epochs
+    say: Callable[[str], None]
+    resuming: bool
+    models: dict[str, Teacher] = field(default_factory=dict)  # finished stage → its model and run
+
+    @property
+    def source_dir(self) -> str:
+        return storage.join(self.run_dir, "source")
+
+
+def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
+    """Carry out one stage (or reuse it, finished by an earlier session); returns its summary row."""
+    stage_dir = storage.join(chain.run_dir, "stages", stage.name)
+    model_dir = storage.join(stage_dir, "model")
+    teacher = chain.models[stage.teacher] if stage.teacher else None
+    if chain.resuming:
+        record = finished_stage(stage_dir, chain.client)
+        if record:
+            chain.say(f"== [{position}] {stage.name}: finished earlier (run {record['run_id']}), reused")
+            chain.models[stage.name] = Teacher(record["model_dir"], record["run_id"])
+            return record["row"]
+        retire_unfinished_runs(chain.client, chain.run_id, chain.experiment_id, stage.name)
+    with mlflow.start_run(run_name=stage.name, nested=True, tags=stage_tags(stage, teacher and teacher.run_id)) as run:
+        chain.say(f"== [{position}] {stage.name}: {stage.input_ms} ms, labels from "
+                  f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
+        seconds = {}
+        t = time.perf_counter()
+        manifest = relabel_step(chain, stage, stage_dir, teacher)
+        seconds["relabel_seconds"] = time.perf_counter() - t
+        summary = train_step(chain, stage, stage_dir, manifest["rows"], run.info.run_id)
+        seconds["train_seconds"] = summary["seconds"]
+        t = time.perf_counter()
+        metrics = evaluate_step(chain, stage, model_dir)
+        seconds["eval_seconds"] = time.perf_counter() - t
+        row = log_step(chain, stage, model_dir, manifest, summary, metrics, seconds)
+    write_record(stage_dir, run.info.run_id, row, model_dir)  # after the run is FINISHED
+    chain.models[stage.name] = Teacher(model_dir, run.info.run_id)
+    return row
+
+
+def relabel_step(chain: Chain, stage: StageSpec, stage_dir: str, teacher: Teacher | None) -> dict:
+    """The stage's sealed distilled dataset (reused if a resumed chain has it intact); logs what it is."""
+    expect = {**dataset_recipe(stage, teacher), "source_sha256": chain.source["content_sha256"],
+              "teacher_checkpoint_sha256": tree_sha256(teacher.model_dir) if teacher else ""}
+    manifest = None
+    if chain.resuming and is_sealed(stage_dir):
+        try:
+            manifest = verify(stage_dir, expect)
+            chain.say(f"   relabel: reused the sealed dataset ({manifest['rows']} rows)")
+        except ValueError as exc:
+            chain.say(f"   relabel: not reusing the earlier dataset: {exc}")
+    if manifest is None:
+        manifest = relabel_crops(chain.source_dir, stage_dir, stage, chain.cfg.relabel, teacher, chain.labels)
+        manifest = seal(stage_dir, manifest, source_sha256=expect["source_sha256"],
+                        teacher_checkpoint_sha256=expect["teacher_checkpoint_sha256"])
+    log_relabel(chain, stage, stage_dir, manifest)
+    verify(stage_dir, expect)  # the stage refuses a dataset that is not what its manifest says
+    return manifest
+
+
+def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) -> None:
+    view = stage.view
+    log_distilled_dataset(storage.join(stage_dir, "data"), manifest, name=f"{stage.name}-crops")
+    mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
+                       "epochs": stage.epochs, "rows": manifest["rows"], "model": chain.cfg.model.name,
+                       "label_mode": stage.label_mode, "crop_placement": chain.cfg.chain.crop_placement,
+                       **({"teacher_view": view.mode, "pad_position": view.pad_position,
+                           "original_weight": stage.original_weight, "min_confidence": view.min_confidence}
+                          if stage.teacher else {})})
+    stats = manifest.get("label_stats", {})
+    mlflow.log_metrics({"crops": manifest["crops"], "dropped_low_confidence": manifest["dropped_low_confidence"],
+                        **{("label_" if k == "agreement" else "relabel_") + k: v for k, v in stats.items()}})
+    if stage.teacher:
+        chain.say(f"   relabel: {manifest['rows']} crops, teacher agrees with the clip label on "
+                  f"{stats.get('agreement', float('nan')):.1%}"
+                  + "".join(f", {k.replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k != "agreement")
+                  + (f"; {manifest['dropped_low_confidence']} dropped below confidence {view.min_confidence}"
+                     if view.min_confidence else ""))
+
+
+def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id: str) -> dict:
+    cfg = chain.cfg
+    spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=chain.labels, input_ms=stage.input_ms,
+                     features=cfg.features.model_dump())
+    data = StageData(ray.data.read_parquet(storage.join(stage_dir, "data")), rows, chain.validation,
+                     storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))
+    return train_stage(stage, spec, data, cfg.train, cfg.eval, chain.progress,
+                       partial(report_epoch, chain.say, run_id), chain.noise)
+
+
+def report_epoch(say: Callable[[str], None], run_id: str, m: dict) -> None:
+    if m.get("resumed_at_epoch") is not None and m["resumed_at_epoch"] == m["epoch"]:
+        say(f"   [{m['stage']}] workers restarted after a failure; continuing from the checkpoint of epoch "
+            f"{m['epoch']} (of {m['epochs']})")
+    say(f"   [{m['stage']}] epoch {m['epoch'] + 1}/{m['epochs']}  loss {m['train_loss']:.4f}  "
+        f"val_acc(stream) {m['val_acc']:.4f}  {m['epoch_seconds']:.1f}s")
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(m[k]), int(time.time() * 1000), m["epoch"])
+                                                     for k in ("train_loss", "val_acc")])
+
+
+def evaluate_step(chain: Chain, stage: StageSpec, model_dir: str) -> dict:
+    """Test metrics of the stage's model. With GPUs, a Ray task on a GPU; on CPUs, here in the
+    driver, which already has the model code loaded (docs/design-notes.md: why)."""
+    cfg = chain.cfg
+    kwargs = dict(hop_samples=num_samples(cfg.eval.stream_hop_ms, stage.sample_rate), batch_size=cfg.eval.batch_size,
+                  threads=int(cfg.train.cpus_per_worker))
+    if cfg.train.use_gpu:
+        metrics = ray.get(evaluate_task.options(num_cpus=cfg.train.cpus_per_worker, num_gpus=1).remote(
+            model_dir, ray.put(chain.test), use_gpu=True, **kwargs))
+    else:
+        metrics = evaluate_model_dir(model_dir, chain.test[0], chain.test[1], **kwargs)
+    if stage.kind == "teacher":  # does the teacher fit its own training clips? (its labels' ceiling)
+        metrics["train_clip_agreement"] = train_clip_agreement(chain, model_dir)
+    return metrics
+
+
+def train_clip_agreement(chain: Chain, model_dir: str) -> float:
+    """Share of the training clips on which a model (the teacher) gives the clip's own label,
+    reading the whole clip (its best window when its input is shorter)."""
+    import torch
+
+    from distill.core.protocols import predict
+
+    model, spec = load_model_dir(storage.local_copy(model_dir))
+    waves, labels = load_split_arrays(chain.source_dir, "train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(chain.cfg.train.cpus_per_worker)))
+    try:
+        pred = predict(model.eval(), waves, spec.input_samples, "window", batch_size=chain.cfg.eval.batch_size)
+    finally:
+        torch.set_num_threads(threads)
+    return float((pred == labels).mean()) if len(labels) else float("nan")
+
+
+def log_step(chain: Chain, stage: StageSpec, model_dir: str, manifest: dict, summary: dict, metrics: dict,
+             seconds: dict) -> dict:
+    """Metrics, confusion matrices and the model to the stage's run; returns its summary row."""
+    mlflow.log_dict({"labels": chain.labels, **metrics.pop("confusion")}, CONFUSION_ARTIFACT)
+    mlflow.log_metrics({**metrics, "best_val_acc": summary["best_val_acc"], "best_epoch": summary["best_epoch"],
+                        **seconds})
+    local_model = storage.local_copy(model_dir)
+    model, _ = load_model_dir(local_model)
+    log_model(model, local_model, stage.input_samples)
+    stats = manifest.get("label_stats", {})
+    row = summary_row(stage.name, stage.method, stage.input_ms, stage.teacher,
+                      {**metrics, **({"label_agreement": stats["agreement"]} if "agreement" in stats else {})},
+                      mlflow.active_run().info.run_id)
+    chain.say(f"   {stage.name}: test acc window {row['acc_window']}  stream {row['acc_stream']}  "
+              f"center {row['acc_center']}  (relabel {seconds['relabel_seconds']:.0f}s, train "
+              f"{seconds['train_seconds']:.0f}s, eval {seconds['eval_seconds']:.0f}s)")
+    return row

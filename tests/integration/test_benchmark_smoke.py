@@ -1,0 +1,50 @@
+"""CI smoke test of `benchmarks/throughput.py --quick`: it runs end to end (real Ray, real MLflow)
+and writes every key of its JSON, well-formed. The numbers themselves are the benchmark's
+business, not a timed test's."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.config import ChainConfig
+
+from conftest import REPO
+
+pytestmark = pytest.mark.integration
+ROOT = REPO
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_benchmark_writes_every_key(tmp_path):
+    out = tmp_path / "throughput.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    r = json.loads(out.read_text())
+
+    for key in ("relabel_ratio", "train_ratio", "quickstart_s"):
+        assert _positive(r[key]), (key, r[key])
+    lengths = {str(ms) for ms in ChainConfig().lengths_ms}
+    for key in ("macs_ratio", "latency_ratio", "macs_ratio_res8", "latency_ratio_res8"):
+        assert set(r[key]) == lengths, (key, r[key])
+        assert all(_positive(v) for v in r[key].values()), (key, r[key])
+        assert r[key]["1000"] == 1.0
+    assert {(s["data"], s["cpus"]) for s in r["scaling"]} == {("1x", 2), ("2x", 2), ("4x", 2), ("1x", 1)}
+    assert all(_positive(s["platform_s"]) and _positive(s["plain_s"]) for s in r["scaling"])
+    qs = r["quickstart"]
+    assert all(_positive(qs[k]) for k in ("synthesis_s", "run_s", "ray_start_s", "source_s"))
+    assert [s["stage"] for s in qs["stages"]] == ["teacher", "student_500ms"]
+    assert all(_positive(s[k]) for s in qs["stages"] for k in ("relabel", "train", "eval"))
+    for line in ("relabel crops/s", "train samples/s", "scaling", "input efficiency", "quickstart:"):
+        assert line in proc.stdout, line

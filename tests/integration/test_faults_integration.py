@@ -1,0 +1,197 @@
+"""Faults inside a stage, on a real local Ray: a relabel worker and a training worker are
+killed by pid while they run; the stage completes with the right rows, and training continues
+from its last checkpoint. Relabeling is reproducible to the byte of every column."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+from ray.util.queue import Queue
+
+from conftest import write_sc_layout
+from distill.config import EvalConfig, RelabelConfig, TrainConfig, load_config
+from distill.core.checkpoint import ModelSpec, save_model_dir
+from distill.core.labels import TeacherView
+from distill.data.base import build_source_index
+from distill.runtime.relabel import Teacher, relabel_crops
+from distill.runtime.session import init_ray
+from distill.runtime.source import load_split_arrays, write_source_dataset
+from distill.runtime.train import StageData, train_stage
+from distill.stages import StageSpec
+
+pytestmark = pytest.mark.integration
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    speakers = [f"{i:08x}" for i in range(16)]
+    corpus = write_sc_layout(root / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]}, test={speakers[1]})
+    cfg = load_config(None, {"data.path": str(corpus), "ray.num_cpus": 2})
+    init_ray(cfg)
+    index = build_source_index(cfg.data)
+    write_source_dataset(index, cfg.data, root / "source")
+    torch.manual_seed(0)
+    spec = ModelSpec(model="res8", options={}, labels=index.labels, input_ms=1000, features=cfg.features.model_dump())
+    save_model_dir(root / "teacher", spec.build(), spec)
+    yield dict(root=root, labels=index.labels, features=cfg.features.model_dump())
+    ray.shutdown()
+
+
+def relabel(setup, out, seed=0, view=TeacherView(), labels=None, precision="fp32"):
+    stage = StageSpec("student_750ms", "student", "pld", 750, "teacher", 1, crops_per_clip=4, seed=seed, view=view)
+    return relabel_crops(setup["root"] / "source", out, stage,
+                         RelabelConfig(batch_size=32, actors=1, cpus_per_actor=1, precision=precision),
+                         Teacher(str(setup["root"] / "teacher"), "teacher-run"), labels)
+
+
+def train(root, name, spec, rows, data_dir, epochs, progress, on_epoch, *, label_mode="hard", temperature=1.0,
+          seed=0, weight_decay=0.0, precision="fp32", max_failures=0):
+    """One stage's training as the chain runs it, without augmentation (the tests compare runs)."""
+    stage = StageSpec(name, "student", "pld", 750, "teacher", epochs, seed=seed, label_mode=label_mode,
+                      temperature=temperature)
+    data = StageData(ray.data.read_parquet(str(data_dir)), rows, load_split_arrays(root / "source", "validation"),
+                     storage_dir=root / f"{name}-train", model_dir=root / f"{name}-model")
+    cfg = TrainConfig(batch_size=32, lr=0.01, weight_decay=weight_decay, precision=precision, max_failures=max_failures,
+                      augment={"enabled": False})
+    return train_stage(stage, spec, data, cfg, EvalConfig(batch_size=128), progress, on_epoch)
+
+
+def table(path):
+    """The Parquet rows as a plain frame (tensor columns as bytes), in a canonical order."""
+    t = pq.read_table(path)
+    columns = {name: ([np.asarray(a).tobytes() for a in t.column(name).to_numpy(zero_copy_only=False)]
+                      if name in ("waveform", "teacher_probs") else t.column(name).to_pylist())
+               for name in t.column_names}
+    return pd.DataFrame(columns).sort_values(["clip_id", "crop_index"], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    manifest = relabel(setup, setup["root"] / "ref")
+    return manifest, table(setup["root"] / "ref" / "data")
+
+
+def test_local_ray_binds_its_dashboard_to_localhost(setup):
+    url = ray._private.worker.get_dashboard_url()
+    assert url.startswith("127.0.0.1:"), url
+
+
+def test_confidence_filter_and_padded_view_on_ray(setup, reference):
+    """The confidence filter keeps exactly the reference's rows at or above the threshold (and
+    counts the rest); a padded teacher view labels the same crops from different inputs."""
+    _, ref = reference
+    threshold = float(np.median(ref.teacher_confidence))
+    manifest = relabel(setup, setup["root"] / "confident", view=TeacherView(min_confidence=threshold))
+    kept = table(setup["root"] / "confident" / "data")
+    expected = ref[ref.teacher_confidence >= threshold].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, expected)
+    assert manifest["rows"] == len(expected) and manifest["dropped_low_confidence"] == len(ref) - len(expected) > 0
+    assert manifest["crops"] == len(ref) and manifest["min_confidence"] == threshold
+    assert "label_stats" not in manifest  # only when the caller names the labels
+
+    padded = relabel(setup, setup["root"] / "padded", view=TeacherView("pad", "center"), labels=setup["labels"])
+    pad = table(setup["root"] / "padded" / "data")
+    assert padded["teacher_view"] == {"mode": "pad", "pad_position": "center"}
+    assert (pad.offset == ref.offset).all() and (pad.waveform == ref.waveform).all()  # the same crops are stored
+    assert not np.allclose(pad.teacher_confidence, ref.teacher_confidence)  # seen through zeros around them
+    stats = padded["label_stats"]
+    assert stats["agreement"] == pytest.approx((pad.teacher_label == pad.source_label).mean())
+    assert set(stats) == {"agreement", "to_silence", "to_unknown"}
+
+    with pytest.raises(ValueError, match=f"min_confidence 0.999 dropped all {len(ref)} crops"):
+        relabel(setup, setup["root"] / "none", view=TeacherView(min_confidence=0.999))
+
+
+def test_relabeling_is_reproducible_exactly(setup, reference):
+    manifest, ref = reference
+    relabel(setup, setup["root"] / "again")
+    again = table(setup["root"] / "again" / "data")
+    assert manifest["rows"] == len(ref) == 4 * len(pq.read_table(setup["root"] / "source" / "data" / "split=train"))
+    assert again.equals(ref)  # every column, every byte: offsets, waveforms, labels, probabilities
+    # and in the same order on disk (Ray Data preserves order), so training sees the same batches
+    order = lambda d: pq.read_table(d, columns=["clip_id", "crop_index"]).to_pylist()  # noqa: E731
+    assert order(setup["root"] / "again" / "data") == order(setup["root"] / "ref" / "data")
+    assert ref.offset.nunique() > 10 and set(ref.teacher_run_id) == {"teacher-run"}
+
+
+def test_relabeling_survives_a_killed_worker(setup, reference):
+    _, ref = reference
+    script = Path(__file__).with_name("kill_relabel_worker.py")
+    cmd = [sys.executable, str(script), str(setup["root"]), str(setup["root"] / "killed"),
+           ray.get_runtime_context().gcs_address]
+    for attempt in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        # Ray 2.60's driver sometimes aborts (RAY_CHECK in task_manager.cc, PeekObjectRefStream)
+        # when a streaming task's worker dies; that is Ray's bug, not a lost dataset: try once more.
+        if proc.returncode == 0 or "PeekObjectRefStream" not in proc.stderr:
+            break
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["killed"], "the relabel task finished before it could be killed"
+    assert result["rows"] == len(ref)
+    assert table(setup["root"] / "killed" / "data").equals(ref)  # retried, not lost or duplicated
+
+
+def test_training_survives_a_killed_worker_and_continues_from_its_checkpoint(setup, reference):
+    root = setup["root"]
+    reports = []
+
+    def on_epoch(m):
+        reports.append(m)
+        if len(reports) == 1:  # kill the worker in epoch 2, once epoch 1's checkpoint is on disk
+            deadline = time.time() + 30
+            while not list((root / "student-train").rglob("train_state.pt")) and time.time() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)
+            os.kill(m["pid"], signal.SIGKILL)
+
+    spec = ModelSpec(model="res8", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train(root, "student", spec, reference[0]["rows"], root / "ref" / "data", 3,
+                    Queue(actor_options={"num_cpus": 0}), on_epoch, max_failures=1)
+    epochs = [m["epoch"] for m in reports]
+    assert epochs[0] == 0 and epochs.count(0) == 1, epochs  # epoch 1 was not trained again
+    assert epochs[-1] == 2 and sorted(set(epochs)) == [0, 1, 2]
+    assert len({m["pid"] for m in reports}) == 2  # a new worker process finished the stage
+    assert reports[-1]["resumed_at_epoch"] == 1
+    assert (root / "student-model" / "model.pt").is_file() and summary["best_epoch"] in (0, 1, 2)
+
+
+def test_training_from_the_same_dataset_is_bit_exact_on_cpu(setup, reference):
+    root = setup["root"]
+    weights = []
+    for k in range(2):
+        spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+        train(root, f"repro{k}", spec, reference[0]["rows"], root / "ref" / "data", 2,
+              Queue(actor_options={"num_cpus": 0}), lambda m: None, label_mode="soft", temperature=2.0, seed=7,
+              weight_decay=1e-4)
+        weights.append(torch.load(root / f"repro{k}-model" / "model.pt", weights_only=True))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_bf16_relabeling_and_training_run_on_cpu(setup, reference):
+    root = setup["root"]
+    manifest = relabel(setup, root / "bf16", precision="bf16")
+    bf16 = table(root / "bf16" / "data")
+    assert manifest["rows"] == len(reference[1])
+    probs = np.stack([np.frombuffer(b, np.float32) for b in bf16.teacher_probs])
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train(root, "bf16", spec, manifest["rows"], root / "bf16" / "data", 1,
+                    Queue(actor_options={"num_cpus": 0}), lambda m: None, label_mode="soft", precision="bf16")
+    weights = torch.load(root / "bf16-model" / "model.pt", weights_only=True)
+    assert summary["best_epoch"] == 0 and all(torch.isfinite(w.float()).all() for w in weights.values())

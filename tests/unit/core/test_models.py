@@ -1,0 +1,64 @@
+"""The networks: any input length, the paper's size, MACs, the registry, autocast, latency."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill.core.features import num_samples
+from distill.core.models import build_model, count_macs, latency_per_decision, MODELS
+
+
+@pytest.mark.parametrize("name", ["res8", "res8_narrow", "tiny"])
+@pytest.mark.parametrize("ms", [100, 500, 750, 1000])
+def test_models_accept_any_input_length(name, ms):
+    model = build_model(name, n_classes=12).eval()
+    out = model(torch.randn(2, num_samples(ms, 16000)))
+    assert out.shape == (2, 12)
+    assert torch.isfinite(out).all()
+
+
+def test_res8_matches_the_paper_size_and_macs_scale_with_input():
+    model = build_model("res8", 12)
+    params = sum(p.numel() for p in model.net.parameters())
+    assert 105_000 < params < 115_000  # Tang & Lin report 110K parameters for res8
+    narrow = sum(p.numel() for p in build_model("res8_narrow", 12).net.parameters())
+    assert 18_000 < narrow < 22_000  # and 19.9K for res8-narrow
+    full, half = count_macs(model, 16000), count_macs(model, 8000)
+    assert 30e6 < full < 45e6
+    assert 0.45 < half / full <= 0.51
+
+
+def test_model_registry_errors_are_clear():
+    with pytest.raises(KeyError, match="registered models: .*res8"):
+        build_model("nope", 12)
+    with pytest.raises(ValueError, match="bad options"):
+        build_model("tiny", 12, {"width": 3})
+    assert {"res8", "res8_narrow", "tiny"} <= set(MODELS.names())
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp32_is_untouched():
+    from distill.core.models import autocast, build_model
+
+    torch.manual_seed(0)
+    model = build_model("res8_narrow", 12)
+    x = torch.randn(4, 8000) * 0.1
+    with autocast("cpu", "fp32"):
+        assert model(x).dtype == torch.float32
+    with autocast("cpu", "bf16"):
+        logits = model(x)
+    assert logits.dtype == torch.bfloat16
+    loss = torch.nn.functional.cross_entropy(logits.float(), torch.arange(4))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        assert torch.allclose(model(x).float(), model.float()(x).float(), atol=0.2)  # bf16: close, not equal
+
+
+def test_latency_per_decision_is_a_median_of_batch_one_runs():
+    model = build_model("tiny", 12)
+    torch.set_num_threads(2)
+    short, long = latency_per_decision(model, 4000, repeats=15), latency_per_decision(model, 16000, repeats=15)
+    assert 0 < short < 1 and 0 < long < 1
+    assert torch.get_num_threads() == 2 and model.training  # its settings are put back

@@ -1,0 +1,64 @@
+"""The `pld` command: help, clear errors before any work, `--set`, `--dry-run`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from distill.cli import main
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "distill.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_the_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "run" in proc.stdout and "data" in proc.stdout
+
+
+def test_bad_config_is_one_clear_error_before_any_work(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("chain:\n  lengths_ms: [500, 900]\n")
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "chain.lengths_ms" in err and "strictly decreasing" in err and "Traceback" not in err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_set_overrides_are_validated(tmp_path, capsys):
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("name: x\n")
+    assert main(["run", str(cfg), "--set", "train.epochs=zero"]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--set", "noequals"]) != 0
+
+
+def test_missing_dataset_names_the_fix(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{path: {tmp_path / 'nowhere'}}}\nray: {{num_cpus: 1}}\n")
+    proc = run_cli("run", str(cfg), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pld data synth" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path, sc_root, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{path: {sc_root}}}\nchain: {{lengths_ms: [1000, 750, 500], crops_per_clip: 3}}\n")
+    assert main(["run", str(cfg), "--dry-run", "--set", "train.epochs=4"]) == 0
+    out = capsys.readouterr().out
+    assert "# resolved config (fingerprint " in out and "epochs: 4" in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("student_", "direct_", "one_shot_", "teacher "))}
+    assert list(lines) == ["teacher", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]
+    # 7 train speakers × (10 keywords + ceil(10 %) unknown + ceil(10 %) silence) clips × 3 crops; the teacher
+    # trains on the clips themselves, one row each
+    assert lines["student_750ms"][3:6] == ["750", "teacher", "4"] and lines["student_750ms"][-1] == str(84 * 3)
+    assert lines["teacher"][-1] == str(84)
+    assert not (tmp_path / "pld-runs").exists() and not (tmp_path / "mlflow.db").exists()
+    # sliding crops: every 100 ms, a 750 ms crop has 4 positions in 1 s (0, 100, 200 and 250, flush with the end)
+    assert main(["run", str(cfg), "--dry-run", "--set", "chain.crop_placement=sliding"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("student_", "teacher "))}
+    assert (rows["teacher"], rows["student_750ms"], rows["student_500ms"]) == (str(84), str(84 * 4), str(84 * 6))

@@ -1,0 +1,84 @@
+"""Typed configs: defaults, overrides, errors that name the field, nothing evaluated, every shipped config."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.cli import main
+from distill.config import ConfigError, load_config
+
+from conftest import REPO
+
+
+def test_config_defaults_overrides_and_errors(tmp_path):
+    cfg = load_config(None)
+    assert cfg.chain.lengths_ms == [1000, 900, 800, 700, 600, 500] and cfg.data.name == "speech_commands"
+    cfg = load_config(None, {"train.epochs": 3, "chain.lengths_ms": [1000, 750, 500]})
+    assert cfg.train.epochs == 3 and cfg.chain.lengths_ms == [1000, 750, 500]
+    for overrides, field in [({"chain.lengths_ms": [500, 900]}, "chain.lengths_ms"),
+                             ({"chain.crops_per_clip": 0}, "chain.crops_per_clip"),
+                             ({"train.bogus": 1}, "train.bogus"), ({"data.name": "nope"}, "unknown dataset"),
+                             ({"chain.lengths_ms": [1200, 500]}, "longer than data.clip_ms")]:
+        with pytest.raises(ConfigError, match=field):
+            load_config(None, overrides)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_method_options_have_laptop_defaults_and_reject_nonsense():
+    cfg = load_config(None)
+    assert (cfg.chain.crop_placement, cfg.chain.teacher_view, cfg.labels.original_weight, cfg.labels.min_confidence) == (
+        "random", "native", 0.0, 0.0)
+    params = load_config(None, {"chain.teacher_view": "pad", "labels.min_confidence": 0.5}).flat_params()
+    assert params["chain.teacher_view"] == "pad" and params["labels.min_confidence"] == "0.5"  # MLflow params
+    for overrides, field in [({"chain.crop_placement": "grid"}, "chain.crop_placement"),
+                             ({"chain.pad_position": "left"}, "chain.pad_position"),
+                             ({"labels.original_weight": 1.5}, "labels.original_weight"),
+                             ({"labels.min_confidence": 1.0}, "labels.min_confidence")]:
+        with pytest.raises(ConfigError, match=field):
+            load_config(None, overrides)
+
+
+def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
+    cases = {
+        "chain: {lengths_ms: [500, 900]}": "strictly decreasing",
+        "chain: {lengths_ms: [1000, 0]}": "lengths must be positive",
+        "chain: {lengths_ms: [1200, 600]}": "longer than data.clip_ms",
+        "chain: {crops_per_clip: 0}": "chain.crops_per_clip: Input should be greater than or equal to 1",
+        "labels: {mode: fuzzy}": "labels.mode: Input should be 'hard' or 'soft'",
+        "train: {epocs: 3}": "train.epocs: Extra inputs are not permitted (allowed: epochs, teacher_epochs",
+        "trian: {epochs: 3}": "trian: Extra inputs are not permitted (allowed: name, seed, data",
+        "data: {name: folder, path: x, colour: red}": "data.colour: Extra inputs are not permitted (allowed: name, path",
+        "train: {num_workers: two}": "train.num_workers: Input should be a valid integer",
+        "data: {name: nope}": "unknown dataset 'nope'",
+        "train: {precision: fp16}": "train.precision: fp16 needs train.use_gpu: true",
+        "relabel: {precision: fp8}": "relabel.precision: Input should be 'fp32', 'bf16' or 'fp16'",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "c.yaml"
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert message in str(info.value), (text, str(info.value))
+
+
+def test_configs_never_evaluate_code(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["run", str(cfg), "--dry-run"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err and not marker.exists()
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: x\n")
+    assert main(["run", str(ok), "--dry-run", "--set", f"name=!!python/object/apply:os.system ['touch {marker}']"]) == 2
+    assert "--set name: not a plain YAML value" in capsys.readouterr().err and not marker.exists()
+
+
+def test_every_shipped_config_validates():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.chain.lengths_ms[0] <= cfg.data.clip_ms, path
