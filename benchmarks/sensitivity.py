@@ -493,28 +493,92 @@ def corpus_dir(work: Path, key: str, quick: bool) -> Path:
     return work / (f"corpus-quick-{key}" if quick else f"corpus-{key}")
 
 
+def _legacy_run(run: dict, skip: str) -> dict:
+    """A JSON of the first version of this benchmark (``rows`` and ``corpus_stats``: no config,
+    seeds or commit) in today's form, without setting ``skip`` (its rows stand in from fidelity)."""
+    settings = {}
+    for row in sorted(run["rows"], key=lambda r: (r["setting"], r["seed"])):
+        key = row["setting"]
+        if key == skip:
+            continue
+        stats = run["corpus_stats"][key]
+        setting = settings.setdefault(key, {
+            "setting": key, "description": SETTINGS[key].description, "corpus": None,
+            "synth": {k: list(v) if isinstance(v, tuple) else v for k, v in synth_kwargs(SETTINGS[key]).items()},
+            "synth_stats": stats, "window_ms": 500, "median_word_ms": stats["word_ms"]["median"],
+            "share_whole_word_in_center": stats["share_whole_word_in_center_500ms"], "stats_source": "synth.json",
+            "seeds": {}})
+        setting["seeds"][str(row["seed"])] = {
+            "status": "ok", "chain_run_id": row["chain_run_id"], "final_ms": 500,
+            **{p: {m: row[m][f"test_acc_{p}"] for m in ("pld", "direct", "one_shot")} for p in PROTOCOLS}}
+    return {"legacy": True, "settings": list(settings.values())}
+
+
+def _load_runs(paths: list[Path], skip: str) -> tuple[dict, list[dict]]:
+    """Earlier runs' JSONs (one per --merge path) as one: their settings, which must not repeat,
+    each keeping the commit and file it came from; the runs must share config, seeds and length.
+    A JSON of this benchmark's first version has none of those: it is taken as it is, and says so."""
+    saved, settings = None, []
+    for path in sorted(paths, key=lambda p: "rows" in json.loads(p.read_text())):  # a full record first
+        run = json.loads(path.read_text())
+        if "settings" not in run and "rows" in run:
+            run = {**_legacy_run(run, skip), **{k: saved.get(k) for k in ("config", "seeds", "final_ms", "quick")}} \
+                if saved else None
+            if run is None:
+                raise MergeError(f"{path} is of the first format (no config, seeds or commit): merge it with a "
+                                 "run that has them")
+            run["commit"] = "not recorded"
+        if saved is None:
+            saved = run
+        elif any(run.get(k) != saved.get(k) for k in ("config", "seeds", "final_ms", "quick")):
+            differ = [k for k in ("config", "seeds", "final_ms", "quick") if run.get(k) != saved.get(k)]
+            raise MergeError(f"{path} ran with another {', '.join(differ)} than {paths[0]}")
+        for setting in settings_from_json(run):
+            if any(x["setting"] == setting["setting"] for x in settings):
+                raise MergeError(f"setting {setting['setting']} is in more than one of {', '.join(map(str, paths))}")
+            if len(paths) > 1:
+                setting.setdefault("merged_from", {"file": str(path.resolve()), "commit": run.get("commit"),
+                                                   "dirty": run.get("dirty"),
+                                                   **({"legacy": "first-format JSON: config, seeds and commit "
+                                                                 "not recorded, not checked"} if run.get("legacy") else {})})
+            settings.append(setting)
+    return saved, settings
+
+
 def merge(args, out_json: Path) -> int:
-    """--merge: an earlier run's JSON plus the fidelity setting's rows, re-aggregated and written as a run would."""
-    saved = json.loads(args.merge.read_text())
-    settings, key = settings_from_json(saved), args.from_fidelity_setting
+    """--merge: earlier runs' JSONs plus the fidelity setting's rows, re-aggregated and written as a run would."""
+    key = args.from_fidelity_setting
+    saved, settings = _load_runs(args.merge, key)
     if any(s["setting"] == key for s in settings):
-        raise MergeError(f"{args.merge} already has setting {key}")
+        raise MergeError(f"{', '.join(map(str, args.merge))} already has setting {key}")
     work = (args.workdir or Path(settings[0]["corpus"]).parent).resolve()  # the run's corpora sit in its workdir
     fid = json.loads(args.from_fidelity.read_text())
-    settings.append(fidelity_setting(
-        key, fid, args.from_fidelity.resolve(), config=saved["config"], seeds=saved["seeds"],
-        final_ms=saved["final_ms"], quick=saved["quick"], overrides=sweep_overrides(work, saved["quick"]),
-        commit={"commit": saved.get("commit"), "dirty": saved.get("dirty")},
-        corpus_dirs=[args.corpus, corpus_dir(work, key, saved["quick"])]))
+    try:
+        settings.append(fidelity_setting(
+            key, fid, args.from_fidelity.resolve(), config=saved["config"], seeds=saved["seeds"],
+            final_ms=saved["final_ms"], quick=saved["quick"], overrides=sweep_overrides(work, saved["quick"]),
+            commit={"commit": saved.get("commit"), "dirty": saved.get("dirty")},
+            corpus_dirs=[args.corpus, corpus_dir(work, key, saved["quick"])]))
+    except MergeError as exc:
+        raise MergeError(f"{args.from_fidelity} cannot stand in for setting {key}: {exc}") from None
     settings = aggregate(sorted(settings, key=lambda s: list(SETTINGS).index(s["setting"])))
     now = git_commit()
     header = header_lines(saved, saved["config_file"], saved["quick"], saved["seeds"], saved["final_ms"],
                           saved.get("seconds") or 0.0, work, settings)
-    header.insert(2, f"merged from {args.merge.resolve()} by benchmarks/sensitivity.py --merge at commit "
+    def source(p: Path) -> str:
+        run = json.loads(p.read_text())
+        if "rows" in run and "settings" not in run:
+            return f"{p.resolve()} (first format: config, seeds and commit not recorded, not checked)"
+        return f"{p.resolve()}" + (f" (commit {run.get('commit')})" if len(args.merge) > 1 else "")
+
+    sources = [source(p) for p in args.merge]
+    header.insert(2, f"merged from {', '.join(sources)} by benchmarks/sensitivity.py --merge at commit "
                      f"{now['commit']}{' (with local changes)' if now['dirty'] else ''}")
     record = {k: saved.get(k) for k in ("commit", "dirty", "config_file", "config", "quick", "seeds", "final_ms")}
     write_outputs(out_json, settings, header, {
-        **record, "seconds": saved.get("seconds"), "merged_from": str(args.merge.resolve()), "merged_at": now,
+        **record, "seconds": saved.get("seconds"),
+        "merged_from": str(args.merge[0].resolve()) if len(args.merge) == 1 else [str(p.resolve()) for p in args.merge],
+        "merged_at": now,
         "from_fidelity": {key: str(args.from_fidelity.resolve())}})
     return 1 if any(r.get("status") != "ok" for s in settings for r in s["seeds"].values()) else 0
 
@@ -536,8 +600,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the setting --from-fidelity stands in for (default c: fidelity.py's default corpus)")
     ap.add_argument("--corpus", type=Path, help="with --from-fidelity: the fidelity run's corpus, when the path in "
                     "its JSON has no synth.json (default: then <workdir>/corpus-<setting>)")
-    ap.add_argument("--merge", type=Path, metavar="SENSITIVITY_JSON",
-                    help="run nothing: this JSON plus the --from-fidelity rows, re-aggregated, written to --json")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="SENSITIVITY_JSON",
+                    help="run nothing: these JSONs (runs of different settings with one config and seeds) plus the "
+                         "--from-fidelity rows, re-aggregated, written to --json")
     args = ap.parse_args(argv)
     if args.corpus and not args.from_fidelity:
         ap.error("--corpus goes with --from-fidelity")
@@ -551,8 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return merge(args, out_json)
         except MergeError as exc:
-            print(f"refusing to merge: {args.from_fidelity} cannot stand in for setting "
-                  f"{args.from_fidelity_setting}: {exc}", file=sys.stderr)
+            print(f"refusing to merge: {exc}", file=sys.stderr)
             return 2
     args.config = args.config or DEFAULT_CONFIG
     args.settings = list(dict.fromkeys(args.settings or (["a", "c"] if args.quick else ["a", "b", "c"])))

@@ -546,3 +546,28 @@ def test_pick_chain_run():
     assert run.info.run_id == "b" and "another config" in why
     assert fidelity.pick_chain_run(runs[2:], "f1")[1] == ""
 
+
+def test_merge_takes_several_runs_of_different_settings_and_refuses_a_repeated_one(tmp_path, pure_resolve,
+                                                                                  monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCH))
+    sens, fid, _ = _write_run(tmp_path)
+    run = json.loads(sens.read_text())
+    part_a, part_b = tmp_path / "a.json", tmp_path / "b.json"
+    part_a.write_text(json.dumps({**run, "settings": run["settings"][:1]}))
+    part_b.write_text(json.dumps({**run, "commit": "def", "settings": run["settings"][1:]}))
+    out = tmp_path / "out" / "merged.json"
+    assert sensitivity.main(["--merge", str(part_a), str(part_b), "--from-fidelity", str(fid), "--json", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert [s["setting"] for s in merged["settings"]] == ["a", "b", "c"]
+    assert merged["merged_from"] == [str(part_a), str(part_b)]
+    assert merged["settings"][1]["merged_from"]["commit"] == "def"  # each setting keeps the commit it ran at
+    assert merged["settings"][0]["mean"]["stream"]["pld_minus_direct"]["mean"] == pytest.approx(-0.075)
+    assert f"{part_b} (commit def)" in out.with_suffix(".txt").read_text()
+
+    again = tmp_path / "again.json"
+    assert sensitivity.main(["--merge", str(part_a), str(sens), "--from-fidelity", str(fid), "--json", str(again)]) == 2
+    assert "setting a is in more than one of" in capsys.readouterr().err and not again.exists()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**run, "seeds": [0], "settings": run["settings"][1:]}))
+    assert sensitivity.main(["--merge", str(part_a), str(other), "--from-fidelity", str(fid), "--json", str(again)]) == 2
+    assert "ran with another seeds" in capsys.readouterr().err
