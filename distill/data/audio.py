@@ -11,6 +11,7 @@ counted, because a corpus where half the files were padded is not the corpus you
 from __future__ import annotations
 
 import os
+import math
 import re
 import struct
 import zlib
@@ -25,6 +26,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 WHOLE_FILE = -1
+# Sample rates a recording can have; outside them the header is corrupt (and resampling from,
+# say, 352 MHz would build a kernel of gigabytes).
+PLAUSIBLE_RATES = (1_000, 384_000)
+
+
+def resampling_rate(rate: int, target: int) -> int:
+    """The rate a recording is resampled from. torchaudio's polyphase kernel has
+    (target/g) × (rate/g) taps for g = gcd(rate, target): 7999 → 16000 Hz needs about 2 GB. When
+    the kernel would be that large, the rate is rounded to 100 Hz (7999 → 8000: 0.0125 % faster,
+    far below what a listener or a keyword spotter notices)."""
+    g = math.gcd(rate, target)
+    if (rate // g) * (target // g) <= 1_000_000:
+        return rate
+    return max(100, int(round(rate / 100)) * 100)
 
 
 class AudioError(ValueError):
@@ -97,6 +112,9 @@ def load_clip(path: str, start: int, clip_samples: int, sample_rate: int, policy
             return LoadedClip(None, "no audio: the header declares 0 frames")
         applied: list[str] = []
         rate, channels = info.samplerate, info.channels
+        if not PLAUSIBLE_RATES[0] <= rate <= PLAUSIBLE_RATES[1]:
+            return LoadedClip(None, f"implausible sample rate {rate} Hz in the header (outside "
+                                    f"{PLAUSIBLE_RATES[0]}-{PLAUSIBLE_RATES[1]} Hz): a corrupt header?")
         if rate != sample_rate:
             if not policy.resample:
                 return LoadedClip(None, f"sample rate {rate} Hz, expected {sample_rate} (data.policy.resample is off)")
@@ -124,7 +142,8 @@ def load_clip(path: str, start: int, clip_samples: int, sample_rate: int, policy
         return LoadedClip(None, "not audio: samples are NaN or infinite")
     mono = data.mean(axis=1)
     if rate != sample_rate:
-        mono = torchaudio.functional.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
+        mono = torchaudio.functional.resample(torch.from_numpy(mono), resampling_rate(rate, sample_rate),
+                                              sample_rate).numpy()
     n = min(clip_samples, len(mono))
     out = np.zeros(clip_samples, dtype=np.int16)
     offset = 0

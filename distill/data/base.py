@@ -8,6 +8,7 @@ Ray Data source stage, so indexing a million-clip corpus stays cheap.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from importlib.metadata import entry_points
@@ -44,6 +45,38 @@ class DatasetOptions(BaseModel):
         "and counted either way)."))
 
 
+REJECTED_COLUMNS = ["clip_id", "path", "label", "split", "problem"]
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes of a file name, kept by Python as surrogates
+        return False
+
+
+def _printable(name: str) -> str:
+    """A file name with undecodable bytes shown as \\xNN escapes (what an error message can print)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def reject_unstorable_names(rows: list[dict]) -> tuple[list[dict], pd.DataFrame]:
+    """Index rows whose path is not UTF-8 (Parquet, MLflow and the manifests store names as
+    UTF-8) taken out as quarantine rows with their reason; a builder calls this on its rows."""
+    keep, rejected = [], []
+    for row in rows:
+        if _utf8(row["path"]) and _utf8(row["clip_id"]):
+            keep.append(row)
+        else:
+            rejected.append({"clip_id": _printable(row["clip_id"]), "path": _printable(row["path"]),
+                             "label": row.get("label", row.get("word", "")), "split": row["split"],
+                             "problem": "file name is not valid UTF-8: rename the file"})
+    if rejected:
+        log.warning("%d file(s) with a name that is not UTF-8 quarantined (e.g. %s)", len(rejected), rejected[0]["path"])
+    return keep, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+
+
 @dataclass
 class SourceIndex:
     """Clips of a dataset: a frame with ``INDEX_COLUMNS`` and the ordered label set.
@@ -56,6 +89,8 @@ class SourceIndex:
     clips: pd.DataFrame
     labels: list[str]
     noise_files: list[str] = field(default_factory=list)  # background-noise recordings for augmentation
+    # files the index cannot carry (a name that is not UTF-8): quarantined with their reason, counted
+    rejected: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECTED_COLUMNS))
 
     def __post_init__(self):
         missing = [c for c in INDEX_COLUMNS if c not in self.clips.columns]
@@ -125,7 +160,23 @@ def parse_dataset_options(raw: dict[str, Any] | DatasetOptions) -> DatasetOption
 
 def build_source_index(options: DatasetOptions) -> SourceIndex:
     _load_builtin_datasets()
-    return DATASETS.get(options.name)(options)
+    try:
+        return DATASETS.get(options.name)(options)
+    except (FileNotFoundError, ValueError) as exc:
+        hint = ray_job_path_hint(options.path)
+        if hint:
+            raise type(exc)(f"{exc}. {hint}") from None
+        raise
+
+
+def ray_job_path_hint(path: str, cwd: str | None = None) -> str:
+    """Why a relative data.path fails inside a Ray job, and what to do; empty elsewhere."""
+    cwd = cwd or os.getcwd()
+    if Path(path).is_absolute() or not ("runtime_resources" in cwd and "working_dir_files" in cwd):
+        return ""
+    return (f"data.path {path!r} is relative and pld runs inside a Ray job, whose working directory is the "
+            "uploaded copy of --working-dir (git-ignored folders such as data/ are not uploaded): give data.path "
+            "as a path every node can read, e.g. --set data.path=/mnt/shared/synth-sc")
 
 
 def parse_data_spec(spec: str) -> DatasetOptions:

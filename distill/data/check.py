@@ -56,7 +56,8 @@ def scan(index: SourceIndex, options: DatasetOptions, *, keep_waveforms: bool = 
         waves = (np.stack([c.waveform for c in loaded if c.waveform is not None]) if ok.any()
                  else np.zeros((0, clip_samples), np.int16))
     applied = Counter(p for c in loaded if c.waveform is not None for p in c.applied)
-    return ScanResult(good.reset_index(drop=True), bad[QUARANTINE_COLUMNS].reset_index(drop=True), applied, waves)
+    quarantine = pd.concat([bad[QUARANTINE_COLUMNS], index.rejected[QUARANTINE_COLUMNS]], ignore_index=True)
+    return ScanResult(good.reset_index(drop=True), quarantine, applied, waves)
 
 
 def check_bad_fraction(bad: int, total: int, options: DatasetOptions, where: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from distill.data.audio import WHOLE_FILE
-from distill.data.base import DatasetOptions, SourceIndex, register_dataset
+from distill.data.base import INDEX_COLUMNS, DatasetOptions, SourceIndex, register_dataset, reject_unstorable_names
 
 log = logging.getLogger(__name__)
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -79,7 +80,7 @@ def read_list(root: Path, name: str) -> set[str]:
 
 def hash_split(key: str, validation_percentage: float, test_percentage: float) -> str:
     """Stable split of a name: the same key lands in the same split on every machine and run."""
-    bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10_000 / 100
+    bucket = int(hashlib.sha1(os.fsencode(key)).hexdigest(), 16) % 10_000 / 100
     if bucket < validation_percentage:
         return "validation"
     return "test" if bucket < validation_percentage + test_percentage else "train"
@@ -122,4 +123,5 @@ def build_folder(opts: FolderOptions) -> SourceIndex:
     if unmatched:
         log.warning("data.group_pattern %r matched no part of %d file name(s) (e.g. %s); those are split by "
                     "their whole name", opts.group_pattern, len(unmatched), unmatched[0])
-    return SourceIndex(clips=pd.DataFrame(rows), labels=labels)
+    rows, rejected = reject_unstorable_names(rows)
+    return SourceIndex(clips=pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), labels=labels, rejected=rejected)

@@ -26,7 +26,8 @@ from pydantic import Field, field_validator, model_validator
 from distill.core.crops import num_samples
 from distill.names import KEYWORDS, NOISE_DIR
 from distill.data.audio import AUDIO_SUFFIXES, WHOLE_FILE, audio_frames
-from distill.data.base import SILENCE, UNKNOWN, DatasetOptions, SourceIndex, register_dataset
+from distill.data.base import (INDEX_COLUMNS, SILENCE, UNKNOWN, DatasetOptions, SourceIndex, register_dataset,
+                               reject_unstorable_names)
 from distill.data.folder import label_files, read_list
 
 V1_WORDS = list(KEYWORDS) + ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
@@ -162,6 +163,7 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
             split = "validation" if rel in validation else "test" if rel in testing else "train"
             rows.append(dict(clip_id=rel, path=str(f), start=WHOLE_FILE, word=word, speaker=speaker_of(f.name),
                              split=split))
+    rows, rejected = reject_unstorable_names(rows)
     clips = pd.DataFrame(rows, columns=["clip_id", "path", "start", "word", "speaker", "split"])
     if clips.empty:
         raise ValueError(f"data.path: the word folders under {root} hold no files")
@@ -192,7 +194,8 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
     index = pd.concat(parts, ignore_index=True).drop(columns=["word"], errors="ignore")
     index["start"] = index["start"].astype("int64")
     noise = sorted(str(p) for p in (root / NOISE_DIR).glob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    return SourceIndex(clips=index.reset_index(drop=True), labels=labels, noise_files=noise)
+    rejected["label"] = [w if opts.classes == "all" or w in opts.keywords else UNKNOWN for w in rejected["label"]]
+    return SourceIndex(clips=index.reset_index(drop=True), labels=labels, noise_files=noise, rejected=rejected)
 
 
 @register_dataset("speech_commands_test", SpeechCommandsTestOptions)
@@ -212,4 +215,5 @@ def build_speech_commands_test(opts: SpeechCommandsTestOptions) -> SourceIndex:
             for label in labels for f in label_files(root / label)]
     if not rows:
         raise ValueError(f"data.path: {root}: the label folders hold no files")
-    return SourceIndex(clips=pd.DataFrame(rows), labels=labels)
+    rows, rejected = reject_unstorable_names(rows)
+    return SourceIndex(clips=pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), labels=labels, rejected=rejected)

@@ -76,7 +76,8 @@ def _select(index: SourceIndex, split: str, model_labels: list[str], say: Callab
         clips = clips[~clips["label"].isin(foreign)]
         if clips.empty:
             raise ValueError(f"none of the dataset's labels is a class of the chain's models ({model_labels})")
-    return SourceIndex(clips=clips.reset_index(drop=True), labels=model_labels)
+    rejected = index.rejected[index.rejected["split"] == split]
+    return SourceIndex(clips=clips.reset_index(drop=True), labels=model_labels, rejected=rejected.reset_index(drop=True))
 
 
 def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test", name: str | None = None,

@@ -75,16 +75,16 @@ def write_source_dataset(index: SourceIndex, options: DatasetOptions, out_dir: s
     data_dir = storage.join(out_dir, "data")
     storage.remove_tree(data_dir)  # Ray's writer adds files to a directory: never mix two runs' rows
     clip_samples = num_samples(options.clip_ms, options.sample_rate)
-    n = len(index.clips)
+    n = len(index.clips) + len(index.rejected)
     table = pa.Table.from_pandas(index.clips, preserve_index=False)
     # Blocks of ≤ 200 clips so decoding spreads over every CPU of the cluster.
-    ds = ray.data.from_arrow([table.slice(i, 200) for i in range(0, max(n, 1), 200)])
+    ds = ray.data.from_arrow([table.slice(i, 200) for i in range(0, max(len(index.clips), 1), 200)])
     ds = ds.map_batches(_decode_batch, batch_format="pandas", batch_size=200,
                         fn_kwargs=dict(clip_samples=clip_samples, sample_rate=options.sample_rate, labels=index.labels,
                                        policy=options.policy.model_dump()))
     ds.write_parquet(data_dir, partition_cols=["split"])
 
-    quarantine = _collect_quarantine(data_dir)
+    quarantine = pd.concat([_collect_quarantine(data_dir), index.rejected[QUARANTINE_COLUMNS]], ignore_index=True)
     storage.write_text(storage.join(out_dir, QUARANTINE), quarantine.to_csv(index=False))
     if storage.list_dirs(data_dir):
         fs, path = storage.filesystem(data_dir)

@@ -46,3 +46,16 @@ def test_dataset_errors_name_the_path_and_the_fix(tmp_path, sc_root):
         index_for(sc_root)
     with pytest.raises(ValueError, match=r"data.keywords: folder\(s\) \[.marvin.\] missing"):
         index_for(tmp_path / "sc", keywords=["yes", "marvin"])
+
+
+def test_a_relative_data_path_inside_a_ray_job_says_why_and_what_to_do(tmp_path, monkeypatch):
+    from distill.data.base import ray_job_path_hint
+
+    job_dir = tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    job_dir.mkdir(parents=True)
+    monkeypatch.chdir(job_dir)
+    with pytest.raises((FileNotFoundError, ValueError)) as err:
+        index_for("data/synth-sc")
+    assert "relative and pld runs inside a Ray job" in str(err.value) and "every node can read" in str(err.value)
+    assert ray_job_path_hint("/abs/path", str(job_dir)) == ""
+    assert ray_job_path_hint("data/x", str(tmp_path)) == ""  # not a job: the plain error stays
