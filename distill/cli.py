@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from typing import Any
 
 import yaml
@@ -239,10 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from distill.config import ConfigError
 
+    from distill.runtime.errors import StepError, describe_os_error
+
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, StepError, OSError) as exc:
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        if isinstance(exc, KeyError) and exc.args:
+            message = exc.args[0]
+        elif isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError)):
+            message = describe_os_error(exc)  # not a bare "[Errno N] …" without the path
+        elif isinstance(exc, FileNotFoundError) and not exc.filename and exc.errno:
+            message = describe_os_error(exc)
+        else:
+            message = exc
         print(f"pld: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,6 +31,7 @@ from distill.data.base import build_source_index
 from distill.data.check import describe
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, QUARANTINE, RUN_CONFIG, RUN_DIR, STAGES, SUMMARY_ARTIFACT
 from distill.runtime import storage
+from distill.runtime.errors import step
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, verify
 from distill.runtime.resume import claim_driver, find_unfinished_chain
 from distill.runtime.session import check_resources, init_ray, tracking_uri
@@ -78,8 +79,10 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
         say(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
         source_dir = storage.join(run_dir, "source")
+        with step("source", "decode", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
+            source = _source(index, cfg, source_dir, say)
         chain = Chain(cfg, client, parent.info.run_id, parent.info.experiment_id, run_dir,
-                      source=_source(index, cfg, source_dir, say), labels=index.labels,
+                      source=source, labels=index.labels,
                       validation=load_split_arrays(source_dir, "validation"), test=load_split_arrays(source_dir, "test"),
                       noise=noise_bank(index, cfg, say), progress=Queue(actor_options={"num_cpus": 0}), say=say,
                       resuming=bool(resume_id))

@@ -37,6 +37,10 @@ def quiet_logs() -> None:
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.util").setLevel(logging.ERROR)  # deprecation notes of Ray's own internals
+    # A failed task's traceback, logged before the exception reaches pld (which names the stage,
+    # step and path in one line); --verbose shows it, with pld's own traceback.
+    for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -95,6 +99,19 @@ def configure_data() -> None:
     ctx.read_op_min_num_blocks = 1
 
 
+def bundles_that_fit(bundle: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many copies of a resource bundle the nodes can hold, each copy on one node."""
+    return sum(int(min(node.get(k, 0) // v for k, v in bundle.items() if v > 0)) for node in nodes) if nodes else 0
+
+
+def largest_node(nodes: list[dict[str, float]]) -> dict[str, float]:
+    return max(nodes, key=lambda n: (n.get("CPU", 0), n.get("GPU", 0)), default={})
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU") if k == "CPU" or resources.get(k))
+
+
 def check_resources(cfg: ExperimentConfig) -> None:
     """Refuse, before any work, a config the cluster cannot place (Ray would wait forever)."""
     import ray
@@ -103,6 +120,13 @@ def check_resources(cfg: ExperimentConfig) -> None:
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    worker = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
+    fits = bundles_that_fit(worker, nodes)
+    if fits < cfg.train.num_workers:  # Ray places each worker's bundle on one node: totals are not enough
+        raise ConfigError(f"train: a worker needs {_describe(worker)} on one node and {cfg.train.num_workers} such "
+                          f"worker(s) are asked, but the cluster's nodes hold {fits} (largest node: "
+                          f"{_describe(largest_node(nodes))}); lower train.cpus_per_worker or train.num_workers")
     train_cpus = cfg.train.num_workers * cfg.train.cpus_per_worker
     if train_cpus > cpus:
         raise ConfigError(f"train.num_workers × train.cpus_per_worker = {train_cpus:g} CPUs, but the cluster has "
@@ -114,6 +138,11 @@ def check_resources(cfg: ExperimentConfig) -> None:
     if relabel_cpus >= cpus:
         raise ConfigError(f"relabel.actors × relabel.cpus_per_actor = {relabel_cpus:g} CPUs leaves none of the cluster's "
                           f"{cpus:g} for reading and cropping; lower them")
+    relabel = {"CPU": cfg.relabel.cpus_per_actor, **({"GPU": cfg.relabel.gpus_per_actor}
+                                                     if cfg.relabel.gpus_per_actor else {})}
+    if not bundles_that_fit(relabel, nodes):
+        raise ConfigError(f"relabel: a teacher task needs {_describe(relabel)} on one node, but no node has them "
+                          f"(largest node: {_describe(largest_node(nodes))}); lower relabel.cpus_per_actor")
     if cfg.relabel.gpus_per_actor and cfg.relabel.actors * cfg.relabel.gpus_per_actor > gpus:
         raise ConfigError(f"relabel.gpus_per_actor: the actors need "
                           f"{cfg.relabel.actors * cfg.relabel.gpus_per_actor:g} GPUs, the cluster has {gpus:g}")

@@ -28,6 +28,7 @@ from distill.core.checkpoint import ModelSpec, load_model_dir
 from distill.core.crops import num_samples
 from distill.names import CONFUSION_ARTIFACT
 from distill.runtime import storage
+from distill.runtime.errors import step
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.manifest import is_sealed, seal, tree_sha256, verify
 from distill.runtime.relabel import Teacher, dataset_recipe, relabel_crops
@@ -77,15 +78,20 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
         chain.say(f"== [{position}] {stage.name}: {stage.input_ms} ms, labels from "
                   f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
         seconds = {}
+        on = partial(step, stage.name, storage_root=chain.cfg.storage.root, chain_run_id=chain.run_id)
         t = time.perf_counter()
-        manifest = relabel_step(chain, stage, stage_dir, teacher)
+        with on("relabel"):
+            manifest = relabel_step(chain, stage, stage_dir, teacher)
         seconds["relabel_seconds"] = time.perf_counter() - t
-        summary = train_step(chain, stage, stage_dir, manifest["rows"], run.info.run_id)
+        with on("train"):
+            summary = train_step(chain, stage, stage_dir, manifest["rows"], run.info.run_id)
         seconds["train_seconds"] = summary["seconds"]
         t = time.perf_counter()
-        metrics = evaluate_step(chain, stage, model_dir)
+        with on("evaluate"):
+            metrics = evaluate_step(chain, stage, model_dir)
         seconds["eval_seconds"] = time.perf_counter() - t
-        row = log_step(chain, stage, model_dir, manifest, summary, metrics, seconds)
+        with on("log"):
+            row = log_step(chain, stage, model_dir, manifest, summary, metrics, seconds)
     write_record(stage_dir, run.info.run_id, row, model_dir)  # after the run is FINISHED
     chain.models[stage.name] = Teacher(model_dir, run.info.run_id)
     return row

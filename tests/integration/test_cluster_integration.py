@@ -75,8 +75,9 @@ def wait_for(url: str, seconds: float, token: str | None = None) -> None:
     raise TimeoutError(f"{url} did not answer within {seconds:.0f} s")
 
 
-@pytest.fixture
-def cluster(tmp_path):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cluster")
     # A short temp dir: Ray's socket paths must stay under the OS limit; its name marks our processes.
     temp = Path(tempfile.mkdtemp(prefix="rayit", dir="/tmp"))
     gcs, dash = free_port(), free_port()
@@ -167,3 +168,21 @@ def test_chain_runs_on_two_nodes_against_a_tracking_server(cluster, tmp_path):
     relabel = [t for t in state(env, address, "tasks")
                if "label_with_teacher" in t["name"] or "TeacherLabeler" in t["name"]]
     assert relabel and {t["node_id"] for t in relabel} == nodes, "relabeling ran on both nodes"
+
+
+def test_a_worker_bigger_than_every_node_is_refused_before_any_work(cluster, tmp_path):
+    """Two 1-CPU nodes have 2 CPUs together, but a 2-CPU training worker fits on neither: Ray
+    would wait for it forever. The pre-flight check reasons per node, as Ray places bundles."""
+    speakers = [f"{i:08x}" for i in range(4)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS[:2], speakers, val={speakers[0]}, test={speakers[1]})
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(corpus)}, "chain": {"lengths_ms": [1000, 500]},
+        "train": {"cpus_per_worker": 2}, "storage": {"root": str(tmp_path / "runs")}}))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "big.yaml", "--address", cluster["gcs"],
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=tmp_path, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "a worker needs 2 CPU on one node" in proc.stderr and "largest node: 1 CPU" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+    assert time.monotonic() - started < 120  # refused at once, not after a wait
