@@ -260,6 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pld: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from distill.runtime.errors import step_error_within, tracking_message, tracking_unreachable
+
+        if not tracking_unreachable(exc):
+            raise
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        hidden = step_error_within(exc)  # the step that failed first; closing its runs failed after it
+        if hidden is not None:
+            print(f"pld: error: {hidden}", file=sys.stderr)
+            return 2
+        resume = getattr(args, "run_id", None) if args.command == "resume" else None
+        print(f"pld: error: {tracking_message(exc, resume)}"
+              + ("" if resume else " (a chain that started: pld resume with the chain run id printed above)"),
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

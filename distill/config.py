@@ -143,6 +143,11 @@ class StorageConfig(_Strict):
 class TrackingConfig(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db).")
     experiment: str = Field("pld", description="MLflow experiment name.")
+    max_retries: int = Field(7, ge=0, le=10, description="Retries of a request to a tracking server that does not "
+                                                         "answer (MLflow's HTTP retry; also $MLFLOW_HTTP_REQUEST_MAX_RETRIES).")
+    backoff_factor: int = Field(2, ge=0, le=120, description="Exponential back-off between those retries, in s "
+                                                                 "(waits 0, 2f, 4f, … up to 120 s; the defaults ride "
+                                                                 "out about 4 minutes of outage per request).")
 
 
 class RayConfig(_Strict):

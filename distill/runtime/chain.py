@@ -87,8 +87,9 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                       noise=noise_bank(index, cfg, say), progress=Queue(actor_options={"num_cpus": 0}), say=say,
                       resuming=bool(resume_id))
         result = ChainResult(parent.info.run_id, run_dir)
-        for i, stage in enumerate(plan, start=1):
-            result.rows.append(run_stage(chain, stage, f"{i}/{len(plan)}"))
+        for i, stage in enumerate(plan, start=1):  # (a step's own errors say which step; this catches the rest)
+            with step(stage.name, "its MLflow run", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
+                result.rows.append(run_stage(chain, stage, f"{i}/{len(plan)}"))
         result.table = format_table(result.rows, SUMMARY_COLUMNS)
         mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
                         + format_table(result.rows, SUMMARY_COLUMNS, markdown=True), SUMMARY_ARTIFACT)

@@ -48,6 +48,29 @@ def describe_os_error(exc: BaseException) -> str:
             else f"{reason} (the error names no file; run with --verbose for the traceback)")
 
 
+def step_error_within(exc: BaseException) -> StepError | None:
+    """A StepError that a later error (say, MLflow failing to close the run it ended) hid."""
+    return next((e for e in _chain(exc) if isinstance(e, StepError)), None)
+
+
+def tracking_unreachable(exc: BaseException) -> bool:
+    """The tracking server did not answer within the client's retries."""
+    return any(type(e).__name__ in ("ConnectionError", "MaxRetryError", "NewConnectionError")
+               or (type(e).__name__ == "MlflowException" and "API request to" in str(e)) for e in _chain(exc))
+
+
+def tracking_message(exc: BaseException, chain_run_id: str | None) -> str:
+    import os
+
+    import mlflow
+
+    return (f"the tracking server {mlflow.get_tracking_uri()} did not answer within the retry budget "
+            f"({os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries, back-off factor "
+            f"{os.environ.get('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR', '2')} s: tracking.max_retries, "
+            "tracking.backoff_factor); start it again"
+            + (f", then finish the chain with: pld resume {chain_run_id}" if chain_run_id else ""))
+
+
 @contextmanager
 def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
     """Run one step of a stage; a full disk or a failed file operation becomes a ``StepError``."""
@@ -60,6 +83,8 @@ def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
             raise StepError(f"stage {stage}, {name}: no space left on device under storage.root {storage_root} "
                             f"({_free_mib(storage_root)}); free space there (or set storage.root to a larger disk "
                             f"for a new chain), then finish this one with: pld resume {chain_run_id}") from exc
+        if tracking_unreachable(exc):
+            raise StepError(f"stage {stage}, {name}: {tracking_message(exc, chain_run_id)}") from exc
         if isinstance(exc, OSError):
             raise StepError(f"stage {stage}, {name}: {describe_os_error(exc)}") from exc
         raise

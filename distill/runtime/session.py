@@ -11,9 +11,15 @@ from distill.config import ExperimentConfig
 
 
 def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:
-    """--tracking-uri, then the config, then $MLFLOW_TRACKING_URI, then ./mlflow.db.
+    """--tracking-uri, then the config, then $MLFLOW_TRACKING_URI, then ./mlflow.db; also sets the
+    client's retry budget for a tracking server that does not answer (``tracking.max_retries``,
+    ``tracking.backoff_factor``; the environment's MLflow variables unless the config sets them).
 
     A local default is made absolute so Ray workers (other cwd) write to the same store."""
+    for field, var in (("max_retries", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
+                       ("backoff_factor", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")):
+        if field in cfg.tracking.model_fields_set or var not in os.environ:
+            os.environ[var] = str(getattr(cfg.tracking, field))
     return resolve_tracking_uri(override or cfg.tracking.uri)
 
 

@@ -26,7 +26,7 @@ def test_two_fresh_chains_with_one_seed_are_identical(tmp_path):
         "seed": 3, "data": {"path": str(corpus)}, "model": {"name": "tiny"},
         "chain": {"lengths_ms": [1000, 750], "crops_per_clip": 2, "baselines": ["direct"]},
         "labels": {"mode": "soft", "temperature": 2.0, "original_weight": 0.5},
-        "train": {"epochs": 2, "batch_size": 32, "num_workers": 1, "cpus_per_worker": 1},
+        "train": {"epochs": 1, "batch_size": 32, "num_workers": 1, "cpus_per_worker": 1},
         "ray": {"num_cpus": 2}, "storage": {"root": str(tmp_path / "runs")}}))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     for _ in range(2):

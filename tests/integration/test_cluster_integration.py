@@ -174,7 +174,7 @@ def test_a_worker_bigger_than_every_node_is_refused_before_any_work(cluster, tmp
     """Two 1-CPU nodes have 2 CPUs together, but a 2-CPU training worker fits on neither: Ray
     would wait for it forever. The pre-flight check reasons per node, as Ray places bundles."""
     speakers = [f"{i:08x}" for i in range(4)]
-    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS[:2], speakers, val={speakers[0]}, test={speakers[1]})
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed"], speakers, val={speakers[0]}, test={speakers[1]})
     (tmp_path / "big.yaml").write_text(yaml.safe_dump({
         "data": {"path": str(corpus)}, "chain": {"lengths_ms": [1000, 500]},
         "train": {"cpus_per_worker": 2}, "storage": {"root": str(tmp_path / "runs")}}))
