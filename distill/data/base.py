@@ -153,7 +153,7 @@ def parse_dataset_options(raw: dict[str, Any] | DatasetOptions) -> DatasetOption
     if not isinstance(raw, dict):
         raise ValueError(f"data: must be a mapping with a 'name' (one of {DATASETS.names()})")
     raw = {"name": DEFAULT_DATASET, **raw}
-    if raw["name"] not in DATASETS:
+    if not isinstance(raw["name"], str) or raw["name"] not in DATASETS:
         raise ValueError(f"data.name: unknown dataset {raw['name']!r}; registered datasets: {', '.join(DATASETS.names())}")
     return _OPTIONS[raw["name"]].model_validate(raw)
 

@@ -58,7 +58,10 @@ def _clean(value):  # YAML cannot write NaN keys etc. the same way; keep the doc
     return value
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI runs the same 80 cases every time, so a failure reproduces. Exploring with
+# derandomize=False (600 random cases passed at this commit) found `data.name: []`, now fixed.
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=mutated())
 def test_a_generated_bad_config_loads_or_fails_naming_the_file_and_a_field(tmp_path: Path, case):
     raw, section = case
@@ -96,6 +99,7 @@ ODD_YAML = {
     "deep nesting": "train: " + "[" * 200 + "]" * 200 + "\n",
     "empty key": ": 3\n",
     "lengths not decreasing": "chain: {lengths_ms: [500, 1000]}\n",
+    "dataset name a list": "data: {name: []}\n",
 }
 
 
