@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.names import SILENCE, UNKNOWN
+from distill.names import SILENCE, UNKNOWN  # noqa: F401  (re-exported: datasets import them from here)
 from distill.data.audio import ClipPolicy
 from distill.core.registry import Registry
 

@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from distill.runtime import storage
-from distill.runtime.manifest import seal, verify
+from distill.runtime.manifest import verify
 
 
 @pytest.mark.integration

@@ -6,58 +6,19 @@ Past the client's retry budget, the chain stops with one line naming the trackin
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import write_sc_layout
+from conftest import MlflowServer, write_sc_layout
 
-BIN = Path(sys.executable).parent
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 OUTAGE_S = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` on a fixed port, stopped (SIGKILL, by process group) and started at will."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-             "--artifacts-destination", (self.root / "artifacts").as_uri()],
-            cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("mlflow server did not come up")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -70,7 +31,7 @@ def setup(tmp_path):
         "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 2, "baselines": []},
         "train": {"epochs": 4, "batch_size": 16}, "ray": {"num_cpus": 2},
         "storage": {"root": str(tmp_path / "runs")}}))
-    server = Server(tmp_path)
+    server = MlflowServer(tmp_path)
     server.start()
     yield tmp_path, server
     server.stop()
