@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     validation = (waveforms(val["waveform"]), val["label_index"].to_numpy())
     spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=labels, input_ms=final_ms,
                      features=cfg.features.model_dump())
-    silence = labels.index("_silence_") if "_silence_" in labels else None
+    silence = spec.silence_index
     hop = num_samples(cfg.eval.stream_hop_ms, sr)
     data_dir = work / "relabel" / "platform" / "data"
     progress = Queue(actor_options={"num_cpus": 0})

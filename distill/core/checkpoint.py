@@ -13,6 +13,7 @@ import torch
 
 from distill.core.features import FeatureConfig, num_samples
 from distill.core.models import KeywordSpotter, build_model
+from distill.names import SILENCE
 
 WEIGHTS, SPEC = "model.pt", "model.json"
 
@@ -30,6 +31,11 @@ class ModelSpec:
     def input_samples(self) -> int:
         """Samples of audio in one of the model's decisions."""
         return num_samples(self.input_ms, self.features["sample_rate"])
+
+    @property
+    def silence_index(self) -> int | None:
+        """The class the stream protocol treats as "no keyword here", if the model has one."""
+        return self.labels.index(SILENCE) if SILENCE in self.labels else None
 
     def build(self) -> KeywordSpotter:
         return build_model(self.model, len(self.labels), self.options, FeatureConfig(**self.features))

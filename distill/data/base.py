@@ -45,7 +45,7 @@ class DatasetOptions(BaseModel):
         "and counted either way)."))
 
 
-REJECTED_COLUMNS = ["clip_id", "path", "label", "split", "problem"]
+QUARANTINE_COLUMNS = ["clip_id", "path", "label", "split", "problem"]  # a file that is not a clip, and why
 
 
 def _utf8(name: str) -> bool:
@@ -74,7 +74,7 @@ def reject_unstorable_names(rows: list[dict]) -> tuple[list[dict], pd.DataFrame]
                              "problem": "file name is not valid UTF-8: rename the file"})
     if rejected:
         log.warning("%d file(s) with a name that is not UTF-8 quarantined (e.g. %s)", len(rejected), rejected[0]["path"])
-    return keep, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+    return keep, pd.DataFrame(rejected, columns=QUARANTINE_COLUMNS)
 
 
 @dataclass
@@ -90,7 +90,7 @@ class SourceIndex:
     labels: list[str]
     noise_files: list[str] = field(default_factory=list)  # background-noise recordings for augmentation
     # files the index cannot carry (a name that is not UTF-8): quarantined with their reason, counted
-    rejected: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECTED_COLUMNS))
+    rejected: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUARANTINE_COLUMNS))
 
     def __post_init__(self):
         missing = [c for c in INDEX_COLUMNS if c not in self.clips.columns]

@@ -15,9 +15,8 @@ import pandas as pd
 
 from distill.core.crops import num_samples
 from distill.data.audio import load_clip
-from distill.data.base import DatasetOptions, SourceIndex
+from distill.data.base import QUARANTINE_COLUMNS, DatasetOptions, SourceIndex
 
-QUARANTINE_COLUMNS = ["clip_id", "path", "label", "split", "problem"]
 
 
 class DataError(ValueError):

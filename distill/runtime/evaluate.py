@@ -35,7 +35,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     model.to(device)
     input_samples = spec.input_samples
     n_classes = len(spec.labels)
-    silence_index = spec.labels.index(SILENCE) if SILENCE in spec.labels else None
+    silence_index = spec.silence_index
     out: dict[str, Any] = {"confusion": {}}
     posteriors = {}
     for protocol in PROTOCOLS:

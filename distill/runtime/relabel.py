@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import ray.data
 
 from distill.names import MANIFEST
-from distill.core.crops import crop_batch, pad_to, sliding_crop_offsets
+from distill.core.crops import crop_batch, pad_to
 from distill.core.labels import TeacherView, label_stats
 from distill.config import RelabelConfig
 from distill.runtime import storage
@@ -154,7 +154,7 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec,
     if (stage.placement == "whole") != (crop_samples == source["clip_samples"]):
         raise ValueError(f"{stage.name}: placement {stage.placement!r} with {crop_samples}-sample crops of "
                          f"{source['clip_samples']}-sample clips (plan the stage with the source's clip length)")
-    k = 1 if stage.placement == "whole" else stage.crops_per_clip
+    k = stage.crops_per_clip  # the plan's count: 1 for the whole clip, every position when sliding
     view = (stage.view or TeacherView()) if teacher else None
     threads = int(max(1, relabel.cpus_per_actor))
     job = LabelJob(teacher.run_id, stage.temperature, relabel.precision, view) if teacher else None
@@ -177,8 +177,6 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec,
             fn_constructor_kwargs=dict(model_dir=str(teacher.model_dir), job=job, threads=threads, use_gpu=True))
     ds.select_columns(list(COLUMNS)).write_parquet(data_dir)
     clips = source["rows"].get("train", 0)
-    if stride_samples:
-        k = len(sliding_crop_offsets(source["clip_samples"], crop_samples, stride_samples))
     min_confidence = view.min_confidence if view else 0.0
     if not storage.list_files(data_dir):  # Ray writes no file for a dataset without rows
         raise ValueError(f"{out_dir}: no crops left to train on: "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from distill.names import CONFIG_ARTIFACT, CONFUSION_ARTIFACT, INPUT_MS, METHOD, PROTOCOLS
 from distill.runtime import plots
 from distill.runtime.chain_eval import chain_runs
-from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, summary_row
+from distill.runtime.tracking import SUMMARY_COLUMNS, fmt, format_table, summary_row
 
 METRICS = ("test_acc_window", "test_acc_stream", "test_acc_center", "test_fa_per_hour_at_90_recall",
            "test_recall_at_1_fa_per_hour", "macs", "latency_us", "label_agreement", "relabel_to_silence",
@@ -58,10 +57,6 @@ def load_chain(client: mlflow.MlflowClient, run_id: str) -> ChainReport:
     except (MlflowException, OSError, yaml.YAMLError):
         config = {}
     return ChainReport(run_id, parent.info.run_name, dict(parent.data.params), config, rows, confusion)
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def table_rows(report: ChainReport) -> list[dict]:
@@ -171,7 +166,7 @@ def compare_chains(run_ids: list[str], tracking: str | None = None) -> str:
         line = {"stage": stage, "input_ms": input_ms}
         for h, r in zip(heads, reports):
             row = next((x for x in r.rows if x["stage"] == stage), None)
-            line[h] = "/".join(_fmt(row[f"test_acc_{p}"], ".3f") for p in PROTOCOLS) if row else "-"
+            line[h] = "/".join(fmt(row[f"test_acc_{p}"], ".3f") for p in PROTOCOLS) if row else "-"
         table.append(line)
     out += ["", "test accuracy window/stream/center:", format_table(table, ["stage", "input_ms", *heads])]
     return "\n".join(out)

@@ -24,8 +24,8 @@ import ray.data
 
 from distill.names import MANIFEST, QUARANTINE
 from distill.data.audio import ClipPolicy, load_clip
-from distill.data.base import DatasetOptions, SourceIndex
-from distill.data.check import QUARANTINE_COLUMNS, check_bad_fraction, quarantine_reasons
+from distill.data.base import QUARANTINE_COLUMNS, DatasetOptions, SourceIndex
+from distill.data.check import check_bad_fraction, quarantine_reasons
 from distill.core.features import num_samples
 from distill.runtime import storage
 

@@ -29,7 +29,8 @@ SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_
                    "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
 
 
-def _fmt(value, spec: str) -> str:
+def fmt(value, spec: str) -> str:
+    """A metric for a table: '-' when it is missing or NaN."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
@@ -39,11 +40,11 @@ def summary_row(stage: str, method: str, input_ms: int, teacher: str | None, met
     with the clip labels; of the teacher, its own labels on its training clips."""
     agreement = metrics.get("label_agreement") if teacher else metrics.get("train_clip_agreement")
     return {"stage": stage, "method": method, "input_ms": input_ms, "teacher": teacher or "-",
-            **{f"acc_{p}": _fmt(metrics.get(f"test_acc_{p}"), ".4f") for p in PROTOCOLS},
-            "agreement": _fmt(agreement, ".3f"),
-            "fa_per_h@90%": _fmt(metrics.get("test_fa_per_hour_at_90_recall"), ".0f"),
-            "recall@1fa/h": _fmt(metrics.get("test_recall_at_1_fa_per_hour"), ".3f"),
-            "macs": _fmt(metrics.get("macs"), ".0f"), "latency_us": _fmt(metrics.get("latency_us"), ".0f"),
+            **{f"acc_{p}": fmt(metrics.get(f"test_acc_{p}"), ".4f") for p in PROTOCOLS},
+            "agreement": fmt(agreement, ".3f"),
+            "fa_per_h@90%": fmt(metrics.get("test_fa_per_hour_at_90_recall"), ".0f"),
+            "recall@1fa/h": fmt(metrics.get("test_recall_at_1_fa_per_hour"), ".3f"),
+            "macs": fmt(metrics.get("macs"), ".0f"), "latency_us": fmt(metrics.get("latency_us"), ".0f"),
             "run_id": run_id}
 
 

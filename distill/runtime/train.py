@@ -27,7 +27,6 @@ from ray.util.queue import Empty, Queue
 from distill.config import EvalConfig, TrainConfig
 from distill.core.checkpoint import ModelSpec, load_model_dir, save_model_dir
 from distill.core.crops import num_samples
-from distill.names import SILENCE
 from distill.runtime import storage
 from distill.stages import StageSpec
 
@@ -186,7 +185,7 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
     ``NoiseBank`` that ``train.augment`` mixes in (None: none)."""
     config = dict(progress=progress, stage=stage, spec=asdict(spec), train=train, rows=data.rows, noise=noise,
                   validation=data.validation, hop_samples=num_samples(evaluation.stream_hop_ms, stage.sample_rate),
-                  silence_index=spec.labels.index(SILENCE) if SILENCE in spec.labels else None,
+                  silence_index=spec.silence_index,
                   eval_batch_size=evaluation.batch_size)
     workers, use_gpu, cpus = train.num_workers, train.use_gpu, train.cpus_per_worker
     started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit

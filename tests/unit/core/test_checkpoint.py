@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distill.core.checkpoint import load_model_dir, ModelSpec, save_model_dir
+from distill.core.features import FeatureConfig
 
 
 def test_checkpoint_roundtrip_and_refuses_pickled_objects(tmp_path):
@@ -39,3 +40,11 @@ def test_a_pickled_object_checkpoint_is_refused(tmp_path):
         load_model_dir(tmp_path / "m")
     assert not (tmp_path / "pwned").exists()
     json.loads((tmp_path / "m" / "model.json").read_text())
+
+
+def test_a_model_spec_knows_its_silence_class():
+    spec = ModelSpec(model="tiny", options={}, labels=["_silence_", "_unknown_", "yes"], input_ms=500,
+                     features=FeatureConfig().model_dump())
+    assert spec.silence_index == 0
+    assert ModelSpec(model="tiny", options={}, labels=["yes", "no"], input_ms=500,
+                     features=FeatureConfig().model_dump()).silence_index is None
