@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -162,7 +164,7 @@ def s3(tmp_path_factory):
         fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="test",
                                secret_key="test", region="us-east-1", allow_bucket_creation=True)
         fs.create_dir("pld-test")
-        yield {"bucket": "s3://pld-test", "env": env}
+        yield {"bucket": "s3://pld-test", "env": env, "port": port}
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -202,3 +204,67 @@ class MlflowServer:
             self.proc.wait(timeout=30)
 
 
+
+
+class Gate:
+    """A TCP forwarder from a port of its own to ``target`` (127.0.0.1), closed and opened at will.
+    ``close()`` stops listening and resets every open connection, so clients see the service as
+    down (connection refused); ``open()`` listens again on the same port. moto keeps its buckets
+    in memory, so an object-store outage is injected here rather than by stopping moto."""
+
+    def __init__(self, target_port: int):
+        self.target, self.port = target_port, _free_port()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def open(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for conn in self.conns:
+                try:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+                    conn.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

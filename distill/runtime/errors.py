@@ -1,5 +1,6 @@
 """Errors a user can act on: a failed step of a chain named with its stage, its step and the
-path, and a full disk named with the storage root, the space left and the command that resumes."""
+path; a full disk named with the storage root, the space left and the command that resumes; an
+object store or tracking server that stopped answering, named with the command that resumes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 NO_SPACE = re.compile(r"no space left on device|\[errno 28\]", re.IGNORECASE)
+# what pyarrow's S3 client (the AWS SDK) says when the endpoint refuses, drops or does not answer
+STORE_DOWN = re.compile(r"AWS Error (NETWORK_CONNECTION|SERVICE_UNAVAILABLE|SLOW_DOWN|REQUEST_TIMEOUT)"
+                        r"|curlCode: (6|7|28|52|55|56)\b|Could not connect to server", re.IGNORECASE)
 
 
 class StepError(RuntimeError):
@@ -59,6 +63,15 @@ def tracking_unreachable(exc: BaseException) -> bool:
                or (type(e).__name__ == "MlflowException" and "API request to" in str(e)) for e in _chain(exc))
 
 
+def store_unreachable(exc: BaseException) -> str | None:
+    """The object store's own words when it did not answer (also through Ray's wrapped errors)."""
+    for e in _chain(exc):
+        for line in str(e).splitlines():
+            if STORE_DOWN.search(line):
+                return line.strip()[:300]
+    return None
+
+
 def tracking_message(exc: BaseException, chain_run_id: str | None) -> str:
     import os
 
@@ -83,6 +96,10 @@ def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
             raise StepError(f"stage {stage}, {name}: no space left on device under storage.root {storage_root} "
                             f"({_free_mib(storage_root)}); free space there (or set storage.root to a larger disk "
                             f"for a new chain), then finish this one with: pld resume {chain_run_id}") from exc
+        if reason := store_unreachable(exc):
+            raise StepError(f"stage {stage}, {name}: the object store of storage.root {storage_root} did not answer "
+                            f"({reason}); once it answers again, finish the chain with: pld resume {chain_run_id} "
+                            "(finished stages and sealed datasets are reused)") from exc
         if tracking_unreachable(exc):
             raise StepError(f"stage {stage}, {name}: {tracking_message(exc, chain_run_id)}") from exc
         if isinstance(exc, OSError):

@@ -1,0 +1,118 @@
+"""The object store behind `storage.root: s3://…` (moto's S3 server on 127.0.0.1) goes away for
+20 s, once while a stage relabels and once while a stage trains. moto keeps its buckets in memory,
+so the outage is injected at its endpoint: a forwarder in front of it stops listening and resets
+its connections (`conftest.Gate`). A step that cannot reach the store stops the chain with one
+line naming the store and the resume command; Ray Train's worker restarts (train.max_failures)
+may carry a training step through. Either way `pld resume` finishes the chain, and nothing the
+outage cut short is ever taken for finished: the sealed manifests and stage records catch it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import Gate, write_sc_layout
+from distill.runtime import storage
+from distill.runtime.manifest import IntegrityError, is_sealed, verify
+from distill.runtime.resume import finished_stage
+
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+OUTAGE_S = 20
+STAGES = ("teacher", "student_750ms", "student_500ms")
+
+
+def chain(cwd: Path, env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-u", "-m", "distill.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_with_outage(proc: subprocess.Popen, gate: Gate, when: str) -> tuple[int, str, str]:
+    """Close the gate for OUTAGE_S once ``when`` is printed; the exit code, stdout and stderr."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if when in line:
+            gate.close()
+            time.sleep(OUTAGE_S)
+            gate.open()
+            break
+    else:
+        raise AssertionError(f"{when!r} never printed: {''.join(seen)[-3000:]} {proc.stderr.read()[-3000:]}")
+    out, err = proc.communicate(timeout=900)
+    return proc.returncode, "".join(seen) + out, err
+
+
+def assert_clean_stop(err: str, run_id: str, root: str) -> None:
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("pld: error: stage ") and f"the object store of storage.root {root} did not answer" in last
+    assert f"pld resume {run_id}" in last
+
+
+@pytest.mark.integration
+def test_an_object_store_outage_in_relabel_and_in_training_loses_nothing(tmp_path, s3):
+    speakers = [f"{i:08x}" for i in range(10)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
+                             test={speakers[1]})
+    root = storage.join(s3["bucket"], "outage")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(corpus)}, "model": {"name": "tiny"},
+        "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 2, "baselines": []},
+        "train": {"epochs": 3, "batch_size": 16}, "ray": {"num_cpus": 2}, "storage": {"root": root}}))
+    gate = Gate(s3["port"])
+    gate.open()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, **s3["env"], "AWS_ENDPOINT_URL": f"http://127.0.0.1:{gate.port}", "MLFLOW_TRACKING_URI": uri}
+    try:
+        # 1. the store goes away as the first student starts relabelling: a clean stop
+        code, out, err = run_with_outage(chain(tmp_path, env, "run", "c.yaml"), gate, "== [2/3] student_750ms")
+        run_id = next(line.split("chain run ")[1].split(")")[0] for line in out.splitlines() if "chain run " in line)
+        assert code == 2, out[-2000:] + err[-3000:]
+        assert_clean_stop(err, run_id, root)
+        run_dir = storage.join(root, f"pld-{run_id}")
+        student = storage.join(run_dir, "stages", "student_750ms")
+        assert not is_sealed(student) and not storage.exists(storage.join(student, "stage.json"))
+
+        # 2. resumed; the store goes away again while the last student trains
+        code, out, err = run_with_outage(chain(tmp_path, env, "resume", run_id), gate, "[student_500ms] epoch 1/3")
+        assert "teacher: finished earlier" in out, out[-3000:]
+        if code != 0:  # past Ray Train's worker restarts: the same clean stop, and a second resume
+            assert_clean_stop(err, run_id, root)
+            assert finished_stage(storage.join(run_dir, "stages", "student_500ms"), MlflowClient(uri)) is None
+            resumed = chain(tmp_path, env, "resume", run_id)
+            out, err = resumed.communicate(timeout=900)
+            assert resumed.returncode == 0, out[-2000:] + err[-3000:]
+            assert out.count("finished earlier") == 2
+
+        # 3. every stage is whole: sealed data that matches its hash, a model that matches its record,
+        # a FINISHED run with every epoch
+        client = MlflowClient(uri)
+        for stage in STAGES:
+            stage_dir = storage.join(run_dir, "stages", stage)
+            verify(stage_dir)
+            record = finished_stage(stage_dir, client)
+            assert record is not None, stage
+            steps = [m.step for m in client.get_metric_history(record["run_id"], "val_acc")]
+            # an epoch that a restarted worker group trained again is logged again at its step
+            assert sorted(set(steps)) == [0, 1, 2] and steps[-1] == 2, (stage, steps)
+
+        # 4. what an outage can leave half-written is refused: a data file missing from a sealed dataset,
+        # a model file missing from a finished stage
+        data_dir = storage.join(run_dir, "stages", "student_500ms", "data")
+        fs, path = storage.filesystem(storage.join(data_dir, storage.list_files(data_dir)[0]))
+        fs.delete_file(path)
+        with pytest.raises(IntegrityError, match="changed after the manifest"):
+            verify(storage.join(run_dir, "stages", "student_500ms"))
+        model_dir = storage.join(run_dir, "stages", "student_750ms", "model")
+        fs, path = storage.filesystem(storage.join(model_dir, "model.pt"))
+        fs.delete_file(path)
+        assert finished_stage(storage.join(run_dir, "stages", "student_750ms"), client) is None
+    finally:
+        gate.close()
