@@ -117,6 +117,9 @@ class TrainConfig(_Strict):
         "fp32", description="Autocast precision of training: bf16 (CPUs or GPUs) or fp16 (GPUs, with gradient scaling).")
     max_failures: int = Field(1, ge=0, description="Worker-group failures a stage survives: Ray Train restarts the "
                                                    "workers, which continue from the last epoch's checkpoint.")
+    resource_wait_s: float = Field(600, gt=0, description="How long a stage waits for the cluster to place its training "
+                                   "workers (an autoscaler adding nodes) before it fails, saying what it waited for; "
+                                   "after 10 s of waiting it says so on the console.")
 
 
 class RelabelConfig(_Strict):
@@ -153,6 +156,9 @@ class TrackingConfig(_Strict):
 class RayConfig(_Strict):
     address: str | None = Field(None, description="Existing cluster to join (default: $RAY_ADDRESS, else a local Ray).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started when no address is given.")
+    autoscaling: bool = Field(False, description="The cluster can still add nodes (Ray autoscaler, KubeRay): a training "
+                              "worker that no current node can hold is let through the pre-flight check, and the "
+                              "stage waits for it at most train.resource_wait_s.")
 
 
 class ExperimentConfig(_Strict):

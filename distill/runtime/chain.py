@@ -65,7 +65,8 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     t = time.perf_counter()
     init_ray(cfg, address, verbose=verbose)
     ray_start_s = time.perf_counter() - t  # logged below, beside source_seconds (benchmarks/throughput.py reads it)
-    check_resources(cfg)
+    for note in check_resources(cfg):
+        say(note)
     storage.check_writable(cfg.storage.root)  # before any stage; after the resource check, which writes nothing
     mlflow.set_experiment(cfg.tracking.experiment)
     plan = plan_chain(cfg)

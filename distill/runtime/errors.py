@@ -20,6 +20,10 @@ class StepError(RuntimeError):
     """A step of a chain failed on a file or the disk; the message says which, where and what to do."""
 
 
+class ResourceWaitTimeout(RuntimeError):
+    """The cluster did not place a stage's training workers within train.resource_wait_s."""
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception, its causes, and what Ray wrapped (a remote task's or a training run's error)."""
     seen: set[int] = set()
@@ -96,6 +100,8 @@ def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
             raise StepError(f"stage {stage}, {name}: no space left on device under storage.root {storage_root} "
                             f"({_free_mib(storage_root)}); free space there (or set storage.root to a larger disk "
                             f"for a new chain), then finish this one with: pld resume {chain_run_id}") from exc
+        if isinstance(exc, ResourceWaitTimeout):
+            raise StepError(f"stage {stage}, {name}: {exc}; then finish the chain with: pld resume {chain_run_id}") from exc
         if reason := store_unreachable(exc):
             raise StepError(f"stage {stage}, {name}: the object store of storage.root {storage_root} did not answer "
                             f"({reason}); once it answers again, finish the chain with: pld resume {chain_run_id} "

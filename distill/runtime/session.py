@@ -118,8 +118,14 @@ def _describe(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU") if k == "CPU" or resources.get(k))
 
 
-def check_resources(cfg: ExperimentConfig) -> None:
-    """Refuse, before any work, a config the cluster cannot place (Ray would wait forever)."""
+def describe_nodes(nodes: list[dict[str, float]]) -> str:
+    return "; ".join(_describe(n) for n in nodes) or "none"
+
+
+def check_resources(cfg: ExperimentConfig) -> list[str]:
+    """Refuse, before any work, a config the cluster cannot place (Ray would wait forever). On an
+    autoscaling cluster (``ray.autoscaling``) a training worker no node holds yet is let through;
+    the returned notes say so, and each stage waits for it at most ``train.resource_wait_s``."""
     import ray
 
     from distill.config import ConfigError
@@ -129,15 +135,20 @@ def check_resources(cfg: ExperimentConfig) -> None:
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     worker = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
     fits = bundles_that_fit(worker, nodes)
+    notes = []
     if fits < cfg.train.num_workers:  # Ray places each worker's bundle on one node: totals are not enough
-        raise ConfigError(f"train: a worker needs {_describe(worker)} on one node and {cfg.train.num_workers} such "
-                          f"worker(s) are asked, but the cluster's nodes hold {fits} (largest node: "
-                          f"{_describe(largest_node(nodes))}); lower train.cpus_per_worker or train.num_workers")
+        problem = (f"a worker needs {_describe(worker)} on one node and {cfg.train.num_workers} such worker(s) are "
+                   f"asked, but the cluster's nodes hold {fits} (largest node: {_describe(largest_node(nodes))})")
+        if not cfg.ray.autoscaling:
+            raise ConfigError(f"train: {problem}; lower train.cpus_per_worker or train.num_workers "
+                              "(or set ray.autoscaling: true if the cluster adds nodes)")
+        notes.append(f"ray.autoscaling: {problem} yet; each stage waits for them at most "
+                     f"{cfg.train.resource_wait_s:g} s (train.resource_wait_s)")
     train_cpus = cfg.train.num_workers * cfg.train.cpus_per_worker
-    if train_cpus > cpus:
+    if train_cpus > cpus and not cfg.ray.autoscaling:
         raise ConfigError(f"train.num_workers × train.cpus_per_worker = {train_cpus:g} CPUs, but the cluster has "
                           f"{cpus:g}; lower them")
-    if cfg.train.use_gpu and cfg.train.num_workers > gpus:
+    if cfg.train.use_gpu and cfg.train.num_workers > gpus and not cfg.ray.autoscaling:
         raise ConfigError(f"train.use_gpu: {cfg.train.num_workers} worker(s) need a GPU each, but the cluster has "
                           f"{gpus:g}; set train.use_gpu: false or add GPU nodes")
     relabel_cpus = cfg.relabel.actors * cfg.relabel.cpus_per_actor
@@ -152,3 +163,4 @@ def check_resources(cfg: ExperimentConfig) -> None:
     if cfg.relabel.gpus_per_actor and cfg.relabel.actors * cfg.relabel.gpus_per_actor > gpus:
         raise ConfigError(f"relabel.gpus_per_actor: the actors need "
                           f"{cfg.relabel.actors * cfg.relabel.gpus_per_actor:g} GPUs, the cluster has {gpus:g}")
+    return notes

@@ -148,6 +148,9 @@ def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id
 
 
 def report_epoch(say: Callable[[str], None], run_id: str, m: dict) -> None:
+    if "waiting_for" in m:  # the workers are not placed yet
+        say(f"   waiting for resources: {m['waiting_for']}")
+        return
     if m.get("resumed_at_epoch") is not None and m["resumed_at_epoch"] == m["epoch"]:
         say(f"   [{m['stage']}] workers restarted after a failure; continuing from the checkpoint of epoch "
             f"{m['epoch']} (of {m['epochs']})")

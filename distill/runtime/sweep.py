@@ -77,8 +77,8 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
     base = configs[0]
     uri = tracking_uri(base, tracking)
     init_ray(base, address, verbose=verbose)
-    for cfg in configs:
-        check_resources(cfg)
+    for note in {note for cfg in configs for note in check_resources(cfg)}:
+        say(note)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(base.tracking.experiment)
     storage = Path(base.storage.root).resolve() / "sweeps"

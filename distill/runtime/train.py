@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import ray
 import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -28,6 +29,7 @@ from distill.config import EvalConfig, TrainConfig
 from distill.core.checkpoint import ModelSpec, load_model_dir, save_model_dir
 from distill.core.crops import num_samples
 from distill.runtime import storage
+from distill.runtime.errors import ResourceWaitTimeout
 from distill.stages import StageSpec
 
 TRAIN_STATE = "train_state.pt"
@@ -143,8 +145,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     return history
 
 
-def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None]):
-    """``trainer.fit()`` in a thread while this one hands the workers' epoch reports to ``on_epoch``."""
+WAIT_NOTICE_S = 10.0  # a stage whose workers are not placed by then says what it waits for
+
+
+def _pending_placement() -> str | None:
+    """What Ray Train's placement groups still wait for (``None``: nothing is pending)."""
+    from ray.util import placement_group_table
+
+    from distill.runtime.session import _describe, describe_nodes
+
+    pending = [pg for pg in placement_group_table().values() if pg.get("state") == "PENDING"]
+    if not pending:
+        return None
+    bundles = [b for pg in pending for b in pg.get("bundles", {}).values()]
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return (f"{len(bundles)} training worker(s) of {_describe(bundles[0])} each on one node ({pending[0].get('strategy')}); "
+            f"the cluster's nodes: {describe_nodes(nodes)}")
+
+
+def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None], wait_s: float):
+    """``trainer.fit()`` in a thread while this one hands the workers' epoch reports to ``on_epoch``
+    (and, once, a note if the workers still wait for resources after ``WAIT_NOTICE_S``)."""
     box: dict[str, Any] = {}
 
     def fit() -> None:
@@ -153,17 +174,34 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
+    settled, next_look = False, time.monotonic() + WAIT_NOTICE_S
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
     while thread.is_alive() or not progress.empty():
         try:
             on_epoch(progress.get(timeout=0.5))
+            settled = True  # the workers run
         except Empty:
-            pass
+            if not settled and time.monotonic() > next_look:  # not yet placed? look every few seconds
+                next_look = time.monotonic() + WAIT_NOTICE_S / 2
+                if waiting := _pending_placement():
+                    settled, box["waiting"] = True, waiting
+                    on_epoch({"waiting_for": f"{waiting}; waiting up to {wait_s:g} s (train.resource_wait_s)"})
     thread.join()
     if "error" in box:
+        if _startup_timed_out(box["error"]):
+            waiting = box.get("waiting", "the stage's training workers")
+            raise ResourceWaitTimeout(f"waited {wait_s:g} s (train.resource_wait_s) for {waiting}; add a node "
+                                      "that holds a worker (or let the autoscaler), or lower train.cpus_per_worker / "
+                                      "train.num_workers") from None
         raise box["error"]
     return box["result"]
+
+
+def _startup_timed_out(exc: BaseException) -> bool:
+    """Ray Train gave up placing the worker group (its start timeout, not a training error)."""
+    seen = [exc, getattr(exc, "controller_failure", None), exc.__cause__]
+    return any(type(e).__name__ == "WorkerGroupStartupTimeoutError" for e in seen if e is not None)
 
 
 @dataclass
@@ -188,6 +226,9 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
                   silence_index=spec.silence_index,
                   eval_batch_size=evaluation.batch_size)
     workers, use_gpu, cpus = train.num_workers, train.use_gpu, train.cpus_per_worker
+    # Ray Train waits this long for its placement group, then (controller_failure_limit=0) fails
+    # instead of trying again forever; the controller actor reads it from the driver's environment.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(train.resource_wait_s)
     started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -195,7 +236,7 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(name=stage.name, storage_path=storage.resolve(data.storage_dir),
-                             failure_config=FailureConfig(max_failures=train.max_failures),
+                             failure_config=FailureConfig(max_failures=train.max_failures, controller_failure_limit=0),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
                                                                 checkpoint_score_order="max")),
@@ -207,7 +248,7 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
         # (one process start fewer per stage); several workers each get an equal shard.
         dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
     )
-    result = _fit_with_progress(trainer, progress, on_epoch)
+    result = _fit_with_progress(trainer, progress, on_epoch, train.resource_wait_s)
     best = result.get_best_checkpoint(metric="val_acc", mode="max")
     if best is None:
         raise RuntimeError(f"stage {stage.name}: training reported no checkpoint")

@@ -186,3 +186,29 @@ def test_a_worker_bigger_than_every_node_is_refused_before_any_work(cluster, tmp
     assert "a worker needs 2 CPU on one node" in proc.stderr and "largest node: 1 CPU" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
     assert time.monotonic() - started < 120  # refused at once, not after a wait
+
+
+def test_on_an_autoscaling_cluster_a_stage_waits_says_for_what_and_then_fails(cluster, tmp_path):
+    """With ray.autoscaling the same 2-CPU worker passes the pre-flight check (a node may still
+    come); the stage says what it waits for and what the cluster has, then fails after
+    train.resource_wait_s with that message, instead of waiting forever."""
+    speakers = [f"{i:08x}" for i in range(4)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed"], speakers, val={speakers[0]}, test={speakers[1]})
+    (tmp_path / "grow.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(corpus)}, "chain": {"lengths_ms": [1000, 500], "baselines": []}, "model": {"name": "tiny"},
+        "train": {"cpus_per_worker": 2, "resource_wait_s": 20}, "ray": {"autoscaling": True},
+        "storage": {"root": str(tmp_path / "runs")}}))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "grow.yaml", "--address", cluster["gcs"],
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=tmp_path, env=cluster["env"], capture_output=True, text=True, timeout=400)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "ray.autoscaling: a worker needs 2 CPU on one node" in proc.stdout
+    waiting = next(line for line in proc.stdout.splitlines() if "waiting for resources:" in line)
+    assert "1 training worker(s) of 2 CPU each on one node" in waiting and "the cluster's nodes: 1 CPU; 1 CPU" in waiting
+    assert "waiting up to 20 s (train.resource_wait_s)" in waiting
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("pld: error: stage teacher, train: waited 20 s (train.resource_wait_s) for 1 training worker")
+    assert "pld resume " in error and "Traceback" not in proc.stderr
+    assert elapsed < 240, elapsed  # gave up after the wait, not after Ray Train's retries
