@@ -6,6 +6,8 @@
   pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
   pld report RUN_ID [--out DIR] [--tracking-uri URI]
   pld compare RUN_ID RUN_ID … [--tracking-uri URI]
+  pld export RUN_ID [--stage NAME] [--out DIR] [--register NAME] [--no-int8] [--tracking-uri URI]
+  pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T] [--json] [--tracking-uri URI]
   pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--rate-range LO HI]
                  [--vtl-range LO HI] [--placement uniform|center|loudest] [--center-jitter-ms MS] [--pause-ms LO HI]
@@ -130,6 +132,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from distill.runtime.export import export_run
+
+    export_run(args.run_id, stage=args.stage, out=args.out, register=args.register, int8=not args.no_int8,
+               tracking=args.tracking_uri)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from distill.runtime.predict import load_model, predict_files
+
+    if args.hop_ms <= 0:
+        raise ValueError(f"--hop-ms {args.hop_ms}: must be positive")
+    err = lambda line: print(line, file=sys.stderr)  # noqa: E731 (stdout holds the detections only)
+    spotter, card = load_model(args.model, tracking=args.tracking_uri, say=err)
+    return predict_files(spotter, card, args.audio, hop_ms=args.hop_ms, threshold=args.threshold, as_json=args.json)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from distill.data.base import build_source_index, parse_data_spec
     from distill.data.check import report, report_json, scan
@@ -199,6 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("run_ids", metavar="RUN_ID", nargs="+", help="chain parent run ids")
     add_connection_args(cmp, ray=False)
     cmp.set_defaults(func=cmd_compare)
+
+    exp = sub.add_parser("export", help="a stage's model as ONNX (waveform in, posteriors out) with labels.json, "
+                                        "a model card and an int8 variant; optionally registered in MLflow")
+    exp.add_argument("run_id", metavar="RUN_ID", help="a chain run (default: its final PLD student) or a stage run")
+    exp.add_argument("--stage", help="the chain's stage to export (e.g. teacher, direct_500ms)")
+    exp.add_argument("--out", help="output folder (default: ./export-<stage>-<run id prefix>)")
+    exp.add_argument("--register", metavar="NAME", help="log an MLflow pyfunc model and register it as NAME "
+                                                         "(alias @current)")
+    exp.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    add_connection_args(exp, ray=False)
+    exp.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="spot keywords in audio files of any length (exit 1 if a file cannot be read)")
+    pr.add_argument("model", metavar="MODEL", help="a chain or stage run id, models:/NAME@ALIAS (or /VERSION), "
+                                                   "or an exported .onnx file")
+    pr.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files (WAV, FLAC, OGG; any rate and channels)")
+    pr.add_argument("--hop-ms", type=float, default=100.0, help="time between decisions (default 100)")
+    pr.add_argument("--threshold", type=float, help="keyword posterior that fires (default: the model card's, "
+                                                    "its 90 %% recall operating point)")
+    pr.add_argument("--json", action="store_true", help="JSON lines, one detection each")
+    add_connection_args(pr, ray=False)
+    pr.set_defaults(func=cmd_predict)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="scan a dataset: clips per label and split, every problem "

@@ -81,3 +81,44 @@ class LogMel(torch.nn.Module):
         spec = torchaudio.functional.spectrogram(waveform, s.pad, s.window, s.n_fft, s.hop_length, s.win_length, None,
                                                  s.normalized, s.center, s.pad_mode, s.onesided)
         return spec.real.square() + spec.imag.square()
+
+
+class ConvLogMel(torch.nn.Module):
+    """The same log-mel features as ``LogMel``, with the STFT as a fixed-weight 1-D convolution
+    (a windowed DFT basis): plain Conv/Pad/MatMul operators that any ONNX runtime executes. Only
+    the frequency bins some mel filter reads and the window's non-zero taps are kept, so it does
+    no work whose result is multiplied by zero. Takes float waveforms in [-1, 1]."""
+
+    def __init__(self, logmel: LogMel):
+        super().__init__()
+        self.cfg = logmel.cfg
+        s = logmel.melspec.spectrogram
+        n_fft, hop = s.n_fft, s.hop_length
+        fb = logmel.melspec.mel_scale.fb.detach().double()  # (n_fft // 2 + 1, n_mels)
+        bins = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1  # bins above the top filter weigh 0
+        window = torch.zeros(n_fft, dtype=torch.float64)  # torch.stft centres a shorter window in n_fft
+        left = (n_fft - s.win_length) // 2
+        window[left:left + s.win_length] = s.window.detach().double()
+        taps = torch.nonzero(window).flatten()
+        first, last = int(taps.min()), int(taps.max()) + 1
+        n = torch.arange(first, last, dtype=torch.float64)
+        k = torch.arange(bins, dtype=torch.float64)[:, None]
+        angle = 2 * torch.pi * k * n / n_fft
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window[first:last]  # (2·bins, taps)
+        self.register_buffer("basis", basis.float().unsqueeze(1), persistent=False)
+        self.register_buffer("fb", fb[:bins].float(), persistent=False)
+        # the taps past ``last`` are zero: pad less on the right so the frame count is the STFT's
+        self.pad, self.right, self.first, self.stride, self.bins = n_fft // 2, n_fft // 2 - (n_fft - last), first, hop, bins
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.pad(waveform.unsqueeze(1), (self.pad, self.right), mode="reflect")
+        x = x[:, :, self.first:]  # each frame starts at its first non-zero tap
+        spec = torch.nn.functional.conv1d(x, self.basis, stride=self.stride)  # (batch, 2·bins, frames)
+        power = spec[:, :self.bins].square() + spec[:, self.bins:].square()
+        mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)  # (batch, n_mels, frames)
+        feats = torch.log(mel + 1e-6).unsqueeze(1)
+        if self.cfg.normalize == "utterance":
+            mean = feats.mean(dim=(2, 3), keepdim=True)
+            std = feats.std(dim=(2, 3), keepdim=True)
+            feats = (feats - mean) / (std + 1e-5)
+        return feats

@@ -1,0 +1,147 @@
+"""``pld predict``: spot keywords in audio files of any length with an exported model.
+
+The model slides over each file (one decision of the model's input length every ``hop_ms``);
+a detection is a run of consecutive windows whose top keyword posterior is at or above the
+threshold — the event rule of the false-alarm evaluation (``core.detection.count_events``) —
+reported at the run's peak window: keyword, start_ms, end_ms, score. The threshold defaults to
+the model card's (90 % recall on the test keywords).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from distill.core.export import OnnxSpotter
+from distill.data.audio import AudioError, ClipPolicy, audio_frames, load_clip
+from distill.names import SILENCE, UNKNOWN
+
+BATCH = 256
+PROGRESS_AFTER_S = 60.0  # files longer than this report progress
+
+
+@dataclass
+class Detection:
+    file: str
+    keyword: str
+    start_ms: int
+    end_ms: int
+    score: float
+
+
+def load_model(model: str, tracking: str | None = None, say: Callable[[str], None] = print) -> tuple[OnnxSpotter, dict]:
+    """An ONNX file (its ``card.json`` beside it), a ``models:/`` URI, or a chain/stage run id
+    (exported on the fly, without int8)."""
+    if model.endswith(".onnx"):
+        card_path = Path(model).with_name("card.json")
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"{model}: no such ONNX file")
+        if not card_path.is_file():
+            raise ValueError(f"{model}: no card.json beside it; use the folder `pld export` wrote")
+        return OnnxSpotter(model), json.loads(card_path.read_text())
+    import mlflow
+
+    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+
+    quiet_logs()
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
+    if model.startswith("models:/"):
+        uri = model[:-len("@latest")] + "/latest" if model.endswith("@latest") else model  # MLflow reserves @latest
+        try:
+            python_model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        except Exception as exc:  # MlflowException, or a model that is not a pld export
+            raise ValueError(f"{model}: cannot load it from {mlflow.get_tracking_uri()} ({exc})") from None
+        if not hasattr(python_model, "spotter"):
+            raise ValueError(f"{model}: not a model registered by `pld export --register`")
+        return python_model.spotter, python_model.card
+    from distill.runtime.export import ONNX_FILE, export_run
+
+    out = Path(tempfile.mkdtemp(prefix="pld-predict-"))
+    card = export_run(model, out=out, int8=False, tracking=tracking, say=lambda line: None)
+    say(f"model: {card['stage']} of chain {card['chain_run_id']}, exported to {out}")
+    return OnnxSpotter(out / ONNX_FILE), card
+
+
+def read_audio(path: str, sample_rate: int) -> np.ndarray:
+    """A whole file as float32 mono at ``sample_rate`` (resampled and downmixed as datasets are)."""
+    if not Path(path).is_file():
+        raise AudioError(f"{path}: no such file")
+    frames, rate = audio_frames(path)
+    clip = load_clip(path, 0, max(1, math.ceil(frames * sample_rate / rate)), sample_rate, ClipPolicy())
+    if clip.waveform is None:
+        raise AudioError(f"{path}: {clip.problem}")
+    return clip.waveform.astype(np.float32) / 32768.0
+
+
+def detect(scores: np.ndarray, classes: np.ndarray, starts: np.ndarray, threshold: float, labels: list[str],
+           rate: int, input_samples: int, file: str) -> list[Detection]:
+    """One detection per maximal run of windows with ``scores`` ≥ ``threshold``, at its peak."""
+    above = scores >= threshold
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
+    out = []
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        peak = lo + int(np.argmax(scores[lo:hi]))
+        start = int(starts[peak])
+        out.append(Detection(file, labels[classes[peak]], round(start * 1000 / rate),
+                             round((start + input_samples) * 1000 / rate), round(float(scores[peak]), 4)))
+    return out
+
+
+def spot_file(spotter: OnnxSpotter, card: dict, path: str, hop_ms: float, threshold: float,
+              progress: Callable[[str], None] | None = None) -> tuple[list[Detection], float, float]:
+    """Detections in one file, its seconds of audio and the seconds it took to score them."""
+    rate, n = card["sample_rate"], card["input_samples"]
+    audio = read_audio(path, rate)
+    seconds = len(audio) / rate
+    if len(audio) < n:
+        audio = np.pad(audio, (0, n - len(audio)))
+    hop = max(1, round(hop_ms * rate / 1000))
+    starts = np.arange(0, len(audio) - n + 1, hop)
+    keyword = np.array([label not in (SILENCE, UNKNOWN) for label in card["labels"]])
+    scores, classes = np.empty(len(starts), np.float32), np.empty(len(starts), np.int64)
+    t, shown = time.perf_counter(), 0
+    for lo in range(0, len(starts), BATCH):
+        batch = starts[lo:lo + BATCH]
+        post = spotter(np.stack([audio[s:s + n] for s in batch]))[:, keyword]
+        scores[lo:lo + len(batch)], classes[lo:lo + len(batch)] = post.max(-1), np.flatnonzero(keyword)[post.argmax(-1)]
+        done = int(10 * (lo + len(batch)) / len(starts))
+        if progress and seconds > PROGRESS_AFTER_S and done > shown:
+            shown = done
+            progress(f"{path}: {10 * done}% of {seconds:.0f} s")
+    compute = time.perf_counter() - t
+    return detect(scores, classes, starts, threshold, card["labels"], rate, n, path), seconds, compute
+
+
+def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms: float = 100.0,
+                  threshold: float | None = None, as_json: bool = False, say: Callable[[str], None] = print) -> int:
+    """Spot keywords in every file; prints detections (a table, or JSON lines) and a summary on
+    stderr. Returns the exit code: 0, or 1 when some file could not be read (the others are done)."""
+    threshold = card["threshold"] if threshold is None else threshold
+    errors, audio_s, compute_s, found = 0, 0.0, 0.0, 0
+    if not as_json:
+        say(f"{'file':<40} {'keyword':<10} {'start_ms':>9} {'end_ms':>9} {'score':>7}")
+    err = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    for path in paths:
+        try:
+            detections, seconds, compute = spot_file(spotter, card, path, hop_ms, threshold, progress=err)
+        except (AudioError, OSError) as exc:
+            errors += 1
+            err(f"pld: error: {exc}")
+            continue
+        audio_s, compute_s, found = audio_s + seconds, compute_s + compute, found + len(detections)
+        for d in detections:
+            say(json.dumps(asdict(d)) if as_json else
+                f"{d.file:<40} {d.keyword:<10} {d.start_ms:>9} {d.end_ms:>9} {d.score:>7.4f}")
+    rtf = audio_s / compute_s if compute_s else float("inf")
+    err(f"{found} detection(s) in {len(paths) - errors} file(s), {audio_s:.1f} s of audio at threshold {threshold:.4f}; "
+        f"real-time factor {rtf:.0f}× (audio seconds per compute second)"
+        + (f"; {errors} file(s) could not be read" if errors else ""))
+    return 1 if errors else 0

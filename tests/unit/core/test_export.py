@@ -1,0 +1,106 @@
+"""The ONNX export of the method core: the convolution front end equals torchaudio's, the
+exported graph equals the checkpoint under onnxruntime (any batch, any length), a broken
+export is caught by the equivalence check, and int8 keeps the front end in fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from distill.core.export import (MAX_POSTERIOR_GAP, OnnxSpotter, check_equivalence, export_onnx, onnx_posteriors,
+                                 quantize_int8)
+from distill.core.features import ConvLogMel, FeatureConfig, LogMel
+from distill.core.models import build_model
+
+
+def speechlike(n: int, samples: int, seed: int = 0) -> np.ndarray:
+    """Broadband bursts in low noise, float in [-1, 1]: what the front end meets in a dataset."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.003, (n, samples))
+    for row in x:
+        at, length = rng.integers(0, samples // 2), rng.integers(samples // 8, samples // 2)
+        row[at:at + length] += rng.normal(0, 0.2, length) * np.hanning(length)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("normalize", ["utterance", "none"])
+@pytest.mark.parametrize("samples", [16000, 8000, 12345, 800])
+def test_the_convolution_front_end_equals_torchaudio(normalize, samples):
+    logmel = LogMel(FeatureConfig(normalize=normalize))
+    x = torch.from_numpy(speechlike(6, samples))
+    a, b = logmel(x), ConvLogMel(logmel)(x)
+    assert a.shape == b.shape
+    assert (a - b).abs().max() <= 1e-5
+
+
+def test_the_front_end_keeps_only_the_bins_a_mel_filter_reads():
+    conv = ConvLogMel(LogMel(FeatureConfig(f_max=4000)))
+    assert conv.bins == 128 and conv.basis.shape == (256, 1, 479)  # of 257 bins and 512 taps
+    assert ConvLogMel(LogMel(FeatureConfig(f_max=8000))).bins == 256  # all but Nyquist, where no filter reaches
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("res8_narrow", 12, {}, FeatureConfig()).eval()
+    with torch.no_grad():  # batch norm with statistics that are not the identity
+        for bn in model.net.bns:
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    path = export_onnx(model, 8000, tmp_path_factory.mktemp("onnx") / "m.onnx")
+    return model, path
+
+
+def test_the_export_equals_the_checkpoint_for_any_batch_and_length(exported):
+    model, path = exported
+    spotter = OnnxSpotter(path)
+    result = check_equivalence(model, spotter, speechlike(210, 8000, seed=1))
+    assert result.ok and result.max_abs_diff <= MAX_POSTERIOR_GAP and result.argmax_disagreements == 0
+    for batch, samples in ((1, 8000), (3, 16000), (2, 4000)):
+        x = speechlike(batch, samples, seed=2)
+        post = spotter(x)
+        assert post.shape == (batch, 12) and np.allclose(post.sum(-1), 1, atol=1e-5)
+        with torch.no_grad():
+            ref = torch.softmax(model(torch.from_numpy(x)), -1).numpy()
+        assert np.abs(post - ref).max() <= MAX_POSTERIOR_GAP
+    assert spotter((speechlike(1, 8000) * 32768).astype(np.int16)).shape == (1, 12)  # int16 is scaled
+
+
+def test_a_broken_export_fails_the_check(exported, tmp_path):
+    model, path = exported
+    graph = onnx.load(str(path))
+    basis = next(n for n in graph.graph.node if n.op_type == "Constant" and n.name.startswith("/frontend")
+                 and list(n.attribute[0].t.dims) == [256, 1, 479])
+    bent = numpy_helper.to_array(basis.attribute[0].t).copy()
+    bent[:10] *= 1.2  # the lowest bins 20 % louder (a uniform gain would vanish in the per-input normalisation)
+    basis.attribute[0].t.CopyFrom(numpy_helper.from_array(bent))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))
+    result = check_equivalence(model, OnnxSpotter(broken), speechlike(200, 8000, seed=3))
+    assert not result.ok and result.max_abs_diff > MAX_POSTERIOR_GAP
+    assert "200 clips: max |Δ posterior|" in result.describe()
+    assert not check_equivalence(model, OnnxSpotter(path), speechlike(50, 8000)).ok  # too few clips to vouch
+
+
+def test_int8_quantizes_the_network_and_not_the_front_end(exported, tmp_path):
+    model, path = exported
+    int8 = quantize_int8(path, tmp_path / "m.int8.onnx", (speechlike(40, 8000, seed=4) * 32768).astype(np.int16))
+    nodes = onnx.load(str(int8)).graph.node
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    frontend = [n for n in nodes if n.name.startswith("/frontend") and n.op_type in ("Conv", "MatMul", "Log")]
+    network = [n for n in nodes if n.name.startswith("/net") and n.op_type == "Conv"]
+    assert len(frontend) == 3 and not any(i in dequantized for n in frontend for i in n.input)  # fp32 features
+    assert network and all(any(i in dequantized for i in n.input) for n in network)  # int8 convolutions
+    x = speechlike(20, 8000, seed=5)
+    post = onnx_posteriors(OnnxSpotter(int8), x)
+    assert post.shape == (20, 12) and np.allclose(post.sum(-1), 1, atol=1e-4)
+
+
+def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"bad.onnx: onnxruntime cannot load it"):
+        OnnxSpotter(bad)
