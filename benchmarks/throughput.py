@@ -26,7 +26,9 @@ sides of every comparison:
                per decision at batch 1 (one torch thread, median of repeated runs, lengths
                interleaved so load drifts hit all alike) for every length of the default chain,
                each as a ratio to 1000 ms, with the fixed/per-MAC split of the latency; the same
-               for res8 (45 maps), where the fixed cost is a smaller share.
+               for res8 (45 maps), where the fixed cost is a smaller share. Beside eager PyTorch,
+               the model as `pld export` writes it, under onnxruntime (fp32 and int8, one thread),
+               with the streaming real-time factor at a 100 ms hop. `--only-input`: this alone.
 
 Ratios "platform ÷ plain" are throughputs: higher is better, 1.0 means no overhead.
 """
@@ -222,8 +224,9 @@ def scaled_source(source_dir: Path, out: Path, factor: int) -> Path:
 
 
 # ---------------------------------------------------------------- 5. input efficiency
-def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None) -> list[dict]:
-    """MACs and batch-1 latency per chain length of the config's model (or the registered ``name``)."""
+def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None, onnx: bool = False) -> list[dict]:
+    """MACs and batch-1 latency per chain length of the config's model (or the registered ``name``):
+    eager PyTorch, and with ``onnx`` the exported model under onnxruntime (fp32 and int8, one thread)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     options = cfg.model.options if name is None else {}
@@ -232,28 +235,45 @@ def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None)
     sr = cfg.features.sample_rate
     xs = {ms: torch.randn(1, num_samples(ms, sr)) * 1000 for ms in lengths}
     feats = {ms: model.features(xs[ms]) for ms in lengths}
-    full = {ms: [] for ms in lengths}
-    net = {ms: [] for ms in lengths}
+    runners = {"latency_us": lambda ms: model(xs[ms]), "net_us": lambda ms: model.net(feats[ms])}
+    if onnx:  # one file per variant: batch and length are dynamic axes
+        from distill.core.export import OnnxSpotter, export_onnx, quantize_int8
+
+        tmp = Path(tempfile.mkdtemp(prefix="pld-onnx-"))
+        fp32 = export_onnx(model, num_samples(1000, sr), tmp / "m.onnx")
+        calib = (np.random.default_rng(0).normal(0, 0.05, (50, num_samples(1000, sr))) * 32768).astype(np.int16)
+        spotters = {"onnx_us": OnnxSpotter(fp32), "onnx_int8_us": OnnxSpotter(quantize_int8(fp32, tmp / "q.onnx", calib))}
+        arrays = {ms: (xs[ms] / 32768).numpy() for ms in lengths}
+        runners.update({key: (lambda ms, s=spotter: s(arrays[ms])) for key, spotter in spotters.items()})
+    times = {key: {ms: [] for ms in lengths} for key in runners}
+    # one engine at a time (PyTorch, onnxruntime fp32, int8), lengths interleaved within it: load
+    # changes during the run reach every length alike, and one engine's buffers do not evict another's
+    groups = [["latency_us", "net_us"], *([k] for k in runners if k.startswith("onnx"))]
     with torch.inference_mode():
-        for _ in range(20):
-            for ms in lengths:
-                model(xs[ms])
-        for _ in range(repeats):
-            for ms in lengths:  # interleaved: load changes during the run reach every length alike
-                t = time.perf_counter()
-                model(xs[ms])
-                full[ms].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                model.net(feats[ms])
-                net[ms].append(time.perf_counter() - t)
+        for group in (g for g in groups if g):
+            for _ in range(20):
+                for ms in lengths:
+                    for key in group:
+                        runners[key](ms)
+            for _ in range(repeats):
+                for ms in lengths:
+                    for key in group:
+                        t = time.perf_counter()
+                        runners[key](ms)
+                        times[key][ms].append(time.perf_counter() - t)
     rows = [{"input_ms": ms, "macs": count_macs(model, num_samples(ms, sr)),
-             "latency_us": statistics.median(full[ms]) * 1e6, "net_us": statistics.median(net[ms]) * 1e6} for ms in lengths]
+             **{key: statistics.median(times[key][ms]) * 1e6 for key in runners}} for ms in lengths]
     ref = next(r for r in rows if r["input_ms"] == 1000)
     for r in rows:
         r["features_us"] = r["latency_us"] - r["net_us"]
         r["macs_ratio"] = r["macs"] / ref["macs"]
         r["latency_ratio"] = r["latency_us"] / ref["latency_us"]
         r["net_ratio"] = r["net_us"] / ref["net_us"]
+        for key in ("onnx_us", "onnx_int8_us"):
+            if key in r:
+                r[key.replace("_us", "_ratio")] = r[key] / ref[key]
+                # streaming: one decision per 100 ms hop, so audio seconds per compute second
+                r[key.replace("_us", "_stream_rtf")] = 0.1 / (r[key] / 1e6)
     return rows
 
 
@@ -268,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small corpus and chain: a smoke run of a few minutes")
     ap.add_argument("--json", type=Path, help="write the results as one JSON object to this file")
+    ap.add_argument("--only-input", action="store_true", help="section 5 alone (MACs and latency, eager and "
+                                                                  "onnxruntime): seconds, no chain")
     ap.add_argument("--workdir", type=Path, help="keep the corpus, runs and Parquet here (default: a temp dir, removed)")
     args = ap.parse_args(argv)
     quick = args.quick
@@ -281,6 +303,15 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__, "load_start": load()}
     say(f"benchmark ({result['mode']}) in {work}; load average {result['load_start']}")
 
+    if args.only_input:
+        eff = input_efficiency(cfg, 12, 100 if quick else 500, onnx=True)
+        fit = dict(zip(("fixed_us", "us_per_mmac"), fit_fixed(eff, "latency_us")))
+        fit.update(zip(("net_fixed_us", "net_us_per_mmac"), fit_fixed(eff, "net_us")))
+        print("\n".join(input_report({"input": eff, "latency_fit": fit})))
+        if args.json:
+            args.json.write_text(json.dumps({"mode": result["mode"], "input": eff, "load_start": result["load_start"],
+                                             "load_end": load()}, indent=2) + "\n")
+        return 0
     say("[1/5] quickstart: pld data synth + pld run …")
     qs = quickstart(work, quick)
     result["quickstart"] = qs
@@ -405,10 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     result["relabel_marginal_ratio"] = fit["plain"][0] / fit["platform"][0]
 
     say("[5/5] input efficiency: MACs and batch-1 latency per decision …")
-    eff = input_efficiency(cfg, len(labels), 100 if quick else 500)
+    eff = input_efficiency(cfg, len(labels), 100 if quick else 500, onnx=True)
     result["input"] = eff
     result["macs_ratio"] = {str(r["input_ms"]): r["macs_ratio"] for r in eff}
     result["latency_ratio"] = {str(r["input_ms"]): r["latency_ratio"] for r in eff}
+    result["onnx_latency_ratio"] = {str(r["input_ms"]): r["onnx_ratio"] for r in eff}
+    result["onnx_int8_latency_ratio"] = {str(r["input_ms"]): r["onnx_int8_ratio"] for r in eff}
     fixed, per = fit_fixed(eff, "latency_us")
     nfixed, nper = fit_fixed(eff, "net_us")
     result["latency_fit"] = {"fixed_us": fixed, "us_per_mmac": per, "net_fixed_us": nfixed, "net_us_per_mmac": nper}
@@ -429,6 +462,32 @@ def main(argv: list[str] | None = None) -> int:
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def input_report(r: dict) -> list[str]:
+    out = ["input efficiency per decision (batch 1, 1 torch thread; ratio to 1000 ms)",
+            "{:>8} {:>11} {:>7} {:>12} {:>7} {:>10} {:>10}".format("input", "MACs", "ratio", "latency µs", "ratio",
+                                                                    "net µs", "front µs")]
+    for e in r["input"]:
+        out.append("{:>5} ms {:>11,} {:>7.3f} {:>12.0f} {:>7.3f} {:>10.0f} {:>10.0f}".format(
+            e["input_ms"], e["macs"], e["macs_ratio"], e["latency_us"], e["latency_ratio"], e["net_us"], e["features_us"]))
+    f = r["latency_fit"]
+    out.append(f"latency ≈ {f['fixed_us']:.0f} µs fixed + {f['us_per_mmac']:.0f} µs per million MACs "
+               f"(network alone: {f['net_fixed_us']:.0f} µs + {f['net_us_per_mmac']:.0f} µs/MMAC)")
+    big = {e["input_ms"]: e for e in r.get("input_res8", [])}
+    if big:
+        out.append("res8 (45 maps): " + ", ".join(
+            f"{ms} ms {big[ms]['macs'] / 1e6:.1f} MMAC {big[ms]['latency_us']:.0f} µs ({big[ms]['latency_ratio']:.3f})"
+            for ms in sorted(big, reverse=True)))
+    if "onnx_us" in r["input"][0]:
+        out += ["", "the exported model under onnxruntime (batch 1, 1 thread; ratio to 1000 ms; streaming real-time "
+                "factor at a 100 ms hop)", "{:>8} {:>10} {:>7} {:>10} {:>10} {:>7} {:>10}".format(
+                    "input", "fp32 µs", "ratio", "fp32 RTF", "int8 µs", "ratio", "int8 RTF")]
+        for e in r["input"]:
+            out.append("{:>5} ms {:>10.0f} {:>7.3f} {:>10.0f} {:>10.0f} {:>7.3f} {:>10.0f}".format(
+                e["input_ms"], e["onnx_us"], e["onnx_ratio"], e["onnx_stream_rtf"], e["onnx_int8_us"],
+                e["onnx_int8_ratio"], e["onnx_int8_stream_rtf"]))
+    return out
 
 
 def report(r: dict) -> str:
@@ -457,20 +516,7 @@ def report(r: dict) -> str:
     out.append(w.format("  fit: once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
     out.append(w.format("  fit: per 1000 crops (ms)", f"{sp['platform_ms_per_1000_crops']:.0f}",
                         f"{sp['plain_ms_per_1000_crops']:.0f}", f"{r['relabel_marginal_ratio']:.2f}"))
-    out += ["", "input efficiency per decision (batch 1, 1 torch thread; ratio to 1000 ms)",
-            "{:>8} {:>11} {:>7} {:>12} {:>7} {:>10} {:>10}".format("input", "MACs", "ratio", "latency µs", "ratio",
-                                                                    "net µs", "front µs")]
-    for e in r["input"]:
-        out.append("{:>5} ms {:>11,} {:>7.3f} {:>12.0f} {:>7.3f} {:>10.0f} {:>10.0f}".format(
-            e["input_ms"], e["macs"], e["macs_ratio"], e["latency_us"], e["latency_ratio"], e["net_us"], e["features_us"]))
-    f = r["latency_fit"]
-    out.append(f"latency ≈ {f['fixed_us']:.0f} µs fixed + {f['us_per_mmac']:.0f} µs per million MACs "
-               f"(network alone: {f['net_fixed_us']:.0f} µs + {f['net_us_per_mmac']:.0f} µs/MMAC)")
-    big = {e["input_ms"]: e for e in r.get("input_res8", [])}
-    if big:
-        out.append("res8 (45 maps): " + ", ".join(
-            f"{ms} ms {big[ms]['macs'] / 1e6:.1f} MMAC {big[ms]['latency_us']:.0f} µs ({big[ms]['latency_ratio']:.3f})"
-            for ms in sorted(big, reverse=True)))
+    out += [""] + input_report(r)
     out += ["", f"quickstart: {qs['quickstart_s']:.0f} s = synthesis {qs['synthesis_s']:.1f} s + pld run {qs['run_s']:.1f} s "
                 f"(chain {qs['chain_s']:.1f} s; Ray start {qs['ray_start_s'] or float('nan'):.1f} s, "
                 f"source dataset {qs['source_s']:.1f} s)",

@@ -35,7 +35,8 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     for key in ("relabel_ratio", "train_ratio", "quickstart_s"):
         assert _positive(r[key]), (key, r[key])
     lengths = {str(ms) for ms in ChainConfig().lengths_ms}
-    for key in ("macs_ratio", "latency_ratio", "macs_ratio_res8", "latency_ratio_res8"):
+    for key in ("macs_ratio", "latency_ratio", "macs_ratio_res8", "latency_ratio_res8", "onnx_latency_ratio",
+                "onnx_int8_latency_ratio"):
         assert set(r[key]) == lengths, (key, r[key])
         assert all(_positive(v) for v in r[key].values()), (key, r[key])
         assert r[key]["1000"] == 1.0
@@ -45,5 +46,5 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert all(_positive(qs[k]) for k in ("synthesis_s", "run_s", "ray_start_s", "source_s"))
     assert [s["stage"] for s in qs["stages"]] == ["teacher", "student_500ms"]
     assert all(_positive(s[k]) for s in qs["stages"] for k in ("relabel", "train", "eval"))
-    for line in ("relabel crops/s", "train samples/s", "scaling", "input efficiency", "quickstart:"):
+    for line in ("relabel crops/s", "train samples/s", "scaling", "input efficiency", "under onnxruntime", "quickstart:"):
         assert line in proc.stdout, line
