@@ -32,8 +32,8 @@ def test_a_killed_driver_resumes_at_the_first_unfinished_stage(tmp_path):
                              test={speakers[1]})
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
-        "name": "resume", "data": {"path": str(corpus)}, "model": {"name": "res8_narrow"},
-        "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 4, "baselines": []},
+        "name": "resume", "data": {"path": str(corpus)}, "model": {"name": "tiny"},
+        "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 2, "baselines": []},
         "train": {"epochs": 3, "batch_size": 32, "cpus_per_worker": 1},
         "storage": {"root": str(tmp_path / "runs")}, "ray": {"num_cpus": 2}}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}", "PYTHONUNBUFFERED": "1"}
