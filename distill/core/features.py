@@ -31,6 +31,19 @@ class FeatureConfig(BaseModel):
         "utterance", description="utterance: zero-mean, unit-variance log-mel per input (CMVN); none: raw log-mel.")
 
 
+def log_and_normalize(mel: torch.Tensor, normalize: str) -> torch.Tensor:
+    """mel power ``(batch, n_mels, frames)`` → features ``(batch, 1, n_mels, frames)``."""
+    # log(x + eps) keeps silence finite; the offset matches common KWS front ends.
+    feats = torch.log(mel + 1e-6).unsqueeze(1)
+    if normalize == "utterance":
+        # Per-input CMVN removes gain and channel differences; on the synthetic corpus it
+        # lifted res8_narrow's 10-epoch validation accuracy from 0.65 to 0.78.
+        mean = feats.mean(dim=(2, 3), keepdim=True)
+        std = feats.std(dim=(2, 3), keepdim=True)
+        feats = (feats - mean) / (std + 1e-5)
+    return feats
+
+
 class LogMel(torch.nn.Module):
     """int16-scaled or float waveforms ``(batch, samples)`` → log-mel ``(batch, 1, n_mels, frames)``."""
 
@@ -59,15 +72,7 @@ class LogMel(torch.nn.Module):
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
         mel = self.melspec.mel_scale(self.power_spectrum(waveform))  # (batch, n_mels, frames)
-        # log(x + eps) keeps silence finite; the offset matches common KWS front ends.
-        feats = torch.log(mel + 1e-6).unsqueeze(1)
-        if self.cfg.normalize == "utterance":
-            # Per-input CMVN removes gain and channel differences; on the synthetic corpus it
-            # lifted res8_narrow's 10-epoch validation accuracy from 0.65 to 0.78.
-            mean = feats.mean(dim=(2, 3), keepdim=True)
-            std = feats.std(dim=(2, 3), keepdim=True)
-            feats = (feats - mean) / (std + 1e-5)
-        return feats
+        return log_and_normalize(mel, self.cfg.normalize)
 
     def frames(self, samples: int) -> int:
         """Feature frames of an input of ``samples`` samples (centred STFT)."""
@@ -116,9 +121,4 @@ class ConvLogMel(torch.nn.Module):
         spec = torch.nn.functional.conv1d(x, self.basis, stride=self.stride)  # (batch, 2·bins, frames)
         power = spec[:, :self.bins].square() + spec[:, self.bins:].square()
         mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)  # (batch, n_mels, frames)
-        feats = torch.log(mel + 1e-6).unsqueeze(1)
-        if self.cfg.normalize == "utterance":
-            mean = feats.mean(dim=(2, 3), keepdim=True)
-            std = feats.std(dim=(2, 3), keepdim=True)
-            feats = (feats - mean) / (std + 1e-5)
-        return feats
+        return log_and_normalize(mel, self.cfg.normalize)
