@@ -116,7 +116,7 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
 
     onnx_path = export_onnx(model, n, out / ONNX_FILE)
     validation_waves, _ = load_split_arrays(source, "validation")
-    crops = check_crops(np.concatenate([test_waves, validation_waves, train_waves]), n, hop)
+    crops = check_crops(np.concatenate([w for w in (test_waves, validation_waves, train_waves) if len(w)]), n, hop)
     equivalence = check_equivalence(model, OnnxSpotter(onnx_path), crops.astype(np.float32) / 32768.0)
     say(f"   onnxruntime vs PyTorch: {equivalence.describe()}")
     if not equivalence.ok:
@@ -177,7 +177,9 @@ def model_card(card: dict) -> str:
     rows += [("latency per decision", f"PyTorch eager {card['torch_latency_us']:.0f} µs; onnxruntime "
               + ", ".join(f"{k} {v['latency_us']:.0f} µs" for k, v in card["onnx"].items()) + " (batch 1, one thread)"),
              ("detection threshold", f"{card['threshold']:.4f} (90 % recall on the test keywords; "
-              f"{card['onnx']['fp32']['fa_per_hour_at_90_recall']} false accepts per hour there)"),
+              f"{card['onnx']['fp32']['fa_per_hour_at_90_recall']} false accepts per hour there)"
+              if card["onnx"]["fp32"]["threshold_at_90_recall"] is not None else
+              f"{card['threshold']:.4f} (the test split has no keyword or no negative clips to choose it on)"),
              ("export check", f"{card['equivalence']['clips']} crops, max |Δ posterior| "
               f"{card['equivalence']['max_abs_diff']:.2e}, argmax differs on {card['equivalence']['argmax_disagreements']}"),
              ("chain run", card["chain_run_id"]), ("stage run", card["stage_run_id"]),
