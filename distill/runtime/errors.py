@@ -34,7 +34,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)]
         todo += [x for x in getattr(e, "args", ()) if isinstance(x, BaseException)]
 
 
@@ -65,6 +65,11 @@ def tracking_unreachable(exc: BaseException) -> bool:
     """The tracking server did not answer within the client's retries."""
     return any(type(e).__name__ in ("ConnectionError", "MaxRetryError", "NewConnectionError")
                or (type(e).__name__ == "MlflowException" and "API request to" in str(e)) for e in _chain(exc))
+
+
+def placement_timed_out(exc: BaseException) -> bool:
+    """Ray Train gave up placing a worker group (its start timeout, not a training error)."""
+    return any(type(e).__name__ == "WorkerGroupStartupTimeoutError" for e in _chain(exc))
 
 
 def store_unreachable(exc: BaseException) -> str | None:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from distill.core.export import OnnxSpotter
-from distill.core.protocols import decide, window_posteriors, window_starts
+from distill.core.protocols import decide, protocol_starts, window_posteriors
 
 
 class LogPosteriors:
@@ -36,7 +36,7 @@ def decide_clips(spotter: OnnxSpotter, waveforms: np.ndarray, card: dict) -> tup
     n = card["input_samples"]
     if waveforms.shape[1] < n:
         waveforms = np.pad(waveforms, ((0, 0), (0, n - waveforms.shape[1])))
-    starts = np.tile(np.asarray(window_starts(waveforms.shape[1], n, card["hop_samples"])), (len(waveforms), 1))
+    starts = protocol_starts(waveforms, n, "stream", card["hop_samples"])
     post = window_posteriors(LogPosteriors(spotter), waveforms, n, starts)
     silence = card["labels"].index(card["silence"]) if card.get("silence") in card["labels"] else None
     classes = decide(post, "stream", silence)

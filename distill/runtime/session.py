@@ -114,12 +114,19 @@ def largest_node(nodes: list[dict[str, float]]) -> dict[str, float]:
     return max(nodes, key=lambda n: (n.get("CPU", 0), n.get("GPU", 0)), default={})
 
 
-def _describe(resources: dict[str, float]) -> str:
+def describe_resources(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU") if k == "CPU" or resources.get(k))
 
 
 def describe_nodes(nodes: list[dict[str, float]]) -> str:
-    return "; ".join(_describe(n) for n in nodes) or "none"
+    return "; ".join(describe_resources(n) for n in nodes) or "none"
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """The resources of each live node of the connected Ray cluster."""
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
 def check_resources(cfg: ExperimentConfig) -> list[str]:
@@ -132,13 +139,13 @@ def check_resources(cfg: ExperimentConfig) -> list[str]:
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = alive_nodes()
     worker = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
     fits = bundles_that_fit(worker, nodes)
     notes = []
     if fits < cfg.train.num_workers:  # Ray places each worker's bundle on one node: totals are not enough
-        problem = (f"a worker needs {_describe(worker)} on one node and {cfg.train.num_workers} such worker(s) are "
-                   f"asked, but the cluster's nodes hold {fits} (largest node: {_describe(largest_node(nodes))})")
+        problem = (f"a worker needs {describe_resources(worker)} on one node and {cfg.train.num_workers} such worker(s) are "
+                   f"asked, but the cluster's nodes hold {fits} (largest node: {describe_resources(largest_node(nodes))})")
         if not cfg.ray.autoscaling:
             raise ConfigError(f"train: {problem}; lower train.cpus_per_worker or train.num_workers "
                               "(or set ray.autoscaling: true if the cluster adds nodes)")
@@ -158,8 +165,8 @@ def check_resources(cfg: ExperimentConfig) -> list[str]:
     relabel = {"CPU": cfg.relabel.cpus_per_actor, **({"GPU": cfg.relabel.gpus_per_actor}
                                                      if cfg.relabel.gpus_per_actor else {})}
     if not bundles_that_fit(relabel, nodes):
-        raise ConfigError(f"relabel: a teacher task needs {_describe(relabel)} on one node, but no node has them "
-                          f"(largest node: {_describe(largest_node(nodes))}); lower relabel.cpus_per_actor")
+        raise ConfigError(f"relabel: a teacher task needs {describe_resources(relabel)} on one node, but no node has them "
+                          f"(largest node: {describe_resources(largest_node(nodes))}); lower relabel.cpus_per_actor")
     if cfg.relabel.gpus_per_actor and cfg.relabel.actors * cfg.relabel.gpus_per_actor > gpus:
         raise ConfigError(f"relabel.gpus_per_actor: the actors need "
                           f"{cfg.relabel.actors * cfg.relabel.gpus_per_actor:g} GPUs, the cluster has {gpus:g}")

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import ray
 import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -29,7 +28,7 @@ from distill.config import EvalConfig, TrainConfig
 from distill.core.checkpoint import ModelSpec, load_model_dir, save_model_dir
 from distill.core.crops import num_samples
 from distill.runtime import storage
-from distill.runtime.errors import ResourceWaitTimeout
+from distill.runtime.errors import ResourceWaitTimeout, placement_timed_out
 from distill.stages import StageSpec
 
 TRAIN_STATE = "train_state.pt"
@@ -152,15 +151,14 @@ def _pending_placement() -> str | None:
     """What Ray Train's placement groups still wait for (``None``: nothing is pending)."""
     from ray.util import placement_group_table
 
-    from distill.runtime.session import _describe, describe_nodes
+    from distill.runtime.session import alive_nodes, describe_nodes, describe_resources
 
     pending = [pg for pg in placement_group_table().values() if pg.get("state") == "PENDING"]
     if not pending:
         return None
     bundles = [b for pg in pending for b in pg.get("bundles", {}).values()]
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    return (f"{len(bundles)} training worker(s) of {_describe(bundles[0])} each on one node ({pending[0].get('strategy')}); "
-            f"the cluster's nodes: {describe_nodes(nodes)}")
+    return (f"{len(bundles)} training worker(s) of {describe_resources(bundles[0])} each on one node "
+            f"({pending[0].get('strategy')}); the cluster's nodes: {describe_nodes(alive_nodes())}")
 
 
 def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None], wait_s: float):
@@ -189,19 +187,13 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
                     on_epoch({"waiting_for": f"{waiting}; waiting up to {wait_s:g} s (train.resource_wait_s)"})
     thread.join()
     if "error" in box:
-        if _startup_timed_out(box["error"]):
+        if placement_timed_out(box["error"]):
             waiting = box.get("waiting", "the stage's training workers")
             raise ResourceWaitTimeout(f"waited {wait_s:g} s (train.resource_wait_s) for {waiting}; add a node "
                                       "that holds a worker (or let the autoscaler), or lower train.cpus_per_worker / "
                                       "train.num_workers") from None
         raise box["error"]
     return box["result"]
-
-
-def _startup_timed_out(exc: BaseException) -> bool:
-    """Ray Train gave up placing the worker group (its start timeout, not a training error)."""
-    seen = [exc, getattr(exc, "controller_failure", None), exc.__cause__]
-    return any(type(e).__name__ == "WorkerGroupStartupTimeoutError" for e in seen if e is not None)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import soundfile as sf
 import yaml
 from mlflow import MlflowClient
 
-from conftest import MlflowServer, write_band_layout
+from conftest import MlflowServer, _free_port, write_band_layout
 
 pytestmark = pytest.mark.integration
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -153,15 +152,9 @@ def correct_clips(trained) -> list[tuple[np.ndarray, str]]:
     return picked
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_a_scoring_request_with_the_clips_label(trained):
     wave, label = correct_clips(trained)[0]
-    port = free_port()
+    port = _free_port()
     serve = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
                               "models:/kws-500@current", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                              env=trained["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
