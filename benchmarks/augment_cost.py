@@ -1,10 +1,12 @@
 """Where augmentation runs: its cost inside the training step, beside the step itself.
 
-    python benchmarks/augment_cost.py [--model res8_narrow] [--batch 64] [--seconds 3] [--threads 2]
+    python benchmarks/augment_cost.py [--model res8_narrow] [--batch 64] [--seconds 3] [--threads 2] [--each]
 
 For 500 ms and 1000 ms inputs, one process: the median time of a training step (forward,
 backward, AdamW) without augmentation, of the augmentation alone (shift + noise + SpecAugment
-masks, seeded per batch, on the step's device), and their ratio. Doing the same work in Ray
+masks, seeded per batch, on the step's device), and their ratio. ``--each`` adds a row per
+augmentation that is off by default (speed, reverb, gain, band, codec), each alone on every
+input (prob 1: its worst case) with shift and noise off. Doing the same work in Ray
 Data instead would add a map task per block and a new copy of every epoch's rows (augmented
 rows differ per epoch), on top of the same arithmetic.
 """
@@ -17,7 +19,7 @@ import time
 
 import torch
 
-from distill.core.augment import AugmentConfig, NoiseBank, augment_waveforms, batch_generator, spectrogram_masks
+from distill.core.augment import AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator, spectrogram_masks
 from distill.core.models import build_model
 
 
@@ -37,11 +39,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--each", action="store_true", help="also time each off-by-default augmentation alone")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = AugmentConfig(spec_time_masks=2, spec_freq_masks=2)
+    configs = {"standard": AugmentConfig(spec_time_masks=2, spec_freq_masks=2)}
+    if args.each:
+        alone = dict(time_shift_ms=0, noise_prob=0)
+        configs |= {name: AugmentConfig(**alone, **{f"{name}_prob": 1.0})
+                    for name in ("speed", "reverb", "gain", "band", "codec")}
     bank = NoiseBank.generated(0, 30 * 16000)
-    print(f"{'input_ms':>8}  {'step_ms':>8}  {'augment_ms':>10}  {'augment/step':>12}")
+    rooms = RoomBank.generated(0, 64, 16000) if args.each else None
+    print(f"{'input_ms':>8}  {'augmentation':>12}  {'step_ms':>8}  {'augment_ms':>10}  {'augment/step':>12}")
     for ms in (500, 1000):
         samples = ms * 16
         model = build_model(args.model, 12)
@@ -50,9 +58,9 @@ def main() -> None:
         y = torch.randint(0, 12, (args.batch,))
         step_no = iter(range(10**9))
 
-        def augment():
+        def augment(cfg: AugmentConfig):
             g = batch_generator(0, 0, 0, next(step_no))
-            waves = augment_waveforms(x, cfg, bank, 16000, g)
+            waves = augment_waveforms(x, cfg, bank, 16000, g, rooms)
             return waves, spectrogram_masks((args.batch, 1, 40, model.features.frames(samples)), cfg, 10.0, g)
 
         def step():
@@ -61,8 +69,11 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        step_s, aug_s = timed(step, args.seconds), timed(augment, args.seconds)
-        print(f"{ms:>8}  {step_s * 1e3:>8.1f}  {aug_s * 1e3:>10.2f}  {aug_s / step_s:>12.3f}", flush=True)
+        step_s = timed(step, args.seconds)
+        for name, cfg in configs.items():
+            aug_s = timed(lambda: augment(cfg), args.seconds)
+            print(f"{ms:>8}  {name:>12}  {step_s * 1e3:>8.1f}  {aug_s * 1e3:>10.2f}  {aug_s / step_s:>12.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

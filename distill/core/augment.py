@@ -8,6 +8,17 @@ The standard recipe (Honk; TensorFlow's speech_commands; kws_streaming adds Spec
 - SpecAugment (optional): ``spec_time_masks`` / ``spec_freq_masks`` bands of the log-mel set
   to its mean (0 after the per-input normalisation).
 
+Off by default, for a model trained on synthetic speech to carry over to other voices, rooms
+and channels (each on a share ``*_prob`` of the inputs, in this order: speech → room → level →
++ noise → channel):
+- speed perturbation (Ko et al. 2015): tempo and pitch together, a factor per input drawn
+  log-uniformly from ``speed_range``;
+- room reverberation: a room impulse response from a ``RoomBank`` (image-method shoebox rooms,
+  pyroomacoustics) convolved in, the input's RMS kept;
+- gain: a level in dB from ``gain_db_range`` before the noise, so it moves the SNR;
+- band-limiting: a high-pass and a low-pass edge per input, as an FFT-domain mask;
+- codec: 8-bit mu-law encode and decode.
+
 Every random draw comes from a ``torch.Generator`` seeded by (seed, epoch, rank, batch)
 (``batch_generator``), made on the CPU, so a run is reproducible on CPUs and GPUs alike; the
 arithmetic itself runs on the batch's device, inside the training step.
@@ -20,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+import torchaudio.functional as AF
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NOISE_RMS = 0.1  # generated noise is at the level of the synthetic corpus's noise files (-20 dBFS)
 
@@ -39,15 +51,54 @@ class AugmentConfig(BaseModel):
     spec_time_mask_ms: float = Field(50.0, gt=0, description="SpecAugment: widest time mask, in ms.")
     spec_freq_masks: int = Field(0, ge=0, description="SpecAugment: frequency masks per input (0: none).")
     spec_freq_mask_bands: int = Field(5, gt=0, description="SpecAugment: widest frequency mask, in mel bands.")
+    speed_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs played faster or slower (tempo and pitch "
+                              "together, same length: centred, cropped or zero-padded at both ends).")
+    speed_range: tuple[float, float] = Field((0.9, 1.1), description="Speed factors [low, high] (> 0), drawn "
+                                             "log-uniformly per input; 1.1 raises pitch by 10 % and shortens by 1/1.1.")
+    reverb_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs convolved with a room impulse response "
+                               "(their RMS kept).")
+    reverb_rooms: int = Field(64, gt=0, description="Simulated rooms (image method) in the chain's room bank.")
+    reverb_rt60_range: tuple[float, float] = Field((0.15, 0.8), description="Reverberation times [low, high] of "
+                                                   "the simulated rooms, in s (drawn uniformly per room).")
+    gain_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs scaled by a random gain before the "
+                             "noise is mixed in (so it moves the SNR); clipped to [-1, 1].")
+    gain_db_range: tuple[float, float] = Field((-10.0, 10.0), description="Gains [low, high] in dB, drawn uniformly.")
+    band_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs band-limited (telephone-like channel).")
+    highpass_hz_range: tuple[float, float] = Field((50.0, 400.0), description="High-pass edge [low, high] in Hz, "
+                                                   "drawn uniformly: nothing passes below it.")
+    lowpass_hz_range: tuple[float, float] = Field((3000.0, 8000.0), description="Low-pass edge [low, high] in Hz, "
+                                                  "drawn uniformly: nothing passes above it.")
+    codec_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs through 8-bit mu-law (G.711-like) "
+                              "encoding and decoding, last.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AugmentConfig":
+        for name in ("speed_range", "reverb_rt60_range", "gain_db_range", "highpass_hz_range", "lowpass_hz_range"):
+            low, high = getattr(self, name)
+            if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+                raise ValueError(f"{name} must be [low, high], finite, low <= high; got {[low, high]}")
+        for name in ("speed_range", "reverb_rt60_range", "highpass_hz_range", "lowpass_hz_range"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"{name} must be > 0; got {list(getattr(self, name))}")
+        if self.highpass_hz_range[1] >= self.lowpass_hz_range[0]:
+            raise ValueError("highpass_hz_range must lie below lowpass_hz_range")
+        return self
 
     @property
     def mixes_noise(self) -> bool:
         return self.enabled and self.noise_prob > 0 and self.noise_volume > 0
 
     @property
+    def reverberates(self) -> bool:
+        """Whether training needs a ``RoomBank``."""
+        return self.enabled and self.reverb_prob > 0
+
+    @property
     def active(self) -> bool:
         return self.mixes_noise or self.enabled and (self.time_shift_ms > 0 or self.spec_time_masks > 0
-                                                     or self.spec_freq_masks > 0)
+                                                     or self.spec_freq_masks > 0 or self.speed_prob > 0
+                                                     or self.reverb_prob > 0 or self.gain_prob > 0
+                                                     or self.band_prob > 0 or self.codec_prob > 0)
 
 
 def batch_generator(seed: int, epoch: int, rank: int, batch: int) -> torch.Generator:
@@ -97,15 +148,166 @@ class NoiseBank:
         return self.audio[files.to(self.audio.device)[:, None], positions.to(self.audio.device)]
 
 
+@dataclass
+class RoomBank:
+    """Room impulse responses of simulated shoebox rooms as one (rooms, samples) float tensor:
+    each starts at its direct-path peak (the propagation delay trimmed), of height 1, and is
+    zero-padded to the longest."""
+
+    rirs: torch.Tensor  # (rooms, samples) float32
+    rt60: torch.Tensor  # (rooms,) float32: the reverberation time each room was built for, in s
+
+    @classmethod
+    def generated(cls, seed: int, count: int, sample_rate: int, rt60_range: tuple[float, float] = (0.15, 0.8),
+                  max_seconds: float = 0.5) -> "RoomBank":
+        """``count`` rooms by the image method (pyroomacoustics): per room, from a numpy
+        generator seeded by ``seed``, an RT60 uniform in ``rt60_range``, a floor 3-10 m long and
+        0.6-1 times as wide (at least 2.5 m), 2.4-4 m high, the walls' absorption from the RT60
+        by Sabine's formula (``inverse_sabine``), source and microphone anywhere 0.5 m or more
+        from the walls. Each response is cut to ``max_seconds``. About 0.3 s a room."""
+        import pyroomacoustics as pra  # only the driver builds a bank; the workers need only torch
+
+        rng = np.random.default_rng(seed)
+        limit = max(1, int(round(max_seconds * sample_rate)))
+        rirs, rt60s = [], []
+        while len(rirs) < count:
+            rt60 = rng.uniform(*rt60_range)
+            length = rng.uniform(3.0, 10.0)
+            dims = np.array([length, max(2.5, length * rng.uniform(0.6, 1.0)), rng.uniform(2.4, 4.0)])
+            try:
+                absorption, max_order = pra.inverse_sabine(rt60, dims)
+            except ValueError:  # the room is too large for so short an RT60: draw another
+                continue
+            room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=max_order)
+            room.add_source(rng.uniform(0.5, dims - 0.5))
+            room.add_microphone(rng.uniform(0.5, dims - 0.5))
+            room.compute_rir()
+            h = np.asarray(room.rir[0][0], dtype=np.float64)
+            peak = int(np.argmax(np.abs(h)))
+            h = h[peak: peak + limit] / h[peak]
+            rirs.append(torch.as_tensor(h, dtype=torch.float32))
+            rt60s.append(rt60)
+        audio = torch.zeros(count, max(len(h) for h in rirs))
+        for i, h in enumerate(rirs):
+            audio[i, : len(h)] = h
+        return cls(audio, torch.tensor(rt60s, dtype=torch.float32))
+
+    def to(self, device: torch.device | str) -> "RoomBank":
+        return RoomBank(self.rirs.to(device), self.rt60)
+
+
+def _chosen(n: int, prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices (CPU, int64) of the inputs an option with probability ``prob`` applies to."""
+    return torch.nonzero(torch.rand(n, generator=generator) < prob).flatten()
+
+
+def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    return bounds[0] + torch.rand(n, generator=generator, dtype=torch.float64) * (bounds[1] - bounds[0])
+
+
+def _replace(x: torch.Tensor, rows: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``rows`` replaced by ``new``: a new tensor (the caller's batch is not written to)."""
+    return x.index_copy(0, rows.to(x.device), new.to(x.dtype))
+
+
+def change_speed(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Each row played ``factors[i]`` times as fast (tempo and pitch), by linear interpolation
+    at fractional indices; the same length out."""
+    n, length = x.shape
+    centre = (length - 1) / 2
+    t = torch.arange(length, device=x.device, dtype=torch.float64)
+    # centred: out[centre] = in[centre]; faster inputs are zero-padded at both ends, slower cropped at both
+    source = centre + (t[None, :] - centre) * factors.to(x.device, torch.float64)[:, None]
+    inside = (source >= 0) & (source <= length - 1)
+    left = source.floor().clamp(0, max(length - 2, 0)).long()
+    w = (source - left).clamp(0, 1).to(x.dtype)
+    right = (left + 1).clamp(max=length - 1)
+    return (torch.gather(x, 1, left) * (1 - w) + torch.gather(x, 1, right) * w) * inside
+
+
+def _fft_size(n: int) -> int:
+    """The smallest 2^a·3^b·5^c >= n: an FFT length that is fast everywhere."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p3 = 1
+    while p3 < best:
+        p35 = p3
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 5
+        p3 *= 3
+    return best
+
+
+def reverberate(x: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
+    """Each row convolved with its room's response (row i with ``rirs[i]``), cut to the input's
+    length (the direct path at index 0: no delay) and rescaled to the dry row's RMS."""
+    length = x.shape[1]
+    size = _fft_size(length + rirs.shape[1] - 1)  # no wrap-around; torchaudio's fftconvolve takes the exact size
+    wet = torch.fft.irfft(torch.fft.rfft(x, size, dim=1) * torch.fft.rfft(rirs.to(x.dtype), size, dim=1), size,
+                          dim=1)[:, :length]
+    dry_rms, wet_rms = x.pow(2).mean(dim=1).sqrt(), wet.pow(2).mean(dim=1).sqrt()
+    return wet * (dry_rms / wet_rms.clamp_min(1e-12))[:, None]
+
+
+def _ramp(u: torch.Tensor) -> torch.Tensor:  # 0 below 0, raised cosine up to 1 at 1
+    return 0.5 - 0.5 * torch.cos(torch.pi * u.clamp(0, 1))
+
+
+BAND_EDGE_OCTAVES = 0.25  # the band-limiting mask's transitions, inside the passband
+
+
+def band_limit(x: torch.Tensor, highpass_hz: torch.Tensor, lowpass_hz: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Each row through an FFT-domain band-pass: zero at and below ``highpass_hz[i]`` and at and
+    above ``lowpass_hz[i]``, rising to 1 over a quarter octave inside each edge (raised cosine)."""
+    length = x.shape[1]
+    spectrum = torch.fft.rfft(x, dim=1)
+    freqs = torch.fft.rfftfreq(length, 1 / sample_rate, device=x.device, dtype=torch.float64)
+    octave = torch.log2(freqs.clamp_min(1e-3))[None, :]
+    high = torch.log2(highpass_hz.to(x.device, torch.float64))[:, None]
+    low = torch.log2(lowpass_hz.to(x.device, torch.float64))[:, None]
+    mask = _ramp((octave - high) / BAND_EDGE_OCTAVES) * _ramp((low - octave) / BAND_EDGE_OCTAVES)
+    return torch.fft.irfft(spectrum * mask.to(x.dtype), n=length, dim=1)
+
+
+def mu_law(x: torch.Tensor, channels: int = 256) -> torch.Tensor:
+    """8-bit mu-law encoding and decoding (clipped to [-1, 1] first)."""
+    return AF.mu_law_decoding(AF.mu_law_encoding(x.clamp(-1, 1), channels), channels).to(x.dtype)
+
+
 def augment_waveforms(x: torch.Tensor, cfg: AugmentConfig, noise: NoiseBank | None, sample_rate: int,
-                      generator: torch.Generator) -> torch.Tensor:
-    """Time shift and background noise of a batch ``(batch, samples)``: float waveforms in
-    [-1, 1] (int16 is scaled first). Returns a new tensor of the same shape."""
+                      generator: torch.Generator, rooms: RoomBank | None = None) -> torch.Tensor:
+    """The waveform augmentations of a batch ``(batch, samples)``: float waveforms in [-1, 1]
+    (int16 is scaled first), in the order speed → reverb → gain → time shift → noise →
+    band-limit → codec. An option that is off draws nothing, so the others' draws do not
+    depend on it. ``rooms`` is needed when ``cfg.reverb_prob`` > 0. Returns a new tensor of the
+    same shape."""
     if x.dtype == torch.int16:
         x = x.float() / 32768.0
     if not cfg.enabled:
         return x
     n, length = x.shape
+    if cfg.speed_prob > 0:
+        rows = _chosen(n, cfg.speed_prob, generator)
+        log_low, log_high = np.log(cfg.speed_range[0]), np.log(cfg.speed_range[1])
+        factors = _uniform(n, (log_low, log_high), generator).exp()
+        if len(rows):
+            x = _replace(x, rows, change_speed(x[rows.to(x.device)], factors[rows]))
+    if cfg.reverb_prob > 0:
+        if rooms is None:
+            raise ValueError("reverb_prob > 0 needs a RoomBank (rooms=...)")
+        rows = _chosen(n, cfg.reverb_prob, generator)
+        which = torch.randint(len(rooms.rirs), (n,), generator=generator)
+        if len(rows):
+            x = _replace(x, rows, reverberate(x[rows.to(x.device)], rooms.rirs[which[rows].to(rooms.rirs.device)]))
+    if cfg.gain_prob > 0:
+        rows = _chosen(n, cfg.gain_prob, generator)
+        gains = 10 ** (_uniform(n, cfg.gain_db_range, generator) / 20)
+        if len(rows):
+            scaled = x[rows.to(x.device)] * gains[rows].to(x.device, x.dtype)[:, None]
+            x = _replace(x, rows, scaled.clamp(-1, 1))
     max_shift = min(int(round(cfg.time_shift_ms * sample_rate / 1000)), length - 1)
     if max_shift > 0:
         shifts = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator).to(x.device)
@@ -116,6 +318,15 @@ def augment_waveforms(x: torch.Tensor, cfg: AugmentConfig, noise: NoiseBank | No
         mixed = torch.rand(n, generator=generator) < cfg.noise_prob
         volume = torch.rand(n, generator=generator) * cfg.noise_volume * mixed
         x = x + volume.to(x.device)[:, None] * noise.segments(n, length, generator).to(x.dtype)
+    if cfg.band_prob > 0:
+        rows = _chosen(n, cfg.band_prob, generator)
+        high, low = _uniform(n, cfg.highpass_hz_range, generator), _uniform(n, cfg.lowpass_hz_range, generator)
+        if len(rows):
+            x = _replace(x, rows, band_limit(x[rows.to(x.device)], high[rows], low[rows], sample_rate))
+    if cfg.codec_prob > 0:
+        rows = _chosen(n, cfg.codec_prob, generator)
+        if len(rows):
+            x = _replace(x, rows, mu_law(x[rows.to(x.device)]))
     return x
 
 

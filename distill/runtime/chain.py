@@ -25,7 +25,7 @@ import mlflow
 from ray.util.queue import Queue
 
 from distill.config import ExperimentConfig
-from distill.core.augment import NoiseBank
+from distill.core.augment import NoiseBank, RoomBank
 from distill.data.audio import load_recordings
 from distill.data.base import build_source_index
 from distill.data.check import describe
@@ -86,7 +86,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                       source=source, labels=index.labels,
                       validation=load_split_arrays(source_dir, "validation"), test=load_split_arrays(source_dir, "test"),
                       noise=noise_bank(index, cfg, say), progress=Queue(actor_options={"num_cpus": 0}), say=say,
-                      resuming=bool(resume_id))
+                      resuming=bool(resume_id), rooms=room_bank(cfg, say))
         result = ChainResult(parent.info.run_id, run_dir)
         for i, stage in enumerate(plan, start=1):  # (a step's own errors say which step; this catches the rest)
             with step(stage.name, "its MLflow run", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
@@ -150,6 +150,18 @@ def noise_bank(index, cfg: ExperimentConfig, say: Callable[[str], None]) -> Nois
         return NoiseBank.from_arrays(recordings)
     say("augment: the dataset has no background-noise recordings; mixing generated white and pink noise")
     return NoiseBank.generated(cfg.seed, 10 * cfg.data.sample_rate)
+
+
+def room_bank(cfg: ExperimentConfig, say: Callable[[str], None]) -> RoomBank | None:
+    """The simulated rooms whose responses training convolves in (None: no reverberation)."""
+    augment = cfg.train.augment
+    if not augment.reverberates:
+        return None
+    t = time.perf_counter()
+    rooms = RoomBank.generated(cfg.seed, augment.reverb_rooms, cfg.data.sample_rate, augment.reverb_rt60_range)
+    say(f"augment: {augment.reverb_rooms} simulated rooms, RT60 {augment.reverb_rt60_range[0]:g}-"
+        f"{augment.reverb_rt60_range[1]:g} s ({time.perf_counter() - t:.0f} s)")
+    return rooms
 
 
 def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_id: str | None, new: bool,

@@ -23,7 +23,7 @@ import ray
 from mlflow.entities import Metric
 
 from distill.config import ExperimentConfig
-from distill.core.augment import NoiseBank
+from distill.core.augment import NoiseBank, RoomBank
 from distill.core.checkpoint import ModelSpec, load_model_dir
 from distill.core.crops import num_samples
 from distill.names import CONFUSION_ARTIFACT
@@ -55,6 +55,7 @@ class Chain:
     progress: object  # the Ray queue through which training workers report epochs
     say: Callable[[str], None]
     resuming: bool
+    rooms: RoomBank | None = None  # room responses for train.augment's reverberation (None: none)
     models: dict[str, Teacher] = field(default_factory=dict)  # finished stage → its model and run
 
     @property
@@ -144,7 +145,7 @@ def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id
     data = StageData(ray.data.read_parquet(storage.join(stage_dir, "data")), rows, chain.validation,
                      storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))
     return train_stage(stage, spec, data, cfg.train, cfg.eval, chain.progress,
-                       partial(report_epoch, chain.say, run_id), chain.noise)
+                       partial(report_epoch, chain.say, run_id), chain.noise, chain.rooms)
 
 
 def report_epoch(say: Callable[[str], None], run_id: str, m: dict) -> None:

@@ -63,6 +63,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     augment = train.augment
     noise = config["noise"].to(device) if config["noise"] is not None and augment.active else None
+    rooms = config["rooms"].to(device) if config.get("rooms") is not None and augment.active else None
     sample_rate, hop_ms = spec.features.get("sample_rate", 16000), spec.features.get("hop_ms", 10.0)
     precision = train.precision
     # fp16 gradients underflow without scaling; bf16 has fp32's range and needs none
@@ -98,7 +99,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
             waves, mask = batch["waveform"], None
             if augment.active:  # on the worker's device, inside the step: no extra pass over the data
                 g = batch_generator(seed, epoch, rank, step)
-                waves = augment_waveforms(waves, augment, noise, sample_rate, g)
+                waves = augment_waveforms(waves, augment, noise, sample_rate, g, rooms)
                 mask = spectrogram_masks((len(waves), 1, spec.features.get("n_mels", 40), core.features.frames(
                     waves.shape[1])), augment, hop_ms, g)
             with autocast(device, precision):
@@ -207,13 +208,15 @@ class StageData:
 
 
 def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: TrainConfig, evaluation: EvalConfig,
-                progress: Queue, on_epoch: Callable[[dict], None], noise=None) -> dict:
+                progress: Queue, on_epoch: Callable[[dict], None], noise=None, rooms=None) -> dict:
     """Fit one stage; copies the best checkpoint's model to ``data.model_dir`` and returns a summary.
 
     ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
     which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver. ``noise`` is the
-    ``NoiseBank`` that ``train.augment`` mixes in (None: none)."""
+    ``NoiseBank`` that ``train.augment`` mixes in, ``rooms`` the ``RoomBank`` it reverberates
+    with (None: none)."""
     config = dict(progress=progress, stage=stage, spec=asdict(spec), train=train, rows=data.rows, noise=noise,
+                  rooms=rooms,
                   validation=data.validation, hop_samples=num_samples(evaluation.stream_hop_ms, stage.sample_rate),
                   silence_index=spec.silence_index,
                   eval_batch_size=evaluation.batch_size)

@@ -108,3 +108,199 @@ def test_augment_config_refuses_bad_values():
     for bad in ({"noise_prob": 1.5}, {"time_shift_ms": -1}, {"spec_time_masks": -1}, {"bogus": 1}):
         with pytest.raises(ValidationError):
             AugmentConfig(**bad)
+
+
+# --- augmentations for other voices, rooms and channels (speed, reverb, gain, band, codec) ---
+
+from distill.core.augment import RoomBank  # noqa: E402
+
+ALONE = dict(time_shift_ms=0, noise_prob=0)  # one new option at a time, nothing else
+
+
+@pytest.fixture(scope="module")
+def rooms() -> RoomBank:
+    return RoomBank.generated(0, 16, SR)
+
+
+def sine(freq: float, n: int = 4, length: int = SR, level: float = 0.1) -> torch.Tensor:
+    t = torch.arange(length, dtype=torch.float64) / SR
+    return (level * np.sqrt(2) * torch.sin(2 * torch.pi * freq * t)).float()[None, :].repeat(n, 1)
+
+
+def peak_hz(x: torch.Tensor) -> torch.Tensor:
+    return torch.fft.rfft(x, dim=-1).abs().argmax(dim=-1).double() * SR / x.shape[-1]
+
+
+def db(ratio) -> float:
+    return 10 * float(np.log10(float(ratio)))
+
+
+def _todays_shift_and_noise(x, cfg, noise, sample_rate, generator):
+    """The augmentation as it was before speed/reverb/gain/band/codec: shift, then noise."""
+    n, length = x.shape
+    max_shift = min(int(round(cfg.time_shift_ms * sample_rate / 1000)), length - 1)
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator).to(x.device)
+        source = torch.arange(length, device=x.device)[None, :] - shifts[:, None]
+        inside = (source >= 0) & (source < length)
+        x = torch.gather(x, 1, source.clamp(0, length - 1)) * inside
+    if cfg.mixes_noise and noise is not None:
+        mixed = torch.rand(n, generator=generator) < cfg.noise_prob
+        volume = torch.rand(n, generator=generator) * cfg.noise_volume * mixed
+        x = x + volume.to(x.device)[:, None] * noise.segments(n, length, generator).to(x.dtype)
+    return x
+
+
+NEW_ON = [dict(speed_prob=1.0), dict(reverb_prob=1.0), dict(gain_prob=1.0), dict(band_prob=1.0), dict(codec_prob=1.0)]
+
+
+def test_new_options_off_give_todays_output_bit_for_bit(rooms):
+    x = ramp(16, 8000) - 0.5
+    bank = NoiseBank.generated(0, SR)
+    off_but_changed = dict(speed_prob=0, speed_range=(0.5, 2.0), reverb_prob=0, reverb_rooms=3, gain_prob=0,
+                           gain_db_range=(-3, 3), band_prob=0, highpass_hz_range=(10, 20), codec_prob=0)
+    for base in (dict(), dict(time_shift_ms=30, noise_prob=0.5, noise_volume=0.3, spec_time_masks=2, spec_freq_masks=1)):
+        cfg = AugmentConfig(**base, **off_but_changed)
+        g_new, g_old = batch_generator(7, 1, 0, 3), batch_generator(7, 1, 0, 3)
+        new = augment_waveforms(x, cfg, bank, SR, g_new, rooms)
+        assert torch.equal(new, _todays_shift_and_noise(x, AugmentConfig(**base), bank, SR, g_old))
+        # the generator is left where today's code leaves it: the SpecAugment masks drawn next agree too
+        assert torch.equal(torch.rand(5, generator=g_new), torch.rand(5, generator=g_old))
+    for on in NEW_ON:  # enabled false: the identity, whatever the options say
+        out = augment_waveforms(x, AugmentConfig(enabled=False, **on), bank, SR, batch_generator(0, 0, 0, 0), rooms)
+        assert torch.equal(out, x)
+
+
+@pytest.mark.parametrize("on", NEW_ON, ids=lambda d: next(iter(d)))
+def test_each_new_option_keeps_the_length_and_follows_its_seed(on, rooms):
+    x = sine(440, n=6, length=8001) + 0.01 * torch.randn(6, 8001, generator=torch.Generator().manual_seed(0))
+    cfg = AugmentConfig(**ALONE, **on)
+    assert cfg.active and not cfg.mixes_noise and cfg.reverberates == ("reverb_prob" in on)
+    a = augment_waveforms(x, cfg, None, SR, batch_generator(1, 0, 0, 0), rooms)
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert not torch.equal(a, x)
+    assert torch.equal(a, augment_waveforms(x, cfg, None, SR, batch_generator(1, 0, 0, 0), rooms))
+    if "codec_prob" not in on:  # mu-law at prob 1 draws nothing that changes an output
+        assert not torch.equal(a, augment_waveforms(x, cfg, None, SR, batch_generator(1, 0, 0, 1), rooms))
+    half = augment_waveforms(x, AugmentConfig(**ALONE, **{next(iter(on)): 0.5}), None, SR,
+                             batch_generator(2, 0, 0, 0), rooms)
+    same = [torch.equal(h, r) for h, r in zip(half, x)]
+    assert any(same) and not all(same)  # a share of the inputs, the rest untouched
+
+
+@pytest.mark.parametrize("factor", [0.9, 0.95, 1.05, 1.1])
+def test_speed_moves_a_sine_by_the_factor(factor):
+    x = sine(1000.0)
+    out = augment_waveforms(x, AugmentConfig(**ALONE, speed_prob=1.0, speed_range=(factor, factor)), None, SR,
+                            batch_generator(0, 0, 0, 0))
+    assert torch.allclose(peak_hz(out), torch.full((4,), 1000.0 * factor, dtype=torch.float64), atol=2.0)
+    if factor > 1:  # played faster: the same length, zero-padded at both ends
+        pad = int((SR - SR / factor) / 2) - 2
+        assert out[:, :pad].abs().max() == 0 and out[:, -pad:].abs().max() == 0
+    else:  # slower: cropped, no zeros
+        assert (out[:, 10:-10].abs().amax(dim=1) > 0.1).all()
+    spread = augment_waveforms(sine(1000.0, n=64), AugmentConfig(**ALONE, speed_prob=1.0), None, SR,
+                               batch_generator(0, 0, 0, 1))
+    hz = peak_hz(spread)
+    assert hz.min() >= 898 and hz.max() <= 1102 and hz.max() - hz.min() > 100
+
+
+def test_room_bank_is_deterministic_and_starts_at_the_direct_path():
+    a, b = RoomBank.generated(3, 3, SR), RoomBank.generated(3, 3, SR)
+    assert torch.equal(a.rirs, b.rirs) and torch.equal(a.rt60, b.rt60)
+    assert not torch.equal(a.rirs, RoomBank.generated(4, 3, SR).rirs)
+    assert a.rirs.shape == (3, SR // 2)
+    assert torch.equal(a.rirs[:, 0], torch.ones(3)) and torch.equal(a.rirs.abs().argmax(dim=1), torch.zeros(3).long())
+
+
+def test_room_bank_reverberation_times_are_the_asked_ones(rooms):
+    import pyroomacoustics as pra
+
+    assert ((rooms.rt60 >= 0.15) & (rooms.rt60 <= 0.8)).all()
+    # Schroeder backward integration, T20 (the responses are cut at 0.5 s)
+    measured = torch.tensor([pra.experimental.measure_rt60(h.numpy(), SR, decay_db=20) for h in rooms.rirs])
+    assert ((measured >= 0.05) & (measured <= 0.9)).float().mean() >= 0.8  # the asked range ±0.1 s
+    assert ((measured - rooms.rt60).abs() <= 0.1).float().mean() >= 0.75  # and mostly each room's own
+
+
+def test_reverb_gives_a_click_a_decaying_tail_at_the_same_rms(rooms):
+    x = torch.zeros(8, SR)
+    x[:, 1000] = 0.5
+    out = augment_waveforms(x, AugmentConfig(**ALONE, reverb_prob=1.0), None, SR, batch_generator(0, 0, 0, 0), rooms)
+    assert torch.allclose(out.pow(2).mean(dim=1).sqrt(), x.pow(2).mean(dim=1).sqrt(), rtol=1e-4)
+    assert out[:, :1000].abs().max() < 1e-4  # causal: nothing before the click
+    window = int(0.05 * SR)
+    early = out[:, 1000 + 16: 1000 + 16 + window].pow(2).sum(dim=1)
+    late = out[:, 1000 + 4 * window: 1000 + 5 * window].pow(2).sum(dim=1)
+    assert (early > 0).all() and (late < early).all()  # a tail, and it decays
+    with pytest.raises(ValueError, match="RoomBank"):
+        augment_waveforms(x, AugmentConfig(**ALONE, reverb_prob=1.0), None, SR, batch_generator(0, 0, 0, 0))
+
+
+def test_band_limiting_removes_what_lies_outside_the_band():
+    white = torch.randn(8, SR, generator=torch.Generator().manual_seed(0)) * 0.1
+    cfg = AugmentConfig(**ALONE, band_prob=1.0, highpass_hz_range=(300, 300), lowpass_hz_range=(3000, 3000))
+    out = augment_waveforms(white, cfg, None, SR, batch_generator(0, 0, 0, 0))
+    hz = torch.fft.rfftfreq(SR, 1 / SR)
+    power_in, power_out = torch.fft.rfft(white).abs().pow(2), torch.fft.rfft(out).abs().pow(2)
+
+    def drop(band):
+        return db(power_in[:, band].sum() / power_out[:, band].sum().clamp_min(1e-30))
+
+    assert drop(hz >= 3000) >= 20 and drop(hz <= 300) >= 20
+    assert abs(drop((hz >= 300 * 2 ** 0.25) & (hz <= 3000 * 2 ** -0.25))) < 0.01  # the passband untouched
+    spread = augment_waveforms(white, AugmentConfig(**ALONE, band_prob=1.0), None, SR, batch_generator(0, 0, 0, 1))
+    top = torch.fft.rfft(spread).abs().pow(2)
+    edge = [int(hz[row > row.max() * 1e-8].max()) for row in top]  # highest frequency let through, per input
+    assert min(edge) >= 3000 and len(set(edge)) > 1
+
+
+def test_codec_is_mu_law_at_its_expected_snr():
+    g = torch.Generator().manual_seed(0)
+    speechlike = sine(220.0, n=8) + sine(1300.0, n=8, level=0.03) + 0.01 * torch.randn(8, SR, generator=g)
+    out = augment_waveforms(speechlike, AugmentConfig(**ALONE, codec_prob=1.0), None, SR, batch_generator(0, 0, 0, 0))
+    assert not torch.equal(out, speechlike)
+    snr = db(speechlike.pow(2).sum() / (out - speechlike).pow(2).sum())
+    assert 20 <= snr <= 45
+    loud = augment_waveforms(torch.full((1, 100), 3.0), AugmentConfig(**ALONE, codec_prob=1.0), None, SR,
+                             batch_generator(0, 0, 0, 0))
+    assert torch.allclose(loud, torch.ones(1, 100))  # clipped to [-1, 1] before encoding
+
+
+def test_gain_scales_by_the_drawn_decibels_before_clipping():
+    x = sine(500.0, n=32, level=0.01)
+    for fixed in (-6.0, 6.0):
+        out = augment_waveforms(x, AugmentConfig(**ALONE, gain_prob=1.0, gain_db_range=(fixed, fixed)), None, SR,
+                                batch_generator(0, 0, 0, 0))
+        ratio = 20 * torch.log10(out.pow(2).mean(dim=1).sqrt() / x.pow(2).mean(dim=1).sqrt())
+        assert torch.allclose(ratio, torch.full_like(ratio, fixed), atol=0.1)
+    cfg = AugmentConfig(**ALONE, gain_prob=1.0)
+    out = augment_waveforms(x, cfg, None, SR, batch_generator(0, 0, 0, 1))
+    g = batch_generator(0, 0, 0, 1)  # the draws, in augment_waveforms' order: chosen, then gains
+    torch.rand(32, generator=g)
+    drawn = -10 + 20 * torch.rand(32, generator=g, dtype=torch.float64)
+    ratio = 20 * torch.log10(out.pow(2).mean(dim=1).sqrt() / x.pow(2).mean(dim=1).sqrt()).double()
+    assert torch.allclose(ratio, drawn, atol=0.1) and drawn.max() - drawn.min() > 10
+    loud = augment_waveforms(torch.full((2, 10), 0.5), AugmentConfig(**ALONE, gain_prob=1.0, gain_db_range=(20, 20)),
+                             None, SR, batch_generator(0, 0, 0, 0))
+    assert torch.equal(loud, torch.ones(2, 10))  # clipped
+
+
+def test_gain_moves_the_snr_of_the_noise_mixed_after_it():
+    x = sine(500.0, n=2, level=0.1)
+    bank = NoiseBank.from_arrays([np.ones(3000, np.float32)])
+    cfg = AugmentConfig(time_shift_ms=0, noise_prob=1.0, noise_volume=0.05, gain_prob=1.0, gain_db_range=(-6, -6))
+    added = augment_waveforms(x, cfg, bank, SR, batch_generator(0, 0, 0, 0)) - x * 10 ** (-6 / 20)
+    # what is left is the constant noise at its drawn volume: the speech quieter by 6 dB, the noise not
+    assert torch.allclose(added, added[:, :1].expand_as(added), atol=1e-6) and (added[:, 0] > 0).all()
+
+
+def test_new_ranges_are_checked():
+    from pydantic import ValidationError
+
+    for bad in ({"speed_range": (1.1, 0.9)}, {"speed_range": (0, 1)}, {"gain_db_range": (float("nan"), 1)},
+                {"highpass_hz_range": (50, 4000)}, {"reverb_rt60_range": (-0.1, 0.5)}, {"codec_prob": 2},
+                {"reverb_rooms": 0}, {"speed_range": (1.0,)}):
+        with pytest.raises(ValidationError):
+            AugmentConfig(**bad)
+    assert AugmentConfig(speed_range=[0.8, 1.2]).speed_range == (0.8, 1.2)
