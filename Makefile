@@ -8,9 +8,20 @@ DATA   := data/synth-sc
 # torch 2.14.1 with torchaudio 2.11.0 is the verified pair (torchaudio's transforms and resampler).
 TORCH  := "torch==2.14.1" "torchaudio==2.11.0"
 
-.PHONY: demo test test-unit test-integration install data clean
+# Festival and the voices the synthetic corpus speaks with (Debian packages; `pld data synth` names
+# what is missing). Installed with apt-get when absent: as root, or through sudo.
+FESTIVAL := festival festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb \
+            festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-install: $(VENV)/.installed
+.PHONY: demo test test-unit test-integration install system data clean
+
+install: system $(VENV)/.installed
+
+system:
+	@dpkg -s $(FESTIVAL) >/dev/null 2>&1 || { echo "installing Festival and its voices with apt-get"; \
+	  $(SUDO) apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(FESTIVAL) >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 data: $(DATA)/synth.json
 
 $(DATA)/synth.json: | $(VENV)/.installed
-	$(BIN)/pld data synth --out $(DATA) --speakers 150 --unknown-words 10
+	$(BIN)/pld data synth --out $(DATA) --speakers 300 --val-fraction 0.3 --test-fraction 0.3 --unknown-words 10
 
 demo: install data
 	$(BIN)/pld run configs/quickstart.yaml

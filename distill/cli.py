@@ -88,10 +88,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
         ("rate_range", args.rate_range), ("vtl_range", args.vtl_range), ("placement", args.placement),
         ("center_jitter_ms", args.center_jitter_ms), ("pause_ms", args.pause_ms),
         ("heldout_val_voices", _voices_arg(args.heldout_val_voices)),
-        ("heldout_test_voices", _voices_arg(args.heldout_test_voices))) if value is not None}
+        ("heldout_test_voices", _voices_arg(args.heldout_test_voices)), ("val_fraction", args.val_fraction),
+        ("test_fraction", args.test_fraction), ("engines", _engines_arg(args.engines)),
+        ("heldout_engine_val", args.heldout_engine_val), ("heldout_engine_test", args.heldout_engine_test),
+        ("unseen_engine_speakers", args.unseen_engine_speakers)) if value is not None}
     synthesize_corpus(args.out, seed=args.seed, speakers=args.speakers, repeats=args.repeats, workers=args.workers,
                       unknown_words=UNKNOWN_WORDS[:args.unknown_words], overwrite=args.overwrite, **given)
     return 0
+
+
+def _engines_arg(value: str | None) -> dict[str, float] | None:
+    """--engines: "espeak=2,festival=1,pico=1" (a name alone weighs 1)."""
+    if value is None:
+        return None
+    weights = {}
+    for item in (part.strip() for part in value.split(",") if part.strip()):
+        name, _, weight = item.partition("=")
+        try:
+            weights[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"--engines: {item!r} is not ENGINE or ENGINE=WEIGHT") from None
+    return weights
 
 
 def _voices_arg(value: str | None) -> int | str | None:
@@ -272,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "(en-029,en-us-nyc); 0: none (default 1)")
     synth.add_argument("--heldout-test-voices", metavar="N|VOICES",
                        help="voices only test speakers have, listed in testing_unseen_voice_list.txt (default 2)")
+    synth.add_argument("--val-fraction", type=float, help="share of the seen speakers in validation (default 0.1)")
+    synth.add_argument("--test-fraction", type=float, help="share of the seen speakers in test (default 0.1)")
+    synth.add_argument("--engines", metavar="ENGINE=W,...",
+                       help="engines of the seen speakers and their weights, of espeak, festival, pico, hibari "
+                            "(default espeak=2,festival=1,pico=1)")
+    synth.add_argument("--heldout-engine-val", metavar="ENGINE[:FAMILY]",
+                       help="engine or voice family of the validation unseen-engine part (default festival:czech)")
+    synth.add_argument("--heldout-engine-test", metavar="ENGINE[:FAMILY]",
+                       help="engine or voice family of the test unseen-engine part (default hibari)")
+    synth.add_argument("--unseen-engine-speakers", type=int, metavar="N",
+                       help="speakers of each unseen-engine part, 12 clips each (default 36; 0: no such parts)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
     synth.set_defaults(func=cmd_synth)

@@ -81,6 +81,7 @@ import numpy as np
 import soundfile as sf
 
 from distill.names import KEYWORDS, NOISE_DIR
+from distill.data.engines import ENGINES, check_engine, engine_voices, parse_family, speak_batch
 from distill.data.espeak import (ESPEAK_RATE, MAX_RATE, MIN_RATE, check_fresh_state, check_voices,
                                  espeak_paths, espeak_synthesize, make_voice_dir)
 
@@ -102,9 +103,14 @@ TESTING_UNSEEN_LIST = "testing_unseen_voice_list.txt"
 MANIFEST = "synth_manifest.csv"
 SYNTH_JSON = "synth.json"
 IN_PROGRESS = ".synth_in_progress"  # marks a half-written corpus that we may clean up
-MANIFEST_COLUMNS = ("path", "word", "speaker", "voice", "variant", "pitch", "rate", "vtl_factor",
-                    "split", "unseen_voice", "speech_start_ms", "speech_end_ms", "speech_cut_ms",
-                    "gain_db", "snr_db", "noise_file")
+MANIFEST_COLUMNS = ("path", "word", "speaker", "engine", "voice", "variant", "pitch", "rate", "tempo",
+                    "vtl_factor", "split", "part", "unseen_voice", "speech_start_ms", "speech_end_ms",
+                    "speech_cut_ms", "gain_db", "snr_db", "noise_file")
+PARTS = ("seen", "unseen_accent", "unseen_engine")  # manifest `part`: what of the speaker training knows
+# The unseen-engine parts: prepared 12-class test sets (the layout of name: speech_commands_test), in
+# folders the Speech Commands loader never reads as words (a leading underscore), so never trained on.
+UNSEEN_ENGINE_DIRS = {"validation": "_unseen_engine_validation_", "testing": "_unseen_engine_test_"}
+UNKNOWN_LABEL, SILENCE_LABEL = "_unknown_", "_silence_"  # a prepared test set's other two folders
 SPLITS = ("train", "validation", "testing")
 
 # Every English voice of the bundled espeak-ng data (en-Shaw is a spelling variant, not an accent).
@@ -116,6 +122,18 @@ HELDOUT_CANDIDATES: tuple[str, ...] = ("en-gb-x-rp", "en-gb-scotland", "en-gb-x-
 HELDOUT_VAL_VOICES = 1    # default: voices only validation speakers have
 HELDOUT_TEST_VOICES = 2   # default: voices only test speakers have
 UNSEEN_SHARE = 0.5        # of the validation / test speakers, this share (rounded up) has one
+# Engines of the seen speakers (train, validation, test), by weight; espeak also speaks the unseen
+# accents. The unseen-engine parts hold out whole engines or whole families (engines.parse_family).
+ENGINE_WEIGHTS: dict[str, float] = {"espeak": 2.0, "festival": 1.0, "pico": 1.0}
+HELDOUT_ENGINE_VAL = "festival:czech"   # the validation part's engine family
+HELDOUT_ENGINE_TEST = "hibari"          # the test part's: a whole engine, the one neural voice
+UNSEEN_ENGINE_SPEAKERS = 36             # speakers of each unseen-engine part (12 clips each: >= 400)
+# Voices no speaker gets: unintelligible to a recogniser of human speech (benchmarks/intelligibility.py)
+# or unable to slow down to read-command pace (upc_ca_ona_hts), or crashing Festival (czech_machac:
+# "malloc(): corrupted top size" on some words, even alone in a process).
+EXCLUDED_VOICES = {("festival", "upc_ca_ona_hts"), ("festival", "czech_machac")}
+TEMPO_RANGE = {"festival": (1.4, 2.1), "pico": (1.1, 1.6), "hibari": (1.1, 1.6)}  # duration factor
+PICO_PITCH_RANGE = (0.8, 1.25)          # pico's pitch factor per speaker
 # Timbre variants (files in espeak-ng-data/voices/!v). Left out on purpose: the robotic or
 # effect voices, and those whose output clips at full scale or runs much slower than the rest.
 VARIANTS: tuple[str, ...] = (
@@ -180,7 +198,14 @@ class Speaker:
     rate: int           # base words per minute
     vtl: float          # vocal-tract factor (see VTL_RANGE)
     split: str          # train / validation / testing
-    unseen_voice: bool  # the voice is held out: no training speaker has it
+    unseen_voice: bool  # the voice (an espeak accent) is held out: no training speaker has it
+    engine: str = "espeak"
+    tempo: float = 1.0  # festival / pico / hibari: duration factor (espeak: `rate` instead)
+    unseen_engine: bool = False  # the engine or family is held out: an unseen-engine part
+
+    @property
+    def part(self) -> str:
+        return "unseen_engine" if self.unseen_engine else "unseen_accent" if self.unseen_voice else "seen"
 
 
 HeldoutVoices = int | str | Sequence[str]
@@ -265,23 +290,79 @@ def _vtl_on_grid(factor: float) -> float:
     return round(round(ESPEAK_RATE * factor / VTL_GRID_HZ) * VTL_GRID_HZ / ESPEAK_RATE, 6)
 
 
+def _deal_engines(members: Sequence[int], weights: dict[str, float]) -> dict[int, str]:
+    """Engines dealt to `members` in order, by smooth weighted round robin: every prefix of the
+    members holds each engine in proportion to its weight, to within one speaker."""
+    engines = [e for e, w in weights.items() if w > 0]
+    total = sum(weights[e] for e in engines)
+    credit = {e: 0.0 for e in engines}
+    dealt = {}
+    for i in members:
+        for e in engines:
+            credit[e] += weights[e]
+        pick = max(engines, key=lambda e: credit[e])  # the first, on a tie
+        credit[pick] -= total
+        dealt[i] = pick
+    return dealt
+
+
+def _check_engines(engines: dict[str, float]) -> dict[str, float]:
+    try:
+        weights = {str(e): float(w) for e, w in dict(engines).items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"engines must map engine names to weights, got {engines!r}") from None
+    unknown = [e for e in weights if e not in ENGINES]
+    if unknown or any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise ValueError(f"engines must give weights >= 0 (one > 0) to engines of {list(ENGINES)}, got {engines!r}")
+    return weights
+
+
+def seen_voices(engine: str, held_out: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """The voices of `engine` that seen speakers may have: all but the held-out families' and
+    EXCLUDED_VOICES (espeak's: VOICES; its held-out accents are dealt separately)."""
+    taken = {v for e, voices in held_out if e == engine for v in voices}
+    return [v for v in engine_voices(engine, VOICES) if v not in taken and (engine, v) not in EXCLUDED_VOICES]
+
+
 def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
                   heldout_val_voices: HeldoutVoices = HELDOUT_VAL_VOICES,
                   heldout_test_voices: HeldoutVoices = HELDOUT_TEST_VOICES,
                   rate_range: Sequence[int] = RATE_RANGE,
-                  vtl_range: Sequence[float] = VTL_RANGE) -> list[Speaker]:
-    """n speakers with their splits. Whole speakers go to one split; ordering by the
+                  vtl_range: Sequence[float] = VTL_RANGE,
+                  engines: dict[str, float] | None = None,
+                  heldout_engine_val: str = HELDOUT_ENGINE_VAL, heldout_engine_test: str = HELDOUT_ENGINE_TEST,
+                  unseen_engine_speakers: int = 0) -> list[Speaker]:
+    """n seen speakers with their splits, then `unseen_engine_speakers` validation and as many
+    test speakers of the held-out engines. Whole speakers go to one split; ordering by the
     (hash-like) id makes the choice random but reproducible. Of the validation (test)
-    speakers, the first UNSEEN_SHARE by id speak the held-out validation (test) voices; all
-    other speakers share the training voices, and the validation / test ones among them only
-    voices some training speaker has. Within each of these groups voices are dealt
-    round-robin and each voice's variants from a seeded permutation, so a voice's first
-    len(VARIANTS) speakers all differ in timbre. The id, pitch, rate and vocal-tract factor
-    of speaker i depend only on (seed, i); the voice also on the group it falls in."""
+    speakers, the first UNSEEN_SHARE by id speak the held-out validation (test) espeak accents;
+    the other seen speakers get engines by `engines`' weights (default ENGINE_WEIGHTS; training
+    speakers first, so each split holds every engine in proportion) and share the voices
+    that no unseen part holds. Within each group voices are dealt round-robin, and each espeak
+    voice's variants from a seeded permutation, so a voice's first len(VARIANTS) speakers all
+    differ in timbre. The id, pitch, rate, tempo and vocal-tract factor of speaker i depend
+    only on (seed, i); the voice also on the group it falls in. With engines {"espeak": 1} and
+    no unseen-engine speakers, the speakers are those of an espeak-only corpus."""
     rate_lo, rate_hi = _range("rate_range", rate_range, MIN_RATE, MAX_RATE)
     if not (rate_lo.is_integer() and rate_hi.is_integer()):
         raise ValueError(f"rate_range must be whole words per minute, got {rate_range!r}")
     vtl_lo, vtl_hi = _range("vtl_range", vtl_range, 0.5, 2.0)
+    weights = _check_engines(ENGINE_WEIGHTS if engines is None else engines)
+    if unseen_engine_speakers < 0:
+        raise ValueError(f"unseen_engine_speakers must be >= 0, got {unseen_engine_speakers}")
+    held_engines = {split: (engine, tuple(v for v in voices if (engine, v) not in EXCLUDED_VOICES))
+                    for split, (engine, voices) in (("validation", parse_family(heldout_engine_val, VOICES)),
+                                                    ("testing", parse_family(heldout_engine_test, VOICES)))}
+    if set(held_engines["validation"][1]) & set(held_engines["testing"][1]) \
+            and held_engines["validation"][0] == held_engines["testing"][0]:
+        raise ValueError(f"heldout_engine_val {heldout_engine_val!r} and heldout_engine_test "
+                         f"{heldout_engine_test!r} share voices: the two unseen-engine parts must differ")
+    held_out = list(held_engines.values()) if unseen_engine_speakers else []
+    pools = {e: seen_voices(e, held_out) for e in weights if weights[e] > 0}
+    empty = [e for e, voices in pools.items() if not voices]
+    if empty:
+        raise ValueError(f"engine(s) {empty} have no voice left for seen speakers once the unseen-engine parts "
+                         f"({heldout_engine_val!r}, {heldout_engine_test!r}) are held out; give them weight 0")
     n_val, n_test = _split_counts(n, val_fraction, test_fraction)
     val_voices, test_voices = heldout_voices(seed, heldout_val_voices, heldout_test_voices)
     for voices, count, option, fraction in (
@@ -291,7 +372,8 @@ def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction
             raise ValueError(f"{option} {list(voices)} need speakers of their split, but {fraction} "
                              f"is 0; set {option}=0 too")
 
-    ids = _speaker_ids(seed, n)
+    m = unseen_engine_speakers
+    ids = _speaker_ids(seed, n + 2 * m)
     by_id = sorted(range(n), key=lambda i: ids[i])
     val_idx, test_idx = by_id[:n_val], by_id[n_val:n_val + n_test]
     split = {i: "train" for i in range(n)}
@@ -302,35 +384,69 @@ def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction
         group.update({i: "validation" for i in val_idx[:math.ceil(n_val * UNSEEN_SHARE)]})
     if test_voices:
         group.update({i: "testing" for i in test_idx[:math.ceil(n_test * UNSEEN_SHARE)]})
+    # training speakers first, so that a seen validation / test voice is one training has
+    ordered = sorted(range(n), key=lambda i: (split[i] != "train", i))
+    engine_of = {i: "espeak" for i in range(n)}
+    engine_of.update(_deal_engines([i for i in ordered if group[i] == "seen"], weights))
     group_voices = {"seen": tuple(v for v in VOICES if v not in val_voices + test_voices),
                     "validation": val_voices, "testing": test_voices}
 
     voice_of: dict[int, tuple[str, str]] = {}
     for name, voices in group_voices.items():
-        # training speakers first, so that a "seen" validation / test voice is one training has
-        members = sorted((i for i in range(n) if group[i] == name),
-                         key=lambda i: (split[i] != "train", i))
+        members = [i for i in ordered if group[i] == name and engine_of[i] == "espeak"]
         if not members:
             continue
-        voices = [voices[j] for j in _rng(seed, "voices", name).permutation(len(voices))]
-        # the voices training speakers have (none in a held-out group: then all of its voices)
-        heard = voices[:sum(split[i] == "train" for i in members)] or voices
-        variant_order = {v: _rng(seed, "variants", v).permutation(len(VARIANTS)) for v in voices}
-        dealt = {v: 0 for v in voices}
-        for j, i in enumerate(members):
-            voice = voices[j % len(voices)] if split[i] == "train" else heard[j % len(heard)]
-            voice_of[i] = (voice, VARIANTS[variant_order[voice][dealt[voice] % len(VARIANTS)]])
-            dealt[voice] += 1
+        voice_of.update(_deal_espeak(seed, name, voices, members, [split[i] == "train" for i in members]))
+    for engine in pools:
+        if engine != "espeak":
+            members = [i for i in ordered if group[i] == "seen" and engine_of[i] == engine]
+            voice_of.update(_deal_voices(seed, f"{engine} seen", pools[engine], members))
+    for k, part_split in enumerate(("validation", "testing")):
+        members = list(range(n + k * m, n + (k + 1) * m))
+        engine, voices = held_engines[part_split]
+        split.update({i: part_split for i in members})
+        engine_of.update({i: engine for i in members})
+        if engine == "espeak":
+            voice_of.update(_deal_espeak(seed, f"unseen engine {part_split}", voices, members, [False] * m))
+        else:
+            voice_of.update(_deal_voices(seed, f"{engine} {part_split}", list(voices), members))
 
     speakers = []
-    for i in range(n):
+    for i in range(n + 2 * m):
         rng = _rng(seed, "speaker", i)
         pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
         rate = int(rng.integers(int(rate_lo), int(rate_hi) + 1))
         vtl = _vtl_on_grid(rng.uniform(vtl_lo, vtl_hi))
+        engine, tempo = engine_of[i], 1.0
+        if engine != "espeak":  # drawn after the espeak draws: an espeak speaker's stream is unchanged
+            tempo = round(float(rng.uniform(*TEMPO_RANGE[engine])), 4)
+            pitch = int(round(100 * rng.uniform(*PICO_PITCH_RANGE))) if engine == "pico" else 0
+            rate = 0
         speakers.append(Speaker(i, ids[i], *voice_of[i], pitch, rate, vtl, split[i],
-                                group[i] != "seen"))
+                                group.get(i, "seen") != "seen", engine, tempo, i >= n))
     return speakers
+
+
+def _deal_espeak(seed: int, name: str, voices: Sequence[str], members: Sequence[int],
+                 in_train: Sequence[bool]) -> dict[int, tuple[str, str]]:
+    """espeak voices and variants for `members` of one group: voices round-robin; a member not
+    in training only gets voices some training member of the group has (all, if none trains)."""
+    voices = [voices[j] for j in _rng(seed, "voices", name).permutation(len(voices))]
+    heard = voices[:sum(in_train)] or voices
+    variant_order = {v: _rng(seed, "variants", v).permutation(len(VARIANTS)) for v in voices}
+    dealt = {v: 0 for v in voices}
+    out = {}
+    for j, (i, trains) in enumerate(zip(members, in_train)):
+        voice = voices[j % len(voices)] if trains else heard[j % len(heard)]
+        out[i] = (voice, VARIANTS[variant_order[voice][dealt[voice] % len(VARIANTS)]])
+        dealt[voice] += 1
+    return out
+
+
+def _deal_voices(seed: int, name: str, voices: Sequence[str], members: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """Voices of an engine without variants, round-robin over a seeded permutation."""
+    order = [voices[j] for j in _rng(seed, "voices", name).permutation(len(voices))]
+    return {i: (order[j % len(order)], "") for j, i in enumerate(members)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -405,28 +521,86 @@ def speech_bounds(x: np.ndarray, frame: int = 80) -> tuple[int, int]:
     return int(active[0] * frame), int(min(len(x), (active[-1] + 1) * frame))
 
 
+def _trimmed(x: np.ndarray, orig_rate: int, what: str) -> np.ndarray:
+    """x resampled from orig_rate to SAMPLE_RATE, trimmed to its speech (speech_bounds)."""
+    x = _resample(x, orig_rate)
+    start, end = speech_bounds(x)
+    if end <= start:
+        raise RuntimeError(f"{what} produced silence")
+    return x[start:end]
+
+
+def _cut(speech: np.ndarray) -> np.ndarray:
+    """The last resort for a word longer than MAX_SPEECH_S: cut, fading out over 10 ms."""
+    max_len = int(MAX_SPEECH_S * SAMPLE_RATE)
+    if len(speech) <= max_len:
+        return speech
+    speech = speech[:max_len].copy()
+    speech[-160:] *= np.linspace(1.0, 0.0, 160)
+    return speech
+
+
+def _vtl_rate(rate: int, vtl: float) -> int:
+    """The rate a recording at `rate` is read as, to scale formants and pitch by `vtl`."""
+    return int(round(rate * vtl / VTL_GRID_HZ)) * VTL_GRID_HZ
+
+
 def speak_word(word: str, voice: str, variant: str, rate: int, pitch: int, vtl: float = 1.0,
                data_path: str | None = None, noise_seed: int = 0) -> tuple[np.ndarray, int]:
     """The trimmed spoken word at SAMPLE_RATE (float64), and the speaking rate used. espeak's
     output is resampled as if it had been recorded at ESPEAK_RATE x vtl (rounded to
     VTL_GRID_HZ): formants and pitch x vtl, duration / vtl. `noise_seed`: breath noise."""
-    orig_rate = int(round(ESPEAK_RATE * vtl / VTL_GRID_HZ)) * VTL_GRID_HZ
+    orig_rate = _vtl_rate(ESPEAK_RATE, vtl)
     rate = int(np.clip(rate, MIN_RATE, MAX_RATE))  # espeak would clamp it silently
     max_len = int(MAX_SPEECH_S * SAMPLE_RATE)
     for _ in range(4):
-        x = _resample(espeak_synthesize(word, voice, variant, rate, pitch, data_path, noise_seed)
-                      / 32768.0, orig_rate)
-        start, end = speech_bounds(x)
-        if end <= start:
-            raise RuntimeError(f"espeak-ng produced silence for {word!r} ({voice}+{variant})")
-        speech = x[start:end]
+        speech = _trimmed(espeak_synthesize(word, voice, variant, rate, pitch, data_path, noise_seed) / 32768.0,
+                          orig_rate, f"espeak-ng for {word!r} ({voice}+{variant})")
         if len(speech) <= max_len or rate >= MAX_RATE:
             break
         rate = min(MAX_RATE, math.ceil(rate * len(speech) / max_len * 1.05))  # speak faster
-    if len(speech) > max_len:  # last resort: cut, fading out over 10 ms to avoid a click
-        speech = speech[:max_len].copy()
-        speech[-160:] *= np.linspace(1.0, 0.0, 160)
-    return speech, rate
+    return _cut(speech), rate
+
+
+def take_params(seed: int, spk: Speaker, word: str, k: int) -> tuple[np.random.Generator, dict[str, Any]]:
+    """The random stream of take k of `word` by `spk`, and the engine settings drawn from it
+    first: espeak's rate and pitch (+- jitter) and breath-noise seed, the other engines' tempo
+    (+- jitter) and seed."""
+    rng = _rng(seed, "clip", spk.index, word, k)
+    if spk.engine == "espeak":
+        rate = int(round(spk.rate * rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)))
+        pitch = int(np.clip(spk.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
+        return rng, dict(rate=rate, pitch=pitch, noise_seed=int(rng.integers(2**31)))
+    tempo = round(spk.tempo * float(rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)), 4)
+    return rng, dict(tempo=tempo, pitch=spk.pitch, noise_seed=int(rng.integers(2**31)))
+
+
+Spoken = dict[tuple[str, int], tuple[np.ndarray, float]]  # (word, take) -> (trimmed speech, tempo used)
+
+
+def speak_takes(seed: int, spk: Speaker, takes: Sequence[tuple[str, int]]) -> Spoken:
+    """A festival / pico / hibari speaker's takes, spoken in one batch per round: a word longer
+    than MAX_SPEECH_S is spoken again faster (up to 3 times), then cut."""
+    params = {t: take_params(seed, spk, *t)[1] for t in takes}
+    tempo = {t: params[t]["tempo"] for t in takes}
+    max_len = int(MAX_SPEECH_S * SAMPLE_RATE)
+    spoken: Spoken = {}
+    pending = list(takes)
+    for attempt in range(4):
+        raw = speak_batch(spk.engine, spk.voice, [w for w, _ in pending], [tempo[t] for t in pending],
+                          pitches=[spk.pitch / 100 for _ in pending], seeds=[params[t]["noise_seed"] for t in pending])
+        again = []
+        for t, (x, rate) in zip(pending, raw):
+            speech = _trimmed(x, _vtl_rate(rate, spk.vtl), f"{spk.engine} voice {spk.voice} for {t[0]!r}")
+            if len(speech) > max_len and attempt < 3:
+                tempo[t] = round(tempo[t] * max_len / len(speech) * 0.95, 4)
+                again.append(t)
+            else:
+                spoken[t] = (_cut(speech), tempo[t])
+        pending = again
+        if not pending:
+            break
+    return spoken
 
 
 @dataclass(frozen=True)
@@ -457,15 +631,22 @@ def _noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
 
 def render_recording(seed: int, spk: Speaker, word: str, k: int,
                      noises: Sequence[tuple[str, np.ndarray]], opts: RenderOptions,
-                     data_path: str | None = None) -> tuple[np.ndarray, int, int, dict[str, Any]]:
+                     data_path: str | None = None, spoken: Spoken | None = None
+                     ) -> tuple[np.ndarray, int, int, dict[str, Any]]:
     """`word` said by `spk` (take k) over background noise, as float64: the recording (the
     clip itself for uniform / center, longer for loudest), the word's [start, end) sample in
-    it, and the manifest facts known so far."""
-    rng = _rng(seed, "clip", spk.index, word, k)
-    rate = int(round(spk.rate * rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)))
-    pitch = int(np.clip(spk.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
-    speech, rate = speak_word(word, spk.voice, spk.variant, rate, pitch, spk.vtl, data_path,
-                              noise_seed=int(rng.integers(2**31)))
+    it, and the manifest facts known so far. A festival / pico / hibari speaker's speech comes
+    from `spoken` (speak_takes)."""
+    rng, take = take_params(seed, spk, word, k)
+    if spk.engine == "espeak":
+        speech, rate = speak_word(word, spk.voice, spk.variant, take["rate"], take["pitch"], spk.vtl, data_path,
+                                  noise_seed=take["noise_seed"])
+        engine_info = dict(rate=rate, pitch=take["pitch"], tempo="")
+    else:
+        if spoken is None or (word, k) not in spoken:
+            raise ValueError(f"render_recording: {spk.engine} speech of {word!r} take {k} must come from speak_takes")
+        speech, tempo = spoken[(word, k)]
+        engine_info = dict(rate="", pitch=spk.pitch if spk.engine == "pico" else "", tempo=tempo)
     n = len(speech)
     gain_db = float(rng.uniform(*GAIN_DB))
     speech = speech * (10 ** (gain_db / 20) / np.abs(speech).max())
@@ -489,17 +670,17 @@ def render_recording(seed: int, spk: Speaker, word: str, k: int,
     p_speech, p_noise = np.mean(speech ** 2), np.mean(bg ** 2)
     recording = bg * math.sqrt(p_speech / (max(p_noise, 1e-20) * 10 ** (snr / 10)))
     recording[at:at + n] += speech
-    info = dict(voice=spk.voice, variant=spk.variant, pitch=pitch, rate=rate, vtl_factor=spk.vtl,
+    info = dict(engine=spk.engine, voice=spk.voice, variant=spk.variant, **engine_info, vtl_factor=spk.vtl,
                 gain_db=gain_db, snr_db=round(snr, 2), noise_file=noise_name)
     return recording, at, at + n, info
 
 
 def render_clip(seed: int, spk: Speaker, word: str, k: int, noises: Sequence[tuple[str, np.ndarray]],
-                opts: RenderOptions, data_path: str | None = None
+                opts: RenderOptions, data_path: str | None = None, spoken: Spoken | None = None
                 ) -> tuple[np.ndarray, dict[str, Any]]:
     """1 s of `word` said by `spk` (take k) over background noise, as float64 in [-1, 1], and
     its manifest facts (the word's position inside the clip, what the clip edges cut off)."""
-    recording, a, b, info = render_recording(seed, spk, word, k, noises, opts, data_path)
+    recording, a, b, info = render_recording(seed, spk, word, k, noises, opts, data_path, spoken)
     start = loudest_window(recording) if opts.placement == "loudest" else 0
     clip = recording[start:start + CLIP_SAMPLES].copy()
     peak = np.abs(clip).max()
@@ -540,18 +721,35 @@ def _worker_init(out: str, seed: int, words: tuple[str, ...], repeats: int, opts
         _worker["error"] = e
 
 
+def speaker_words(spk: Speaker, words: Sequence[str]) -> list[str]:
+    """What a speaker says: every word; an unseen-engine speaker the keywords and one other word
+    (in turn), the share of _unknown_ clips in a 12-class test set."""
+    if not spk.unseen_engine:
+        return list(words)
+    others = [w for w in words if w not in KEYWORDS]
+    return [w for w in words if w in KEYWORDS] + ([others[spk.index % len(others)]] if others else [])
+
+
+def clip_path(spk: Speaker, word: str, k: int) -> str:
+    if spk.unseen_engine:  # a prepared test set: one folder per label
+        label = word if word in KEYWORDS else UNKNOWN_LABEL
+        return f"{UNSEEN_ENGINE_DIRS[spk.split]}/{label}/{spk.id}_nohash_{k}.wav"
+    return f"{word}/{spk.id}_nohash_{k}.wav"
+
+
 def _speaker_task(spk: Speaker) -> list[dict[str, Any]]:
     w = _worker
     if "error" in w:
         raise w["error"]
+    takes = [(word, k) for word in speaker_words(spk, w["words"]) for k in range(w["repeats"])]
+    spoken = speak_takes(w["seed"], spk, takes) if spk.engine != "espeak" else None
     rows = []
-    for word in w["words"]:
-        for k in range(w["repeats"]):
-            clip, info = render_clip(w["seed"], spk, word, k, w["noises"], w["opts"], w["data_path"])
-            rel = f"{word}/{spk.id}_nohash_{k}.wav"
-            _write_pcm16(w["out"] / rel, clip)
-            rows.append(dict(path=rel, word=word, speaker=spk.id, split=spk.split,
-                             unseen_voice=int(spk.unseen_voice), **info))
+    for word, k in takes:
+        clip, info = render_clip(w["seed"], spk, word, k, w["noises"], w["opts"], w["data_path"], spoken)
+        rel = clip_path(spk, word, k)
+        _write_pcm16(w["out"] / rel, clip)
+        rows.append(dict(path=rel, word=word, speaker=spk.id, split=spk.split, part=spk.part,
+                         unseen_voice=int(spk.unseen_voice), **info))
     return rows
 
 
@@ -570,7 +768,7 @@ def _check_words(unknown_words: Sequence[str]) -> tuple[str, ...]:
 
 
 def _remove_generated(out: Path, words: Sequence[str]) -> None:
-    for name in (*words, NOISE_DIR):
+    for name in (*words, NOISE_DIR, *UNSEEN_ENGINE_DIRS.values()):
         shutil.rmtree(out / name, ignore_errors=True)
     for name in (SYNTH_JSON, MANIFEST, VALIDATION_LIST, TESTING_LIST, VALIDATION_UNSEEN_LIST,
                  TESTING_UNSEEN_LIST, IN_PROGRESS):
@@ -661,12 +859,22 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
                       vtl_range: Sequence[float] = VTL_RANGE, placement: str = PLACEMENT,
                       center_jitter_ms: float = CENTER_JITTER_MS,
                       pause_ms: Sequence[float] = PAUSE_MS, noise_seconds: float = 30.0,
-                      snr_db: tuple[float, float] = (5.0, 30.0), workers: int | None = None,
+                      snr_db: tuple[float, float] = (5.0, 30.0),
+                      engines: dict[str, float] | None = None,
+                      heldout_engine_val: str = HELDOUT_ENGINE_VAL, heldout_engine_test: str = HELDOUT_ENGINE_TEST,
+                      unseen_engine_speakers: int = UNSEEN_ENGINE_SPEAKERS, workers: int | None = None,
                       progress: bool = True, overwrite: bool = False) -> dict:
     """Write a Speech-Commands-layout corpus to `out` and return the content of synth.json.
 
-    Every speaker says every word (KEYWORDS + unknown_words) `repeats` times. The output is
-    byte-identical for the same arguments whatever `workers` is (None = os.cpu_count()).
+    Every seen speaker says every word (KEYWORDS + unknown_words) `repeats` times. The output
+    is byte-identical for the same arguments whatever `workers` is (None = os.cpu_count()).
+
+    engines: weight of each engine among the seen speakers (default ENGINE_WEIGHTS).
+    heldout_engine_val / heldout_engine_test: "ENGINE" or "ENGINE:FAMILY" (engines.parse_family),
+        spoken only by the `unseen_engine_speakers` speakers of the validation / test
+        unseen-engine part, written as prepared 12-class test sets under UNSEEN_ENGINE_DIRS
+        (each speaker says the keywords and one other word; _silence_ is cut from the noise);
+        unseen_engine_speakers=0: no such parts.
 
     heldout_val_voices / heldout_test_voices: voices (accents) only validation / test
         speakers have -- a count drawn by seed from HELDOUT_CANDIDATES, or voice names;
@@ -702,7 +910,9 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
     spk_list = make_speakers(seed, speakers, val_fraction=val_fraction, test_fraction=test_fraction,
                              heldout_val_voices=heldout_val_voices,
                              heldout_test_voices=heldout_test_voices, rate_range=rate_range,
-                             vtl_range=vtl_range)  # ValueError if too few speakers or voices
+                             vtl_range=vtl_range, engines=engines, heldout_engine_val=heldout_engine_val,
+                             heldout_engine_test=heldout_engine_test,
+                             unseen_engine_speakers=unseen_engine_speakers)  # ValueError: a bad option
     val_voices, test_voices = heldout_voices(seed, heldout_val_voices, heldout_test_voices)
     workers = max(1, min(workers or os.cpu_count() or 1, len(spk_list)))
     rows: list[dict[str, Any]] = []
@@ -717,11 +927,14 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
     voice_root = Path(tempfile.mkdtemp(prefix="synth-espeak-"))
     try:
         data_path = make_voice_dir(voice_root, VOICES)
-        check_voices(data_path, [s.voice for s in spk_list], [s.variant for s in spk_list])
+        espeakers = [s for s in spk_list if s.engine == "espeak"]
+        check_voices(data_path, [s.voice for s in espeakers], [s.variant for s in espeakers])
+        for engine in sorted({s.engine for s in spk_list} - {"espeak"}):
+            check_engine(engine, sorted({s.voice for s in spk_list if s.engine == engine}))
         _prepare_out(out, words, overwrite)  # only now touch `out`: all checks have passed
         noise_names = tuple(write_background_noise(out, seed, noise_seconds))
-        for word in words:
-            (out / word).mkdir(exist_ok=True)
+        for folder in {str(Path(clip_path(spk, w, 0)).parent) for spk in spk_list for w in speaker_words(spk, words)}:
+            (out / folder).mkdir(parents=True, exist_ok=True)
         init_args = (str(out), seed, words, repeats, opts, noise_names, data_path)
         _render_speakers(spk_list, workers, init_args, collect)
     finally:
@@ -732,28 +945,30 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
                                      (TESTING_LIST, "testing", False),
                                      (VALIDATION_UNSEEN_LIST, "validation", True),
                                      (TESTING_UNSEEN_LIST, "testing", True)):
-        _write_lines(out / name, [r["path"] for r in rows
-                                  if r["split"] == split and (r["unseen_voice"] or not unseen_only)])
+        _write_lines(out / name, [r["path"] for r in rows if r["split"] == split and r["part"] != "unseen_engine"
+                                  and (r["unseen_voice"] or not unseen_only)])
+    silence = write_unseen_engine_silence(out, seed, spk_list, repeats, noise_names)
     with open(out / MANIFEST, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
+    listed = [r for r in rows if r["part"] != "unseen_engine"]  # the clips of the split lists
     per_word = {w: {s: 0 for s in SPLITS} for w in words}
-    for r in rows:
+    for r in listed:
         per_word[r["word"]][r["split"]] += 1
     splits = {}
     for s in SPLITS:
-        members = [spk for spk in spk_list if spk.split == s]
+        members = [spk for spk in spk_list if spk.split == s and not spk.unseen_engine]
         splits[s] = {"speakers": len(members),
                      "unseen_voice_speakers": sum(spk.unseen_voice for spk in members),
                      "clips": sum(c[s] for c in per_word.values()),
-                     "voices": {v: n for v in VOICES
-                                if (n := sum(spk.voice == v for spk in members))}}
-    stats = timing_stats(rows)
+                     "engines": {e: n for e in ENGINES if (n := sum(spk.engine == e for spk in members))},
+                     "voices": _count(f"{spk.engine}:{spk.voice}" for spk in members)}
+    stats = timing_stats(listed)
     elapsed = time.perf_counter() - t0
     meta = {
-        "format": "speech_commands_synth/2",
+        "format": "speech_commands_synth/3",
         "seed": seed,
         "params": dict(speakers=speakers, repeats=repeats, val_fraction=val_fraction,
                        test_fraction=test_fraction,
@@ -763,7 +978,11 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
                        pitch_range=list(PITCH_RANGE), rate_range=[int(r) for r in rate_range],
                        vtl_range=[float(v) for v in vtl_range], placement=placement,
                        center_jitter_ms=opts.center_jitter_ms, pause_ms=list(opts.pause_ms),
-                       max_speech_s=MAX_SPEECH_S),
+                       max_speech_s=MAX_SPEECH_S, engines=_check_engines(engines or ENGINE_WEIGHTS),
+                       heldout_engine_val=heldout_engine_val, heldout_engine_test=heldout_engine_test,
+                       unseen_engine_speakers=unseen_engine_speakers, tempo_range=TEMPO_RANGE,
+                       pico_pitch_range=list(PICO_PITCH_RANGE),
+                       excluded_voices=sorted(f"{e}:{v}" for e, v in EXCLUDED_VOICES)),
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
         "keywords": list(KEYWORDS),
@@ -776,7 +995,9 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
         "speakers_per_split": {s: splits[s]["speakers"] for s in SPLITS},
         "heldout_voices": {"validation": list(val_voices), "testing": list(test_voices)},
         "splits": splits,
+        "unseen_engine": unseen_engine_summary(spk_list, rows, silence),
         "stats": stats,
+        "stats_per_engine": {f"{e}/{part}": timing_stats(group) for (e, part), group in _groups(rows).items()},
         "speakers": [asdict(s) for s in spk_list],
         "workers": workers,
         "elapsed_s": round(elapsed, 2),
@@ -788,6 +1009,60 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
     if progress:
         print(_summary(meta, elapsed, out), file=sys.stderr, flush=True)
     return meta
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["engine"], r["part"]), []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def write_unseen_engine_silence(out: Path, seed: int, spk_list: Sequence[Speaker], repeats: int,
+                                noise_names: Sequence[str]) -> dict[str, int]:
+    """The _silence_ folder of each unseen-engine part: one 1 s stretch of a background-noise file
+    per speaker and take (the share of the 12-class test set), at a level drawn from -45..-20 dBFS."""
+    counts = {}
+    for split, folder in UNSEEN_ENGINE_DIRS.items():
+        n = sum(spk.unseen_engine and spk.split == split for spk in spk_list) * repeats
+        if not n:
+            continue
+        (out / folder / SILENCE_LABEL).mkdir(parents=True, exist_ok=True)
+        rng = _rng(seed, "unseen engine silence", split)
+        noises = [sf.read(str(out / NOISE_DIR / name), dtype="float64")[0] for name in noise_names]
+        for i in range(n):
+            x = _noise_segment(noises[int(rng.integers(len(noises)))], CLIP_SAMPLES, rng)
+            level = 10 ** (float(rng.uniform(-45.0, -20.0)) / 20)
+            _write_pcm16(out / folder / SILENCE_LABEL / f"silence_{i:04d}.wav",
+                         x * level / (np.sqrt(np.mean(x ** 2)) + 1e-12))
+        counts[split] = n
+    return counts
+
+
+def unseen_engine_summary(spk_list: Sequence[Speaker], rows: Sequence[dict[str, Any]],
+                          silence: dict[str, int]) -> dict[str, Any]:
+    """Per unseen-engine part: its folder (evaluate it as name: speech_commands_test), engine,
+    voices, speakers and clips per label kind."""
+    out = {}
+    for split, folder in UNSEEN_ENGINE_DIRS.items():
+        members = [spk for spk in spk_list if spk.unseen_engine and spk.split == split]
+        if not members:
+            continue
+        part_rows = [r for r in rows if r["part"] == "unseen_engine" and r["split"] == split]
+        keyword = sum(r["word"] in KEYWORDS for r in part_rows)
+        out[split] = {"path": folder, "engine": members[0].engine,
+                      "voices": _count(spk.voice for spk in members), "speakers": len(members),
+                      "clips": {"keywords": keyword, "unknown": len(part_rows) - keyword,
+                                "silence": silence.get(split, 0)},
+                      "clips_total": len(part_rows) + silence.get(split, 0)}
+    return out
 
 
 def _param(heldout: HeldoutVoices) -> int | list[str]:
@@ -807,4 +1082,6 @@ def _summary(meta: dict, elapsed: float, out: Path) -> str:
             f"edge {100 * st['share_cut_by_clip_edge']:.0f}%; speakers train/val/test "
             f"{sp['train']['speakers']}/{sp['validation']['speakers']}/{sp['testing']['speakers']}, "
             f"unseen voices val {held['validation']} ({sp['validation']['unseen_voice_speakers']} "
-            f"speakers), test {held['testing']} ({sp['testing']['unseen_voice_speakers']})")
+            f"speakers), test {held['testing']} ({sp['testing']['unseen_voice_speakers']})"
+            + "".join(f"; unseen engine {split} {u['engine']} {sorted(u['voices'])}: {u['clips_total']} clips in "
+                      f"{u['path']}/" for split, u in meta["unseen_engine"].items()))

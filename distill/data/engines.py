@@ -1,0 +1,116 @@
+"""The speech engines of the synthetic corpus, behind one call: `speak_batch`.
+
+| engine   | technique                                   | voices (families)                          | from |
+|----------|---------------------------------------------|--------------------------------------------|------|
+| espeak   | formant synthesis                           | 8 English accents x 48 timbre variants     | the espeakng-loader wheel (distill.data.espeak) |
+| festival | diphone, unit selection, HTS                | FESTIVAL_VOICES (english, czech, finnish, russian, italian, catalan) | Debian festival + festvox-* (distill.data.festival) |
+| pico     | SVOX Pico, HMM-based parametric             | en-US, en-GB                               | the py-nanotts wheel |
+| hibari   | neural (int8 ONNX, distilled from Kokoro)   | heart (US English)                         | the hibari-tts wheel |
+
+Never used, by design: flite (any voice), piper, and Festival's kal_diphone and
+cmu_us_slt_arctic_hts voices: they are kept for held-out evaluation outside the project.
+
+A *family* is a group of voices built alike (one language, one group of builders); a corpus
+holds out whole engines or whole families as its unseen-engine parts (`parse_family`).
+espeak is driven utterance by utterance (distill.data.synth.speak_word); the others speak a
+speaker's whole vocabulary in one call here, each utterance at its own tempo (a duration
+factor: 1 = the voice's own pace, 2 = twice as long) and, for pico, its pitch factor.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from distill.data.festival import FESTIVAL_VOICES, festival_synthesize
+
+ESPEAK_FAMILY = "english"
+PICO_VOICES = {"en-US": "english", "en-GB": "english"}
+HIBARI_VOICES = {"heart": "english"}  # the one voice inside the wheel; the others download, so are not offered
+PICO_RATE, HIBARI_RATE = 16_000, 24_000
+PICO_VOLUME = 0.5  # pico's default volume clips on single words
+
+
+def engine_voices(engine: str, espeak_voices: Sequence[str] = ()) -> dict[str, str]:
+    """voice -> family of `engine`."""
+    if engine == "espeak":
+        return {v: ESPEAK_FAMILY for v in espeak_voices}
+    if engine == "festival":
+        return {v: fam for v, (_, fam) in FESTIVAL_VOICES.items()}
+    if engine == "pico":
+        return dict(PICO_VOICES)
+    if engine == "hibari":
+        return dict(HIBARI_VOICES)
+    raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+
+
+ENGINES = ("espeak", "festival", "pico", "hibari")
+
+
+def parse_family(spec: str, espeak_voices: Sequence[str] = ()) -> tuple[str, tuple[str, ...]]:
+    """"ENGINE" (every voice of it) or "ENGINE:FAMILY" -> (engine, voices)."""
+    engine, _, family = str(spec).partition(":")
+    voices = engine_voices(engine, espeak_voices)  # ValueError for an unknown engine
+    chosen = tuple(v for v, f in voices.items() if not family or f == family)
+    if not chosen:
+        families = sorted(set(voices.values()))
+        raise ValueError(f"{spec!r}: engine {engine} has no voice family {family!r}; its families: {families}")
+    return engine, chosen
+
+
+@lru_cache(maxsize=1)
+def _pico():
+    try:
+        from py_nanotts import NanoTTS
+    except ImportError as e:
+        raise RuntimeError(f"the pico engine needs py-nanotts ({e}); install it with `pip install py-nanotts`") from e
+    return NanoTTS()
+
+
+@lru_cache(maxsize=1)
+def _hibari():
+    try:
+        from hibari import Hibari
+    except ImportError as e:
+        raise RuntimeError(f"the hibari engine needs hibari-tts ({e}); install it with `pip install hibari-tts`") from e
+    return Hibari(threads=1)
+
+
+def check_engine(engine: str, voices: Sequence[str]) -> None:
+    """Fail early, saying how to install it, if `engine` or one of `voices` cannot speak."""
+    if engine == "festival":
+        from distill.data.festival import check_voices
+        check_voices(voices)
+    elif engine == "pico":
+        _pico()
+    elif engine == "hibari":
+        _hibari()
+
+
+def speak_batch(engine: str, voice: str, texts: Sequence[str], tempos: Sequence[float],
+                pitches: Sequence[float] | None = None, seeds: Sequence[int] | None = None
+                ) -> list[tuple[np.ndarray, int]]:
+    """Each text spoken by `voice` of `engine` (festival, pico or hibari): (float64 samples in
+    [-1, 1], sample rate). tempo: duration factor; pitch: pico's pitch factor; seed: hibari's."""
+    n = len(texts)
+    pitches = list(pitches) if pitches is not None else [1.0] * n
+    seeds = list(seeds) if seeds is not None else [0] * n
+    if not (len(tempos) == len(pitches) == len(seeds) == n):
+        raise ValueError("speak_batch: one tempo, pitch and seed per text")
+    if engine == "festival":
+        return festival_synthesize(voice, texts, tempos)
+    if engine == "pico":
+        if voice not in PICO_VOICES:
+            raise ValueError(f"unknown pico voice {voice!r}; choose from {sorted(PICO_VOICES)}")
+        tts = _pico()
+        return [(np.frombuffer(tts.speak(t, voice=voice, speed=1.0 / tempo, pitch=float(p), volume=PICO_VOLUME),
+                               np.int16) / 32768.0, PICO_RATE) for t, tempo, p in zip(texts, tempos, pitches)]
+    if engine == "hibari":
+        if voice not in HIBARI_VOICES:
+            raise ValueError(f"unknown hibari voice {voice!r}; choose from {sorted(HIBARI_VOICES)}")
+        tts = _hibari()
+        return [(np.asarray(tts(t, speed=1.0 / tempo, seed=int(s)), dtype=np.float64), HIBARI_RATE)
+                for t, tempo, s in zip(texts, tempos, seeds)]
+    raise ValueError(f"speak_batch: engine {engine!r} is not a batch engine (festival, pico, hibari)")
