@@ -34,6 +34,7 @@ def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     corpus = root / "corpus"
     synthesize_corpus(corpus, seed=5, speakers=12, unknown_words=("bed", "bird", "cat", "dog"), workers=2,
+                      engines={"espeak": 1}, unseen_engine_speakers=0,
                       progress=False)
     config = {
         "name": "it", "seed": 1,

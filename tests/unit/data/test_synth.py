@@ -23,8 +23,10 @@ UNKNOWN = ("bed", "marvin", "sheila")
 WORDS = KEYWORDS + UNKNOWN
 NOISE_SECONDS = 10.0
 # 0.25: two validation and two test speakers, so each split has a held-out and a seen voice
+# espeak only: the engines and unseen-engine parts have their own tests (test_synth_engines.py)
 PARAMS = dict(seed=SEED, speakers=SPEAKERS, unknown_words=UNKNOWN, noise_seconds=NOISE_SECONDS,
-              val_fraction=0.25, test_fraction=0.25, progress=False)
+              val_fraction=0.25, test_fraction=0.25, progress=False, engines={"espeak": 1},
+              unseen_engine_speakers=0)
 LISTS = ("validation_list.txt", "testing_list.txt", "validation_unseen_voice_list.txt",
          "testing_unseen_voice_list.txt")
 NAME_RE = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
@@ -136,7 +138,7 @@ def test_heldout_voices_are_never_heard_in_training(corpus: tuple[Path, dict],
         assert info["unseen_voice_speakers"] == len(_speakers(unseen)) == 1
         assert info["speakers"] == len(_speakers(listed)) == 2
         assert sum(info["voices"].values()) == info["speakers"]
-    assert set(meta["splits"]["train"]["voices"]) == train_voices
+    assert set(meta["splits"]["train"]["voices"]) == {f"espeak:{v}" for v in train_voices}
     assert not [r for r in manifest if r["split"] == "train" and r["unseen_voice"] != "0"]
 
 
@@ -306,7 +308,8 @@ def test_existing_corpus_and_overwrite(tmp_path: Path, corpus: tuple[Path, dict]
     with pytest.raises(FileExistsError, match="not empty"):
         synthesize_corpus(foreign, **PARAMS, overwrite=True)
     assert (foreign / "yes").is_dir()  # untouched
-    small = dict(seed=1, speakers=3, noise_seconds=2.0, workers=1, progress=False)
+    small = dict(seed=1, speakers=3, noise_seconds=2.0, workers=1, progress=False, engines={"espeak": 1},
+                 unseen_engine_speakers=0)
     out = tmp_path / "small"
     synthesize_corpus(out, unknown_words=("bed",), **small)
     meta = synthesize_corpus(out, unknown_words=("cat",), overwrite=True, **small)

@@ -15,20 +15,21 @@ from distill.data import synth
 from distill.data.synth import heldout_voices, make_speakers, synthesize_corpus
 
 SEED = 7
+ESPEAK = {"espeak": 1}
 
 
 def test_speakers_stable_for_seed() -> None:
-    few, many = make_speakers(SEED, 3), make_speakers(SEED, 8)
+    few, many = make_speakers(SEED, 3, engines=ESPEAK), make_speakers(SEED, 8, engines=ESPEAK)
     # id, pitch, rate and vocal-tract factor of speaker i depend only on (seed, i)
     assert [(s.id, s.pitch, s.rate, s.vtl) for s in few] == [(s.id, s.pitch, s.rate, s.vtl) for s in many[:3]]
-    assert make_speakers(SEED, 8) == many
-    assert [s.id for s in make_speakers(SEED + 1, 3)] != [s.id for s in few]
+    assert make_speakers(SEED, 8, engines=ESPEAK) == many
+    assert [s.id for s in make_speakers(SEED + 1, 3, engines=ESPEAK)] != [s.id for s in few]
     with pytest.raises(ValueError, match="at least 3 speakers"):
         make_speakers(SEED, 2)  # no room for train
 
 
 def test_speaker_population_and_voice_disjoint_splits() -> None:
-    speakers = make_speakers(0, 150)
+    speakers = make_speakers(0, 150, engines=ESPEAK)
     val_voices, test_voices = heldout_voices(0)
     assert len(val_voices) == 1 and len(test_voices) == 2
     held = {*val_voices, *test_voices}
@@ -87,7 +88,7 @@ def test_heldout_voice_choice() -> None:
 def test_bad_options_fail_before_writing(tmp_path: Path, bad: dict, message: str) -> None:
     out = tmp_path / "never"
     with pytest.raises(ValueError, match=message):
-        synthesize_corpus(out, **{"speakers": 4, "progress": False, **bad})
+        synthesize_corpus(out, **{"speakers": 4, "progress": False, "unseen_engine_speakers": 0, **bad})
     assert not out.exists()
 
 
@@ -96,7 +97,8 @@ def test_cli_flags_reach_the_corpus(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["data", "synth", "--out", str(out), "--speakers", "3", "--unknown-words", "1",
                  "--workers", "1", "--seed", "2", "--placement", "center", "--center-jitter-ms", "20",
                  "--rate-range", "150", "160", "--vtl-range", "1", "1", "--pause-ms", "0", "100",
-                 "--heldout-val-voices", "en-029", "--heldout-test-voices", "0"]) == 0
+                 "--heldout-val-voices", "en-029", "--heldout-test-voices", "0", "--engines", "espeak",
+                 "--unseen-engine-speakers", "0"]) == 0
     meta = json.loads((out / "synth.json").read_text())
     p = meta["params"]
     assert (p["placement"], p["center_jitter_ms"], p["rate_range"], p["vtl_range"], p["pause_ms"]) == (

@@ -13,9 +13,10 @@ import pytest
 from distill.data import synth
 from distill.data.synth import synthesize_corpus
 
-FAST = dict(seed=3, speakers=6, unknown_words=("bed", "marvin"), noise_seconds=3.0, progress=False,
+ESPEAK = dict(engines={"espeak": 1}, unseen_engine_speakers=0)  # placement is the same for every engine
+FAST = dict(seed=3, speakers=6, unknown_words=("bed", "marvin"), noise_seconds=3.0, progress=False, **ESPEAK,
             placement="uniform", rate_range=(170, 200), heldout_val_voices=0, heldout_test_voices=0)
-CENTER = dict(seed=4, speakers=4, unknown_words=("sheila",), noise_seconds=3.0, progress=False,
+CENTER = dict(seed=4, speakers=4, unknown_words=("sheila",), noise_seconds=3.0, progress=False, **ESPEAK,
               placement="center", center_jitter_ms=50, heldout_val_voices=["en-029"],
               heldout_test_voices="en-us-nyc,en-gb-scotland")
 
