@@ -43,9 +43,20 @@ def pld(*args: str) -> str:
     return proc.stdout + proc.stderr
 
 
-def _eval_json(run_id: str, spec: str, name: str, split: str) -> str:
-    out = pld("eval", run_id, "--data", spec, "--split", split, "--name", name, "--json")
+def _eval_json(run_id: str, spec: str, name: str, split: str, tracking: str) -> str:
+    out = pld("eval", run_id, "--data", spec, "--split", split, "--name", name, "--json", "--tracking-uri", tracking)
     return out[out.index("["):out.rindex("]") + 1]
+
+
+def finished_chain(tracking: str, name: str) -> str | None:
+    import mlflow
+    client = mlflow.MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("pld")
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}' and "
+                              "attributes.status = 'FINISHED' and tags.`pld.kind` = 'chain'")
+    return runs[0].info.run_id if runs else None
 
 
 def main() -> int:
@@ -74,13 +85,16 @@ def main() -> int:
         if out.exists():
             continue
         data = str(Path(args.before_corpus if name == "before" else args.corpus).resolve())
-        sets = BASE + [f"data.path={data}", f"storage.root={work / 'runs'}",
-                       f"tracking.uri=sqlite:///{work / 'mlflow.db'}", f"name=choice-{name}"] + settings[name]
+        tracking = f"sqlite:///{work / 'mlflow.db'}"
+        sets = BASE + [f"data.path={data}", f"storage.root={work / 'runs'}", f"tracking.uri={tracking}",
+                       f"name=choice-{name}"] + settings[name]
         if args.epochs:
             sets.append(f"train.teacher_epochs={args.epochs}")
         t0 = time.time()
-        log = pld("run", args.config, "--new", *[x for s in sets for x in ("--set", s)])
-        run_id = re.findall(r"\b([0-9a-f]{32})\b", log)[0]
+        run_id = finished_chain(tracking, f"choice-{name}")  # trained before the evaluation stopped
+        if run_id is None:
+            log = pld("run", args.config, "--new", *[x for s in sets for x in ("--set", s)])
+            run_id = re.findall(r"chain run id: ([0-9a-f]{32})", log)[0]
         result = {"setting": name, "sets": settings[name], "corpus": data, "run_id": run_id,
                   "train_s": round(time.time() - t0, 1)}
         for key, spec, split in (("validation", f"speech_commands:{corpus}", "validation"),
@@ -88,7 +102,7 @@ def main() -> int:
                                  ("test", f"speech_commands:{corpus}", "test"),
                                  ("unseen_accent_test", str(unseen_accent), "test"),
                                  ("unseen_engine_test", f"speech_commands_test:{corpus}/_unseen_engine_test_", "test")):
-            rows = json.loads(_eval_json(run_id, spec, key, split))
+            rows = json.loads(_eval_json(run_id, spec, key, split, tracking))
             teacher = next(r for r in rows if r["stage"] == "teacher")
             result[key] = {p: round(teacher[f"acc_{p}"], 4) for p in ("window", "stream", "center")}
         out.write_text(json.dumps(result, indent=2) + "\n")
