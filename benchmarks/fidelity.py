@@ -71,10 +71,10 @@ from stats import (ahead, fmt, fmt_ci, fmt_per_seed, fmt_seed_pairs, markdown_ta
                    paired)
 
 DEFAULT_CONFIG = ROOT / "configs" / "fidelity.yaml"
-FULL_CORPUS = dict(seed=0, speakers=150, n_unknown=10)  # the Makefile's `make data`
+FULL_CORPUS = dict(seed=0, speakers=300, n_unknown=10, val_fraction=0.3, test_fraction=0.3)  # as `make data`
 # 16 speakers: 2 test speakers, one of them of an unseen voice (12 would give one test speaker,
 # of an unseen voice, so that the unseen-voice split would be the whole test split)
-QUICK_CORPUS = dict(seed=0, speakers=16, n_unknown=4)
+QUICK_CORPUS = dict(seed=0, speakers=16, n_unknown=4, unseen_engine_speakers=2)
 QUICK = {"chain.lengths_ms": [1000, 500], "chain.schedule": None, "train.epochs": 1, "train.teacher_epochs": 1}
 METRICS = {"window": "test_acc_window", "stream": "test_acc_stream", "center": "test_acc_center",
            "fa/h@90%": "test_fa_per_hour_at_90_recall"}

@@ -68,7 +68,7 @@ from stats import ahead, fmt, fmt_ci, markdown_table, mean_ci, paired, whole_wor
 DEFAULT_CONFIG = ROOT / "configs" / "fidelity.yaml"
 PROTOCOLS = ("stream", "window", "center")  # stream first: the protocol a deployed spotter runs
 METHODS = ("pld", "direct", "one_shot")
-FULL_CORPUS = dict(seed=0, speakers=150, n_unknown=10)  # quickstart size, as `make data`
+FULL_CORPUS = dict(seed=0, speakers=150, n_unknown=10)  # the size of `make data` before the multi-engine corpus
 QUICK_CORPUS = dict(seed=0, speakers=12, n_unknown=4)
 
 

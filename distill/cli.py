@@ -9,7 +9,9 @@
   pld export RUN_ID [--stage NAME] [--out DIR] [--register NAME] [--no-int8] [--tracking-uri URI]
   pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T] [--json] [--tracking-uri URI]
   pld data check SPEC [--json]
-  pld data synth --out DIR [--seed N] [--speakers N] [--repeats N] [--unknown-words N] [--rate-range LO HI]
+  pld data synth --out DIR [--seed N] [--speakers N] [--val-fraction F] [--test-fraction F] [--repeats N] [--unknown-words N]
+                 [--engines ENGINE=W,...] [--heldout-engine-val ENGINE[:FAMILY]] [--heldout-engine-test ENGINE[:FAMILY]]
+                 [--unseen-engine-speakers N] [--rate-range LO HI]
                  [--vtl-range LO HI] [--placement uniform|center|loudest] [--center-jitter-ms MS] [--pause-ms LO HI]
                  [--heldout-val-voices N|VOICES] [--heldout-test-voices N|VOICES] [--workers N] [--overwrite]
 
