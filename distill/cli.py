@@ -8,6 +8,8 @@
   pld compare RUN_ID RUN_ID … [--tracking-uri URI]
   pld export RUN_ID [--stage NAME] [--out DIR] [--register NAME] [--no-int8] [--tracking-uri URI]
   pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T] [--json] [--tracking-uri URI]
+  pld study STUDY.yaml [--records DIR] [--tracking-uri URI] [--address ADDR] [--verbose]
+  pld study report STUDY.yaml [--records DIR] [--out DIR]
   pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--val-fraction F] [--test-fraction F] [--repeats N] [--unknown-words N]
                  [--engines ENGINE=W,...] [--heldout-engine-val ENGINE[:FAMILY]] [--heldout-engine-test ENGINE[:FAMILY]]
@@ -169,6 +171,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return predict_files(spotter, card, args.audio, hop_ms=args.hop_ms, threshold=args.threshold, as_json=args.json)
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from distill.study.spec import load_study
+
+    target = list(args.target)
+    report = target[0] == "report" and len(target) == 2
+    if len(target) != 1 and not report:
+        raise ValueError("usage: pld study STUDY.yaml [...] or pld study report STUDY.yaml [...]")
+    if args.out and not report:
+        raise ValueError("--out is an option of pld study report")
+    study = load_study(target[-1])
+    from distill.study.run import default_records_dir, default_report_dir
+
+    records = args.records or default_records_dir(study)
+    if report:
+        from distill.study.report import write_report
+
+        out = args.out or default_report_dir(study)
+        data = write_report(study, records, out)
+        n = sum(len(c["seeds"]) for c in data["cells"])
+        print(f"study report: {out}/report.md (and report.json, figures) from {n} record(s) in {records}")
+        return 0
+    from distill.study.run import run_study
+
+    run_study(study, records_dir=records, tracking=args.tracking_uri, address=args.address, verbose=args.verbose)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from distill.data.base import build_source_index, parse_data_spec
     from distill.data.check import report, report_json, scan
@@ -260,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="JSON lines, one detection each")
     add_connection_args(pr, ray=False)
     pr.set_defaults(func=cmd_predict)
+
+    st = sub.add_parser("study", usage="pld study [report] STUDY.yaml [--records DIR] [--out DIR] "
+                                       "[--tracking-uri URI] [--address ADDR] [--verbose]", help="run a study (every cell x seed as a chain, one record each; finished ones "
+                                      "reused), or `pld study report STUDY.yaml` for its tables and figures")
+    st.add_argument("target", nargs="+", metavar="[report] STUDY.yaml", help="the study file, after `report` for the report")
+    st.add_argument("--records", help="records folder (default: <study file's folder>/<study name>/records)")
+    st.add_argument("--out", help="report: output folder (default: <study file's folder>/<study name>/report)")
+    add_connection_args(st)
+    st.set_defaults(func=cmd_study)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="scan a dataset: clips per label and split, every problem "

@@ -133,3 +133,20 @@ def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test",
                     f"eval/{prefix}.md")
     client.set_tag(parent.info.run_id, f"pld.eval.{prefix}", f"{options.name}:{options.path}")
     return rows
+
+
+def eval_set_clips(options: DatasetOptions, *, labels: list[str], sample_rate: int, clip_ms: int,
+                   split: str = "test", say: Callable[[str], None] = print):
+    """The clips of an evaluation set as a chain's models read them: ``(clip ids, waveforms,
+    class indices of labels)``, read on this machine with ingestion's quarantine rules, at the
+    chain's sample rate and clip length; clips of labels the models lack are skipped (said)."""
+    options = options.model_copy(update={"sample_rate": int(sample_rate), "clip_ms": int(clip_ms)})
+    index = _select(build_source_index(options), split, list(labels), say)
+    scanned = scan(index, options, keep_waveforms=True)
+    say(f"{options.name} at {options.path}, split {split}: "
+        + describe(scanned.good["split"].value_counts().to_dict(), scanned.total,
+                   quarantine_reasons(scanned.quarantine), dict(scanned.applied)))
+    check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the quarantined files")
+    lookup = {label: i for i, label in enumerate(labels)}
+    return ([str(c) for c in scanned.good["clip_id"]], scanned.waveforms,
+            scanned.good["label"].map(lookup).to_numpy().astype("int64"))

@@ -64,3 +64,33 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
 @ray.remote
 def evaluate_task(model_dir: str, test: tuple[np.ndarray, np.ndarray], **kwargs) -> dict[str, Any]:
     return evaluate_model_dir(model_dir, test[0], test[1], **kwargs)
+
+
+def predict_model_dir(model_dir: str, waveforms: np.ndarray, *, hop_samples: int, batch_size: int, threads: int = 1,
+                      protocols: tuple[str, ...] = PROTOCOLS, use_gpu: bool = False) -> dict[str, np.ndarray]:
+    """Per-clip predicted class indices (of the model's label set) under each protocol: the
+    decisions ``evaluate_model_dir`` scores, kept clip by clip (``pld study`` pairs them)."""
+    import torch
+
+    from distill.core.checkpoint import load_model_dir
+    from distill.core.protocols import decide, protocol_starts, window_posteriors
+    from distill.runtime import storage
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        model, spec = load_model_dir(storage.local_copy(model_dir), map_location=device)
+        model.to(device)
+        out = {}
+        for protocol in protocols:
+            if len(waveforms) == 0:
+                out[protocol] = np.zeros(0, np.int64)
+                continue
+            starts = protocol_starts(waveforms, spec.input_samples, protocol, hop_samples)
+            posteriors = window_posteriors(model, waveforms, spec.input_samples, starts, batch_size=batch_size,
+                                           device=device)
+            out[protocol] = decide(posteriors, protocol, spec.silence_index).astype(np.int64)
+        return out
+    finally:
+        torch.set_num_threads(previous_threads)

@@ -120,10 +120,17 @@ def read_split(source_dir: str | Path, split: str) -> ray.data.Dataset:
 
 def load_split_arrays(source_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(waveforms, label indices) of a whole split, for evaluation on the driver."""
+    _, waves, labels = load_split_clips(source_dir, split)
+    return waves, labels
+
+
+def load_split_clips(source_dir: str | Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(clip ids, waveforms, label indices) of a whole split: ``load_split_arrays`` with each
+    clip's id, in the same order (``pld study`` records predictions clip by clip)."""
     fs, path = storage.filesystem(_split_dir(source_dir, split))
-    # pyarrow directly: a split is small enough for the driver, and a Ray job costs seconds here
-    table = pq.read_table(path, filesystem=fs, columns=["waveform", "label_index"])
+    table = pq.read_table(path, filesystem=fs, columns=["clip_id", "waveform", "label_index"])
     if table.num_rows == 0:
-        return np.zeros((0, 0), np.int16), np.zeros(0, np.int64)
+        return [], np.zeros((0, 0), np.int16), np.zeros(0, np.int64)
     waves = np.stack(table.column("waveform").to_numpy(zero_copy_only=False)).astype(np.int16, copy=False)
-    return waves, table.column("label_index").to_numpy().astype(np.int64)
+    return ([str(c) for c in table.column("clip_id").to_pylist()], waves,
+            table.column("label_index").to_numpy().astype(np.int64))

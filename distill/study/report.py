@@ -1,0 +1,255 @@
+"""``pld study report STUDY.yaml``: every table and figure of a study, from its records alone.
+
+No Ray and no MLflow store: the records (``records.py``) hold every clip's prediction, so
+accuracies, their intervals over seeds, the contrasts paired by seed and by clip, and the
+seeds a contrast needs are all computed here. Writes ``report.md``, ``report.json`` (the same
+numbers) and two PNG figures into the output folder.
+
+Only records of the study's current cells count: a record of a cell the study no longer has,
+or made with another resolved config (its fingerprint differs), is listed as left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from distill.study import stats
+from distill.study.records import TEST, CellRecord, cell_fingerprint, correct_by_seed, read_records
+from distill.study.spec import Study
+
+ACCURACY_FIGURE = "accuracy_by_length.png"
+CONTRAST_FIGURE = "contrasts.png"
+FIGURE_PROTOCOL = "stream"
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _pm(mean: float, half: float, digits: int = 3, signed: bool = False) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return text + (f" ± {half:.{digits}f}" if math.isfinite(half) else "")
+
+
+def current_records(study: Study, records: list[CellRecord]) -> tuple[dict[str, list[CellRecord]], list[str]]:
+    """The study's records by cell id (cells in the study's order, seeds ascending), and a line
+    for each record left out (another study, a cell it no longer has, another config or seed)."""
+    fingerprints = {(c.id, s): cell_fingerprint(study.resolved(c, s)) for c in study.cells() for s in study.seeds}
+    by_cell: dict[str, list[CellRecord]] = {c.id: [] for c in study.cells()}
+    left_out = []
+    for r in records:
+        where = f"{r.cell_id} seed {r.seed}"
+        if r.study != study.name:
+            left_out.append(f"{where}: of study {r.study!r}")
+        elif (r.cell_id, r.seed) not in fingerprints:
+            left_out.append(f"{where}: not a cell and seed of the study now")
+        elif fingerprints[(r.cell_id, r.seed)] != r.fingerprint:
+            left_out.append(f"{where}: made with another config (fingerprint {r.fingerprint}); run the study again")
+        else:
+            by_cell[r.cell_id].append(r)
+    for rs in by_cell.values():
+        rs.sort(key=lambda r: r.seed)
+    return by_cell, left_out
+
+
+def eval_sets(study: Study) -> list[str]:
+    return [TEST, *study.eval]
+
+
+def accuracy_by_seed(records: list[CellRecord], stage: str, protocol: str, eval_set: str) -> dict[int, float]:
+    out = {}
+    for r in records:
+        ev = r.evals.get(eval_set)
+        if ev is None or stage not in ev.predictions or protocol not in ev.predictions[stage] or not ev.targets:
+            continue
+        out[r.seed] = float(r.correct(stage, protocol, eval_set).mean())
+    return out
+
+
+def compute(study: Study, records: list[CellRecord], n_boot: int = 2000) -> dict[str, Any]:
+    """Every number of the report, as plain JSON-able data."""
+    by_cell, left_out = current_records(study, records)
+    cells = []
+    for cell in study.cells():
+        rs = by_cell[cell.id]
+        entry = {"cell": cell.id, "levels": cell.levels, "seeds": [r.seed for r in rs], "stages": []}
+        if rs:
+            first = rs[0]
+            for st in first.stages:
+                stage = {"stage": st.name, "method": st.method, "input_ms": st.input_ms, "accuracy": {}}
+                for ev in eval_sets(study):
+                    stage["accuracy"][ev] = {}
+                    for p in study.protocols:
+                        acc = accuracy_by_seed(rs, st.name, p, ev)
+                        mean, half = stats.mean_ci(acc.values())
+                        stage["accuracy"][ev][p] = {"mean": _num(mean), "ci95": _num(half), "n": len(acc),
+                                                    "by_seed": {str(k): v for k, v in acc.items()}}
+                label_agreement = [r_st.label_stats.get("agreement") for r in rs for r_st in r.stages
+                                   if r_st.name == st.name]
+                mean, half = stats.mean_ci(label_agreement)
+                stage["label_agreement"] = {"mean": _num(mean), "ci95": _num(half)}
+                entry["stages"].append(stage)
+        cells.append(entry)
+
+    contrasts = []
+    for contrast in study.contrasts:
+        for cell in study.cells():
+            rs = by_cell[cell.id]
+            a_stage, b_stage = contrast.stages(study.resolved(cell, study.seeds[0]))
+            for ev in eval_sets(study):
+                for p in study.protocols:
+                    a = accuracy_by_seed(rs, a_stage, p, ev)
+                    b = accuracy_by_seed(rs, b_stage, p, ev)
+                    mean, half, n = stats.paired_by_seed(a, b)
+                    diffs = stats.paired_diffs(a, b)
+                    both = [r for r in rs if r.seed in diffs]
+                    if both:
+                        _, ca = correct_by_seed(both, a_stage, p, ev)
+                        _, cb = correct_by_seed(both, b_stage, p, ev)
+                        boot = stats.paired_bootstrap(ca, cb, n_boot=n_boot)
+                    else:
+                        boot = (math.nan, math.nan, math.nan)
+                    contrasts.append({
+                        "contrast": str(contrast), "cell": cell.id, "eval": ev, "protocol": p,
+                        "a": a_stage, "b": b_stage, "mean": _num(mean), "ci95": _num(half), "n": n,
+                        "by_seed": {str(k): v for k, v in diffs.items()},
+                        "bootstrap": {"diff": _num(boot[0]), "lo": _num(boot[1]), "hi": _num(boot[2])},
+                        "power": stats.contrast_power_line(diffs)})
+    return {"study": study.name, "protocols": list(study.protocols), "eval_sets": eval_sets(study),
+            "seeds": list(study.seeds), "cells": cells, "contrasts": contrasts, "left_out": left_out,
+            "commits": sorted({f"{r.commit}{' (dirty)' if r.dirty else ''}" for rs in by_cell.values() for r in rs})}
+
+
+def markdown(data: dict[str, Any]) -> str:
+    protocols = data["protocols"]
+    lines = [f"# Study {data['study']}", ""]
+    n_records = sum(len(c["seeds"]) for c in data["cells"])
+    lines.append(f"{n_records} record(s) of {len(data['cells'])} cell(s) × {len(data['seeds'])} seed(s); "
+                 f"code: {', '.join(data['commits']) or 'none'}.")
+    missing = [c["cell"] for c in data["cells"] if len(c["seeds"]) < len(data["seeds"])]
+    if missing:
+        lines.append(f"Cells not complete yet: {', '.join(missing)}.")
+    for line in data["left_out"]:
+        lines.append(f"- left out: {line}")
+    lines.append("")
+    lines.append("Mean ± 95 % CI (Student t over seeds) of the accuracy per clip.")
+    for ev in data["eval_sets"]:
+        lines += ["", f"## Accuracy on {ev}", "",
+                  "| cell | stage | method@ms | seeds | " + " | ".join(protocols) + " | label agreement |",
+                  "|---|---|---|---|" + "---|" * len(protocols) + "---|"]
+        for cell in data["cells"]:
+            for st in cell["stages"]:
+                acc = st["accuracy"][ev]
+                ag = st["label_agreement"]
+                lines.append(f"| {cell['cell']} | {st['stage']} | {st['method']}@{st['input_ms']} | "
+                             f"{max((acc[p]['n'] for p in protocols), default=0)} | "
+                             + " | ".join(_pm(_f(acc[p]["mean"]), _f(acc[p]["ci95"])) for p in protocols)
+                             + f" | {_pm(_f(ag['mean']), _f(ag['ci95']))} |")
+    if data["contrasts"]:
+        lines += ["", "## Contrasts", "",
+                  "Paired by seed: mean of the per-seed differences ± 95 % CI (t). Per clip: the paired "
+                  "bootstrap over test clips (95 % percentile interval), the test set's own noise. "
+                  "Power: seeds a paired t-test (α 0.05, power 0.8) needs to resolve 0.03 and 0.05 "
+                  "at the measured spread."]
+        for ev in data["eval_sets"]:
+            rows = [c for c in data["contrasts"] if c["eval"] == ev]
+            lines += ["", f"### On {ev}", "",
+                      "| contrast | cell | protocol | seeds | paired by seed | per-clip bootstrap | power |",
+                      "|---|---|---|---|---|---|---|"]
+            for c in rows:
+                boot = c["bootstrap"]
+                boot_text = ("–" if boot["diff"] is None else
+                             f"{boot['diff']:+.3f} [{boot['lo']:+.3f}, {boot['hi']:+.3f}]")
+                lines.append(f"| {c['contrast']} | {c['cell']} | {c['protocol']} | {c['n']} | "
+                             f"{_pm(_f(c['mean']), _f(c['ci95']), signed=True)} | {boot_text} | {c['power']} |")
+    lines += ["", "## Figures", "", f"![accuracy by input length]({ACCURACY_FIGURE})", "",
+              f"![contrasts]({CONTRAST_FIGURE})", ""]
+    return "\n".join(lines)
+
+
+def _f(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+def figures(data: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    # accuracy against input length, one panel per method, one line per cell (stream, test split)
+    methods = []
+    for cell in data["cells"]:
+        for st in cell["stages"]:
+            m = "pld" if st["method"] == "teacher" else st["method"]
+            if m not in methods:
+                methods.append(m)
+    protocol = FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(4.5 * max(1, len(methods)), 3.8), squeeze=False,
+                             sharey=True)
+    for ax, method in zip(axes[0], methods or ["pld"]):
+        for cell in data["cells"]:
+            pts = sorted((st["input_ms"], st["accuracy"][TEST][protocol]) for st in cell["stages"]
+                         if ("pld" if st["method"] == "teacher" else st["method"]) == method)
+            pts = [(x, a) for x, a in pts if a["mean"] is not None]
+            if pts:
+                ax.errorbar([x for x, _ in pts], [a["mean"] for _, a in pts],
+                            yerr=[_f(a["ci95"]) if a["ci95"] is not None else 0 for _, a in pts],
+                            marker="o", capsize=3, label=cell["cell"])
+        ax.set_title(f"{method} ({protocol}, {TEST})")
+        ax.set_xlabel("input length (ms)")
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (mean ± 95 % CI over seeds)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / ACCURACY_FIGURE)
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # each contrast per cell, paired by seed with its CI, one marker per protocol (test split)
+    names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"]))
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(max(4.5, 1.4 * len(data["cells"]) + 2) * max(1, len(names)),
+                                                              3.8), squeeze=False)
+    cell_ids = [c["cell"] for c in data["cells"]]
+    for ax, name in zip(axes[0], names or ["(no contrasts)"]):
+        for j, p in enumerate(data["protocols"]):
+            rows = {c["cell"]: c for c in data["contrasts"] if c["contrast"] == name and c["protocol"] == p
+                    and c["eval"] == TEST}
+            xs = [i + (j - (len(data["protocols"]) - 1) / 2) * 0.15 for i in range(len(cell_ids))]
+            ys = [_f(rows[c]["mean"]) if c in rows else math.nan for c in cell_ids]
+            es = [(_f(rows[c]["ci95"]) if c in rows and rows[c]["ci95"] is not None else 0) for c in cell_ids]
+            ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=p)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(cell_ids)))
+        ax.set_xticklabels(cell_ids, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{name} ({TEST})")
+        ax.set_ylabel("difference (paired by seed, 95 % CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / CONTRAST_FIGURE)
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write_report(study: Study, records_dir: str | Path, out: str | Path, n_boot: int = 2000) -> dict[str, Any]:
+    """``report.md``, ``report.json`` and the figures in ``out``, from the records in ``records_dir``."""
+    out = Path(out)
+    records = read_records(records_dir)
+    if not records:
+        raise FileNotFoundError(f"{records_dir}: no study records yet (run pld study first)")
+    data = compute(study, records, n_boot=n_boot)
+    out.mkdir(parents=True, exist_ok=True)
+    figures(data, out)
+    (out / "report.md").write_text(markdown(data), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n",
+                                     encoding="utf-8")
+    return data

@@ -1,0 +1,194 @@
+"""``pld study STUDY.yaml``: every cell × seed of a study run as an ordinary chain, one record each.
+
+For each (cell, seed), in the study's order: if ``records_dir`` already holds its record with
+the fingerprint of the cell's resolved config, the run is reused, never retrained. Otherwise
+its chain runs through the platform (``runtime/chain.py:run_chain``: Ray, MLflow; a chain
+left unfinished by a stopped study is resumed there), its MLflow chain run tagged with the
+study, cell and seed; then every stage's model predicts every clip of the chain's test split
+and of each of the study's ``eval:`` sets, under every protocol, and the record (metrics and
+label statistics from the stage runs, predictions per clip) is written at once. A stopped
+study loses only the chain in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from distill.config import ExperimentConfig
+from distill.study.records import (TEST, CellRecord, RecordError, cell_fingerprint, read_record, record_path,
+                                   write_record)
+from distill.study.spec import Cell, Study
+
+# MLflow tags of a study's chain runs (docs/mlflow.md's pld.* namespace)
+STUDY_TAG = "pld.study"
+CELL_TAG = "pld.study.cell"
+SEED_TAG = "pld.study.seed"
+
+# stage-run metrics that describe the stage's relabelled dataset, not its model: record key
+LABEL_METRICS = {"label_agreement": "agreement", "relabel_to_silence": "to_silence", "relabel_to_unknown": "to_unknown",
+                 "crops": "crops", "dropped_low_confidence": "dropped_low_confidence"}
+# per-epoch curves and timings: not results
+NOT_STAGE_METRICS = ("train_loss", "val_acc")
+
+
+@dataclass
+class StudySummary:
+    reused: list[tuple[str, int]] = field(default_factory=list)
+    ran: list[tuple[str, int]] = field(default_factory=list)
+    chain_runs: dict[tuple[str, int], str] = field(default_factory=dict)  # (cell, seed) -> chain run id
+    stopped: bool = False  # stop_after ended the study before every run was done
+    records_dir: str = ""
+
+    @property
+    def remaining(self) -> int:
+        return self._total - len(self.reused) - len(self.ran)
+
+    _total: int = 0
+
+
+def git_state(where: str | Path | None = None) -> tuple[str, bool]:
+    """(commit, dirty) of the checkout holding ``where`` (default: this package); ("unknown",
+    False) outside a checkout or without git."""
+    where = Path(where) if where else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=30)
+        if commit.returncode != 0:
+            return "unknown", False
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True,
+                                timeout=60)
+        return commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else False
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def existing_record(records_dir: str | Path, cell: Cell, seed: int, fingerprint: str,
+                    say: Callable[[str], None]) -> CellRecord | None:
+    """The run's record if it holds this very resolved config; a stale or unreadable one is said
+    and run again (its file is replaced when the new record is written)."""
+    path = record_path(records_dir, cell.id, seed)
+    if not path.is_file():
+        return None
+    try:
+        record = read_record(path)
+    except RecordError as exc:
+        say(f"study: {exc}; running it again")
+        return None
+    if record.fingerprint != fingerprint:
+        say(f"study: {path} was made with another config (fingerprint {record.fingerprint} ≠ {fingerprint}); "
+            "running it again")
+        return None
+    return record
+
+
+def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = None, address: str | None = None,
+              say: Callable[[str], None] = print, stop_after: int | None = None,
+              verbose: bool = False) -> StudySummary:
+    """Run every cell × seed not already recorded; ``stop_after``: stop after that many new chains."""
+    records_dir = Path(records_dir)
+    commit, dirty = git_state()
+    todo = [(cell, seed) for cell in study.cells() for seed in study.seeds]
+    summary = StudySummary(records_dir=str(records_dir), _total=len(todo))
+    eval_cache: dict = {}
+    for i, (cell, seed) in enumerate(todo, start=1):
+        cfg = study.resolved(cell, seed)
+        fingerprint = cell_fingerprint(cfg)
+        where = f"[{i}/{len(todo)}] {cell.id} seed {seed}"
+        if existing_record(records_dir, cell, seed, fingerprint, say) is not None:
+            say(f"study {study.name}: {where}: reused (record {record_path(records_dir, cell.id, seed)})")
+            summary.reused.append((cell.id, seed))
+            continue
+        if stop_after is not None and len(summary.ran) >= stop_after:
+            summary.stopped = True
+            say(f"study {study.name}: stopped after {len(summary.ran)} new chain(s); "
+                f"{summary.remaining} run(s) left (run the study again to continue)")
+            break
+        say(f"study {study.name}: {where}: running chain {cfg.name} (fingerprint {fingerprint})")
+        t = time.perf_counter()
+        from distill.runtime.chain import run_chain
+
+        result = run_chain(cfg, tracking=tracking, address=address, say=say, verbose=verbose,
+                           tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed)})
+        record = chain_record(study, cell, seed, cfg, result, commit=commit, dirty=dirty, say=say,
+                              eval_cache=eval_cache)
+        path = write_record(records_dir, record)
+        summary.ran.append((cell.id, seed))
+        summary.chain_runs[(cell.id, seed)] = result.parent_run_id
+        say(f"study {study.name}: {where}: recorded {path} ({time.perf_counter() - t:.0f} s)")
+    else:
+        say(f"study {study.name}: all {len(todo)} run(s) recorded ({len(summary.ran)} new, "
+            f"{len(summary.reused)} reused) in {records_dir}")
+    return summary
+
+
+def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, result, *, commit: str, dirty: bool,
+                 say: Callable[[str], None] = print, eval_cache: dict | None = None) -> CellRecord:
+    """The record of a finished chain (``result``, a ``ChainResult``): its stages' metrics and
+    label statistics from their MLflow runs, and every stage's per-clip predictions on the test
+    split and the study's eval sets."""
+    import mlflow
+
+    from distill.core.checkpoint import load_model_dir
+    from distill.core.crops import num_samples
+    from distill.runtime import storage
+    from distill.runtime.chain_eval import eval_set_clips
+    from distill.runtime.evaluate import predict_model_dir
+    from distill.runtime.source import load_split_clips
+    from distill.stages import plan_chain
+
+    client = mlflow.MlflowClient()  # run_chain pointed mlflow at the chain's store
+    run_ids = {row["stage"]: row["run_id"] for row in result.rows}
+    plan = plan_chain(cfg)
+    model_dirs = {s.name: storage.join(result.run_dir, "stages", s.name, "model") for s in plan}
+    _, spec = load_model_dir(storage.local_copy(model_dirs[plan[0].name]))
+    labels = list(spec.labels)
+    stages = []
+    for s in plan:
+        metrics = client.get_run(run_ids[s.name]).data.metrics
+        stages.append({"name": s.name, "method": "teacher" if s.kind == "teacher" else s.method, "kind": s.kind,
+                       "input_ms": s.input_ms,
+                       "metrics": {k: float(v) for k, v in metrics.items()
+                                   if k not in LABEL_METRICS and k not in NOT_STAGE_METRICS},
+                       "label_stats": {LABEL_METRICS[k]: float(v) for k, v in metrics.items() if k in LABEL_METRICS}})
+
+    sets = {TEST: load_split_clips(storage.join(result.run_dir, "source"), "test")}
+    cache = eval_cache if eval_cache is not None else {}
+    for name, options in study.eval.items():
+        key = (name, cfg.data.sample_rate, cfg.data.clip_ms, tuple(labels))
+        if key not in cache:
+            cache[key] = eval_set_clips(options, labels=labels, sample_rate=cfg.data.sample_rate,
+                                        clip_ms=cfg.data.clip_ms, say=lambda line, n=name: say(f"   eval {n}: {line}"))
+        sets[name] = cache[key]
+    hop = num_samples(cfg.eval.stream_hop_ms, cfg.data.sample_rate)
+    threads = max(1, int(cfg.train.cpus_per_worker), min(os.cpu_count() or 1, 4))
+    evals = {}
+    for set_name, (clip_ids, waves, targets) in sets.items():
+        predictions = {}
+        for s in plan:
+            by_protocol = predict_model_dir(model_dirs[s.name], waves, hop_samples=hop, batch_size=cfg.eval.batch_size,
+                                            threads=threads)
+            predictions[s.name] = {p: v.tolist() for p, v in by_protocol.items()}
+        evals[set_name] = {"clip_ids": list(clip_ids), "targets": [int(t) for t in targets],
+                           "predictions": predictions}
+        if set_name != TEST:
+            final = plan[-1].name
+            acc = (sum(int(a == b) for a, b in zip(predictions[final]["stream"], targets)) / len(targets)
+                   if len(targets) else float("nan"))
+            say(f"   eval {set_name}: {len(clip_ids)} clips; {final} stream accuracy {acc:.4f}")
+    return CellRecord(study=study.name, cell_id=cell.id, levels=dict(cell.levels), seed=seed,
+                      fingerprint=cell_fingerprint(cfg), commit=commit, dirty=dirty,
+                      resolved_config=cfg.model_dump(mode="json"), labels=labels, stages=stages, evals=evals)
+
+
+def default_records_dir(study: Study) -> Path:
+    """``<study file's folder>/<study name>/records``."""
+    return study.path.parent / study.name / "records"
+
+
+def default_report_dir(study: Study) -> Path:
+    """``<study file's folder>/<study name>/report``."""
+    return study.path.parent / study.name / "report"

@@ -1,0 +1,156 @@
+"""The study report from hand-made records: its numbers are the statistics computed here
+independently, records of another config are left out, and the figures are written. No Ray,
+no MLflow; about a second."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from distill.study.records import CellRecord, cell_fingerprint, write_record
+from distill.study.report import ACCURACY_FIGURE, CONTRAST_FIGURE, write_report
+from distill.study.spec import load_study
+from distill.study.stats import paired_bootstrap
+
+BASE = """\
+name: base
+data: {name: speech_commands, path: data/synth-sc}
+model: {name: tiny}
+chain: {lengths_ms: [1000, 500], baselines: [direct]}
+train: {epochs: 1}
+"""
+
+STUDY = """\
+name: toy
+base: base.yaml
+seeds: [0, 1, 2]
+axes:
+  labels:
+    mixed: {labels.original_weight: 0.5}
+    teacher: {labels.original_weight: 0.0}
+contrasts: ["pld@500 - direct@500"]
+protocols: [stream, center]
+eval:
+  unseen: {name: speech_commands_test, path: data/unseen}
+"""
+
+LABELS = ["_silence_", "_unknown_", "yes", "no"]
+N_CLIPS = 40
+STAGES = [("teacher", "teacher", "teacher", 1000), ("student_500ms", "pld", "student", 500),
+          ("direct_500ms", "direct", "baseline", 500)]
+# the chance each stage gets a clip right, per cell
+SKILL = {"labels=mixed": {"teacher": 0.95, "student_500ms": 0.8, "direct_500ms": 0.7},
+         "labels=teacher": {"teacher": 0.95, "student_500ms": 0.6, "direct_500ms": 0.7}}
+
+
+def predictions(rng, targets, p):
+    targets = np.asarray(targets)
+    right = rng.random(len(targets)) < p
+    return np.where(right, targets, (targets + 1) % len(LABELS)).tolist()
+
+
+def make(study, cell, seed, rng, clips=N_CLIPS):
+    cfg = study.resolved(cell, seed)
+    clip_ids = [f"c{i:03d}" for i in range(clips)]
+    targets = [i % len(LABELS) for i in range(clips)]
+    evals = {}
+    for ev in ("test", "unseen"):
+        evals[ev] = {"clip_ids": clip_ids, "targets": targets,
+                     "predictions": {name: {p: predictions(rng, targets, SKILL[cell.id][name])
+                                            for p in ("stream", "center")} for name, *_ in STAGES}}
+    return CellRecord(study=study.name, cell_id=cell.id, levels=cell.levels, seed=seed,
+                      fingerprint=cell_fingerprint(cfg), commit="abc123", dirty=False,
+                      resolved_config=cfg.model_dump(mode="json"), labels=LABELS,
+                      stages=[{"name": n, "method": m, "kind": k, "input_ms": ms, "metrics": {},
+                               "label_stats": {"agreement": 0.7 + 0.01 * seed} if k != "teacher" else {}}
+                              for n, m, k, ms in STAGES],
+                      evals=evals)
+
+
+@pytest.fixture
+def study_records(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "study.yaml").write_text(textwrap.dedent(STUDY))
+    study = load_study(tmp_path / "study.yaml")
+    rng = np.random.default_rng(7)
+    records = [make(study, cell, seed, rng) for cell in study.cells() for seed in study.seeds]
+    for r in records:
+        write_record(tmp_path / "records", r)
+    return study, records, tmp_path
+
+
+def acc(record, stage, protocol, ev="test"):
+    e = record.evals[ev]
+    return float(np.mean(np.asarray(e.predictions[stage][protocol]) == np.asarray(e.targets)))
+
+
+def t_ci(xs):
+    xs = np.asarray(xs, float)
+    return xs.mean(), sps.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / math.sqrt(len(xs))
+
+
+def test_the_report_numbers_are_the_statistics_of_the_records(study_records):
+    study, records, tmp = study_records
+    data = write_report(study, tmp / "records", tmp / "report", n_boot=500)
+    for cell in study.cells():
+        rs = [r for r in records if r.cell_id == cell.id]
+        (entry,) = [c for c in data["cells"] if c["cell"] == cell.id]
+        assert entry["seeds"] == [0, 1, 2]
+        for st in entry["stages"]:
+            for ev in ("test", "unseen"):
+                for p in ("stream", "center"):
+                    mean, half = t_ci([acc(r, st["stage"], p, ev) for r in rs])
+                    got = st["accuracy"][ev][p]
+                    assert got["mean"] == pytest.approx(mean) and got["ci95"] == pytest.approx(half)
+        for p in ("stream", "center"):
+            (row,) = [c for c in data["contrasts"] if c["cell"] == cell.id and c["protocol"] == p and c["eval"] == "test"]
+            diffs = [acc(r, "student_500ms", p) - acc(r, "direct_500ms", p) for r in rs]
+            mean, half = t_ci(diffs)
+            assert (row["a"], row["b"], row["n"]) == ("student_500ms", "direct_500ms", 3)
+            assert row["mean"] == pytest.approx(mean) and row["ci95"] == pytest.approx(half)
+            ca = np.vstack([r.correct("student_500ms", p) for r in rs])
+            cb = np.vstack([r.correct("direct_500ms", p) for r in rs])
+            diff, lo, hi = paired_bootstrap(ca, cb, n_boot=500)
+            assert diff == pytest.approx(mean)  # the same clips under every seed: the same mean difference
+            assert (row["bootstrap"]["lo"], row["bootstrap"]["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+            assert row["power"].startswith(f"sd {np.std(diffs, ddof=1):.3f} over 3 seeds: 0.03 needs ")
+
+    md = (tmp / "report" / "report.md").read_text()
+    for cell in study.cells():
+        assert f"| {cell.id} | student_500ms | pld@500 |" in md
+        assert f"| pld@500 - direct@500 | {cell.id} | stream | 3 |" in md
+    assert "## Accuracy on unseen" in md and "### On unseen" in md
+    assert json.loads((tmp / "report" / "report.json").read_text()) == json.loads(json.dumps(data))
+    for name in (ACCURACY_FIGURE, CONTRAST_FIGURE):
+        png = (tmp / "report" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_records_of_another_config_or_cell_are_left_out_and_said(study_records):
+    study, records, tmp = study_records
+    stale = records[0].model_dump()
+    cfg = study.resolved(study.cells()[0], 0).model_dump(mode="json")
+    cfg["train"]["epochs"] = 9
+    from distill.study.records import fingerprint_of
+
+    stale.update(resolved_config=cfg, fingerprint=fingerprint_of(cfg))
+    write_record(tmp / "records", CellRecord.model_validate(stale))  # replaces seed 0 of the first cell
+    data = write_report(study, tmp / "records", tmp / "report", n_boot=100)
+    first = data["cells"][0]
+    assert first["seeds"] == [1, 2]
+    assert any("made with another config" in line for line in data["left_out"])
+    md = (tmp / "report" / "report.md").read_text()
+    assert "left out: labels=mixed seed 0: made with another config" in md
+    assert "Cells not complete yet: labels=mixed." in md
+
+
+def test_no_records_is_one_clear_error(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "study.yaml").write_text(textwrap.dedent(STUDY))
+    with pytest.raises(FileNotFoundError, match="no study records yet"):
+        write_report(load_study(tmp_path / "study.yaml"), tmp_path / "records", tmp_path / "report")
