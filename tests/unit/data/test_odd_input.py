@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 from collections import Counter
@@ -122,15 +121,22 @@ def test_every_odd_file_is_a_clip_or_a_counted_quarantine_with_its_reason(odd):
 
 def test_pld_data_check_of_the_odd_folder_counts_everything_without_a_traceback(odd, tmp_path):
     root, kinds = odd
-    proc = subprocess.run([sys.executable, "-m", "distill.cli", "data", "check", f"folder:{root}", "--json"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    # A fresh wrapper process runs the check as its only child and writes that child's peak RSS:
+    # this process's RUSAGE_CHILDREN would also hold every earlier test's subprocesses.
+    peak_file = tmp_path / "peak_kib"
+    wrapper = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+               "sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", wrapper, str(peak_file), sys.executable, "-m", "distill.cli", "data",
+                           "check", f"folder:{root}", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]  # problems found: scripts can gate on it
     assert "Traceback" not in proc.stderr
     report = json.loads(proc.stdout)
     assert report["files"] == len(kinds) == report["clips"] + len(report["problems"])
     assert sum(p["problem"].startswith("file name is not valid UTF-8") for p in report["problems"]) == 20
     # the 10-minute file is read as one clip's frames, not whole: the check stays small
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mib = int(peak_file.read_text()) / 1024
     assert peak_mib < 2048, peak_mib
 
 
