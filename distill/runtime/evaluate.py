@@ -25,7 +25,6 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     from distill.names import SILENCE, UNKNOWN
     from distill.core.detection import keyword_spotting_metrics
     from distill.core.models import count_macs, latency_per_decision
-    from distill.core.protocols import decide, protocol_starts, window_posteriors
     from distill.runtime import storage
 
     previous_threads = torch.get_num_threads()
@@ -35,14 +34,10 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     model.to(device)
     input_samples = spec.input_samples
     n_classes = len(spec.labels)
-    silence_index = spec.silence_index
     out: dict[str, Any] = {"confusion": {}}
-    posteriors = {}
-    for protocol in PROTOCOLS:
-        starts = protocol_starts(waveforms, input_samples, protocol, hop_samples)
-        posteriors[protocol] = window_posteriors(model, waveforms, input_samples, starts, batch_size=batch_size,
-                                                 device=device)
-        pred = decide(posteriors[protocol], protocol, silence_index)
+    posteriors, decisions = protocol_decisions(model, spec, waveforms, hop_samples=hop_samples, batch_size=batch_size,
+                                               device=device)
+    for protocol, pred in decisions.items():
         out[f"test_acc_{protocol}"] = float((pred == labels).mean()) if len(labels) else float("nan")
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
         np.add.at(confusion, (np.asarray(labels, dtype=np.int64), pred.astype(np.int64)), 1)
@@ -66,6 +61,20 @@ def evaluate_task(model_dir: str, test: tuple[np.ndarray, np.ndarray], **kwargs)
     return evaluate_model_dir(model_dir, test[0], test[1], **kwargs)
 
 
+def protocol_decisions(model, spec, waveforms: np.ndarray, *, hop_samples: int, batch_size: int, device,
+                       protocols: tuple[str, ...] = PROTOCOLS) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per protocol, a loaded model's window posteriors on ``waveforms`` and its decision per clip."""
+    from distill.core.protocols import decide, protocol_starts, window_posteriors
+
+    posteriors, decisions = {}, {}
+    for protocol in protocols:
+        starts = protocol_starts(waveforms, spec.input_samples, protocol, hop_samples)
+        posteriors[protocol] = window_posteriors(model, waveforms, spec.input_samples, starts, batch_size=batch_size,
+                                                 device=device)
+        decisions[protocol] = decide(posteriors[protocol], protocol, spec.silence_index)
+    return posteriors, decisions
+
+
 def predict_model_dir(model_dir: str, waveforms: np.ndarray, *, hop_samples: int, batch_size: int, threads: int = 1,
                       protocols: tuple[str, ...] = PROTOCOLS, use_gpu: bool = False) -> dict[str, np.ndarray]:
     """Per-clip predicted class indices (of the model's label set) under each protocol: the
@@ -73,24 +82,18 @@ def predict_model_dir(model_dir: str, waveforms: np.ndarray, *, hop_samples: int
     import torch
 
     from distill.core.checkpoint import load_model_dir
-    from distill.core.protocols import decide, protocol_starts, window_posteriors
     from distill.runtime import storage
 
+    if len(waveforms) == 0:
+        return {protocol: np.zeros(0, np.int64) for protocol in protocols}
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         model, spec = load_model_dir(storage.local_copy(model_dir), map_location=device)
         model.to(device)
-        out = {}
-        for protocol in protocols:
-            if len(waveforms) == 0:
-                out[protocol] = np.zeros(0, np.int64)
-                continue
-            starts = protocol_starts(waveforms, spec.input_samples, protocol, hop_samples)
-            posteriors = window_posteriors(model, waveforms, spec.input_samples, starts, batch_size=batch_size,
-                                           device=device)
-            out[protocol] = decide(posteriors, protocol, spec.silence_index).astype(np.int64)
-        return out
+        _, decisions = protocol_decisions(model, spec, waveforms, hop_samples=hop_samples, batch_size=batch_size,
+                                          device=device, protocols=protocols)
+        return {protocol: pred.astype(np.int64) for protocol, pred in decisions.items()}
     finally:
         torch.set_num_threads(previous_threads)
