@@ -169,3 +169,25 @@ def test_bad_engine_options(tmp_path: Path, bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         synthesize_corpus(tmp_path / "never", **{**PARAMS, **bad})
     assert not (tmp_path / "never").exists()
+
+
+def test_festival_retries_an_utterance_that_crashed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[tuple[str, ...], tuple[float, ...]]] = []
+    crashes = {"batch": 1, "alone": 2}  # the batch crashes, then the word alone twice, then it speaks
+
+    def once(voice: str, texts, stretches):
+        calls.append((tuple(texts), tuple(stretches)))
+        kind = "batch" if len(texts) > 1 else "alone"
+        if crashes[kind]:
+            crashes[kind] -= 1
+            raise festival._Crashed("signal 11")
+        return [(np.full(160, 0.1 * s), 16000) for s in stretches]
+
+    monkeypatch.setattr(festival, "_synthesize_once", once)
+    out = festival.festival_synthesize("pc_diphone", ["yes", "no"], [1.5, 2.0])
+    assert [len(c[0]) for c in calls] == [2, 1, 1, 1, 1]
+    assert calls[3] == (("yes",), (1.5 * festival.ALONE_STRETCH_NUDGES[2],))  # a 2 % tempo nudge on the third try
+    assert out[1][0][0] == pytest.approx(0.2)  # "no" spoke at its own stretch first time
+    crashes["batch"], crashes["alone"] = 1, 99
+    with pytest.raises(RuntimeError, match=r"pc_diphone crashed on 'yes' .*4 times.*--engines"):
+        festival.festival_synthesize("pc_diphone", ["yes", "no"], [1.5, 2.0])
