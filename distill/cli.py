@@ -1,6 +1,6 @@
 """The ``pld`` command line.
 
-  pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose] [--new] [--dry-run]
+  pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose] [--new] [--share-stages] [--dry-run]
   pld resume RUN_ID [--tracking-uri URI] [--address ADDR] [--verbose]
   pld sweep CONFIG --grid KEY=[V1,V2,…] [--grid …] [--set a.b=c …] [--max-concurrent N] [--tracking-uri URI]
   pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
@@ -13,7 +13,7 @@
   pld data check SPEC [--json]
   pld data synth --out DIR [--seed N] [--speakers N] [--val-fraction F] [--test-fraction F] [--repeats N] [--unknown-words N]
                  [--engines ENGINE=W,...] [--heldout-engine-val ENGINE[:FAMILY]] [--heldout-engine-test ENGINE[:FAMILY]]
-                 [--unseen-engine-speakers N] [--rate-range LO HI]
+                 [--unseen-engine-speakers N] [--rate-range LO HI] [--word-duration F]
                  [--vtl-range LO HI] [--placement uniform|center|loudest] [--center-jitter-ms MS] [--pause-ms LO HI]
                  [--heldout-val-voices N|VOICES] [--heldout-test-voices N|VOICES] [--workers N] [--overwrite]
 
@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     from distill.runtime.chain import run_chain
 
-    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, new=args.new)
+    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, new=args.new,
+              share_stages=args.share_stages)
     return 0
 
 
@@ -95,7 +96,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         ("heldout_test_voices", _voices_arg(args.heldout_test_voices)), ("val_fraction", args.val_fraction),
         ("test_fraction", args.test_fraction), ("engines", _engines_arg(args.engines)),
         ("heldout_engine_val", args.heldout_engine_val), ("heldout_engine_test", args.heldout_engine_test),
-        ("unseen_engine_speakers", args.unseen_engine_speakers)) if value is not None}
+        ("unseen_engine_speakers", args.unseen_engine_speakers), ("word_duration", args.word_duration))
+        if value is not None}
     synthesize_corpus(args.out, seed=args.seed, speakers=args.speakers, repeats=args.repeats, workers=args.workers,
                       unknown_words=UNKNOWN_WORDS[:args.unknown_words], overwrite=args.overwrite, **given)
     return 0
@@ -231,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_args(run)
     run.add_argument("--new", action="store_true",
                      help="start a new chain even if an unfinished one with the same config exists (default: resume it)")
+    run.add_argument("--share-stages", action="store_true",
+                     help="reuse a stage (teacher, baseline, student) that another chain in the same storage root "
+                          "finished from the same inputs, instead of training it again")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the stage plan, then exit")
     run.set_defaults(func=cmd_run)
 
@@ -314,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how many non-keyword words to synthesize for _unknown_ (of 20)")
     synth.add_argument("--rate-range", type=int, nargs=2, metavar=("LO", "HI"),
                        help="speaking rate of a speaker, words/min (default 80 120; espeak's slowest is 80)")
+    synth.add_argument("--word-duration", type=float, metavar="F",
+                       help="every word's duration x F, every engine alike: espeak's rate / F, the others' tempo x F "
+                            "(default 1; 0.6: short words)")
     synth.add_argument("--vtl-range", type=float, nargs=2, metavar=("LO", "HI"),
                        help="vocal-tract factor of a speaker: formants and pitch x factor (default 0.9 1.1; 1 1: off)")
     synth.add_argument("--placement", choices=("uniform", "center", "loudest"),

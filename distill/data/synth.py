@@ -331,7 +331,7 @@ def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction
                   vtl_range: Sequence[float] = VTL_RANGE,
                   engines: dict[str, float] | None = None,
                   heldout_engine_val: str = HELDOUT_ENGINE_VAL, heldout_engine_test: str = HELDOUT_ENGINE_TEST,
-                  unseen_engine_speakers: int = 0) -> list[Speaker]:
+                  unseen_engine_speakers: int = 0, word_duration: float = 1.0) -> list[Speaker]:
     """n seen speakers with their splits, then `unseen_engine_speakers` validation and as many
     test speakers of the held-out engines. Whole speakers go to one split; ordering by the
     (hash-like) id makes the choice random but reproducible. Of the validation (test)
@@ -342,7 +342,11 @@ def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction
     voice's variants from a seeded permutation, so a voice's first len(VARIANTS) speakers all
     differ in timbre. The id, pitch, rate, tempo and vocal-tract factor of speaker i depend
     only on (seed, i); the voice also on the group it falls in. With engines {"espeak": 1} and
-    no unseen-engine speakers, the speakers are those of an espeak-only corpus."""
+    no unseen-engine speakers, the speakers are those of an espeak-only corpus. word_duration
+    scales every speaker's word duration: espeak's rate is divided by it (at most MAX_RATE),
+    the other engines' tempo multiplied."""
+    if not 0.25 <= word_duration <= 2.0:
+        raise ValueError(f"word_duration must be within [0.25, 2], got {word_duration}")
     rate_lo, rate_hi = _range("rate_range", rate_range, MIN_RATE, MAX_RATE)
     if not (rate_lo.is_integer() and rate_hi.is_integer()):
         raise ValueError(f"rate_range must be whole words per minute, got {rate_range!r}")
@@ -422,6 +426,9 @@ def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction
             tempo = round(float(rng.uniform(*TEMPO_RANGE[engine])), 4)
             pitch = int(round(100 * rng.uniform(*PICO_PITCH_RANGE))) if engine == "pico" else 0
             rate = 0
+        if word_duration != 1.0:  # after every draw: the seeded streams are those of the default corpus
+            rate, tempo = ((min(MAX_RATE, round(rate / word_duration)), tempo) if engine == "espeak"
+                           else (rate, round(tempo * word_duration, 4)))
         speakers.append(Speaker(i, ids[i], *voice_of[i], pitch, rate, vtl, split[i],
                                 group.get(i, "seen") != "seen", engine, tempo, i >= n))
     return speakers
@@ -862,8 +869,8 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
                       snr_db: tuple[float, float] = (5.0, 30.0),
                       engines: dict[str, float] | None = None,
                       heldout_engine_val: str = HELDOUT_ENGINE_VAL, heldout_engine_test: str = HELDOUT_ENGINE_TEST,
-                      unseen_engine_speakers: int = UNSEEN_ENGINE_SPEAKERS, workers: int | None = None,
-                      progress: bool = True, overwrite: bool = False) -> dict:
+                      unseen_engine_speakers: int = UNSEEN_ENGINE_SPEAKERS, word_duration: float = 1.0,
+                      workers: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Write a Speech-Commands-layout corpus to `out` and return the content of synth.json.
 
     Every seen speaker says every word (KEYWORDS + unknown_words) `repeats` times. The output
@@ -880,6 +887,7 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
         speakers have -- a count drawn by seed from HELDOUT_CANDIDATES, or voice names;
         0 = none. Their clips are also listed in *_unseen_voice_list.txt.
     rate_range: (low, high) speaking rate of a speaker, words/min, within [80, 450].
+    word_duration: every word's duration x this (0.6: short words), every engine alike.
     vtl_range: (low, high) vocal-tract factor of a speaker; (1, 1) = espeak's own formants.
     placement: "uniform", "center" or "loudest" (module docstring); center_jitter_ms is the
         +- jitter of "center", pause_ms the (low, high) leading and trailing pause of "loudest".
@@ -912,7 +920,8 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
                              heldout_test_voices=heldout_test_voices, rate_range=rate_range,
                              vtl_range=vtl_range, engines=engines, heldout_engine_val=heldout_engine_val,
                              heldout_engine_test=heldout_engine_test,
-                             unseen_engine_speakers=unseen_engine_speakers)  # ValueError: a bad option
+                             unseen_engine_speakers=unseen_engine_speakers,
+                             word_duration=word_duration)  # ValueError: a bad option
     val_voices, test_voices = heldout_voices(seed, heldout_val_voices, heldout_test_voices)
     workers = max(1, min(workers or os.cpu_count() or 1, len(spk_list)))
     rows: list[dict[str, Any]] = []
@@ -980,7 +989,7 @@ def synthesize_corpus(out: str | Path, *, seed: int = 0, speakers: int = 40, rep
                        center_jitter_ms=opts.center_jitter_ms, pause_ms=list(opts.pause_ms),
                        max_speech_s=MAX_SPEECH_S, engines=_check_engines(engines or ENGINE_WEIGHTS),
                        heldout_engine_val=heldout_engine_val, heldout_engine_test=heldout_engine_test,
-                       unseen_engine_speakers=unseen_engine_speakers,
+                       unseen_engine_speakers=unseen_engine_speakers, word_duration=word_duration,
                        tempo_range={e: list(r) for e, r in TEMPO_RANGE.items()},
                        pico_pitch_range=list(PICO_PITCH_RANGE),
                        excluded_voices=sorted(f"{e}:{v}" for e, v in EXCLUDED_VOICES)),

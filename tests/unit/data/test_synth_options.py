@@ -123,3 +123,30 @@ def test_cli_help_states_the_module_defaults() -> None:
     assert f"default {synth.PAUSE_MS[0]:g} {synth.PAUSE_MS[1]:g}" in helps["pause_ms"]
     assert f"default {synth.HELDOUT_VAL_VOICES}" in helps["heldout_val_voices"]
     assert f"default {synth.HELDOUT_TEST_VOICES}" in helps["heldout_test_voices"]
+
+
+def test_word_duration_scales_every_engine_and_leaves_the_rest_of_the_speaker() -> None:
+    engines = {"espeak": 1, "festival": 1, "pico": 1}
+    base = make_speakers(SEED, 12, engines=engines, unseen_engine_speakers=0)
+    short = make_speakers(SEED, 12, engines=engines, unseen_engine_speakers=0, word_duration=0.6)
+    assert {s.engine for s in base} == set(engines)
+    for a, b in zip(base, short):
+        assert (a.id, a.voice, a.split, a.pitch, a.vtl) == (b.id, b.voice, b.split, b.pitch, b.vtl)
+        if a.engine == "espeak":
+            assert b.rate == min(synth.MAX_RATE, round(a.rate / 0.6)) and b.tempo == a.tempo == 1.0
+        else:
+            assert b.tempo == pytest.approx(a.tempo * 0.6, abs=1e-4) and b.rate == a.rate == 0
+    with pytest.raises(ValueError, match="word_duration must be within"):
+        make_speakers(SEED, 12, word_duration=3.0)
+
+
+def test_short_words_are_short(tmp_path: Path) -> None:
+    """Measured on rendered audio: the median word of a --word-duration 0.6 corpus is shorter."""
+    medians = {}
+    for factor in (1.0, 0.6):
+        meta = synthesize_corpus(tmp_path / str(factor), seed=SEED, speakers=3, unknown_words=("bed",),
+                                 engines={"espeak": 1, "festival": 1}, unseen_engine_speakers=0,
+                                 word_duration=factor, workers=1, progress=False)
+        medians[factor] = meta["stats"]["word_ms"]["median"]
+        assert meta["params"]["word_duration"] == factor
+    assert medians[0.6] < 0.8 * medians[1.0], medians
