@@ -14,7 +14,7 @@ FESTIVAL := festival festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-
             festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-unit test-integration install system data clean
+.PHONY: demo test test-unit test-integration install system data study-data clean
 
 install: system $(VENV)/.installed
 
@@ -33,6 +33,18 @@ data: $(DATA)/synth.json
 
 $(DATA)/synth.json: | $(VENV)/.installed
 	$(BIN)/pld data synth --out $(DATA) --speakers 300 --val-fraction 0.3 --test-fraction 0.3 --unknown-words 10
+
+# The decisive study's other two corpora (studies/decisive.yaml): the same speakers, each word
+# placed anywhere in its clip, at its own length and at 0.6 of it.
+SYNTH_STUDY := $(BIN)/pld data synth --speakers 300 --val-fraction 0.3 --test-fraction 0.3 --unknown-words 10 \
+               --placement uniform
+study-data: data data/synth-sc-uniform/synth.json data/synth-sc-short/synth.json
+
+data/synth-sc-uniform/synth.json: | $(VENV)/.installed
+	$(SYNTH_STUDY) --out data/synth-sc-uniform
+
+data/synth-sc-short/synth.json: | $(VENV)/.installed
+	$(SYNTH_STUDY) --out data/synth-sc-short --word-duration 0.6
 
 demo: install data
 	$(BIN)/pld run configs/quickstart.yaml

@@ -4,6 +4,7 @@ starts, naming the field. Defaults run on a laptop."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +111,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for adamw, L2 for sgd).")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Data augmentation of every stage and "
                                                                               "baseline alike.")
+    keep: Literal["best", "average"] = Field(
+        "best", description="The stage's model: best, the epoch with the best validation accuracy (stream); or "
+                            "average, its weights averaged over the last average_epochs epochs (no choice on "
+                            "validation, so no maximum of noisy readings).")
+    average_epochs: int = Field(5, ge=1, description="keep: average: how many of the last epochs are averaged.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
     use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")
@@ -261,3 +267,26 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(f"{path or 'config'}: invalid config\n  " + "\n  ".join(lines)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
+
+
+# What does not change a single number a run produces, and so is left out of a cell's
+# fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
+# (a study moved to another disk or MLflow server is the same study), which cluster runs it,
+# and how long or how often training waits and retries (a restart continues from the last
+# epoch's checkpoint). Everything else stays in, even what looks operational: train.num_workers
+# shards the data and changes the gradient steps, batch sizes and precisions change the
+# arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
+NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures")
+
+
+def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:
+    """``resolved`` (a config's ``model_dump(mode="json")``) without the ``drop`` keys (dotted)."""
+    out = json.loads(json.dumps(resolved))  # a deep copy of plain JSON
+    for key in drop:
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out

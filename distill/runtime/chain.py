@@ -34,6 +34,7 @@ from distill.runtime import storage
 from distill.runtime.errors import step
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, verify
 from distill.runtime.resume import claim_driver, find_unfinished_chain
+from distill.runtime.shared import source_identity
 from distill.runtime.session import check_resources, init_ray, tracking_uri
 from distill.runtime.source import load_split_arrays, write_source_dataset
 from distill.runtime.stage import Chain, run_stage
@@ -46,15 +47,17 @@ class ChainResult:
     parent_run_id: str
     run_dir: str  # a local directory or a storage URI
     rows: list[dict] = field(default_factory=list)
+    model_dirs: dict[str, str] = field(default_factory=dict)  # stage -> its model (another chain's when shared)
     table: str = ""
     seconds: float = 0.0
 
 
 def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: str | None = None,
               say: Callable[[str], None] = print, verbose: bool = False, resume_run_id: str | None = None,
-              new: bool = False, tags: dict[str, str] | None = None) -> ChainResult:
+              new: bool = False, tags: dict[str, str] | None = None, share_stages: bool = False) -> ChainResult:
     """Run (or resume) a chain. ``tags`` are added to a new chain's run (``mlflow.parentRunId``
-    among them nests it under another run, a sweep's)."""
+    among them nests it under another run, a sweep's). ``share_stages``: a stage that another
+    chain in the same storage root finished from the same inputs is reused (runtime/shared.py)."""
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = tracking_uri(cfg, tracking)
@@ -86,11 +89,13 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
                       source=source, labels=index.labels,
                       validation=load_split_arrays(source_dir, "validation"), test=load_split_arrays(source_dir, "test"),
                       noise=noise_bank(index, cfg, say), progress=Queue(actor_options={"num_cpus": 0}), say=say,
-                      resuming=bool(resume_id), rooms=room_bank(cfg, say))
+                      resuming=bool(resume_id), rooms=room_bank(cfg, say), share=share_stages,
+                      source_id=source_identity(index) if share_stages else "")
         result = ChainResult(parent.info.run_id, run_dir)
         for i, stage in enumerate(plan, start=1):  # (a step's own errors say which step; this catches the rest)
             with step(stage.name, "its MLflow run", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
                 result.rows.append(run_stage(chain, stage, f"{i}/{len(plan)}"))
+        result.model_dirs = {name: teacher.model_dir for name, teacher in chain.models.items()}
         result.table = format_table(result.rows, SUMMARY_COLUMNS)
         mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
                         + format_table(result.rows, SUMMARY_COLUMNS, markdown=True), SUMMARY_ARTIFACT)

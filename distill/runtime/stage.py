@@ -33,6 +33,7 @@ from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.manifest import is_sealed, seal, tree_sha256, verify
 from distill.runtime.relabel import Teacher, dataset_recipe, relabel_crops
 from distill.runtime.resume import finished_stage, retire_unfinished_runs, write_record
+from distill.runtime.shared import find_shared, log_reused_stage, publish, stage_key
 from distill.runtime.source import load_split_arrays
 from distill.runtime.tracking import log_distilled_dataset, log_model, stage_tags, summary_row
 from distill.runtime.train import StageData, train_stage
@@ -56,7 +57,10 @@ class Chain:
     say: Callable[[str], None]
     resuming: bool
     rooms: RoomBank | None = None  # room responses for train.augment's reverberation (None: none)
+    share: bool = False  # reuse a stage that another chain finished from the same inputs (runtime/shared.py)
+    source_id: str = ""  # shared.source_identity of the corpus the source was read from
     models: dict[str, Teacher] = field(default_factory=dict)  # finished stage → its model and run
+    keys: dict[str, str] = field(default_factory=dict)  # stage → its stage key (runtime/shared.py)
 
     @property
     def source_dir(self) -> str:
@@ -68,6 +72,7 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
     stage_dir = storage.join(chain.run_dir, "stages", stage.name)
     model_dir = storage.join(stage_dir, "model")
     teacher = chain.models[stage.teacher] if stage.teacher else None
+    key = chain.keys[stage.name] = stage_key(chain.cfg, stage, chain.source_id, chain.keys.get(stage.teacher))
     if chain.resuming:
         record = finished_stage(stage_dir, chain.client)
         if record:
@@ -75,6 +80,8 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
             chain.models[stage.name] = Teacher(record["model_dir"], record["run_id"])
             return record["row"]
         retire_unfinished_runs(chain.client, chain.run_id, chain.experiment_id, stage.name)
+    if chain.share and (shared := find_shared(chain.cfg.storage.root, key, chain.client)):
+        return reuse_shared_stage(chain, stage, stage_dir, shared, position, teacher)
     with mlflow.start_run(run_name=stage.name, nested=True, tags=stage_tags(stage, teacher and teacher.run_id)) as run:
         chain.say(f"== [{position}] {stage.name}: {stage.input_ms} ms, labels from "
                   f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
@@ -94,7 +101,23 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
         with on("log"):
             row = log_step(chain, stage, model_dir, manifest, summary, metrics, seconds)
     write_record(stage_dir, run.info.run_id, row, model_dir)  # after the run is FINISHED
+    if chain.share:  # other sharing chains may reuse it from now on
+        publish(chain.cfg.storage.root, key, stage_dir)
     chain.models[stage.name] = Teacher(model_dir, run.info.run_id)
+    return row
+
+
+def reuse_shared_stage(chain: Chain, stage: StageSpec, stage_dir: str, shared: dict, position: str,
+                       teacher: Teacher | None) -> dict:
+    """This chain's run of a stage another chain finished from the same inputs: a nested run
+    with that run's params and metrics, pointing at it, and the same model."""
+    with mlflow.start_run(run_name=stage.name, nested=True, tags=stage_tags(stage, teacher and teacher.run_id)) as run:
+        chain.say(f"== [{position}] {stage.name}: the same stage finished in another chain (run "
+                  f"{shared['run_id']}), reused")
+        log_reused_stage(shared, chain.client)
+    row = {**shared["row"], "run_id": run.info.run_id}
+    write_record(stage_dir, run.info.run_id, row, shared["model_dir"])
+    chain.models[stage.name] = Teacher(shared["model_dir"], run.info.run_id)
     return row
 
 
@@ -156,7 +179,8 @@ def report_epoch(say: Callable[[str], None], run_id: str, m: dict) -> None:
         say(f"   [{m['stage']}] workers restarted after a failure; continuing from the checkpoint of epoch "
             f"{m['epoch']} (of {m['epochs']})")
     say(f"   [{m['stage']}] epoch {m['epoch'] + 1}/{m['epochs']}  loss {m['train_loss']:.4f}  "
-        f"val_acc(stream) {m['val_acc']:.4f}  {m['epoch_seconds']:.1f}s")
+        f"val_acc(stream) {m['val_acc']:.4f}  {m['epoch_seconds']:.1f}s"
+        + (f"  averaged weights: val_acc {m['kept_val_acc']:.4f}" if "kept_val_acc" in m else ""))
     mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(m[k]), int(time.time() * 1000), m["epoch"])
                                                      for k in ("train_loss", "val_acc")])
 

@@ -37,6 +37,7 @@ TRAIN_STATE = "train_state.pt"
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker."""
     import torch.distributed as dist
+    from torch.optim.swa_utils import AveragedModel
 
     from distill.core.augment import augment_waveforms, batch_generator, spectrogram_masks
     from distill.core.labels import student_loss
@@ -73,6 +74,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     # SGD keeps the momentum it is given; AdamW's beta1 follows the one-cycle schedule as before
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=epochs * steps_per_epoch + 1,
                                                    pct_start=0.15, cycle_momentum=train.optimizer != "sgd")
+    # keep: average: the last average_epochs epochs' weights, batch-norm statistics included
+    averaged = AveragedModel(core, use_buffers=True) if train.keep == "average" else None
     history: list[dict] = []
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
@@ -83,12 +86,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+        if averaged is not None and "averaged" in state:
+            averaged.load_state_dict(state["averaged"])
     resumed_at = start_epoch if checkpoint else None  # visible in progress reports: a restart did not start over
 
     shard = ray.train.get_dataset_shard("train")
     # The validation split is small and fixed: each worker scores its every world-th clip.
     val_waves, val_labels = config["validation"]
     val_waves, val_labels = val_waves[rank::world], val_labels[rank::world]
+
+    def validate(net: torch.nn.Module) -> torch.Tensor:
+        """(correct, clips) of ``net`` on this worker's validation clips, stream protocol."""
+        if not len(val_labels):
+            return torch.zeros(2, dtype=torch.float64)
+        with autocast(device, precision):
+            pred = predict(net, val_waves, stage.input_samples, "stream", hop_samples=config["hop_samples"],
+                           silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device)
+        return torch.tensor([float((pred == val_labels).sum()), float(len(pred))], dtype=torch.float64)
+
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         model.train()
@@ -117,26 +132,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
             seen += len(logits)
 
         model.eval()
-        counts = torch.zeros(2, dtype=torch.float64)
-        if len(val_labels):
-            with autocast(device, precision):
-                pred = predict(core, val_waves, stage.input_samples, "stream", hop_samples=config["hop_samples"],
-                               silence_index=config["silence_index"], batch_size=config["eval_batch_size"],
-                               device=device)
-            counts += torch.tensor([float((pred == val_labels).sum()), float(len(pred))], dtype=torch.float64)
+        if averaged is not None and epoch >= epochs - min(train.average_epochs, epochs):
+            averaged.update_parameters(core)
+        kept = averaged.module.eval() if averaged is not None and epoch == epochs - 1 else core
+        counts = validate(core)
+        kept_counts = validate(kept) if kept is not core else counts
         losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
         if world > 1:
-            stats = torch.cat([counts, losses]).to(device)
+            stats = torch.cat([counts, kept_counts, losses]).to(device)
             dist.all_reduce(stats)
-            counts, losses = stats[:2].cpu(), stats[2:].cpu()
+            counts, kept_counts, losses = stats[:2].cpu(), stats[2:4].cpu(), stats[4:].cpu()
         metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1)),
                    "val_acc": float(counts[0] / max(counts[1], 1)), "epoch_seconds": time.perf_counter() - started}
+        if kept is not core:  # the averaged weights, kept as the stage's model
+            metrics["kept_val_acc"] = float(kept_counts[0] / max(kept_counts[1], 1))
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                save_model_dir(tmp, core, ModelSpec(**{**asdict(spec), "extra": {"epoch": epoch, "val_acc": metrics["val_acc"]}}))
+                save_model_dir(tmp, kept, ModelSpec(**{**asdict(spec), "extra": {
+                    "epoch": epoch, "val_acc": metrics.get("kept_val_acc", metrics["val_acc"]),
+                    **({"averaged_epochs": int(averaged.n_averaged)} if kept is not core else {})}}))
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                            "epoch": epoch, "history": history}, Path(tmp) / TRAIN_STATE)
+                            "epoch": epoch, "history": history,
+                            **({"averaged": averaged.state_dict()} if averaged is not None else {})}, Path(tmp) / TRAIN_STATE)
                 # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
                 # need neither the tracking store nor MLflow itself.
                 config["progress"].put({"stage": stage.name, "epochs": epochs, "pid": os.getpid(),
@@ -244,7 +262,8 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
         dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
     )
     result = _fit_with_progress(trainer, progress, on_epoch, train.resource_wait_s)
-    best = result.get_best_checkpoint(metric="val_acc", mode="max")
+    # average: the last epoch's checkpoint holds the averaged weights; best: the best epoch's
+    best = result.checkpoint if train.keep == "average" else result.get_best_checkpoint(metric="val_acc", mode="max")
     if best is None:
         raise RuntimeError(f"stage {stage.name}: training reported no checkpoint")
     with best.as_directory() as d:

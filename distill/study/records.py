@@ -29,37 +29,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distill.config import ExperimentConfig
+from distill.config import NOT_RESULTS, ExperimentConfig, semantic_config  # noqa: F401 (NOT_RESULTS: re-exported)
 from distill.names import PROTOCOLS
 
 RECORD_VERSION = 1
 TEST = "test"  # the chain's own test split: every record has it
 
-# What does not change a single number a run produces, and so is left out of a cell's
-# fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
-# (a study moved to another disk or MLflow server is the same study), which cluster runs it,
-# and how long or how often training waits and retries (a restart continues from the last
-# epoch's checkpoint). Everything else stays in, even what looks operational: train.num_workers
-# shards the data and changes the gradient steps, batch sizes and precisions change the
-# arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
-NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures")
-
-
 class RecordError(ValueError):
     """A record file that cannot be read; the message names the file."""
-
-
-def semantic_config(resolved: dict[str, Any]) -> dict[str, Any]:
-    """``resolved`` (a config's ``model_dump(mode="json")``) without the ``NOT_RESULTS`` keys."""
-    out = json.loads(json.dumps(resolved))  # a deep copy of plain JSON
-    for key in NOT_RESULTS:
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return out
 
 
 def fingerprint_of(resolved: dict[str, Any]) -> str:
@@ -93,6 +70,9 @@ class StageRecord(_Strict):
     input_ms: int
     metrics: dict[str, float | None] = Field(default_factory=dict)  # the stage's logged metrics (test split)
     label_stats: dict[str, float | None] = Field(default_factory=dict)  # its relabelled dataset's (agreement, ...)
+    curves: dict[str, list[float]] = Field(default_factory=dict)  # per epoch: val_acc (stream), train_loss
+    # its labels against the share of the word each crop holds (study/word_share.py); {}: unknown
+    word_share: dict[str, list[float]] = Field(default_factory=dict)
 
     @field_validator("metrics", "label_stats")
     @classmethod

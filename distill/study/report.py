@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import json
 import math
+
+import numpy as np
 from pathlib import Path
 from typing import Any
 
 from distill.study import stats
 from distill.study.records import TEST, CellRecord, cell_fingerprint, correct_by_seed, read_records
 from distill.study.spec import Study
+from distill.study.word_share import LITTLE, MOST, OUTCOMES
+from distill.study.word_share import summary as word_share_summary
 
 ACCURACY_FIGURE = "accuracy_by_length.png"
 CONTRAST_FIGURE = "contrasts.png"
+CURVES_FIGURE = "curves.png"
+WORD_SHARE_FIGURE = "labels_by_word_share.png"
+PLATEAU_SHARE = 0.2  # "has it converged": validation accuracy's change over the last 20 % of epochs
 FIGURE_PROTOCOL = "stream"
 
 
@@ -93,6 +100,13 @@ def compute(study: Study, records: list[CellRecord], n_boot: int = 2000) -> dict
                                    if r_st.name == st.name]
                 mean, half = stats.mean_ci(label_agreement)
                 stage["label_agreement"] = {"mean": _num(mean), "ci95": _num(half)}
+                tables = [r_st.word_share for r in rs for r_st in r.stages if r_st.name == st.name and r_st.word_share]
+                if tables:
+                    summed = {"edges": tables[0]["edges"],
+                              **{k: np.sum([t[k] for t in tables], axis=0).astype(int).tolist() for k in OUTCOMES}}
+                    stage["word_share"] = {"table": summed, **word_share_summary(summed)}
+                stage["val_curve"] = mean_curve([r_st.curves.get("val_acc", []) for r in rs for r_st in r.stages
+                                                 if r_st.name == st.name])
                 entry["stages"].append(stage)
         cells.append(entry)
 
@@ -123,6 +137,20 @@ def compute(study: Study, records: list[CellRecord], n_boot: int = 2000) -> dict
     return {"study": study.name, "protocols": list(study.protocols), "eval_sets": eval_sets(study),
             "seeds": list(study.seeds), "cells": cells, "contrasts": contrasts, "left_out": left_out,
             "commits": sorted({f"{r.commit}{' (dirty)' if r.dirty else ''}" for rs in by_cell.values() for r in rs})}
+
+
+def mean_curve(curves: list[list[float]]) -> list[float]:
+    """Epoch-wise mean of the seeds' curves, as long as the shortest (a record without curves: [])."""
+    n = min((len(c) for c in curves), default=0)
+    return [float(np.mean([c[i] for c in curves])) for i in range(n)]
+
+
+def plateau(curve: list[float]) -> tuple[float | None, float | None]:
+    """(last value, its change over the last PLATEAU_SHARE of the epochs) of a validation curve."""
+    if len(curve) < 2:
+        return (curve[-1] if curve else None), None
+    back = max(1, round(PLATEAU_SHARE * len(curve)))
+    return curve[-1], curve[-1] - curve[-1 - back]
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -167,8 +195,33 @@ def markdown(data: dict[str, Any]) -> str:
                              f"{boot['diff']:+.3f} [{boot['lo']:+.3f}, {boot['hi']:+.3f}]")
                 lines.append(f"| {c['contrast']} | {c['cell']} | {c['protocol']} | {c['n']} | "
                              f"{_pm(_f(c['mean']), _f(c['ci95']), signed=True)} | {boot_text} | {c['power']} |")
+    shares = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("word_share")]
+    if shares:
+        lines += ["", "## Labels against the word", "",
+                  f"Every training crop of a word clip, over all seeds: of the crops holding at least {MOST:.0%} "
+                  f"of their word, the share whose label is the word's; of those holding less than {LITTLE:.0%}, "
+                  "the share labelled silence or unknown. Direct learning keeps the clip's label whatever the crop "
+                  "holds.", "",
+                  "| cell | stage | crops ≥ 80 % | keep the word | crops < 20 % | silence or unknown |",
+                  "|---|---|---|---|---|---|"]
+        for cell_id, st in shares:
+            ws = st["word_share"]
+            lines.append(f"| {cell_id} | {st['stage']} | {ws['crops_most']} | {_f(ws['most_keep_word']):.3f} | "
+                         f"{ws['crops_little']} | {_f(ws['little_to_silence_or_unknown']):.3f} |")
+    curves = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("val_curve")]
+    if curves:
+        lines += ["", "## Convergence", "",
+                  f"Validation accuracy (stream, mean over seeds) at the last epoch, and its change over the last "
+                  f"{PLATEAU_SHARE:.0%} of the epochs: a stage still climbing has not converged.", "",
+                  "| cell | stage | epochs | last val_acc | change |", "|---|---|---|---|---|"]
+        for cell_id, st in curves:
+            last, change = plateau(st["val_curve"])
+            lines.append(f"| {cell_id} | {st['stage']} | {len(st['val_curve'])} | {_f(last):.3f} | "
+                         + ("–" if change is None else f"{change:+.3f}") + " |")
     lines += ["", "## Figures", "", f"![accuracy by input length]({ACCURACY_FIGURE})", "",
-              f"![contrasts]({CONTRAST_FIGURE})", ""]
+              f"![contrasts]({CONTRAST_FIGURE})", ""] + ([f"![validation curves]({CURVES_FIGURE})", ""] if curves else [])
+    if shares:
+        lines += [f"![labels against word share, {shares[0][0]}]({WORD_SHARE_FIGURE})", ""]
     return "\n".join(lines)
 
 
@@ -237,6 +290,51 @@ def figures(data: dict[str, Any], out: Path) -> list[Path]:
     paths.append(out / CONTRAST_FIGURE)
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
+
+    # validation curves: one panel per stage, one line per cell (mean over seeds)
+    stage_names = list(dict.fromkeys(st["stage"] for c in data["cells"] for st in c["stages"] if st.get("val_curve")))
+    if stage_names:
+        cols = min(4, len(stage_names))
+        rows = math.ceil(len(stage_names) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
+        for ax, name in zip(axes.flat, stage_names):
+            for cell in data["cells"]:
+                for st in cell["stages"]:
+                    if st["stage"] == name and st.get("val_curve"):
+                        ax.plot(range(1, len(st["val_curve"]) + 1), st["val_curve"], label=cell["cell"])
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        for ax in axes.flat[len(stage_names):]:
+            ax.axis("off")
+        axes[0][0].set_ylabel("validation accuracy (stream)")
+        axes[0][0].legend(fontsize=6)
+        fig.tight_layout()
+        paths.append(out / CURVES_FIGURE)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    # labels against the share of the word a crop holds: the first cell's stages, one panel each
+    first = next((c for c in data["cells"] if any(st.get("word_share") for st in c["stages"])), None)
+    if first is not None:
+        stages = [st for st in first["stages"] if st.get("word_share")]
+        fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False, sharey=True)
+        for ax, st in zip(axes[0], stages):
+            table = st["word_share"]["table"]
+            edges = np.asarray(table["edges"])
+            centres = (edges[:-1] + edges[1:]) / 2
+            counts = np.asarray([table[k] for k in OUTCOMES], float)
+            shares = counts / np.maximum(counts.sum(axis=0), 1)
+            ax.stackplot(centres, shares, labels=[o.replace("word", "the word's label") for o in OUTCOMES], alpha=0.8)
+            ax.set_title(st["stage"], fontsize=9)
+            ax.set_xlabel("share of the word in the crop")
+            ax.set_xlim(0, 1)
+        axes[0][0].set_ylabel(f"labels ({first['cell']})")
+        axes[0][-1].legend(fontsize=6, loc="lower right")
+        fig.tight_layout()
+        paths.append(out / WORD_SHARE_FIGURE)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
     return paths
 
 

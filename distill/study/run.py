@@ -6,8 +6,10 @@ its chain runs through the platform (``runtime/chain.py:run_chain``: Ray, MLflow
 left unfinished by a stopped study is resumed there), its MLflow chain run tagged with the
 study, cell and seed; then every stage's model predicts every clip of the chain's test split
 and of each of the study's ``eval:`` sets, under every protocol, and the record (metrics and
-label statistics from the stage runs, predictions per clip) is written at once. A stopped
-study loses only the chain in flight.
+label statistics from the stage runs, per-epoch validation curves, predictions per clip) is
+written at once. A stopped study loses only the chain in flight. Chains share stages
+(``runtime/shared.py``): a teacher or baseline whose inputs another cell already trained from,
+in the same storage root, is reused, not trained again.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from distill.config import ExperimentConfig
+from distill.names import REUSED_FROM
 from distill.study.records import (TEST, CellRecord, RecordError, cell_fingerprint, read_record, record_path,
                                    write_record)
 from distill.study.spec import Cell, Study
+from distill.study.word_share import stage_share_table, word_bounds
 
 # MLflow tags of a study's chain runs (docs/mlflow.md's pld.* namespace)
 STUDY_TAG = "pld.study"
@@ -112,7 +116,7 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
         from distill.runtime.chain import run_chain
 
         result = run_chain(cfg, tracking=tracking, address=address, say=say, verbose=verbose,
-                           tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed)})
+                           tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed)}, share_stages=True)
         record = chain_record(study, cell, seed, cfg, result, commit=commit, dirty=dirty, say=say,
                               eval_cache=eval_cache)
         path = write_record(records_dir, record)
@@ -143,25 +147,34 @@ def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, res
     client = mlflow.MlflowClient()  # run_chain pointed mlflow at the chain's store
     run_ids = {row["stage"]: row["run_id"] for row in result.rows}
     plan = plan_chain(cfg)
-    model_dirs = {s.name: storage.join(result.run_dir, "stages", s.name, "model") for s in plan}
+    model_dirs = result.model_dirs
     _, spec = load_model_dir(storage.local_copy(model_dirs[plan[0].name]))
     labels = list(spec.labels)
+    bounds = word_bounds(cfg.data.path) if not storage.is_uri(cfg.data.path) else None
     stages = []
     for s in plan:
-        metrics = client.get_run(run_ids[s.name]).data.metrics
+        run = client.get_run(run_ids[s.name])
+        metrics = run.data.metrics
+        trained_in = run.data.tags.get(REUSED_FROM) or run.info.run_id  # a shared stage's curves are its first run's
         stages.append({"name": s.name, "method": "teacher" if s.kind == "teacher" else s.method, "kind": s.kind,
                        "input_ms": s.input_ms,
                        "metrics": {k: float(v) for k, v in metrics.items()
                                    if k not in LABEL_METRICS and k not in NOT_STAGE_METRICS},
-                       "label_stats": {LABEL_METRICS[k]: float(v) for k, v in metrics.items() if k in LABEL_METRICS}})
+                       "label_stats": {LABEL_METRICS[k]: float(v) for k, v in metrics.items() if k in LABEL_METRICS},
+                       "curves": {k: [float(m.value) for m in sorted(client.get_metric_history(trained_in, k),
+                                                                     key=lambda m: m.step)]
+                                  for k in NOT_STAGE_METRICS},
+                       "word_share": ({} if bounds is None or s.kind == "teacher" else stage_share_table(
+                           storage.join(os.path.dirname(str(model_dirs[s.name])), "data"), bounds, s.sample_rate))})
 
     sets = {TEST: load_split_clips(storage.join(result.run_dir, "source"), "test")}
     cache = eval_cache if eval_cache is not None else {}
-    for name, options in study.eval.items():
+    for name, eval_set in study.eval.items():
         key = (name, cfg.data.sample_rate, cfg.data.clip_ms, tuple(labels))
         if key not in cache:
-            cache[key] = eval_set_clips(options, labels=labels, sample_rate=cfg.data.sample_rate,
-                                        clip_ms=cfg.data.clip_ms, say=lambda line, n=name: say(f"   eval {n}: {line}"))
+            cache[key] = eval_set_clips(eval_set.options, labels=labels, sample_rate=cfg.data.sample_rate,
+                                        clip_ms=cfg.data.clip_ms, split=eval_set.split,
+                                        say=lambda line, n=name: say(f"   eval {n}: {line}"))
         sets[name] = cache[key]
     hop = num_samples(cfg.eval.stream_hop_ms, cfg.data.sample_rate)
     threads = max(1, int(cfg.train.cpus_per_worker), min(os.cpu_count() or 1, 4))

@@ -48,6 +48,16 @@ TEST = "test"  # the chain's own test split, always evaluated; an extra eval set
 NO_AXES = "base"  # the id of the one cell of a study without axes
 
 
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """An extra evaluation set: a dataset (a data: block) and which of its splits is read."""
+    options: DatasetOptions
+    split: str = "test"
+
+
 class StudyError(ValueError):
     """A study that cannot run; the message is one line naming the file and the key."""
 
@@ -72,7 +82,8 @@ class StudyFile(BaseModel):
     protocols: list[str] = Field(default_factory=lambda: list(PROTOCOLS), min_length=1,
                                  description="Evaluation protocols the contrasts are estimated under.")
     eval: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Extra evaluation sets of every cell: name -> dataset options (a data: block).")
+        default_factory=dict, description="Extra evaluation sets of every cell: name -> dataset options (a data: block), "
+                                          "plus split: train, validation or test (default test).")
 
     @field_validator("seeds")
     @classmethod
@@ -178,7 +189,7 @@ class Study:
     axes: dict[str, dict[str, dict[str, Any]]]
     contrasts: tuple[Contrast, ...]
     protocols: tuple[str, ...]
-    eval: dict[str, DatasetOptions]  # extra evaluation sets beside the chain's own test split
+    eval: dict[str, "EvalSet"]  # extra evaluation sets beside the chain's own test split
     _cells: tuple[Cell, ...]
 
     def cells(self) -> list[Cell]:
@@ -246,8 +257,12 @@ def load_study(path: str | Path) -> Study:
     for name, options in spec.eval.items():
         if not re.match(NAME, name) or name == TEST:
             raise fail(f"eval.{name}", f"an eval set's name is [a-z0-9_-]+ and not {TEST!r} (the chain's own test split)")
+        options = dict(options)
+        split = options.pop("split", "test")
+        if split not in SPLITS:
+            raise fail(f"eval.{name}.split", f"{split!r} is not one of {', '.join(SPLITS)}")
         try:
-            evals[name] = parse_dataset_options(options)
+            evals[name] = EvalSet(parse_dataset_options(options), split)
         except (ValidationError, ValueError, TypeError) as exc:
             raise fail(f"eval.{name}", _one_line(exc)) from None
 

@@ -74,6 +74,11 @@ def test_a_study_stops_continues_without_retraining_and_reports(tmp_path, capsys
         assert re.search(rf"\[{seed + 1}/4\] labels=mixed seed {seed}: reused", out), out[-3000:]
         assert re.search(rf"\[{seed + 3}/4\] labels=teacher seed {seed}: running chain", out), out[-3000:]
     assert "all 4 run(s) recorded (2 new, 2 reused)" in out
+    # the cells differ only in the students' labels: the teacher and direct baseline of each seed
+    # are the first cell's, shared, not trained again
+    for stage in ("teacher", "direct_500ms"):
+        assert len(re.findall(rf"\] {stage}: the same stage finished in another chain", out)) == 2, out[-3000:]
+    assert "student_500ms: the same stage" not in out
     chains = chain_runs(client)
     assert len(chains) == 4 and first <= {r.info.run_id for r in chains}  # the first two were not trained again
     assert sorted((r.data.tags[STUDY_TAG], r.data.tags[CELL_TAG], r.data.tags[SEED_TAG]) for r in chains) == [
@@ -99,6 +104,17 @@ def test_a_study_stops_continues_without_retraining_and_reports(tmp_path, capsys
                 assert r.correct(stage, protocol).mean() == pytest.approx(
                     by_name[stage].metrics[f"test_acc_{protocol}"]), (r.cell_id, r.seed, stage, protocol)
         assert record_path(records, r.cell_id, r.seed).is_file()
+    by_cell = {(r.cell_id, r.seed): r for r in recs}
+    for seed in (0, 1):
+        mixed, teacher_only = by_cell[("labels=mixed", seed)], by_cell[("labels=teacher", seed)]
+        for stage in ("teacher", "direct_500ms"):  # the shared stages predict exactly alike
+            assert (teacher_only.evals["test"].predictions[stage] == mixed.evals["test"].predictions[stage])
+    shared_runs = client.search_runs([client.get_experiment_by_name("pld").experiment_id],
+                                     filter_string="tags.`pld.reused_from` != ''")
+    assert sorted(r.data.tags["pld.stage"] for r in shared_runs) == ["direct_500ms", "direct_500ms", "teacher", "teacher"]
+    for r in shared_runs:  # a shared stage's run in the new chain carries the metrics of the run it reuses
+        source = client.get_run(r.data.tags["pld.reused_from"])
+        assert r.data.metrics["test_acc_stream"] == source.data.metrics["test_acc_stream"]
 
     # 3. the report, from the records alone
     proc = subprocess.run([sys.executable, "-m", "distill.cli", "study", "report", "study.yaml"],

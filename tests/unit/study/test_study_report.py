@@ -13,7 +13,8 @@ import pytest
 from scipy import stats as sps
 
 from distill.study.records import CellRecord, cell_fingerprint, write_record
-from distill.study.report import ACCURACY_FIGURE, CONTRAST_FIGURE, write_report
+from distill.study.report import (ACCURACY_FIGURE, CONTRAST_FIGURE, CURVES_FIGURE, WORD_SHARE_FIGURE,
+                                  write_report)
 from distill.study.spec import load_study
 from distill.study.stats import paired_bootstrap
 
@@ -54,6 +55,17 @@ def predictions(rng, targets, p):
     return np.where(right, targets, (targets + 1) % len(LABELS)).tolist()
 
 
+# per seed: of 10 crops holding >= 80 % of the word 9 keep it; of 4 holding < 20 %, 3 are silence or unknown
+WORD_SHARE = {"edges": [i / 10 for i in range(11)], "word": [1, 0, 0, 0, 0, 2, 2, 0, 4, 5],
+              "silence": [2, 0, 0, 0, 0, 0, 0, 0, 0, 0], "unknown": [0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+              "other": [0, 0, 0, 0, 0, 1, 0, 0, 1, 0]}
+
+
+def curve(seed, kind):
+    """A validation curve: the teacher's flat from epoch 6, the others still climbing."""
+    return [min(0.5 + 0.05 * e, 0.8) if kind == "teacher" else 0.4 + 0.03 * e + 0.01 * seed for e in range(10)]
+
+
 def make(study, cell, seed, rng, clips=N_CLIPS):
     cfg = study.resolved(cell, seed)
     clip_ids = [f"c{i:03d}" for i in range(clips)]
@@ -67,7 +79,9 @@ def make(study, cell, seed, rng, clips=N_CLIPS):
                       fingerprint=cell_fingerprint(cfg), commit="abc123", dirty=False,
                       resolved_config=cfg.model_dump(mode="json"), labels=LABELS,
                       stages=[{"name": n, "method": m, "kind": k, "input_ms": ms, "metrics": {},
-                               "label_stats": {"agreement": 0.7 + 0.01 * seed} if k != "teacher" else {}}
+                               "label_stats": {"agreement": 0.7 + 0.01 * seed} if k != "teacher" else {},
+                               "curves": {"val_acc": curve(seed, k), "train_loss": [1.0] * 10},
+                               "word_share": WORD_SHARE if k != "teacher" else {}}
                               for n, m, k, ms in STAGES],
                       evals=evals)
 
@@ -126,7 +140,11 @@ def test_the_report_numbers_are_the_statistics_of_the_records(study_records):
         assert f"| pld@500 - direct@500 | {cell.id} | stream | 3 |" in md
     assert "## Accuracy on unseen" in md and "### On unseen" in md
     assert json.loads((tmp / "report" / "report.json").read_text()) == json.loads(json.dumps(data))
-    for name in (ACCURACY_FIGURE, CONTRAST_FIGURE):
+    for cell in study.cells():  # convergence: the last value (mean over seeds) and its change over 2 epochs
+        assert f"| {cell.id} | teacher | 10 | 0.800 | +0.000 |" in md
+        assert f"| {cell.id} | student_500ms | 10 | {0.4 + 0.27 + 0.01:.3f} | +0.060 |" in md
+        assert f"| {cell.id} | direct_500ms | 30 | 0.900 | 12 | 0.750 |" in md  # 3 seeds summed
+    for name in (ACCURACY_FIGURE, CONTRAST_FIGURE, CURVES_FIGURE, WORD_SHARE_FIGURE):
         png = (tmp / "report" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
 

@@ -37,6 +37,7 @@ axes:
 contrasts: ["pld@500 - direct@500", "pld@500 − one_shot@500", "teacher@1000 - pld@500"]
 eval:
   unseen_engine_test: {name: speech_commands_test, path: data/synth-sc/_unseen_engine_test_}
+  validation: {name: speech_commands, path: data/synth-sc, split: validation}
 """
 
 
@@ -62,7 +63,8 @@ def test_full_grid_in_file_order_with_stable_readable_ids(tmp_path):
     assert study.seeds == (0, 1, 2) and study.protocols == ("window", "stream", "center")
     assert [str(c) for c in study.contrasts] == ["pld@500 - direct@500", "pld@500 - one_shot@500",
                                                  "teacher@1000 - pld@500"]
-    assert study.eval["unseen_engine_test"].name == "speech_commands_test"
+    assert study.eval["unseen_engine_test"].options.name == "speech_commands_test"
+    assert study.eval["unseen_engine_test"].split == "test" and study.eval["validation"].split == "validation"
 
 
 def test_resolved_config_applies_set_levels_and_seed(tmp_path):
@@ -140,6 +142,8 @@ BAD = {
     "unknown protocol": (STUDY + "protocols: [stream, sliding]\n", "protocols: unknown protocol 'sliding'"),
     "bad eval set": (STUDY.replace("{name: speech_commands_test,", "{name: speech_commands_test, colour: red,"),
                      "eval.unseen_engine_test: colour: Extra inputs are not permitted"),
+    "bad eval split": (STUDY.replace("split: validation", "split: dev"),
+                       "eval.validation.split: 'dev' is not one of train, validation, test"),
     "eval set named test": (STUDY.replace("  unseen_engine_test:", "  test:"), "eval.test: "),
     "not YAML": ("name: [unclosed\n", "not valid YAML"),
     "not a mapping": ("- a list\n", "the top level must be a mapping"),

@@ -1,0 +1,60 @@
+"""``train.keep: average`` through a real chain (local Ray, SQLite MLflow): the stage's model is
+the mean of its last ``average_epochs`` epochs' weights, batch-norm statistics included, and
+its validation accuracy is the averaged model's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from conftest import write_sc_layout
+from distill.core.checkpoint import WEIGHTS, load_model_dir
+from distill.runtime.train import TRAIN_STATE
+
+pytestmark = pytest.mark.integration
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+
+def test_the_kept_model_is_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
+    speakers = [f"{i:08x}" for i in range(8)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
+                             test={speakers[1]})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(corpus)}, "model": {"name": "tiny"},
+        "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 1, "baselines": []},
+        "train": {"epochs": 1, "teacher_epochs": 3, "batch_size": 16, "keep": "average", "average_epochs": 2,
+                  "cpus_per_worker": 1},
+        "ray": {"num_cpus": 2}, "storage": {"root": str(tmp_path / "runs")}}))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--tracking-uri", uri],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[teacher] epoch 3/3" in proc.stdout and "averaged weights: val_acc" in proc.stdout
+
+    (run_dir,) = (tmp_path / "runs").glob("pld-*")
+    stage = run_dir / "stages" / "teacher"
+    model, spec = load_model_dir(stage / "model")
+    assert spec.extra["averaged_epochs"] == 2 and spec.extra["epoch"] == 2
+    # each epoch's checkpoint keeps the trained (not averaged) weights in its train state
+    states = {}
+    for d in (stage / "train").rglob(TRAIN_STATE):
+        state = torch.load(d, weights_only=True)
+        states[state["epoch"]] = state["model"]
+    assert sorted(states) == [0, 1, 2]
+    kept = torch.load(stage / "model" / WEIGHTS, weights_only=True)
+    for name, value in kept.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[1][name] + states[2][name]) / 2, msg=name)
+    assert not torch.equal(kept["net.conv1.weight"], states[2]["net.conv1.weight"])  # not just the last epoch
+
+    client = MlflowClient(uri)
+    teacher = client.search_runs([client.get_experiment_by_name("pld").experiment_id],
+                                 filter_string="tags.`pld.stage` = 'teacher'")[0]
+    assert teacher.data.metrics["best_val_acc"] == pytest.approx(spec.extra["val_acc"])
+    assert teacher.data.metrics["best_epoch"] == 2
