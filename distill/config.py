@@ -141,6 +141,10 @@ class RelabelConfig(_Strict):
 class EvalConfig(_Strict):
     stream_hop_ms: int = Field(100, gt=0, description="Hop of the sliding window of the stream protocol.")
     batch_size: int = Field(256, ge=1, description="Windows per forward pass during evaluation.")
+    held_out_parts: bool = Field(True, description="After the chain, evaluate every stage on the corpus's held-out "
+                                                   "parts that exist (a pld data synth corpus: unseen accents, the "
+                                                   "unseen-engine validation and test parts), logged as "
+                                                   "<part>_acc_<protocol>.")
 
 
 class StorageConfig(_Strict):
@@ -273,10 +277,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 # fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
 # (a study moved to another disk or MLflow server is the same study), which cluster runs it,
 # and how long or how often training waits and retries (a restart continues from the last
-# epoch's checkpoint). Everything else stays in, even what looks operational: train.num_workers
+# epoch's checkpoint), and whether a chain also scores the held-out parts (it adds metrics, changes
+# none). Everything else stays in, even what looks operational: train.num_workers
 # shards the data and changes the gradient steps, batch sizes and precisions change the
 # arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
-NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures")
+NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures",
+               "eval.held_out_parts")
 
 
 def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from distill.data.base import build_source_index
 from distill.data.check import describe
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, QUARANTINE, RUN_CONFIG, RUN_DIR, STAGES, SUMMARY_ARTIFACT
 from distill.runtime import storage
+from distill.runtime.chain_eval import evaluate_held_out_parts
 from distill.runtime.errors import step
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, verify
 from distill.runtime.resume import claim_driver, find_unfinished_chain
@@ -96,9 +97,16 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
             with step(stage.name, "its MLflow run", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
                 result.rows.append(run_stage(chain, stage, f"{i}/{len(plan)}"))
         result.model_dirs = {name: teacher.model_dir for name, teacher in chain.models.items()}
-        result.table = format_table(result.rows, SUMMARY_COLUMNS)
+        with step("held-out parts", "evaluate", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
+            held_out = evaluate_held_out_parts(cfg, result.model_dirs, {r["stage"]: r["run_id"] for r in result.rows},
+                                               index.labels, say)
+        columns = list(held_out[0]) if held_out else []
+        result.table = format_table(result.rows, SUMMARY_COLUMNS) + (
+            f"\n\nheld-out parts of the corpus, stream accuracy:\n{format_table(held_out, columns)}" if held_out else "")
         mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
-                        + format_table(result.rows, SUMMARY_COLUMNS, markdown=True), SUMMARY_ARTIFACT)
+                        + format_table(result.rows, SUMMARY_COLUMNS, markdown=True)
+                        + (f"\n\nHeld-out parts of the corpus, stream accuracy:\n\n"
+                           f"{format_table(held_out, columns, markdown=True)}\n" if held_out else ""), SUMMARY_ARTIFACT)
         result.seconds = time.perf_counter() - started
         # a resumed chain's wall time is split over sessions: keep the first session's figure intact
         mlflow.log_metric("resumed_session_seconds" if resume_id else "chain_seconds", result.seconds)

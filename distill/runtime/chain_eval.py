@@ -150,3 +150,55 @@ def eval_set_clips(options: DatasetOptions, *, labels: list[str], sample_rate: i
     lookup = {label: i for i, label in enumerate(labels)}
     return ([str(c) for c in scanned.good["clip_id"]], scanned.waveforms,
             scanned.good["label"].map(lookup).to_numpy().astype("int64"))
+
+
+# A pld data synth corpus's held-out parts (data/synth.py): the test clips of accents no training
+# speaker has, and two whole engines no other clip uses. Read beside the test split, they say
+# whether a model heard words or learned its training voices.
+HELD_OUT_PARTS = {
+    "unseen_accent_test": lambda path: {"name": "speech_commands", "path": path,
+                                        "testing_list": "testing_unseen_voice_list.txt"},
+    "unseen_engine_validation": lambda path: {"name": "speech_commands_test",
+                                              "path": f"{path}/_unseen_engine_validation_"},
+    "unseen_engine_test": lambda path: {"name": "speech_commands_test", "path": f"{path}/_unseen_engine_test_"},
+}
+PART_MARKERS = {"unseen_accent_test": "testing_unseen_voice_list.txt",
+                "unseen_engine_validation": "_unseen_engine_validation_", "unseen_engine_test": "_unseen_engine_test_"}
+
+
+def held_out_parts(cfg) -> dict[str, DatasetOptions]:
+    """The held-out parts the chain's corpus has (none for a corpus that is not synthesized here)."""
+    from distill.data.base import parse_dataset_options
+
+    path = str(cfg.data.path)
+    if cfg.data.name != "speech_commands" or "://" in path:
+        return {}
+    marker = {part: Path(path) / name for part, name in PART_MARKERS.items()}
+    return {part: parse_dataset_options(make(path)) for part, make in HELD_OUT_PARTS.items()
+            if marker[part].is_dir() or (marker[part].is_file() and marker[part].stat().st_size)}
+
+
+def evaluate_held_out_parts(cfg, model_dirs: dict[str, str], run_ids: dict[str, str], labels: list[str],
+                            say: Callable[[str], None] = print) -> list[dict]:
+    """Every stage's model on each held-out part of the corpus; logs ``<part>_acc_<protocol>``
+    into the stage runs and returns one row per stage (stream accuracy per part)."""
+    parts = held_out_parts(cfg) if cfg.eval.held_out_parts else {}
+    if not parts:
+        return []
+    from distill.runtime import storage
+
+    client = mlflow.MlflowClient()
+    hop = num_samples(cfg.eval.stream_hop_ms, cfg.data.sample_rate)
+    rows = {name: {"stage": name} for name in model_dirs}
+    for part, options in parts.items():
+        _, waves, targets = eval_set_clips(options, labels=labels, sample_rate=cfg.data.sample_rate,
+                                           clip_ms=cfg.data.clip_ms, say=lambda line: None)
+        now = int(time.time() * 1000)
+        for name, model_dir in model_dirs.items():
+            metrics = evaluate_model_dir(storage.local_copy(model_dir), waves, targets, hop_samples=hop,
+                                         batch_size=cfg.eval.batch_size, threads=max(1, int(cfg.train.cpus_per_worker)))
+            client.log_batch(run_ids[name], metrics=[Metric(f"{part}_acc_{p}", metrics[f"test_acc_{p}"], now, 0)
+                                                     for p in PROTOCOLS])
+            rows[name][part] = f"{metrics['test_acc_stream']:.4f}"
+        say(f"held-out part {part}: {len(targets)} clips")
+    return list(rows.values())

@@ -45,6 +45,27 @@ def fingerprint_of(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def same_config(recorded: dict[str, Any], config: ExperimentConfig) -> bool:
+    """Whether a record made with resolved config ``recorded`` holds what ``config`` would
+    compute: the same fingerprint, or every recorded key the same and every key the record lacks
+    (an option added to the platform since) at its default. So adding an option does not make
+    every finished record stale; changing or removing one does."""
+    if fingerprint_of(recorded) == cell_fingerprint(config):
+        return True
+    old, new = _flat(semantic_config(recorded)), _flat(semantic_config(config.model_dump(mode="json")))
+    if set(old) - set(new) or any(old[k] != new[k] for k in old):
+        return False
+    defaults = _flat(semantic_config(ExperimentConfig.model_validate(
+        {"data": {"name": config.data.name, "path": str(config.data.path)}}).model_dump(mode="json")))
+    return all(k in defaults and new[k] == defaults[k] for k in set(new) - set(old))
+
+
 def cell_fingerprint(config: ExperimentConfig) -> str:
     """What a run computes, as a hash: two runs with the same fingerprint give the same
     numbers, so a finished one is reused. Not the chain's ``pld.config_fingerprint`` tag

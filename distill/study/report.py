@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.study import stats
-from distill.study.records import TEST, CellRecord, cell_fingerprint, correct_by_seed, read_records
+from distill.study.records import TEST, CellRecord, correct_by_seed, read_records, same_config
 from distill.study.spec import Study
 from distill.study.word_share import LITTLE, MOST, OUTCOMES
 from distill.study.word_share import summary as word_share_summary
@@ -46,16 +46,16 @@ def _pm(mean: float, half: float, digits: int = 3, signed: bool = False) -> str:
 def current_records(study: Study, records: list[CellRecord]) -> tuple[dict[str, list[CellRecord]], list[str]]:
     """The study's records by cell id (cells in the study's order, seeds ascending), and a line
     for each record left out (another study, a cell it no longer has, another config or seed)."""
-    fingerprints = {(c.id, s): cell_fingerprint(study.resolved(c, s)) for c in study.cells() for s in study.seeds}
+    configs = {(c.id, s): study.resolved(c, s) for c in study.cells() for s in study.seeds}
     by_cell: dict[str, list[CellRecord]] = {c.id: [] for c in study.cells()}
     left_out = []
     for r in records:
         where = f"{r.cell_id} seed {r.seed}"
         if r.study != study.name:
             left_out.append(f"{where}: of study {r.study!r}")
-        elif (r.cell_id, r.seed) not in fingerprints:
+        elif (r.cell_id, r.seed) not in configs:
             left_out.append(f"{where}: not a cell and seed of the study now")
-        elif fingerprints[(r.cell_id, r.seed)] != r.fingerprint:
+        elif not same_config(r.resolved_config, configs[(r.cell_id, r.seed)]):
             left_out.append(f"{where}: made with another config (fingerprint {r.fingerprint}); run the study again")
         else:
             by_cell[r.cell_id].append(r)

@@ -1,7 +1,7 @@
 """``pld study STUDY.yaml``: every cell × seed of a study run as an ordinary chain, one record each.
 
 For each (cell, seed), in the study's order: if ``records_dir`` already holds its record with
-the fingerprint of the cell's resolved config, the run is reused, never retrained. Otherwise
+the cell's resolved config (records.same_config), the run is reused, never retrained. Otherwise
 its chain runs through the platform (``runtime/chain.py:run_chain``: Ray, MLflow; a chain
 left unfinished by a stopped study is resumed there), its MLflow chain run tagged with the
 study, cell and seed; then every stage's model predicts every clip of the chain's test split
@@ -24,7 +24,7 @@ from typing import Callable
 from distill.config import ExperimentConfig
 from distill.names import REUSED_FROM
 from distill.study.records import (TEST, CellRecord, RecordError, cell_fingerprint, read_record, record_path,
-                                   write_record)
+                                   same_config, write_record)
 from distill.study.spec import Cell, Study
 from distill.study.word_share import stage_share_table, word_bounds
 
@@ -70,7 +70,7 @@ def git_state(where: str | Path | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
-def existing_record(records_dir: str | Path, cell: Cell, seed: int, fingerprint: str,
+def existing_record(records_dir: str | Path, cell: Cell, seed: int, cfg: ExperimentConfig,
                     say: Callable[[str], None]) -> CellRecord | None:
     """The run's record if it holds this very resolved config; a stale or unreadable one is said
     and run again (its file is replaced when the new record is written)."""
@@ -82,9 +82,9 @@ def existing_record(records_dir: str | Path, cell: Cell, seed: int, fingerprint:
     except RecordError as exc:
         say(f"study: {exc}; running it again")
         return None
-    if record.fingerprint != fingerprint:
-        say(f"study: {path} was made with another config (fingerprint {record.fingerprint} ≠ {fingerprint}); "
-            "running it again")
+    if not same_config(record.resolved_config, cfg):
+        say(f"study: {path} was made with another config (fingerprint {record.fingerprint} ≠ "
+            f"{cell_fingerprint(cfg)}); running it again")
         return None
     return record
 
@@ -102,7 +102,7 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
         cfg = study.resolved(cell, seed)
         fingerprint = cell_fingerprint(cfg)
         where = f"[{i}/{len(todo)}] {cell.id} seed {seed}"
-        if existing_record(records_dir, cell, seed, fingerprint, say) is not None:
+        if existing_record(records_dir, cell, seed, cfg, say) is not None:
             say(f"study {study.name}: {where}: reused (record {record_path(records_dir, cell.id, seed)})")
             summary.reused.append((cell.id, seed))
             continue

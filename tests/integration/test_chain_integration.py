@@ -110,6 +110,10 @@ def test_each_stage_logs_params_metrics_model_and_dataset(chain):
         assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # one per epoch
         assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
         assert run.data.params["input_ms"] == run.data.tags["pld.input_ms"]
+        # the corpus's held-out part (its test clips are all of accents no training speaker has;
+        # it has no unseen-engine parts): scored after the chain, beside the test split
+        assert 0.0 <= metrics["unseen_accent_test_acc_stream"] <= 1.0
+        assert not any(k.startswith("unseen_engine") for k in metrics), name
         assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == f"{name}-crops"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
         assert {"checkpoint/model.pt", "checkpoint/model.json"} <= artifacts
@@ -118,6 +122,7 @@ def test_each_stage_logs_params_metrics_model_and_dataset(chain):
     assert {"summary.md", "config.yaml"} <= parent_artifacts
     summary = Path(client.download_artifacts(parent.info.run_id, "summary.md")).read_text()
     assert "one_shot_500ms" in summary and "acc_stream" in summary
+    assert "Held-out parts of the corpus, stream accuracy" in summary and "unseen_accent_test" in summary
 
 
 def test_distilled_parquet_schema_rows_and_provenance(chain):
@@ -164,6 +169,7 @@ def test_cli_prints_the_summary_table(chain):
     assert "teacher agrees with the clip label on" in out and f"below confidence {MIN_CONFIDENCE}" in out
     assert f"chain run id: {parent.info.run_id}" in out
     assert "[student_750ms] epoch 2/2" in out
+    assert "held-out part unseen_accent_test: " in out and "held-out parts of the corpus, stream accuracy:" in out
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from distill.config import load_config
 from distill.study.records import (CellRecord, RecordError, cell_fingerprint, correct_by_seed, fingerprint_of,
-                                   read_record, read_records, record_bytes, record_path, write_record)
+                                   read_record, read_records, record_bytes, record_path, same_config, write_record)
 
 QUICKSTART = {"chain.lengths_ms": [1000, 750, 500], "labels.mode": "soft", "labels.temperature": 2.0}
 
@@ -41,6 +41,20 @@ def test_a_result_relevant_change_makes_a_new_cell(key, value):
                                         ("train.max_failures", 3)])
 def test_where_and_how_a_run_is_hosted_is_not_part_of_the_cell(key, value):
     assert cell_fingerprint(config(**{key: value})) == cell_fingerprint(config())
+
+
+def test_a_record_made_before_an_option_existed_still_holds_its_default():
+    cfg = config()
+    recorded = cfg.model_dump(mode="json")
+    del recorded["train"]["keep"], recorded["train"]["average_epochs"]  # as written before those options existed
+    assert fingerprint_of(recorded) != cell_fingerprint(cfg)
+    assert same_config(recorded, cfg)  # the new options are at their defaults: the same computation
+    assert not same_config(recorded, config(**{"train.keep": "average"}))  # not at the default: another cell
+    changed = cfg.model_dump(mode="json")
+    changed["train"]["epochs"] = 9
+    assert not same_config(changed, cfg)
+    removed = {**cfg.model_dump(mode="json"), "retired_option": 1}  # an option the platform no longer has
+    assert not same_config(removed, cfg)
 
 
 def make_record(seed: int = 0, cell_id: str = "schedule=paper,labels=mixed", shift: int = 0, **fields) -> CellRecord:
