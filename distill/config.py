@@ -178,6 +178,10 @@ class ExperimentConfig(_Strict):
                                  description="Dataset: a registry name plus that dataset's options.")
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    teacher_model: ModelConfig | None = Field(
+        None, description="The teacher's network (the first stage), when it is not the students' and baselines' "
+                          "`model` (a bigger teacher, as in torchtune's knowledge-distillation configs); "
+                          "default: model.")
     chain: ChainConfig = Field(default_factory=ChainConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -203,6 +207,10 @@ class ExperimentConfig(_Strict):
         if self.features.sample_rate != self.data.sample_rate:
             raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
         return self
+
+    def model_for(self, kind: str) -> ModelConfig:
+        """The network of a stage of this kind (teacher, student or baseline)."""
+        return self.teacher_model if kind == "teacher" and self.teacher_model is not None else self.model
 
     def flat_params(self) -> dict[str, str]:
         """The resolved config as dotted keys, for MLflow params."""

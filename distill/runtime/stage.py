@@ -145,7 +145,7 @@ def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) 
     view = stage.view
     log_distilled_dataset(storage.join(stage_dir, "data"), manifest, name=f"{stage.name}-crops")
     mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
-                       "epochs": stage.epochs, "rows": manifest["rows"], "model": chain.cfg.model.name,
+                       "epochs": stage.epochs, "rows": manifest["rows"], "model": chain.cfg.model_for(stage.kind).name,
                        "label_mode": stage.label_mode, "crop_placement": chain.cfg.chain.crop_placement,
                        **({"teacher_view": view.mode, "pad_position": view.pad_position,
                            "original_weight": stage.original_weight, "min_confidence": view.min_confidence}
@@ -163,7 +163,8 @@ def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) 
 
 def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id: str) -> dict:
     cfg = chain.cfg
-    spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=chain.labels, input_ms=stage.input_ms,
+    network = cfg.model_for(stage.kind)
+    spec = ModelSpec(model=network.name, options=network.options, labels=chain.labels, input_ms=stage.input_ms,
                      features=cfg.features.model_dump())
     data = StageData(ray.data.read_parquet(storage.join(stage_dir, "data")), rows, chain.validation,
                      storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))

@@ -1,6 +1,7 @@
 """``train.keep: average`` through a real chain (local Ray, SQLite MLflow): the stage's model is
 the mean of its last ``average_epochs`` epochs' weights, batch-norm statistics included, and
-its validation accuracy is the averaged model's."""
+its validation accuracy is the averaged model's. The same chain's teacher has its own network
+(``teacher_model``), wider than its student's."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_the_kept_model_is_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
     corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
                              test={speakers[1]})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        "data": {"path": str(corpus)}, "model": {"name": "tiny"},
+        "data": {"path": str(corpus)}, "model": {"name": "tiny", "options": {"channels": 4}},
+        "teacher_model": {"name": "tiny", "options": {"channels": 12}},
         "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 1, "baselines": []},
         "train": {"epochs": 1, "teacher_epochs": 3, "batch_size": 16, "keep": "average", "average_epochs": 2,
                   "cpus_per_worker": 1},
@@ -41,6 +43,9 @@ def test_the_kept_model_is_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
     stage = run_dir / "stages" / "teacher"
     model, spec = load_model_dir(stage / "model")
     assert spec.extra["averaged_epochs"] == 2 and spec.extra["epoch"] == 2
+    assert (spec.model, spec.options) == ("tiny", {"channels": 12})  # the teacher's own network
+    _, student = load_model_dir(run_dir / "stages" / "student_500ms" / "model")
+    assert (student.model, student.options) == ("tiny", {"channels": 4})
     # each epoch's checkpoint keeps the trained (not averaged) weights in its train state
     states = {}
     for d in (stage / "train").rglob(TRAIN_STATE):
