@@ -63,8 +63,9 @@ def git_state(where: str | Path | None = None) -> tuple[str, bool]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=30)
         if commit.returncode != 0:
             return "unknown", False
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True,
-                                timeout=60)
+        # dirty: a tracked file differs from the commit (untracked files, such as a data link, are not code)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                                capture_output=True, text=True, timeout=60)
         return commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else False
     except (OSError, subprocess.SubprocessError):
         return "unknown", False

@@ -152,3 +152,20 @@ def test_correct_by_seed_aligns_clips_across_seeds():
     assert correct.sum(axis=1).tolist() == [16, 18] and not correct[0, :4].any() and not correct[1, :2].any()
     assert json.loads(gzip.decompress(record_bytes(a)))["evals"]["test"]["targets"][:4] == [0, 1, 2, 3]
     assert np.array_equal(a.correct("teacher", "window"), np.ones(20, bool))
+
+
+def test_a_record_is_dirty_when_tracked_code_changed_not_for_an_untracked_link(tmp_path):
+    import subprocess
+
+    from distill.study.run import git_state
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    (tmp_path / "data").symlink_to(tmp_path / "elsewhere")  # a data link in a study worktree
+    commit, dirty = git_state(tmp_path)
+    assert len(commit) == 40 and not dirty
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path) == (commit, True)
