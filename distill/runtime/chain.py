@@ -39,7 +39,7 @@ from distill.runtime.shared import source_identity
 from distill.runtime.session import check_resources, init_ray, tracking_uri
 from distill.runtime.source import load_split_arrays, write_source_dataset
 from distill.runtime.stage import Chain, run_stage
-from distill.runtime.tracking import SUMMARY_COLUMNS, format_table
+from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, use_experiment
 from distill.stages import plan_chain
 
 
@@ -72,7 +72,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     for note in check_resources(cfg):
         say(note)
     storage.check_writable(cfg.storage.root)  # before any stage; after the resource check, which writes nothing
-    mlflow.set_experiment(cfg.tracking.experiment)
+    use_experiment(cfg.tracking.experiment)
     plan = plan_chain(cfg)
     run_args = dict(run_id=resume_id) if resume_id else dict(
         run_name=cfg.name, tags={KIND: "chain", FINGERPRINT: fingerprint, **(tags or {})})

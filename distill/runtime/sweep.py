@@ -19,7 +19,7 @@ import yaml
 
 from distill.names import BEST_CHAIN, KIND, PROTOCOLS, SWEEP_POINT
 from distill.config import ConfigError, ExperimentConfig, load_config
-from distill.runtime.tracking import format_table
+from distill.runtime.tracking import format_table, use_experiment
 
 
 
@@ -80,7 +80,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
     for note in {note for cfg in configs for note in check_resources(cfg)}:
         say(note)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(base.tracking.experiment)
+    use_experiment(base.tracking.experiment)
     storage = Path(base.storage.root).resolve() / "sweeps"
     with mlflow.start_run(run_name=f"{base.name}-sweep", tags={KIND: "sweep"}) as sweep:
         mlflow.log_params({"grid": json.dumps(grid), "points": len(points), "max_concurrent": max_concurrent})

@@ -84,3 +84,17 @@ def format_table(rows: list[dict], columns: list[str], markdown: bool = False) -
         return "\n".join(lines) + "\n"
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(row) for row in cells]) + "\n"
+
+
+# MLflow 3's UI chooses its layout from this experiment tag; without it an experiment of
+# training runs opens on the GenAI overview (traces, evaluations).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def use_experiment(name: str) -> None:
+    """Make ``name`` the active MLflow experiment (created if missing), marked as model training."""
+    import mlflow
+
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) is None:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)

@@ -68,6 +68,9 @@ def runs_of(chain):
 
 
 def test_run_structure_and_contracted_tags(chain):
+    experiment = chain["client"].get_experiment_by_name("pld")
+    # MLflow 3's UI opens a training experiment on its runs, not on the GenAI overview
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parent, children = runs_of(chain)
     assert list(sorted(children)) == sorted(["teacher", "student_750ms", "student_500ms", "direct_500ms",
                                              "one_shot_500ms"])  # no student at the teacher's length

@@ -32,6 +32,11 @@ def test_a_study_stops_continues_without_retraining_and_reports(tmp_path, capsys
     speakers = [f"{i:08x}" for i in range(10)]
     corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
                              test={speakers[1]})
+    # as pld data synth writes it: where each clip's word lies (here the whole clip, so that every
+    # 500 ms crop holds exactly half of its word)
+    clips = sorted(p.relative_to(corpus).as_posix() for p in corpus.glob("*/*.wav") if p.parent.name[0] != "_")
+    (corpus / "synth_manifest.csv").write_text("path,word,speech_start_ms,speech_end_ms\n" + "".join(
+        f"{c},{c.split('/')[0]},0,1000\n" for c in clips))
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({
         "data": {"path": str(corpus)}, "model": {"name": "tiny"},
         "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 1, "baselines": ["direct"]},
@@ -104,6 +109,14 @@ def test_a_study_stops_continues_without_retraining_and_reports(tmp_path, capsys
                 assert r.correct(stage, protocol).mean() == pytest.approx(
                     by_name[stage].metrics[f"test_acc_{protocol}"]), (r.cell_id, r.seed, stage, protocol)
         assert record_path(records, r.cell_id, r.seed).is_file()
+        # labels against word share: 8 training speakers x 12 words, one crop each, all at share 0.5
+        for stage in ("student_500ms", "direct_500ms"):
+            table = by_name[stage].word_share
+            assert [sum(table[k][i] for k in ("word", "silence", "unknown", "other")) for i in range(10)] == [
+                0, 0, 0, 0, 0, 96, 0, 0, 0, 0], (stage, table)
+        assert by_name["direct_500ms"].word_share["word"][5] == 96  # the clip's own label, always
+        assert by_name["teacher"].word_share == {}
+        assert len(by_name["student_500ms"].curves["val_acc"]) == 1  # one epoch
     by_cell = {(r.cell_id, r.seed): r for r in recs}
     for seed in (0, 1):
         mixed, teacher_only = by_cell[("labels=mixed", seed)], by_cell[("labels=teacher", seed)]
