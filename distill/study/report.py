@@ -159,9 +159,12 @@ def markdown(data: dict[str, Any]) -> str:
     n_records = sum(len(c["seeds"]) for c in data["cells"])
     lines.append(f"{n_records} record(s) of {len(data['cells'])} cell(s) × {len(data['seeds'])} seed(s); "
                  f"code: {', '.join(data['commits']) or 'none'}.")
-    missing = [c["cell"] for c in data["cells"] if len(c["seeds"]) < len(data["seeds"])]
+    missing = [c["cell"] for c in data["cells"] if 0 < len(c["seeds"]) < len(data["seeds"])]
     if missing:
         lines.append(f"Cells not complete yet: {', '.join(missing)}.")
+    not_run = [c["cell"] for c in data["cells"] if not c["seeds"]]
+    if not_run:
+        lines.append(f"Cells with no record yet (left out of the tables): {', '.join(not_run)}.")
     for line in data["left_out"]:
         lines.append(f"- left out: {line}")
     lines.append("")
@@ -185,7 +188,7 @@ def markdown(data: dict[str, Any]) -> str:
                   "Power: seeds a paired t-test (α 0.05, power 0.8) needs to resolve 0.03 and 0.05 "
                   "at the measured spread."]
         for ev in data["eval_sets"]:
-            rows = [c for c in data["contrasts"] if c["eval"] == ev]
+            rows = [c for c in data["contrasts"] if c["eval"] == ev and c["n"]]  # cells with no seed yet: left out
             lines += ["", f"### On {ev}", "",
                       "| contrast | cell | protocol | seeds | paired by seed | per-clip bootstrap | power |",
                       "|---|---|---|---|---|---|---|"]

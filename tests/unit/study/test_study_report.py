@@ -172,3 +172,16 @@ def test_no_records_is_one_clear_error(tmp_path):
     (tmp_path / "study.yaml").write_text(textwrap.dedent(STUDY))
     with pytest.raises(FileNotFoundError, match="no study records yet"):
         write_report(load_study(tmp_path / "study.yaml"), tmp_path / "records", tmp_path / "report")
+
+
+def test_a_cell_with_no_record_yet_is_named_once_and_left_out_of_the_tables(study_records):
+    study, records, tmp = study_records
+    first, *others = study.cells()
+    for cell in others:  # only the first cell has run
+        for path in (tmp / "records" / cell.id).glob("*.json.gz"):
+            path.unlink()
+    write_report(study, tmp / "records", tmp / "report", n_boot=100)
+    md = (tmp / "report" / "report.md").read_text()
+    assert f"Cells with no record yet (left out of the tables): {', '.join(c.id for c in others)}." in md
+    assert f"| pld@500 - direct@500 | {first.id} | stream | 3 |" in md
+    assert not any(f"| {cell.id} |" in md for cell in others)
