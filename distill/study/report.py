@@ -209,8 +209,9 @@ def markdown(data: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|"]
         for cell_id, st in shares:
             ws = st["word_share"]
-            lines.append(f"| {cell_id} | {st['stage']} | {ws['crops_most']} | {_f(ws['most_keep_word']):.3f} | "
-                         f"{ws['crops_little']} | {_f(ws['little_to_silence_or_unknown']):.3f} |")
+            share = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731 (no crops in that range: no share)
+            lines.append(f"| {cell_id} | {st['stage']} | {ws['crops_most']} | {share(ws['most_keep_word'])} | "
+                         f"{ws['crops_little']} | {share(ws['little_to_silence_or_unknown'])} |")
     curves = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("val_curve")]
     if curves:
         lines += ["", "## Convergence", "",
