@@ -304,3 +304,17 @@ def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULT
         if isinstance(node, dict):
             node.pop(leaf, None)
     return out
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI without its user info, the user, the password) of a URL; the user and password
+    are None when it has none."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri, None, None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return (urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username or ""),
+            None if parts.password is None else unquote(parts.password))

@@ -7,7 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
-from distill.config import ExperimentConfig
+from distill.config import ExperimentConfig, split_credentials
 
 
 def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:
@@ -24,13 +24,21 @@ def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute>/mlflow.db."""
+    """``uri``, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute>/mlflow.db. Credentials in
+    the URI (``http://user:password@host``) move to the variables MLflow's client reads
+    (MLFLOW_TRACKING_USERNAME / _PASSWORD) and leave the URI, so that no message, param or
+    artifact that names the server carries them."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path('mlflow.db').resolve()}"
     if "://" not in uri:  # a bare path means a local file store
         return Path(uri).resolve().as_uri()
-    return uri
+    clean, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+        if password is not None:
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return clean
 
 
 def quiet_logs() -> None:

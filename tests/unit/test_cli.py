@@ -62,3 +62,19 @@ def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("student_", "teacher "))}
     assert (rows["teacher"], rows["student_750ms"], rows["student_500ms"]) == (str(84), str(84 * 4), str(84 * 6))
+
+
+def test_a_tracking_password_reaches_neither_the_console_nor_the_dry_run(tmp_path, sc_root, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{path: {sc_root}}}\ntracking: {{max_retries: 0, backoff_factor: 0}}\n")
+    uri = "http://pld:PASSWORD123@127.0.0.1:9/"
+    assert main(["run", str(cfg), "--tracking-uri", uri]) == 2  # no server answers there
+    out = capsys.readouterr()
+    assert "the tracking server http://127.0.0.1:9/ did not answer" in out.err
+    assert "PASSWORD123" not in out.out + out.err
+    assert main(["run", str(cfg), "--set", f"tracking.uri={uri}", "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert "uri: http://127.0.0.1:9/" in out.out and "PASSWORD123" not in out.out + out.err

@@ -1,6 +1,9 @@
-"""The pre-flight resource check's arithmetic: Ray places each bundle on one node."""
+"""The pre-flight resource check's arithmetic (Ray places each bundle on one node), and where a
+tracking URI's credentials go."""
 
 from __future__ import annotations
+
+import os
 
 from distill.runtime.session import bundles_that_fit, largest_node
 
@@ -14,3 +17,15 @@ def test_bundles_fit_per_node_not_per_cluster_total():
     assert bundles_that_fit({"CPU": 1, "GPU": 1}, [gpu_node, cpu_node]) == 2  # the GPUs bound it
     assert bundles_that_fit({"CPU": 1}, []) == 0
     assert largest_node([cpu_node, gpu_node]) == cpu_node and largest_node([]) == {}
+
+
+def test_credentials_leave_the_tracking_uri_for_the_clients_variables(monkeypatch):
+    from distill.config import split_credentials
+    from distill.runtime.session import resolve_tracking_uri
+
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_tracking_uri("http://pld:s%40cret@127.0.0.1:5000/base") == "http://127.0.0.1:5000/base"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "pld" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "s@cret"
+    assert split_credentials("https://user@[::1]:8443/x") == ("https://[::1]:8443/x", "user", None)
+    assert split_credentials("http://127.0.0.1:5000") == ("http://127.0.0.1:5000", None, None)
