@@ -191,8 +191,9 @@ def evaluate_held_out_parts(cfg, model_dirs: dict[str, str], run_ids: dict[str, 
     hop = num_samples(cfg.eval.stream_hop_ms, cfg.data.sample_rate)
     rows = {name: {"stage": name} for name in model_dirs}
     for part, options in parts.items():
+        said = lambda line, p=part: say(f"held-out part {p}: {line}")  # noqa: E731 (counts, quarantined files)
         _, waves, targets = eval_set_clips(options, labels=labels, sample_rate=cfg.data.sample_rate,
-                                           clip_ms=cfg.data.clip_ms, say=lambda line: None)
+                                           clip_ms=cfg.data.clip_ms, say=said)
         now = int(time.time() * 1000)
         for name, model_dir in model_dirs.items():  # decisions only: no false-alarm scan, no latency
             decisions = predict_model_dir(storage.local_copy(model_dir), waves, hop_samples=hop,
@@ -200,5 +201,4 @@ def evaluate_held_out_parts(cfg, model_dirs: dict[str, str], run_ids: dict[str, 
             accs = {p: float((decisions[p] == targets).mean()) for p in PROTOCOLS}
             client.log_batch(run_ids[name], metrics=[Metric(f"{part}_acc_{p}", v, now, 0) for p, v in accs.items()])
             rows[name][part] = f"{accs['stream']:.4f}"
-        say(f"held-out part {part}: {len(targets)} clips")
     return list(rows.values())
