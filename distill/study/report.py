@@ -240,31 +240,34 @@ def figures(data: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    # accuracy against input length, one panel per method, one line per cell (stream, test split)
-    methods = []
-    for cell in data["cells"]:
-        for st in cell["stages"]:
-            m = "pld" if st["method"] == "teacher" else st["method"]
-            if m not in methods:
-                methods.append(m)
+    # accuracy against input length (stream, test split): per cell, PLD's chain as a line (the
+    # teacher at its length first), each baseline as its own marker beside the final length
     protocol = FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(4.5 * max(1, len(methods)), 3.8), squeeze=False,
-                             sharey=True)
-    for ax, method in zip(axes[0], methods or ["pld"]):
-        for cell in data["cells"]:
-            pts = sorted((st["input_ms"], st["accuracy"][TEST][protocol]) for st in cell["stages"]
-                         if ("pld" if st["method"] == "teacher" else st["method"]) == method)
-            pts = [(x, a) for x, a in pts if a["mean"] is not None]
-            if pts:
-                ax.errorbar([x for x, _ in pts], [a["mean"] for _, a in pts],
-                            yerr=[_f(a["ci95"]) if a["ci95"] is not None else 0 for _, a in pts],
-                            marker="o", capsize=3, label=cell["cell"])
-        ax.set_title(f"{method} ({protocol}, {TEST})")
-        ax.set_xlabel("input length (ms)")
-        ax.invert_xaxis()
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (mean ± 95 % CI over seeds)")
-    axes[0][-1].legend(fontsize=7)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    markers = {"direct": "s", "one_shot": "^"}
+    for k, cell in enumerate(c for c in data["cells"] if c["stages"]):
+        color = f"C{k % 10}"
+        pts = sorted(((st["input_ms"], st["accuracy"][TEST][protocol]) for st in cell["stages"]
+                      if st["method"] in ("teacher", "pld") and st["accuracy"][TEST][protocol]["mean"] is not None),
+                     reverse=True)
+        if pts:
+            ax.errorbar([x for x, _ in pts], [a["mean"] for _, a in pts], yerr=[_f(a["ci95"]) if a["ci95"] is not None
+                        else 0 for _, a in pts], marker="o", capsize=3, color=color, label=cell["cell"])
+        for j, (method, marker) in enumerate(markers.items()):
+            for st in cell["stages"]:
+                a = st["accuracy"][TEST][protocol]
+                if st["method"] == method and a["mean"] is not None:
+                    ax.errorbar(st["input_ms"] - 12 * (j + 1), a["mean"], yerr=_f(a["ci95"]) if a["ci95"] is not None
+                                else 0, marker=marker, capsize=3, color=color, linestyle="none")
+    for method, marker in markers.items():  # the legend's key to the markers
+        ax.plot([], [], marker=marker, color="grey", linestyle="none", label=method)
+    ax.plot([], [], marker="o", color="grey", label="PLD (the chain; first point the teacher)")
+    ax.set_title(f"accuracy against input length ({protocol}, {TEST}; mean ± 95 % CI over seeds)", fontsize=9)
+    ax.set_xlabel("input length (ms)")
+    ax.set_ylabel("accuracy")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     paths.append(out / ACCURACY_FIGURE)
     fig.savefig(paths[-1], dpi=110)
