@@ -102,22 +102,14 @@ def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test",
                                  f"{exc}") from None
         _, spec = load_model_dir(next(iter(model_dirs.values())))
         # the chain's own sample rate and clip length, whatever the dataset's defaults say
-        options = options.model_copy(update={"sample_rate": int(spec.features["sample_rate"]),
-                                             "clip_ms": int(params.get("data.clip_ms", options.clip_ms))})
-        index = _select(build_source_index(options), split, spec.labels, say)
-        scanned = scan(index, options, keep_waveforms=True)
-        summary = describe(scanned.good["split"].value_counts().to_dict(), scanned.total,
-                           quarantine_reasons(scanned.quarantine), dict(scanned.applied))
-        say(f"{prefix} ({options.name} at {options.path}, split {split}): {summary}")
-        for r in scanned.quarantine.itertuples():
-            say(f"  quarantined {r.path}: {r.problem}")
-        check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the lines above")
-        lookup = {label: i for i, label in enumerate(spec.labels)}
-        targets = scanned.good["label"].map(lookup).to_numpy()
-        hop = num_samples(int(params.get("eval.stream_hop_ms", 100)), options.sample_rate)
+        sample_rate = int(spec.features["sample_rate"])
+        _, waveforms, targets = eval_set_clips(options, labels=spec.labels, sample_rate=sample_rate,
+                                               clip_ms=int(params.get("data.clip_ms", options.clip_ms)), split=split,
+                                               say=lambda line: say(f"{prefix}: {line}"))
+        hop = num_samples(int(params.get("eval.stream_hop_ms", 100)), sample_rate)
         rows = []
         for run in children:
-            metrics = evaluate_model_dir(model_dirs[run.info.run_id], scanned.waveforms, targets, hop_samples=hop,
+            metrics = evaluate_model_dir(model_dirs[run.info.run_id], waveforms, targets, hop_samples=hop,
                                          batch_size=256, threads=os.cpu_count() or 1)
             accs = {p: metrics[f"test_acc_{p}"] for p in PROTOCOLS}
             now = int(time.time() * 1000)
@@ -146,7 +138,9 @@ def eval_set_clips(options: DatasetOptions, *, labels: list[str], sample_rate: i
     say(f"{options.name} at {options.path}, split {split}: "
         + describe(scanned.good["split"].value_counts().to_dict(), scanned.total,
                    quarantine_reasons(scanned.quarantine), dict(scanned.applied)))
-    check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the quarantined files")
+    for r in scanned.quarantine.itertuples():
+        say(f"  quarantined {r.path}: {r.problem}")
+    check_bad_fraction(len(scanned.quarantine), scanned.total, options, "the lines above")
     lookup = {label: i for i, label in enumerate(labels)}
     return ([str(c) for c in scanned.good["clip_id"]], scanned.waveforms,
             scanned.good["label"].map(lookup).to_numpy().astype("int64"))
