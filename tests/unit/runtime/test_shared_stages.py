@@ -79,6 +79,9 @@ def test_the_source_identity_is_the_corpus_not_the_chain(tmp_path) -> None:
     options = parse_dataset_options({"name": "speech_commands", "path": str(corpus)})
     first = source_identity(build_source_index(options))
     assert source_identity(build_source_index(options)) == first  # read again: the same corpus
+    (tmp_path / "link").symlink_to(corpus)  # the same files through another path (another worktree)
+    other_path = parse_dataset_options({"name": "speech_commands", "path": str(tmp_path / "link")})
+    assert source_identity(build_source_index(other_path)) == first
     some = next(corpus.rglob("cccccccc*.wav"))
     stat = some.stat()
     os.utime(some, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten
