@@ -208,6 +208,14 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
         return self
 
+    def without_credentials(self) -> "ExperimentConfig":
+        """This config with no user or password in ``tracking.uri`` (what is printed and logged;
+        the client reads them from its variables, runtime/session.py)."""
+        if not self.tracking.uri or split_credentials(self.tracking.uri)[1] is None:
+            return self
+        return self.model_copy(update={"tracking": self.tracking.model_copy(
+            update={"uri": split_credentials(self.tracking.uri)[0]})})
+
     def model_for(self, kind: str) -> ModelConfig:
         """The network of a stage of this kind (teacher, student or baseline)."""
         return self.teacher_model if kind == "teacher" and self.teacher_model is not None else self.model

@@ -107,11 +107,7 @@ def describe_run(cfg: ExperimentConfig) -> str:
     from distill.data.base import build_source_index
     from distill.runtime.manifest import config_fingerprint
 
-    from distill.config import split_credentials
-
-    resolved = cfg.model_dump(mode="json")
-    if resolved["tracking"]["uri"]:  # credentials are never printed (runtime/session.py moves them aside)
-        resolved["tracking"]["uri"] = split_credentials(resolved["tracking"]["uri"])[0]
+    resolved = cfg.without_credentials().model_dump(mode="json")  # credentials are never printed
     lines = [f"# resolved config (fingerprint {config_fingerprint(resolved)})",
              yaml.safe_dump(resolved, sort_keys=False)]
     try:

@@ -24,7 +24,7 @@ from typing import Callable
 import mlflow
 from ray.util.queue import Queue
 
-from distill.config import ExperimentConfig, split_credentials
+from distill.config import ExperimentConfig
 from distill.core.augment import NoiseBank, RoomBank
 from distill.data.audio import load_recordings
 from distill.data.base import build_source_index
@@ -62,9 +62,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = tracking_uri(cfg, tracking)
-    if cfg.tracking.uri:  # its credentials, if any, now live in the client's variables: never log them
-        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(
-            update={"uri": split_credentials(cfg.tracking.uri)[0]})})
+    cfg = cfg.without_credentials()  # the URI's credentials now live in the client's variables: never log them
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     fingerprint = config_fingerprint(cfg.model_dump(mode="json"))

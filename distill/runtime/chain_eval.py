@@ -164,8 +164,10 @@ def held_out_parts(cfg) -> dict[str, DatasetOptions]:
     """The held-out parts the chain's corpus has (none for a corpus that is not synthesized here)."""
     from distill.data.base import parse_dataset_options
 
+    from distill.runtime import storage
+
     path = str(cfg.data.path)
-    if cfg.data.name != "speech_commands" or "://" in path:
+    if cfg.data.name != "speech_commands" or storage.is_uri(path):
         return {}
     marker = {part: Path(path) / name for part, name in PART_MARKERS.items()}
     return {part: parse_dataset_options(make(path)) for part, make in HELD_OUT_PARTS.items()

@@ -18,7 +18,7 @@ import mlflow
 import yaml
 
 from distill.names import BEST_CHAIN, KIND, PROTOCOLS, SWEEP_POINT
-from distill.config import ConfigError, ExperimentConfig, load_config, split_credentials
+from distill.config import ConfigError, ExperimentConfig, load_config
 from distill.runtime.tracking import format_table, use_experiment
 
 
@@ -84,10 +84,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
     storage = Path(base.storage.root).resolve() / "sweeps"
     with mlflow.start_run(run_name=f"{base.name}-sweep", tags={KIND: "sweep"}) as sweep:
         mlflow.log_params({"grid": json.dumps(grid), "points": len(points), "max_concurrent": max_concurrent})
-        logged = base.model_dump(mode="json")
-        if logged["tracking"]["uri"]:  # a URI's credentials are never logged
-            logged["tracking"]["uri"] = split_credentials(logged["tracking"]["uri"])[0]
-        mlflow.log_dict(logged, "base_config.yaml")
+        mlflow.log_dict(base.without_credentials().model_dump(mode="json"), "base_config.yaml")
         say(f"sweep run {sweep.info.run_id}: {len(points)} chains, at most {max_concurrent} at a time")
         trainable = tune.with_resources(
             # the trials get the URI as given: each moves its credentials aside in its own process
