@@ -205,11 +205,11 @@ def markdown(data: dict[str, Any]) -> str:
                   f"of their word, the share whose label is the word's; of those holding less than {LITTLE:.0%}, "
                   "the share labelled silence or unknown. Direct learning keeps the clip's label whatever the crop "
                   "holds.", "",
-                  "| cell | stage | crops ≥ 80 % | keep the word | crops < 20 % | silence or unknown |",
-                  "|---|---|---|---|---|---|"]
+                  f"| cell | stage | crops ≥ {MOST * 100:.0f} % | keep the word | crops < {LITTLE * 100:.0f} % | "
+                  "silence or unknown |", "|---|---|---|---|---|---|"]
+        share = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731 (no crops in that range: no share)
         for cell_id, st in shares:
             ws = st["word_share"]
-            share = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731 (no crops in that range: no share)
             lines.append(f"| {cell_id} | {st['stage']} | {ws['crops_most']} | {share(ws['most_keep_word'])} | "
                          f"{ws['crops_little']} | {share(ws['little_to_silence_or_unknown'])} |")
     curves = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("val_curve")]
