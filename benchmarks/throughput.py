@@ -377,12 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     # plain_train has no augmentation: neither has the platform's run it is compared with
     train_cfg = cfg.train.model_copy(update={"use_gpu": False, "augment": AugmentConfig(enabled=False)})
 
-    def platform_train(n_epochs: int = epochs) -> None:
+    def platform_train(n_epochs: int = epochs, runner: str = "auto") -> None:
+        """train.runner auto: one CPU worker on this one node trains in the driver; workers: in a
+        Ray Train worker group, as on a cluster (the same weights, more start-up)."""
         shutil.rmtree(work / "train", ignore_errors=True)
         stage = StageSpec("bench", "student", "pld", final_ms, None, n_epochs, sample_rate=sr, seed=seed)
         data = StageData(ray.data.read_parquet(str(data_dir)), rows, validation, storage_dir=work / "train" / "ray",
                          model_dir=work / "train" / "model")
-        train_stage(stage, spec, data, train_cfg, cfg.eval, progress, on_epoch=lambda m: None)
+        train_stage(stage, spec, data, train_cfg.model_copy(update={"runner": runner}), cfg.eval, progress,
+                    on_epoch=lambda m: None)
 
     def plain_train_run(n_epochs: int = epochs) -> None:
         out = work / "train" / "plain"
@@ -409,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
                                     "plain_fixed_s": tr1 - per_r, "platform_per_epoch_s": per_p, "plain_per_epoch_s": per_r,
                                     "platform_1_epoch_runs_s": tp1_all, "plain_1_epoch_runs_s": tr1_all}
         result["train_epoch_ratio"] = per_r / per_p
+        # the same stage in a Ray Train worker group: what the local runner saves, side by side
+        tw, tw_all = median_time(lambda: platform_train(epochs, "workers"), repeats)
+        tw1, tw1_all = median_time(lambda: platform_train(1, "workers"), repeats)
+        per_w = (tw - tw1) / (epochs - 1)
+        result["train"]["workers"] = {"workers_s": tw, "workers_1_epoch_s": tw1, "workers_fixed_s": tw1 - per_w,
+                                      "workers_per_epoch_s": per_w, "workers_runs_s": tw_all,
+                                      "workers_1_epoch_runs_s": tw1_all}
 
     say("[4/5] scaling: relabel at 1×, 2×, 4× the clips on 2 CPUs, and 1× on 1 CPU …")
     scaling = []
@@ -508,6 +518,11 @@ def report(r: dict) -> str:
         out.append(w.format("  → once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
         out.append(w.format("  → per epoch (s)", f"{sp['platform_per_epoch_s']:.2f}", f"{sp['plain_per_epoch_s']:.2f}",
                             f"{r['train_epoch_ratio']:.2f}"))
+    if "workers" in tr:  # the platform column is the local runner; here the Ray Train worker group
+        wk = tr["workers"]
+        out.append(w.format("  worker group: seconds", f"{wk['workers_s']:.2f}", "", ""))
+        out.append(w.format("  → once per stage (s)", f"{wk['workers_fixed_s']:.2f}", "", ""))
+        out.append(w.format("  → per epoch (s)", f"{wk['workers_per_epoch_s']:.2f}", "", ""))
     out += ["", "scaling (relabel seconds)", w.format("data × CPUs", "platform", "plain torch", "ratio")]
     for s in r["scaling"]:
         out.append(w.format(f"{s['data']} ({s['crops']} crops), {s['cpus']} CPU", f"{s['platform_s']:.2f}",

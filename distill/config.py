@@ -121,11 +121,25 @@ class TrainConfig(_Strict):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Autocast precision of training: bf16 (CPUs or GPUs) or fp16 (GPUs, with gradient scaling).")
-    max_failures: int = Field(1, ge=0, description="Worker-group failures a stage survives: Ray Train restarts the "
-                                                   "workers, which continue from the last epoch's checkpoint.")
+    runner: Literal["auto", "local", "workers"] = Field(
+        "auto", description="Where a stage trains. workers: a Ray Train worker group (GPUs, several workers, training "
+                            "on another node, surviving a killed worker process). local: Ray Train's local mode, in "
+                            "the driver's process, with no worker start-up (about 13 s a stage); the platform writes "
+                            "each epoch's checkpoint and restarts from the last one. auto: local for one CPU worker on "
+                            "a one-node cluster, else workers. Both train the same weights.")
+    max_failures: int = Field(1, ge=0, description="Training failures a stage survives: Ray Train restarts the "
+                                                   "workers (runner local: the loop), which continue from the last "
+                                                   "epoch's checkpoint.")
     resource_wait_s: float = Field(600, gt=0, description="How long a stage waits for the cluster to place its training "
                                    "workers (an autoscaler adding nodes) before it fails, saying what it waited for; "
                                    "after 10 s of waiting it says so on the console.")
+
+    @model_validator(mode="after")
+    def _local_is_one_cpu_process(self) -> "TrainConfig":
+        if self.runner == "local" and (self.num_workers > 1 or self.use_gpu):
+            raise ValueError("train.runner: local trains in the driver's one process on its CPUs; set runner: workers "
+                             "(or auto) for several workers or GPUs")
+        return self
 
 
 class RelabelConfig(_Strict):
@@ -293,12 +307,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 # fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
 # (a study moved to another disk or MLflow server is the same study), which cluster runs it,
 # and how long or how often training waits and retries (a restart continues from the last
-# epoch's checkpoint), and whether a chain also scores the held-out parts (it adds metrics, changes
-# none). Everything else stays in, even what looks operational: train.num_workers
+# epoch's checkpoint), whether a stage trains in the driver or in a worker (the same loop, the same
+# weights: test_runner_integration.py), and whether a chain also scores the held-out parts (it adds
+# metrics, changes none). Everything else stays in, even what looks operational: train.num_workers
 # shards the data and changes the gradient steps, batch sizes and precisions change the
 # arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
 NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures",
-               "eval.held_out_parts")
+               "train.runner", "eval.held_out_parts")
 
 
 def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:

@@ -169,21 +169,26 @@ def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id
     data = StageData(ray.data.read_parquet(storage.join(stage_dir, "data")), rows, chain.validation,
                      storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))
     return train_stage(stage, spec, data, cfg.train, cfg.eval, chain.progress,
-                       partial(report_epoch, chain.say, run_id), chain.noise, chain.rooms)
+                       partial(report_epoch, chain.say, run_id, set()), chain.noise, chain.rooms)
 
 
-def report_epoch(say: Callable[[str], None], run_id: str, m: dict) -> None:
+def report_epoch(say: Callable[[str], None], run_id: str, logged: set[int], m: dict) -> None:
+    """One epoch's line on the console and its curves' points in the stage's run; ``logged``:
+    the epochs this run has, so a restart fills in what a new run lacks and repeats nothing."""
     if "waiting_for" in m:  # the workers are not placed yet
         say(f"   waiting for resources: {m['waiting_for']}")
         return
     if m.get("resumed_at_epoch") is not None and m["resumed_at_epoch"] == m["epoch"]:
-        say(f"   [{m['stage']}] workers restarted after a failure; continuing from the checkpoint of epoch "
+        say(f"   [{m['stage']}] restarted after a failure; continuing from the checkpoint of epoch "
             f"{m['epoch']} (of {m['epochs']})")
     say(f"   [{m['stage']}] epoch {m['epoch'] + 1}/{m['epochs']}  loss {m['train_loss']:.4f}  "
         f"val_acc(stream) {m['val_acc']:.4f}  {m['epoch_seconds']:.1f}s"
         + (f"  averaged weights: val_acc {m['kept_val_acc']:.4f}" if "kept_val_acc" in m else ""))
-    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(m[k]), int(time.time() * 1000), m["epoch"])
-                                                     for k in ("train_loss", "val_acc")])
+    now = int(time.time() * 1000)
+    points = [e for e in m.get("restored", []) if e["epoch"] not in logged] + [m]
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(e[k]), now, e["epoch"])
+                                                     for e in points for k in ("train_loss", "val_acc")])
+    logged.update(e["epoch"] for e in points)
 
 
 def evaluate_step(chain: Chain, stage: StageSpec, model_dir: str) -> dict:

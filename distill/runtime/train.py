@@ -5,10 +5,16 @@ epoch on their shard of the validation split at the stage's input length (stream
 true labels, counts summed across workers), and report a checkpoint per epoch; the best one
 on validation becomes the stage's model. The same code runs on CPUs and GPUs:
 ``prepare_model`` places the model and wraps it for DDP when there are several workers.
+
+One CPU worker on a one-node cluster trains in the driver instead (``train.runner``: Ray Train's
+local mode): the same loop, without starting a controller, a worker and three helper actors
+(each a new process, about 13 s a stage on 2 cores, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import threading
@@ -25,7 +31,7 @@ from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
 from distill.config import EvalConfig, TrainConfig
-from distill.core.checkpoint import ModelSpec, load_model_dir, save_model_dir
+from distill.core.checkpoint import SPEC, ModelSpec, load_model_dir, save_model_dir
 from distill.core.crops import num_samples
 from distill.runtime import storage
 from distill.runtime.errors import ResourceWaitTimeout, placement_timed_out
@@ -78,17 +84,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     averaged = AveragedModel(core, use_buffers=True) if train.keep == "average" else None
     history: list[dict] = []
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # restarted after a failure: continue after the last reported epoch
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / TRAIN_STATE, map_location=device, weights_only=True)
+    state = _saved_train_state(config, device)
+    if state:  # restarted after a failure: continue after the last reported epoch
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         if averaged is not None and "averaged" in state:
             averaged.load_state_dict(state["averaged"])
-    resumed_at = start_epoch if checkpoint else None  # visible in progress reports: a restart did not start over
+    resumed_at = start_epoch if state else None  # visible in progress reports: a restart did not start over
 
     shard = ray.train.get_dataset_shard("train")
     # The validation split is small and fixed: each worker scores its every world-th clip.
@@ -155,12 +159,67 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                             "epoch": epoch, "history": history,
                             **({"averaged": averaged.state_dict()} if averaged is not None else {})}, Path(tmp) / TRAIN_STATE)
+                if config.get("checkpoint_dir"):  # runner local: Ray Train keeps no checkpoint, the platform does
+                    save_local_checkpoint(tmp, config["checkpoint_dir"], epoch)
                 # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
                 # need neither the tracking store nor MLflow itself.
                 config["progress"].put({"stage": stage.name, "epochs": epochs, "pid": os.getpid(),
-                                        "resumed_at_epoch": resumed_at, **metrics})
+                                        "resumed_at_epoch": resumed_at, **metrics,
+                                        # the epochs a restart did not train again, for a new run's curves
+                                        **({"restored": history[:epoch]} if epoch == resumed_at else {})})
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     return history
+
+
+def _saved_train_state(config: dict[str, Any], device: torch.device) -> dict | None:
+    """The train state to continue from: the local runner's last checkpoint (``resume_dir``,
+    passed by the driver) or the one Ray Train hands a restarted worker group; None: none."""
+    if config.get("resume_dir"):
+        return torch.load(Path(config["resume_dir"]) / TRAIN_STATE, map_location=device, weights_only=True)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / TRAIN_STATE, map_location=device, weights_only=True)
+
+
+# --- the local runner's checkpoints: <checkpoint_dir>/epoch-NNNN/, whole once COMPLETE is written ---
+
+COMPLETE = "COMPLETE"
+
+
+def save_local_checkpoint(local_dir: str | Path, checkpoint_dir: str, epoch: int) -> None:
+    target = storage.join(checkpoint_dir, f"epoch-{epoch:04d}")
+    storage.upload_dir(local_dir, target)
+    storage.write_text(storage.join(target, COMPLETE), "")  # last: a killed copy is never read back
+
+
+def local_checkpoints(checkpoint_dir: str) -> list[str]:
+    """The local runner's whole checkpoints, oldest first."""
+    return [storage.join(checkpoint_dir, d) for d in storage.list_dirs(checkpoint_dir)
+            if d.startswith("epoch-") and storage.is_file(storage.join(checkpoint_dir, d, COMPLETE))]
+
+
+def kept_local_checkpoint(checkpoints: list[str], keep: str) -> str:
+    """The stage's model among the local runner's checkpoints: the last (``average``: it holds
+    the averaged weights) or the first with the best validation accuracy (``best``)."""
+    if keep == "average":
+        return checkpoints[-1]
+    scores = [json.loads(storage.read_text(storage.join(c, SPEC)))["extra"]["val_acc"] for c in checkpoints]
+    return checkpoints[scores.index(max(scores))]
+
+
+def runs_locally(train: TrainConfig) -> bool:
+    """Whether a stage trains in the driver (``train.runner``; auto: one CPU worker on a one-node
+    cluster, where a worker would run on this same machine anyway)."""
+    if train.runner != "auto":
+        return train.runner == "local"
+    from ray.util.client import ray as client
+
+    from distill.runtime.session import alive_nodes
+
+    # a Ray Client driver (ray://) is not on the cluster: its stages train there
+    return train.num_workers == 1 and not train.use_gpu and not client.is_connected() and len(alive_nodes()) == 1
 
 
 WAIT_NOTICE_S = 10.0  # a stage whose workers are not placed by then says what it waits for
@@ -215,6 +274,28 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
     return box["result"]
 
 
+def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, progress: Queue,
+                 on_epoch: Callable[[dict], None]) -> tuple[list[dict], str]:
+    """Ray Train's local mode (``num_workers=0``: the loop runs in this process), which keeps no
+    checkpoint and restarts nothing: each epoch's checkpoint goes to ``checkpoint_dir``, and a
+    failure (up to ``train.max_failures``), like a new driver after a killed one, continues from
+    the last. Returns the loop's history and the kept checkpoint."""
+    for attempt in range(train.max_failures + 1):
+        saved = local_checkpoints(checkpoint_dir)
+        resume_dir = storage.local_copy(saved[-1]) if saved else None
+        try:
+            result = _fit_with_progress(trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir), progress,
+                                        on_epoch, train.resource_wait_s)
+            break
+        except Exception:
+            if attempt == train.max_failures:
+                raise
+    saved = local_checkpoints(checkpoint_dir)
+    if not saved:
+        raise RuntimeError(f"{checkpoint_dir}: training reported no checkpoint")
+    return result.return_value or [], kept_local_checkpoint(saved, train.keep)
+
+
 @dataclass
 class StageData:
     """What a stage trains on and where it writes."""
@@ -243,31 +324,41 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
     # instead of trying again forever; the controller actor reads it from the driver's environment.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(train.resource_wait_s)
     started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
-        run_config=RunConfig(name=stage.name, storage_path=storage.resolve(data.storage_dir),
-                             failure_config=FailureConfig(max_failures=train.max_failures, controller_failure_limit=0),
-                             logging_config=LoggingConfig(log_level="WARNING"),
-                             checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
-                                                                checkpoint_score_order="max")),
-        # Materialized once: each epoch then streams blocks from the object store instead of
-        # re-reading and re-decoding Parquet.
-        datasets={"train": data.train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs",
-                                                         "source_label_index"]).materialize()},
-        # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
-        # (one process start fewer per stage); several workers each get an equal shard.
-        dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
-    )
-    result = _fit_with_progress(trainer, progress, on_epoch, train.resource_wait_s)
-    # average: the last epoch's checkpoint holds the averaged weights; best: the best epoch's
-    best = result.checkpoint if train.keep == "average" else result.get_best_checkpoint(metric="val_acc", mode="max")
-    if best is None:
-        raise RuntimeError(f"stage {stage.name}: training reported no checkpoint")
-    with best.as_directory() as d:
-        storage.upload_dir(d, data.model_dir, ignore=(TRAIN_STATE,))
+    # Materialized once: each epoch then streams blocks from the object store instead of
+    # re-reading and re-decoding Parquet.
+    datasets = {"train": data.train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs",
+                                                       "source_label_index"]).materialize()}
+
+    def trainer(num_workers: int, **extra: Any) -> TorchTrainer:
+        return TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={**config, **extra},
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
+            run_config=RunConfig(name=stage.name, storage_path=storage.resolve(data.storage_dir),
+                                 failure_config=FailureConfig(max_failures=train.max_failures, controller_failure_limit=0),
+                                 logging_config=LoggingConfig(log_level="WARNING"),
+                                 checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
+                                                                    checkpoint_score_order="max")),
+            datasets=datasets,
+            # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
+            # (one process start fewer per stage); several workers each get an equal shard.
+            dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
+        )
+
+    if runs_locally(train):
+        history, kept = _fit_locally(trainer, storage.join(data.storage_dir, f"{stage.name}-local"), train, progress,
+                                     on_epoch)
+        kept_dir = contextlib.nullcontext(storage.local_copy(kept))
+    else:
+        result = _fit_with_progress(trainer(workers), progress, on_epoch, train.resource_wait_s)
+        # average: the last epoch's checkpoint holds the averaged weights; best: the best epoch's
+        best = result.checkpoint if train.keep == "average" else result.get_best_checkpoint(metric="val_acc", mode="max")
+        if best is None:
+            raise RuntimeError(f"stage {stage.name}: training reported no checkpoint")
+        history, kept_dir = result.return_value or [], best.as_directory()
+    with kept_dir as d:
+        storage.upload_dir(d, data.model_dir, ignore=(TRAIN_STATE, COMPLETE))
         _, best_spec = load_model_dir(d)
-    return {"history": result.return_value or [], "best_epoch": best_spec.extra.get("epoch"),
+    return {"history": history, "best_epoch": best_spec.extra.get("epoch"),
             "best_val_acc": best_spec.extra.get("val_acc"), "seconds": time.perf_counter() - started}

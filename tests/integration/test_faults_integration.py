@@ -1,6 +1,7 @@
 """Faults inside a stage, on a real local Ray: a relabel worker and a training worker are
 killed by pid while they run; the stage completes with the right rows, and training continues
-from its last checkpoint. Relabeling is reproducible to the byte of every column."""
+from its last checkpoint (in a worker group, and in the driver: the local runner). Relabeling is
+reproducible to the byte of every column, and the two runners train the same weights."""
 
 from __future__ import annotations
 
@@ -59,14 +60,14 @@ def relabel(setup, out, seed=0, view=TeacherView(), labels=None, precision="fp32
 
 
 def train(root, name, spec, rows, data_dir, epochs, progress, on_epoch, *, label_mode="hard", temperature=1.0,
-          seed=0, weight_decay=0.0, precision="fp32", max_failures=0):
+          seed=0, weight_decay=0.0, precision="fp32", max_failures=0, runner="auto", keep="best"):
     """One stage's training as the chain runs it, without augmentation (the tests compare runs)."""
     stage = StageSpec(name, "student", "pld", 750, "teacher", epochs, seed=seed, label_mode=label_mode,
                       temperature=temperature)
     data = StageData(ray.data.read_parquet(str(data_dir)), rows, load_split_arrays(root / "source", "validation"),
                      storage_dir=root / f"{name}-train", model_dir=root / f"{name}-model")
     cfg = TrainConfig(batch_size=32, lr=0.01, weight_decay=weight_decay, precision=precision, max_failures=max_failures,
-                      augment={"enabled": False})
+                      augment={"enabled": False}, runner=runner, keep=keep, average_epochs=2)
     return train_stage(stage, spec, data, cfg, EvalConfig(batch_size=128), progress, on_epoch)
 
 
@@ -161,13 +162,59 @@ def test_training_survives_a_killed_worker_and_continues_from_its_checkpoint(set
 
     spec = ModelSpec(model="res8", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
     summary = train(root, "student", spec, reference[0]["rows"], root / "ref" / "data", 3,
-                    Queue(actor_options={"num_cpus": 0}), on_epoch, max_failures=1)
+                    Queue(actor_options={"num_cpus": 0}), on_epoch, max_failures=1, runner="workers")
     epochs = [m["epoch"] for m in reports]
     assert epochs[0] == 0 and epochs.count(0) == 1, epochs  # epoch 1 was not trained again
     assert epochs[-1] == 2 and sorted(set(epochs)) == [0, 1, 2]
     assert len({m["pid"] for m in reports}) == 2  # a new worker process finished the stage
     assert reports[-1]["resumed_at_epoch"] == 1
     assert (root / "student-model" / "model.pt").is_file() and summary["best_epoch"] in (0, 1, 2)
+
+
+def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, reference, monkeypatch):
+    import distill.core.labels
+
+    root, reports, failed = setup["root"], [], []
+    first_checkpoint = root / "local-train" / "local-local" / "epoch-0000" / "COMPLETE"
+    real_loss = distill.core.labels.student_loss
+
+    def failing_once(*args, **kwargs):  # the loop runs in this process: fail its first step after epoch 1
+        if first_checkpoint.is_file() and not failed:
+            failed.append(True)
+            raise RuntimeError("injected failure")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(distill.core.labels, "student_loss", failing_once)
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train(root, "local", spec, reference[0]["rows"], root / "ref" / "data", 3,
+                    Queue(actor_options={"num_cpus": 0}), reports.append, max_failures=1, runner="local")
+    assert failed
+    epochs = [m["epoch"] for m in reports]
+    assert epochs == [0, 1, 2], epochs  # epoch 1 was not trained again
+    assert {m["pid"] for m in reports} == {os.getpid()}  # in this process: no worker was started
+    assert reports[-2]["resumed_at_epoch"] == 1
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]  # the restart carried the first epoch's
+    assert (root / "local-model" / "model.pt").is_file() and not (root / "local-model" / "COMPLETE").exists()
+
+
+def test_the_local_runner_trains_the_weights_a_worker_trains(setup, reference):
+    """One loop: in the driver (Ray Train's local mode) or in a Ray Train worker, the same
+    epochs, metrics and kept weights, to the bit."""
+    root, runs = setup["root"], {}
+    for runner in ("local", "workers"):
+        reports = []
+        spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+        summary = train(root, f"runner-{runner}", spec, reference[0]["rows"], root / "ref" / "data", 3,
+                        Queue(actor_options={"num_cpus": 0}), reports.append, label_mode="soft", temperature=2.0,
+                        seed=3, runner=runner, keep="average")
+        weights = torch.load(root / f"runner-{runner}-model" / "model.pt", weights_only=True)
+        runs[runner] = (reports, summary, weights)
+    (local_reports, local, local_w), (worker_reports, worker, worker_w) = runs["local"], runs["workers"]
+    assert {m["pid"] for m in local_reports} == {os.getpid()} != {m["pid"] for m in worker_reports}
+    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in local["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in worker["history"]]
+    assert local["best_epoch"] == worker["best_epoch"] == 2 and local["best_val_acc"] == worker["best_val_acc"]
+    assert local_w.keys() == worker_w.keys() and all(torch.equal(local_w[k], worker_w[k]) for k in local_w)
 
 
 def test_training_from_the_same_dataset_is_bit_exact_on_cpu(setup, reference):

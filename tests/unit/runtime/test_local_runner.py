@@ -1,0 +1,49 @@
+"""The local runner's checkpoints (runtime/train.py): which are whole, which one a stage keeps,
+and when a stage trains in the driver at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.config import TrainConfig
+from distill.runtime.train import COMPLETE, kept_local_checkpoint, local_checkpoints, runs_locally
+
+
+def write_checkpoint(root, epoch, val_acc, complete=True):
+    d = root / f"epoch-{epoch:04d}"
+    d.mkdir(parents=True)
+    (d / "model.json").write_text(json.dumps({"extra": {"epoch": epoch, "val_acc": val_acc}}))
+    if complete:
+        (d / COMPLETE).write_text("")
+    return str(d)
+
+
+def test_only_whole_checkpoints_count_and_the_kept_one_follows_train_keep(tmp_path):
+    first = write_checkpoint(tmp_path, 0, 0.50)
+    best = write_checkpoint(tmp_path, 1, 0.80)
+    write_checkpoint(tmp_path, 2, 0.80)  # as good, later: best keeps the first of equals
+    last = write_checkpoint(tmp_path, 3, 0.70)
+    write_checkpoint(tmp_path, 4, 0.99, complete=False)  # the copy a killed driver left
+    (tmp_path / "stray").mkdir()
+    saved = local_checkpoints(str(tmp_path))
+    assert saved[0] == first and saved[-1] == last and len(saved) == 4
+    assert kept_local_checkpoint(saved, "best") == best
+    assert kept_local_checkpoint(saved, "average") == last  # it holds the averaged weights
+    assert local_checkpoints(str(tmp_path / "missing")) == []
+
+
+@pytest.mark.parametrize("options, nodes, expected", [
+    ({}, 1, True),
+    ({}, 2, False),  # another node may be the one meant to train
+    ({"num_workers": 2}, 1, False),
+    ({"use_gpu": True}, 1, False),
+    ({"runner": "workers"}, 1, False),
+    ({"runner": "local"}, 3, True),
+])
+def test_auto_trains_in_the_driver_only_for_one_cpu_worker_on_one_node(monkeypatch, options, nodes, expected):
+    import distill.runtime.session
+
+    monkeypatch.setattr(distill.runtime.session, "alive_nodes", lambda: [{"CPU": 2.0}] * nodes)
+    assert runs_locally(TrainConfig(**options)) is expected
