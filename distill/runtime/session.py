@@ -41,8 +41,26 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return clean
 
 
+class _DropMessages(logging.Filter):
+    """Drops the records whose message contains one of ``fragments``."""
+
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+# Ray Data warns that a job "will hang" when, at the moment a dataset starts, every CPU is held:
+# in a chain that is the last relabel tasks giving their CPUs back, never a job waiting for
+# a CPU nothing frees (the resource check refuses plans the cluster cannot place, before any work).
+_NOT_A_HANG = _DropMessages("does not have any available CPUs. The Dataset job will hang")
+
+
 def quiet_logs() -> None:
-    """Keep Ray's and MLflow's INFO chatter out of the way; progress bars stay."""
+    """Keep Ray's and MLflow's INFO chatter, and warnings that are wrong for the platform's own
+    plan, out of the way (``--verbose`` shows them)."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -55,6 +73,10 @@ def quiet_logs() -> None:
     # step and path in one line); --verbose shows it, with pld's own traceback.
     for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    dataset_log = logging.getLogger("ray.data.dataset")
+    if _NOT_A_HANG not in dataset_log.filters:
+        dataset_log.addFilter(_NOT_A_HANG)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -69,7 +91,7 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
     if not verbose:
         quiet_logs()
     if ray.is_initialized():  # inside a Tune trial or a test: the process's own Data settings still apply
-        configure_data()
+        configure_data(progress_bars=verbose)
         return
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     # Worker output (Ray's and libraries' chatter) stays in Ray's log files unless --verbose;
@@ -91,15 +113,17 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
         # killed after 1 s, so every relabel started cold again. A higher soft limit keeps them.
         kwargs["_system_config"] = {"num_workers_soft_limit": int(cfg.ray.num_cpus or os.cpu_count() or 1) + 8}
     ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
-    configure_data()
+    configure_data(progress_bars=verbose)
 
 
-def configure_data() -> None:
-    """Ray Data settings of this process (a DataContext is per process: Tune trials need them too)."""
+def configure_data(progress_bars: bool = False) -> None:
+    """Ray Data settings of this process (a DataContext is per process: Tune trials need them too).
+    Its progress bars (a bar per Parquet read's sampling, per relabel) only with ``--verbose``:
+    the console shows the chain's own lines."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = progress_bars
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     # Rows leave every Ray Data stage in the order they entered it, so the same config and seed

@@ -29,3 +29,31 @@ def test_credentials_leave_the_tracking_uri_for_the_clients_variables(monkeypatc
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "pld" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "s@cret"
     assert split_credentials("https://user@[::1]:8443/x") == ("https://[::1]:8443/x", "user", None)
     assert split_credentials("http://127.0.0.1:5000") == ("http://127.0.0.1:5000", None, None)
+
+
+def test_quiet_logs_drop_the_false_hang_warning_and_keep_the_others(caplog):
+    import logging
+
+    from distill.runtime.session import quiet_logs
+
+    quiet_logs()
+    quiet_logs()  # twice: one filter, not two
+    log = logging.getLogger("ray.data.dataset")
+    assert len(log.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="ray.data.dataset"):
+        log.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang "
+                    "unless more CPUs are freed up.")
+        log.warning("Some other warning")
+    assert [r.getMessage() for r in caplog.records] == ["Some other warning"]
+
+
+def test_ray_data_progress_bars_only_when_verbose():
+    import ray.data
+
+    from distill.runtime.session import configure_data
+
+    configure_data()
+    assert ray.data.DataContext.get_current().enable_progress_bars is False
+    configure_data(progress_bars=True)
+    assert ray.data.DataContext.get_current().enable_progress_bars is True
+    configure_data()
