@@ -60,9 +60,8 @@ from distill.core.checkpoint import ModelSpec, load_model_dir  # noqa: E402
 from distill.config import ChainConfig, load_config  # noqa: E402
 from distill.core.crops import cut_crops, sample_crop_offsets  # noqa: E402
 from distill.core.features import FeatureConfig, num_samples  # noqa: E402
-from distill.core.labels import student_loss  # noqa: E402
+from distill.core.fit import Augmentation, fit_state, start_fit, steps_per_epoch, train_epoch, validate  # noqa: E402
 from distill.core.models import build_model, count_macs  # noqa: E402
-from distill.core.protocols import predict  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`
@@ -127,7 +126,8 @@ def quickstart(work: Path, quick: bool) -> dict:
 
 # ---------------------------------------------------------------- plain-side helpers (pyarrow + torch only)
 def waveforms(column: pa.ChunkedArray) -> np.ndarray:
-    """A Parquet waveform column (Ray's tensor extension or its list storage) → (rows, samples) numpy."""
+    """A Parquet tensor column (Ray's tensor extension or its list storage: waveforms, teacher
+    probabilities) → (rows, width) numpy."""
     arr = column.combine_chunks()
     if isinstance(arr, pa.ExtensionArray):
         arr = arr.storage
@@ -168,40 +168,36 @@ def plain_relabel(source_dir: Path, out_file: Path, model_dir: str, crop_samples
     return len(rows)
 
 
-def plain_train(data_dir: Path, spec: ModelSpec, validation, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                seed: int, threads: int, input_samples: int, hop_samples: int, silence_index, eval_batch_size: int,
-                out_dir: Path) -> int:
-    """The reference: what ``train_loop_per_worker`` does for one worker, without Ray."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    table = pq.read_table(data_dir, columns=["waveform", "teacher_label_index"])
+def plain_train(data_dir: Path, spec: ModelSpec, validation, stage: StageSpec, train, hop_samples: int,
+                eval_batch_size: int, out_dir: Path) -> int:
+    """The reference: the platform's own loop (core/fit.py) for one worker, without Ray: the
+    crops read with pyarrow and batched with torch, a checkpoint per epoch written with torch.save."""
+    torch.set_num_threads(int(train.num_workers * train.cpus_per_worker))
+    torch.manual_seed(stage.seed)
+    table = pq.read_table(data_dir, columns=["waveform", "teacher_label_index", "teacher_probs", "source_label_index"])
     with warnings.catch_warnings():  # a read-only view of the Arrow buffer: training only reads it
         warnings.simplefilter("ignore", UserWarning)
-        x = torch.from_numpy(waveforms(table["waveform"]))
-    y = torch.from_numpy(table["teacher_label_index"].to_numpy())
-    model = spec.build()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = max(1, -(-len(y) // batch_size))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps + 1, pct_start=0.15)
+        columns = {"waveform": torch.from_numpy(waveforms(table["waveform"])),
+                   "teacher_probs": torch.from_numpy(waveforms(table["teacher_probs"])),
+                   **{c: torch.from_numpy(table[c].to_numpy()) for c in ("teacher_label_index", "source_label_index")}}
+    rows, device = len(table), torch.device("cpu")
+    fit = start_fit(spec.build(), train, epochs=stage.epochs, steps_per_epoch=steps_per_epoch(rows, 1, train.batch_size),
+                    device=device)
+    augmentation = Augmentation(None, None, spec.features["sample_rate"], spec.features["hop_ms"],
+                                spec.features["n_mels"])
     best = -1.0
-    for epoch in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(y)).split(batch_size):
-            loss = student_loss(model(x[idx]), mode="hard", hard=y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        model.eval()
-        pred = predict(model, validation[0], input_samples, "stream", hop_samples=hop_samples, silence_index=silence_index,
-                       batch_size=eval_batch_size)
-        acc = float((pred == validation[1]).mean()) if len(pred) else 0.0
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
-                   out_dir / f"epoch{epoch}.pt")  # as the platform checkpoints every epoch
+    for epoch in range(stage.epochs):
+        batches = ({k: v[idx] for k, v in columns.items()} for idx in torch.randperm(rows).split(train.batch_size))
+        train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=0, device=device)
+        correct, clips = validate(fit.net, validation[0], validation[1], input_samples=stage.input_samples,
+                                  hop_samples=hop_samples, silence_index=spec.silence_index,
+                                  batch_size=eval_batch_size, device=device, precision=train.precision)
+        acc = float(correct / max(clips, 1))
+        torch.save(fit_state(fit, epoch), out_dir / f"epoch{epoch}.pt")  # as the platform checkpoints every epoch
         if acc > best:
             best = acc
             shutil.copy(out_dir / f"epoch{epoch}.pt", out_dir / "best.pt")
-    return len(y)
+    return rows
 
 
 def scaled_source(source_dir: Path, out: Path, factor: int) -> Path:
@@ -368,11 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     validation = (waveforms(val["waveform"]), val["label_index"].to_numpy())
     spec = ModelSpec(model=cfg.model.name, options=cfg.model.options, labels=labels, input_ms=final_ms,
                      features=cfg.features.model_dump())
-    silence = spec.silence_index
     hop = num_samples(cfg.eval.stream_hop_ms, sr)
     data_dir = work / "relabel" / "platform" / "data"
     progress = Queue(actor_options={"num_cpus": 0})
-    common = dict(epochs=epochs, batch_size=bs, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, seed=seed)
 
     # plain_train has no augmentation: neither has the platform's run it is compared with
     train_cfg = cfg.train.model_copy(update={"use_gpu": False, "augment": AugmentConfig(enabled=False)})
@@ -391,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         out = work / "train" / "plain"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        plain_train(data_dir, spec, validation, threads=int(cfg.train.num_workers * cfg.train.cpus_per_worker),
-                    input_samples=crop, hop_samples=hop, silence_index=silence, eval_batch_size=cfg.eval.batch_size,
-                    out_dir=out, **{**common, "epochs": n_epochs})
+        stage = StageSpec("bench", "student", "pld", final_ms, None, n_epochs, sample_rate=sr, seed=seed)
+        plain_train(data_dir, spec, validation, stage, train_cfg, hop_samples=hop, eval_batch_size=cfg.eval.batch_size,
+                    out_dir=out)
 
     # Train figures are single runs of seconds that vary by several seconds between runs on a
     # shared 2-core machine: the full benchmark takes the median of three.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import threading
 import tempfile
@@ -41,106 +40,56 @@ TRAIN_STATE = "train_state.pt"
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker (or, runner local, in the driver): core/fit.py's loop, plus
+    the dataset shard, the all-reduce of counts, a report and a checkpoint per epoch."""
     import torch.distributed as dist
-    from torch.optim.swa_utils import AveragedModel
 
-    from distill.core.augment import augment_waveforms, batch_generator, spectrogram_masks
-    from distill.core.labels import student_loss
-    from distill.core.models import autocast
-    from distill.core.protocols import predict
+    from distill.core.fit import Augmentation, fit_state, kept_model, load_fit_state, start_fit, steps_per_epoch, \
+        train_epoch, validate
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     stage: StageSpec = config["stage"]
     train: TrainConfig = config["train"]
-    seed = stage.seed
     torch.set_num_threads(max(1, int(train.cpus_per_worker)))
-    torch.manual_seed(seed + rank)
+    torch.manual_seed(stage.seed + rank)
     device = ray.train.torch.get_device()
 
     spec = ModelSpec(**config["spec"])
-    model = spec.build()
-    model = ray.train.torch.prepare_model(model)
-    core = model.module if hasattr(model, "module") else model
-    if train.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, nesterov=True,
-                                    weight_decay=train.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    augment = train.augment
-    noise = config["noise"].to(device) if config["noise"] is not None and augment.active else None
-    rooms = config["rooms"].to(device) if config.get("rooms") is not None and augment.active else None
-    sample_rate, hop_ms = spec.features.get("sample_rate", 16000), spec.features.get("hop_ms", 10.0)
-    precision = train.precision
-    # fp16 gradients underflow without scaling; bf16 has fp32's range and needs none
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    epochs, batch_size = stage.epochs, train.batch_size
-    steps_per_epoch = max(1, math.ceil(config["rows"] / world / batch_size))
-    # SGD keeps the momentum it is given; AdamW's beta1 follows the one-cycle schedule as before
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=epochs * steps_per_epoch + 1,
-                                                   pct_start=0.15, cycle_momentum=train.optimizer != "sgd")
-    # keep: average: the last average_epochs epochs' weights, batch-norm statistics included
-    averaged = AveragedModel(core, use_buffers=True) if train.keep == "average" else None
-    history: list[dict] = []
-    start_epoch = 0
+    model = ray.train.torch.prepare_model(spec.build())
+    active = train.augment.active
+    augmentation = Augmentation(
+        noise=config["noise"].to(device) if config["noise"] is not None and active else None,
+        rooms=config["rooms"].to(device) if config.get("rooms") is not None and active else None,
+        sample_rate=spec.features.get("sample_rate", 16000), hop_ms=spec.features.get("hop_ms", 10.0),
+        n_mels=spec.features.get("n_mels", 40))
+    epochs = stage.epochs
+    fit = start_fit(model, train, epochs=epochs, steps_per_epoch=steps_per_epoch(config["rows"], world, train.batch_size),
+                    device=device)
     state = _saved_train_state(config, device)
     if state:  # restarted after a failure: continue after the last reported epoch
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        if averaged is not None and "averaged" in state:
-            averaged.load_state_dict(state["averaged"])
-    resumed_at = start_epoch if state else None  # visible in progress reports: a restart did not start over
+        load_fit_state(fit, state)
+    resumed_at = fit.start_epoch if state else None  # visible in progress reports: a restart did not start over
 
     shard = ray.train.get_dataset_shard("train")
     # The validation split is small and fixed: each worker scores its every world-th clip.
     val_waves, val_labels = config["validation"]
     val_waves, val_labels = val_waves[rank::world], val_labels[rank::world]
 
-    def validate(net: torch.nn.Module) -> torch.Tensor:
-        """(correct, clips) of ``net`` on this worker's validation clips, stream protocol."""
-        if not len(val_labels):
-            return torch.zeros(2, dtype=torch.float64)
-        with autocast(device, precision):
-            pred = predict(net, val_waves, stage.input_samples, "stream", hop_samples=config["hop_samples"],
-                           silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device)
-        return torch.tensor([float((pred == val_labels).sum()), float(len(pred))], dtype=torch.float64)
+    def validate_here(net: torch.nn.Module) -> torch.Tensor:
+        return validate(net, val_waves, val_labels, input_samples=stage.input_samples, hop_samples=config["hop_samples"],
+                        silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device,
+                        precision=train.precision)
 
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(fit.start_epoch, epochs):
         started = time.perf_counter()
-        model.train()
-        total_loss, seen = 0.0, 0
-        for step, batch in enumerate(shard.iter_torch_batches(batch_size=batch_size, device=device,
-                                                              local_shuffle_buffer_size=min(config["rows"], 2048),
-                                                              local_shuffle_seed=seed + 1000 * epoch + rank)):
-            waves, mask = batch["waveform"], None
-            if augment.active:  # on the worker's device, inside the step: no extra pass over the data
-                g = batch_generator(seed, epoch, rank, step)
-                waves = augment_waveforms(waves, augment, noise, sample_rate, g, rooms)
-                mask = spectrogram_masks((len(waves), 1, spec.features.get("n_mels", 40), core.features.frames(
-                    waves.shape[1])), augment, hop_ms, g)
-            with autocast(device, precision):
-                logits = model(waves, mask)
-            loss = student_loss(logits.float(), mode=stage.label_mode, hard=batch["teacher_label_index"],
-                                soft=batch["teacher_probs"], temperature=stage.temperature,
-                                original=batch["source_label_index"], original_weight=stage.original_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if schedule.last_epoch < schedule.total_steps - 1:
-                schedule.step()
-            total_loss += loss.item() * len(logits)
-            seen += len(logits)
-
-        model.eval()
-        if averaged is not None and epoch >= epochs - min(train.average_epochs, epochs):
-            averaged.update_parameters(core)
-        kept = averaged.module.eval() if averaged is not None and epoch == epochs - 1 else core
-        counts = validate(core)
-        kept_counts = validate(kept) if kept is not core else counts
+        batches = shard.iter_torch_batches(batch_size=train.batch_size, device=device,
+                                           local_shuffle_buffer_size=min(config["rows"], 2048),
+                                           local_shuffle_seed=stage.seed + 1000 * epoch + rank)
+        total_loss, seen = train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=rank, device=device)
+        kept = kept_model(fit, epoch, epochs, train.average_epochs)
+        counts = validate_here(fit.net)
+        kept_counts = validate_here(kept) if kept is not fit.net else counts
         losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
         if world > 1:
             stats = torch.cat([counts, kept_counts, losses]).to(device)
@@ -148,17 +97,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
             counts, kept_counts, losses = stats[:2].cpu(), stats[2:4].cpu(), stats[4:].cpu()
         metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1)),
                    "val_acc": float(counts[0] / max(counts[1], 1)), "epoch_seconds": time.perf_counter() - started}
-        if kept is not core:  # the averaged weights, kept as the stage's model
+        if kept is not fit.net:  # the averaged weights, kept as the stage's model
             metrics["kept_val_acc"] = float(kept_counts[0] / max(kept_counts[1], 1))
-        history.append(metrics)
+        fit.history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 save_model_dir(tmp, kept, ModelSpec(**{**asdict(spec), "extra": {
                     "epoch": epoch, "val_acc": metrics.get("kept_val_acc", metrics["val_acc"]),
-                    **({"averaged_epochs": int(averaged.n_averaged)} if kept is not core else {})}}))
-                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                            "epoch": epoch, "history": history,
-                            **({"averaged": averaged.state_dict()} if averaged is not None else {})}, Path(tmp) / TRAIN_STATE)
+                    **({"averaged_epochs": int(fit.averaged.n_averaged)} if kept is not fit.net else {})}}))
+                torch.save(fit_state(fit, epoch), Path(tmp) / TRAIN_STATE)
                 if config.get("checkpoint_dir"):  # runner local: Ray Train keeps no checkpoint, the platform does
                     save_local_checkpoint(tmp, config["checkpoint_dir"], epoch)
                 # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
@@ -166,9 +113,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                 config["progress"].put({"stage": stage.name, "epochs": epochs, "pid": os.getpid(),
                                         "resumed_at_epoch": resumed_at, **metrics,
                                         # the epochs a restart did not train again, for a new run's curves
-                                        **({"restored": history[:epoch]} if epoch == resumed_at else {})})
+                                        **({"restored": fit.history[:epoch]} if epoch == resumed_at else {})})
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
-    return history
+    return fit.history
 
 
 def _saved_train_state(config: dict[str, Any], device: torch.device) -> dict | None:

@@ -172,11 +172,11 @@ def test_training_survives_a_killed_worker_and_continues_from_its_checkpoint(set
 
 
 def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, reference, monkeypatch):
-    import distill.core.labels
+    import distill.core.fit
 
     root, reports, failed = setup["root"], [], []
     first_checkpoint = root / "local-train" / "local-local" / "epoch-0000" / "COMPLETE"
-    real_loss = distill.core.labels.student_loss
+    real_loss = distill.core.fit.student_loss
 
     def failing_once(*args, **kwargs):  # the loop runs in this process: fail its first step after epoch 1
         if first_checkpoint.is_file() and not failed:
@@ -184,7 +184,7 @@ def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, r
             raise RuntimeError("injected failure")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(distill.core.labels, "student_loss", failing_once)
+    monkeypatch.setattr(distill.core.fit, "student_loss", failing_once)
     spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
     summary = train(root, "local", spec, reference[0]["rows"], root / "ref" / "data", 3,
                     Queue(actor_options={"num_cpus": 0}), reports.append, max_failures=1, runner="local")

@@ -1,0 +1,158 @@
+"""The training recipe of a stage, in plain PyTorch: the optimizer and its one-cycle schedule,
+one training epoch (augmentation, the hard, soft or mixed-label loss, precision), validation,
+weight averaging, and the state a checkpoint holds to continue.
+
+This is the one training loop. ``runtime/train.py`` runs it under Ray Train and adds only what
+Ray adds (a dataset shard, the all-reduce of counts, reports, checkpoints and restarts);
+``benchmarks/throughput.py`` runs it without Ray to measure what Ray costs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from distill.core.augment import NoiseBank, RoomBank, augment_waveforms, batch_generator, spectrogram_masks
+from distill.core.labels import student_loss
+from distill.core.models import autocast
+from distill.core.protocols import predict
+
+if TYPE_CHECKING:  # typed arguments without importing the config (which imports core)
+    from distill.config import TrainConfig
+    from distill.stages import StageSpec
+
+
+def configure_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay), or SGD with Nesterov momentum and L2 (Honk's recipe)."""
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, nesterov=True,
+                               weight_decay=train.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def configure_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig,
+                       total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One cycle over the stage: 15 % warm-up to ``train.lr``, then cosine decay. SGD keeps the
+    momentum it is given; AdamW's beta1 follows the cycle."""
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total_steps + 1,
+                                               pct_start=0.15, cycle_momentum=train.optimizer != "sgd")
+
+
+@dataclass
+class Fit:
+    """What a stage's training carries from epoch to epoch. ``model`` is what the steps call
+    (DDP-wrapped on several workers), ``net`` the network itself."""
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.OneCycleLR
+    scaler: torch.amp.GradScaler
+    averaged: AveragedModel | None  # keep: average
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def start_fit(model: torch.nn.Module, train: TrainConfig, *, epochs: int, steps_per_epoch: int,
+              device: torch.device) -> Fit:
+    net = model.module if hasattr(model, "module") else model
+    optimizer = configure_optimizer(model, train)
+    # fp16 gradients underflow without scaling; bf16 has fp32's range and needs none
+    scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+    schedule = configure_schedule(optimizer, train, epochs * steps_per_epoch)
+    # keep: average: the last average_epochs epochs' weights, batch-norm statistics included
+    averaged = AveragedModel(net, use_buffers=True) if train.keep == "average" else None
+    return Fit(model, net, optimizer, schedule, scaler, averaged)
+
+
+def steps_per_epoch(rows: int, world: int, batch_size: int) -> int:
+    return max(1, math.ceil(rows / world / batch_size))
+
+
+def fit_state(fit: Fit, epoch: int) -> dict:
+    """What a checkpoint holds to continue after ``epoch``: the trained (not averaged) weights,
+    optimizer, schedule, history and the running average."""
+    return {"model": fit.net.state_dict(), "optimizer": fit.optimizer.state_dict(),
+            "schedule": fit.schedule.state_dict(), "epoch": epoch, "history": fit.history,
+            **({"averaged": fit.averaged.state_dict()} if fit.averaged is not None else {})}
+
+
+def load_fit_state(fit: Fit, state: dict) -> None:
+    """Continue from ``fit_state``'s dict: the next epoch is the one after the saved one."""
+    fit.net.load_state_dict(state["model"])
+    fit.optimizer.load_state_dict(state["optimizer"])
+    fit.schedule.load_state_dict(state["schedule"])
+    fit.start_epoch, fit.history = state["epoch"] + 1, state["history"]
+    if fit.averaged is not None and "averaged" in state:
+        fit.averaged.load_state_dict(state["averaged"])
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What ``train.augment`` mixes in, on the training device, and the features' geometry
+    SpecAugment masks. ``noise``/``rooms``: None when the augmentation is off."""
+    noise: NoiseBank | None
+    rooms: RoomBank | None
+    sample_rate: int
+    hop_ms: float
+    n_mels: int
+
+
+def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: StageSpec, train: TrainConfig,
+                augmentation: Augmentation, *, epoch: int, rank: int, device: torch.device) -> tuple[float, int]:
+    """One pass over ``batches`` (dicts of ``waveform``, ``teacher_label_index``,
+    ``teacher_probs``, ``source_label_index`` on ``device``); returns (summed loss, samples).
+    Augmentation draws from a generator private to (seed, epoch, rank, batch): a restart
+    draws the same."""
+    fit.model.train()
+    total_loss, seen = 0.0, 0
+    for step, batch in enumerate(batches):
+        waves, mask = batch["waveform"], None
+        if train.augment.active:  # on the worker's device, inside the step: no extra pass over the data
+            g = batch_generator(stage.seed, epoch, rank, step)
+            waves = augment_waveforms(waves, train.augment, augmentation.noise, augmentation.sample_rate, g,
+                                      augmentation.rooms)
+            mask = spectrogram_masks((len(waves), 1, augmentation.n_mels, fit.net.features.frames(waves.shape[1])),
+                                     train.augment, augmentation.hop_ms, g)
+        with autocast(device, train.precision):
+            logits = fit.model(waves, mask)
+        loss = student_loss(logits.float(), mode=stage.label_mode, hard=batch["teacher_label_index"],
+                            soft=batch["teacher_probs"], temperature=stage.temperature,
+                            original=batch["source_label_index"], original_weight=stage.original_weight)
+        fit.optimizer.zero_grad(set_to_none=True)
+        fit.scaler.scale(loss).backward()
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
+        if fit.schedule.last_epoch < fit.schedule.total_steps - 1:
+            fit.schedule.step()
+        total_loss += loss.item() * len(logits)
+        seen += len(logits)
+    fit.model.eval()
+    return total_loss, seen
+
+
+def kept_model(fit: Fit, epoch: int, epochs: int, average_epochs: int) -> torch.nn.Module:
+    """After ``epoch``: the network the stage would keep now. With averaging, the epoch enters
+    the average when it is one of the last ``average_epochs``, and after the last epoch the
+    average is kept; otherwise the trained network."""
+    if fit.averaged is None:
+        return fit.net
+    if epoch >= epochs - min(average_epochs, epochs):
+        fit.averaged.update_parameters(fit.net)
+    return fit.averaged.module.eval() if epoch == epochs - 1 else fit.net
+
+
+def validate(net: torch.nn.Module, waves: np.ndarray, labels: np.ndarray, *, input_samples: int, hop_samples: int,
+             silence_index: int | None, batch_size: int, device: torch.device, precision: str) -> torch.Tensor:
+    """(correct, clips) of ``net`` on validation clips at full length, stream protocol: counts,
+    so several workers' sum to the split's."""
+    if not len(labels):
+        return torch.zeros(2, dtype=torch.float64)
+    with autocast(device, precision):
+        pred = predict(net, waves, input_samples, "stream", hop_samples=hop_samples, silence_index=silence_index,
+                       batch_size=batch_size, device=device)
+    return torch.tensor([float((pred == labels).sum()), float(len(pred))], dtype=torch.float64)

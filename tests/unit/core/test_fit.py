@@ -1,0 +1,112 @@
+"""core/fit.py, the one training loop, without Ray: it learns, it continues from its own state
+to the bit, it averages what it says it averages, and it validates by counting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distill.config import TrainConfig
+from distill.core.fit import (Augmentation, fit_state, kept_model, load_fit_state, start_fit, steps_per_epoch,
+                              train_epoch, validate)
+from distill.core.models import build_model
+from distill.stages import StageSpec
+
+CLASSES, SAMPLES, ROWS, BATCH = 4, 4000, 32, 8
+CPU = torch.device("cpu")
+
+
+def tone_batches(seed: int, epoch: int) -> list[dict[str, torch.Tensor]]:
+    """Four textures a 3×3 convolution tells apart (a tone, noise, clicks, near silence); the
+    clip label as the teacher's and the source's."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(ROWS) % CLASSES
+    t = torch.arange(SAMPLES) / 16000
+    clicks = (torch.arange(SAMPLES) % 320 == 0).float()
+    textures = torch.stack([0.3 * torch.sin(2 * torch.pi * 500 * t), 0.1 * torch.randn(SAMPLES, generator=g),
+                            0.9 * clicks, torch.zeros(SAMPLES)])
+    waves = textures[labels] + 0.001 * torch.randn(ROWS, SAMPLES, generator=g)
+    order = torch.randperm(ROWS, generator=torch.Generator().manual_seed(seed * 100 + epoch))
+    return [{"waveform": waves[i], "teacher_label_index": labels[i],
+             "teacher_probs": torch.nn.functional.one_hot(labels[i], CLASSES).float(), "source_label_index": labels[i]}
+            for i in order.split(BATCH)]
+
+
+def new_fit(train: TrainConfig, epochs: int):
+    torch.manual_seed(0)
+    model = build_model("tiny", CLASSES)
+    return start_fit(model, train, epochs=epochs, steps_per_epoch=steps_per_epoch(ROWS, 1, BATCH), device=CPU)
+
+
+STAGE = StageSpec("s", "student", "pld", 250, "teacher", 4, label_mode="soft", temperature=2.0, original_weight=0.5)
+NO_AUGMENT = Augmentation(None, None, 16000, 10.0, 40)
+
+
+def run(fit, train, epochs, start=0, stop=None):
+    """Epochs ``start`` to ``stop`` (default: all) of a fit of ``epochs``; their mean losses."""
+    losses = []
+    for epoch in range(start, epochs if stop is None else stop):
+        total, seen = train_epoch(fit, tone_batches(1, epoch), STAGE, train, NO_AUGMENT, epoch=epoch, rank=0, device=CPU)
+        kept_model(fit, epoch, epochs, train.average_epochs)
+        losses.append(total / seen)
+    return losses
+
+
+def test_training_lowers_the_loss_and_counts_every_sample():
+    train = TrainConfig(batch_size=BATCH, lr=0.05, augment={"enabled": False})
+    fit = new_fit(train, 6)
+    losses = run(fit, train, 6)
+    assert losses[-1] < 0.7 * losses[0], losses
+    total, seen = train_epoch(fit, tone_batches(1, 9), STAGE, train, NO_AUGMENT, epoch=9, rank=0, device=CPU)
+    assert seen == ROWS and total > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_a_fit_continued_from_its_state_equals_one_never_stopped(optimizer):
+    train = TrainConfig(batch_size=BATCH, lr=0.01, optimizer=optimizer, keep="average", average_epochs=2,
+                        augment={"enabled": False})
+    straight = new_fit(train, 3)
+    run(straight, train, 3)
+    stopped = new_fit(train, 3)
+    run(stopped, train, 3, stop=2)
+    state = fit_state(stopped, 1)
+    continued = new_fit(train, 3)  # a fresh process: new network, optimizer, schedule, average
+    load_fit_state(continued, state)
+    assert continued.start_epoch == 2
+    run(continued, train, 3, start=continued.start_epoch)
+    for a, b in ((straight.net, continued.net), (straight.averaged.module, continued.averaged.module)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), name
+
+
+def test_average_keeps_the_mean_of_the_last_epochs_and_best_keeps_the_network():
+    train = TrainConfig(batch_size=BATCH, lr=0.01, keep="average", average_epochs=2, augment={"enabled": False})
+    fit = new_fit(train, 3)
+    weights = []
+    for epoch in range(3):
+        train_epoch(fit, tone_batches(1, epoch), STAGE, train, NO_AUGMENT, epoch=epoch, rank=0, device=CPU)
+        kept = kept_model(fit, epoch, 3, train.average_epochs)
+        weights.append({k: v.clone() for k, v in fit.net.state_dict().items()})
+        assert (kept is fit.net) == (epoch < 2)
+    assert int(fit.averaged.n_averaged) == 2
+    for name, value in kept.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (weights[1][name] + weights[2][name]) / 2, msg=name)
+    best = TrainConfig(batch_size=BATCH, keep="best", augment={"enabled": False})
+    plain = new_fit(best, 1)
+    assert plain.averaged is None and kept_model(plain, 0, 1, 5) is plain.net
+
+
+def test_validation_counts_correct_clips():
+    class Always(torch.nn.Module):  # answers class 2 for every window
+        def forward(self, x, mask=None):
+            return torch.nn.functional.one_hot(torch.full((len(x),), 2), CLASSES).float()
+
+    waves = np.zeros((5, 16000), np.float32)
+    labels = np.array([2, 2, 0, 1, 2])
+    counts = validate(Always(), waves, labels, input_samples=8000, hop_samples=1600, silence_index=None, batch_size=4,
+                      device=CPU, precision="fp32")
+    assert counts.tolist() == [3.0, 5.0]
+    assert validate(Always(), waves[:0], labels[:0], input_samples=8000, hop_samples=1600, silence_index=None,
+                    batch_size=4, device=CPU, precision="fp32").tolist() == [0.0, 0.0]
