@@ -142,6 +142,37 @@ class TrainConfig(_Strict):
         return self
 
 
+class StageLabels(_Strict):
+    """``labels`` keys a stage may set for itself (unset: the top-level ``labels`` section's)."""
+    mode: Literal["hard", "soft"] | None = None
+    temperature: float | None = Field(None, gt=0)
+    original_weight: float | None = Field(None, ge=0, le=1)
+    min_confidence: float | None = Field(None, ge=0, lt=1)
+
+
+class StageTrain(_Strict):
+    """``train`` keys a stage may set for itself (unset: the top-level ``train`` section's). How
+    and where it trains (workers, GPUs, runner, retries) stays the chain's."""
+    optimizer: Literal["adamw", "sgd"] | None = None
+    lr: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    keep: Literal["best", "average"] | None = None
+    average_epochs: int | None = Field(None, ge=1)
+
+
+class StageRecipe(_Strict):
+    """What one stage, or a group of them, does differently from the chain's sections (as
+    torchdistill's per-stage configs): its epochs, its labels and loss, its optimisation."""
+    epochs: int | None = Field(None, ge=1, description="Passes over the stage's dataset.")
+    labels: StageLabels = Field(default_factory=StageLabels)
+    train: StageTrain = Field(default_factory=StageTrain)
+
+
+STAGE_GROUPS = ("teacher", "students", "baselines")  # keys of `stages:` besides a stage's own name
+
+
 class RelabelConfig(_Strict):
     batch_size: int = Field(256, ge=1, description="Crops per teacher forward pass.")
     actors: int = Field(1, ge=1, description="GPU relabeling: teacher actors in the Ray Data actor pool. On CPUs the "
@@ -199,6 +230,11 @@ class ExperimentConfig(_Strict):
     chain: ChainConfig = Field(default_factory=ChainConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    stages: dict[str, StageRecipe] = Field(
+        default_factory=dict, description="Per-stage recipes over the sections above: `teacher`, `students` (every PLD "
+                                          "student), `baselines`, or one stage by name (`student_500ms`, "
+                                          "`direct_500ms`), which wins over its group; e.g. "
+                                          "`stages: {student_500ms: {epochs: 40, labels: {temperature: 4}}}`.")
     relabel: RelabelConfig = Field(default_factory=RelabelConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -220,6 +256,13 @@ class ExperimentConfig(_Strict):
             raise ValueError("relabel.precision: fp16 needs relabel.gpus_per_actor > 0 (CPUs: use bf16 or fp32)")
         if self.features.sample_rate != self.data.sample_rate:
             raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
+        from distill.stages import plan_chain  # the plan names the stages (stages.py imports this module)
+
+        names = [s.name for s in plan_chain(self)]
+        for key in self.stages:
+            if key not in names and key not in STAGE_GROUPS:
+                raise ValueError(f"stages.{key}: no such stage in this chain; its stages are {', '.join(names)}, and "
+                                 f"the groups {', '.join(STAGE_GROUPS)}")
         return self
 
     def without_credentials(self) -> "ExperimentConfig":

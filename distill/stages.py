@@ -13,9 +13,9 @@ the teacher's own length, taught by the teacher, before the shorter ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from distill.config import ExperimentConfig
+from distill.config import ExperimentConfig, LabelsConfig, TrainConfig
 from distill.core.crops import num_samples, sliding_crop_offsets
 from distill.core.labels import TeacherView
 
@@ -41,6 +41,8 @@ class StageSpec:
     label_mode: Literal["hard", "soft"] = "hard"  # clip labels are one-hot: hard is their exact loss
     temperature: float = 1.0
     original_weight: float = 0.0  # weight of the clip's own label beside the teacher's
+    # the stage's own train settings over the chain's `train` section (from `stages:`), as (key, value)
+    train: tuple[tuple[str, Any], ...] = ()
 
     @property
     def input_samples(self) -> int:
@@ -51,6 +53,23 @@ class StageSpec:
         return num_samples(self.stride_ms, self.sample_rate) if self.stride_ms else None
 
 
+GROUPS = {"teacher": "teacher", "student": "students", "baseline": "baselines"}  # a stage kind's `stages:` key
+
+
+def stage_recipe(cfg: ExperimentConfig, name: str, kind: str) -> tuple[int | None, LabelsConfig, dict[str, Any]]:
+    """A stage's epochs (None: the chain's), labels and own train settings: the top-level
+    sections, then its group's block in ``stages:``, then its own (each key it sets wins)."""
+    epochs, labels, train = None, cfg.labels.model_dump(), {}
+    for key in (GROUPS[kind], name):
+        recipe = cfg.stages.get(key)
+        if recipe is None:
+            continue
+        epochs = recipe.epochs or epochs
+        labels.update(recipe.labels.model_dump(exclude_none=True))
+        train.update(recipe.train.model_dump(exclude_none=True))
+    return epochs, LabelsConfig(**labels), train
+
+
 def _stage(cfg: ExperimentConfig, name: str, kind: str, method: str, input_ms: int, teacher: str | None,
            epochs: int) -> StageSpec:
     sr = cfg.data.sample_rate
@@ -59,12 +78,17 @@ def _stage(cfg: ExperimentConfig, name: str, kind: str, method: str, input_ms: i
     stride_ms = cfg.chain.crop_stride_ms if placement == "sliding" else None
     per_clip = 1 if whole else cfg.chain.crops_per_clip if placement == "random" else len(
         sliding_crop_offsets(num_samples(cfg.data.clip_ms, sr), num_samples(input_ms, sr), num_samples(stride_ms, sr)))
-    labels = cfg.labels
+    own_epochs, labels, train = stage_recipe(cfg, name, kind)
     taught = dict(view=TeacherView(cfg.chain.teacher_view, cfg.chain.pad_position, cfg.seed, labels.min_confidence),
                   label_mode=labels.mode, original_weight=labels.original_weight) if teacher else {}
-    return StageSpec(name, kind, method, input_ms, teacher, epochs, sample_rate=sr, placement=placement,
+    return StageSpec(name, kind, method, input_ms, teacher, own_epochs or epochs, sample_rate=sr, placement=placement,
                      crops_per_clip=per_clip, stride_ms=stride_ms, seed=cfg.seed, temperature=labels.temperature,
-                     **taught)
+                     train=tuple(sorted(train.items())), **taught)
+
+
+def stage_train(train: TrainConfig, stage: StageSpec) -> TrainConfig:
+    """The chain's ``train`` section with the stage's own settings over it."""
+    return train.model_copy(update=dict(stage.train)) if stage.train else train
 
 
 def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
@@ -91,13 +115,21 @@ def crops_per_clip(cfg: ExperimentConfig, input_ms: int) -> int:
 def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:
     """The stage plan as a table (what ``pld run --dry-run`` prints): who teaches whom, at which
     length, on which dataset, and how many rows each distilled dataset will have."""
-    rows = [("stage", "kind", "method", "input_ms", "labels_from", "epochs", "dataset", "est_rows")]
+    rows = [("stage", "kind", "method", "input_ms", "labels_from", "epochs", "dataset", "est_rows", "recipe")]
     for s in plan_chain(cfg):
         est = "?" if train_clips is None else str(train_clips * s.crops_per_clip)
         rows.append((s.name, s.kind, s.method, str(s.input_ms), s.teacher or "clip labels", str(s.epochs),
-                     f"<run_dir>/stages/{s.name}/data", est))
+                     f"<run_dir>/stages/{s.name}/data", est, describe_recipe(s)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows) + "\n"
+
+
+def describe_recipe(stage: StageSpec) -> str:
+    """A stage's loss and its own train settings, as the plan prints them."""
+    labels = "" if stage.teacher is None else (
+        f"{stage.label_mode} T={stage.temperature:g} clip weight {stage.original_weight:g}"
+        + (f" confidence ≥ {stage.view.min_confidence:g}" if stage.view and stage.view.min_confidence else ""))
+    return "; ".join(p for p in (labels, " ".join(f"{k}={v}" for k, v in stage.train)) if p) or "-"
 
 
 def describe_run(cfg: ExperimentConfig) -> str:

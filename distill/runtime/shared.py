@@ -29,8 +29,8 @@ from distill.stages import StageSpec
 
 SHARED_DIR = "shared-stages"
 # config sections a stage does not read: plan_chain resolved them into its StageSpec (chain,
-# labels, the two epoch counts), or they only name and place the run (see records.NOT_RESULTS)
-NOT_STAGE_INPUTS = ("chain", "labels", "seed", "train.epochs", "train.teacher_epochs")
+# labels, stages, the two epoch counts), or they only name and place the run (see records.NOT_RESULTS)
+NOT_STAGE_INPUTS = ("chain", "labels", "stages", "seed", "train.epochs", "train.teacher_epochs")
 
 
 def source_identity(index) -> str:
@@ -56,6 +56,8 @@ def stage_key(cfg: ExperimentConfig, stage: StageSpec, source_id: str, teacher_k
     spec.pop("teacher")  # ... and its teacher: teacher_key says which model that is
     if stage.teacher is None:
         spec.pop("temperature")  # clip labels are one-hot: the temperature is not read
+    if not stage.train:
+        spec.pop("train")  # no settings of its own: the key a stage had before `stages:` existed
     text = json.dumps({"config": config, "stage": spec, "source": source_id, "teacher": teacher_key},
                       sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -37,7 +37,7 @@ from distill.runtime.shared import find_shared, log_reused_stage, publish, stage
 from distill.runtime.source import load_split_arrays
 from distill.runtime.tracking import log_distilled_dataset, log_model, stage_tags, summary_row
 from distill.runtime.train import StageData, train_stage
-from distill.stages import StageSpec
+from distill.stages import StageSpec, stage_train
 
 
 @dataclass
@@ -144,11 +144,15 @@ def relabel_step(chain: Chain, stage: StageSpec, stage_dir: str, teacher: Teache
 def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) -> None:
     view = stage.view
     log_distilled_dataset(storage.join(stage_dir, "data"), manifest, name=f"{stage.name}-crops")
+    train = stage_train(chain.cfg.train, stage)
     mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
                        "epochs": stage.epochs, "rows": manifest["rows"], "model": chain.cfg.model_for(stage.kind).name,
                        "label_mode": stage.label_mode, "crop_placement": chain.cfg.chain.crop_placement,
+                       # the stage's recipe as it trained: its own settings from `stages:` included
+                       "optimizer": train.optimizer, "lr": train.lr, "batch_size": train.batch_size, "weight_decay": train.weight_decay, "keep": train.keep,
                        **({"teacher_view": view.mode, "pad_position": view.pad_position,
-                           "original_weight": stage.original_weight, "min_confidence": view.min_confidence}
+                           "temperature": stage.temperature, "original_weight": stage.original_weight,
+                           "min_confidence": view.min_confidence}
                           if stage.teacher else {})})
     stats = manifest.get("label_stats", {})
     mlflow.log_metrics({"crops": manifest["crops"], "dropped_low_confidence": manifest["dropped_low_confidence"],
@@ -168,7 +172,7 @@ def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id
                      features=cfg.features.model_dump())
     data = StageData(ray.data.read_parquet(storage.join(stage_dir, "data")), rows, chain.validation,
                      storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))
-    return train_stage(stage, spec, data, cfg.train, cfg.eval, chain.progress,
+    return train_stage(stage, spec, data, stage_train(cfg.train, stage), cfg.eval, chain.progress,
                        partial(report_epoch, chain.say, run_id, set()), chain.noise, chain.rooms)
 
 

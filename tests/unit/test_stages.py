@@ -58,3 +58,39 @@ def test_a_stage_at_the_clip_length_has_one_row_per_clip():
     assert crops_per_clip(cfg, 1000) == 1 and crops_per_clip(cfg, 500) == 4
     sliding = load_config(None, {"chain.crop_placement": "sliding", "chain.crop_stride_ms": 100})
     assert crops_per_clip(sliding, 1000) == 1 and crops_per_clip(sliding, 500) == 6
+
+
+def test_a_stage_recipe_overrides_its_group_which_overrides_the_chain():
+    from distill.stages import describe_plan, stage_train
+
+    cfg = load_config(None, {
+        "chain.lengths_ms": [1000, 750, 500], "chain.baselines": ["direct", "one_shot"],
+        "labels": {"mode": "soft", "temperature": 2.0, "original_weight": 0.5}, "train.epochs": 8,
+        "stages": {"teacher": {"epochs": 30, "train": {"lr": 0.005}},
+                   "students": {"epochs": 12, "labels": {"temperature": 4.0}},
+                   "student_500ms": {"epochs": 20, "labels": {"original_weight": 0.0}, "train": {"batch_size": 32}},
+                   "baselines": {"train": {"optimizer": "sgd"}}}})
+    plan = {s.name: s for s in plan_chain(cfg)}
+    teacher, s750, s500 = plan["teacher"], plan["student_750ms"], plan["student_500ms"]
+    assert (teacher.epochs, s750.epochs, s500.epochs, plan["direct_500ms"].epochs) == (30, 12, 20, 8)
+    assert (s750.temperature, s750.original_weight) == (4.0, 0.5)  # group over the chain
+    assert (s500.temperature, s500.original_weight) == (4.0, 0.0)  # the stage over its group
+    assert (plan["one_shot_500ms"].temperature, plan["one_shot_500ms"].original_weight) == (2.0, 0.5)
+    assert stage_train(cfg.train, teacher).lr == 0.005 and stage_train(cfg.train, s750).lr == cfg.train.lr
+    assert stage_train(cfg.train, s500).batch_size == 32 and stage_train(cfg.train, s750).batch_size == 64
+    assert stage_train(cfg.train, plan["direct_500ms"]).optimizer == "sgd"
+    assert stage_train(cfg.train, s750) is cfg.train  # no settings of its own: the chain's, unchanged
+    plan_text = describe_plan(cfg, 100)
+    assert re.search(r"student_500ms .* 20 .* soft T=4 clip weight 0; batch_size=32$", plan_text, re.M), plan_text
+    assert re.search(r"^teacher .* 30 .* lr=0.005$", plan_text, re.M), plan_text
+
+
+def test_a_stage_recipe_names_a_stage_of_the_chain_or_a_group():
+    with pytest.raises(ConfigError, match=re.escape("stages.student_450ms: no such stage in this chain; its stages "
+                                                    "are teacher, student_750ms, student_500ms, direct_500ms, "
+                                                    "one_shot_500ms, and the groups teacher, students, baselines")):
+        load_config(None, {"chain.lengths_ms": [1000, 750, 500], "stages": {"student_450ms": {"epochs": 3}}})
+    with pytest.raises(ConfigError, match=re.escape("stages.students.labels.temprature: Extra inputs")):
+        load_config(None, {"stages": {"students": {"labels": {"temprature": 3}}}})
+    with pytest.raises(ConfigError, match="stages.teacher.train.runner: Extra inputs"):  # how it runs is the chain's
+        load_config(None, {"stages": {"teacher": {"train": {"runner": "local"}}}})

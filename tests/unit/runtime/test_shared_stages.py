@@ -54,6 +54,11 @@ def test_what_a_stage_does_not_read_leaves_its_key() -> None:
     ({"labels.original_weight": 0.0}, ["student_750ms", "student_500ms", "one_shot_500ms"]),
     ({"chain.crops_per_clip": 2}, ["student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]),
     ({"train.lr": 0.02}, ["teacher", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]),
+    # a stage's own recipe (`stages:`) moves its key and its pupils', and no other
+    ({"stages": {"students": {"labels": {"temperature": 4.0}}}}, ["student_750ms", "student_500ms"]),
+    ({"stages": {"student_750ms": {"train": {"lr": 0.02}}}}, ["student_750ms", "student_500ms"]),
+    ({"stages": {"teacher": {"epochs": 31}}}, ["teacher", "student_750ms", "student_500ms", "one_shot_500ms"]),
+    ({"stages": {"student_500ms": {}}}, []),  # a block that sets nothing is no recipe
 ])
 def test_any_input_a_stage_reads_makes_a_new_key(change: dict, changed: list[str]) -> None:
     base, other = keys(), keys(**change)
