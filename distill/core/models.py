@@ -18,7 +18,7 @@ from torch import nn
 from distill.core.features import FeatureConfig, LogMel
 from distill.core.registry import Registry
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", plugins="pld.models")  # a package adds its own: registry.py
 
 
 class Res8(nn.Module):

@@ -9,7 +9,7 @@ from distill.core.features import num_samples
 from distill.core.models import build_model, count_macs, latency_per_decision, MODELS
 
 
-@pytest.mark.parametrize("name", ["res8", "res8_narrow", "tiny"])
+@pytest.mark.parametrize("name", MODELS.names())  # every registered model, plug-ins included
 @pytest.mark.parametrize("ms", [100, 500, 750, 1000])
 def test_models_accept_any_input_length(name, ms):
     model = build_model(name, n_classes=12).eval()
@@ -62,3 +62,29 @@ def test_latency_per_decision_is_a_median_of_batch_one_runs():
     short, long = latency_per_decision(model, 4000, repeats=15), latency_per_decision(model, 16000, repeats=15)
     assert 0 < short < 1 and 0 < long < 1
     assert torch.get_num_threads() == 2 and model.training  # its settings are put back
+
+
+def test_a_package_registers_its_model_through_an_entry_point(tmp_path, monkeypatch, caplog):
+    import importlib.metadata
+    import sys
+
+    from distill.core.registry import Registry
+
+    registry = Registry("model", plugins="pld.test-models")
+    (tmp_path / "my_nets.py").write_text(
+        "from distill.core.models import Tiny\n"
+        "from test_models_plugin_target import REGISTRY\n"
+        "REGISTRY.register('my_net')(lambda n_classes, **o: Tiny(n_classes, **o))\n")
+    (tmp_path / "test_models_plugin_target.py").write_text("REGISTRY = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import test_models_plugin_target
+
+    monkeypatch.setattr(test_models_plugin_target, "REGISTRY", registry)
+    plugins = [importlib.metadata.EntryPoint("my_net", "my_nets", "pld.test-models"),
+               importlib.metadata.EntryPoint("broken", "no_such_module", "pld.test-models")]
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [e for e in plugins if e.group == group])
+    assert registry.names() == ["my_net"]  # loaded on the first look-up; the broken one only warns
+    assert "plug-in 'broken' (no_such_module) failed to import" in caplog.text
+    assert registry.get("my_net")(3).output.out_features == 3
+    sys.modules.pop("my_nets", None)
