@@ -43,6 +43,11 @@ def test_missing_dataset_names_the_fix(tmp_path):
     assert "pld data synth" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def est_rows(plan_line: list[str]) -> str:
+    """The est_rows column of a plan line's words: the one after the dataset directory."""
+    return next(plan_line[i + 1] for i, word in enumerate(plan_line) if word.endswith("/data"))
+
+
 def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path, sc_root, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "c.yaml"
@@ -54,13 +59,14 @@ def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path
     assert list(lines) == ["teacher", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]
     # 7 train speakers × (10 keywords + ceil(10 %) unknown + ceil(10 %) silence) clips × 3 crops; the teacher
     # trains on the clips themselves, one row each
-    assert lines["student_750ms"][3:6] == ["750", "teacher", "4"] and lines["student_750ms"][-1] == str(84 * 3)
-    assert lines["teacher"][-1] == str(84)
+    assert lines["student_750ms"][3:6] == ["750", "teacher", "4"] and est_rows(lines["student_750ms"]) == str(84 * 3)
+    assert est_rows(lines["teacher"]) == str(84)
+    assert " ".join(lines["student_750ms"]).endswith("hard T=1 clip weight 0") and lines["teacher"][-1] == "-"
     assert not (tmp_path / "pld-runs").exists() and not (tmp_path / "mlflow.db").exists()
     # sliding crops: every 100 ms, a 750 ms crop has 4 positions in 1 s (0, 100, 200 and 250, flush with the end)
     assert main(["run", str(cfg), "--dry-run", "--set", "chain.crop_placement=sliding"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("student_", "teacher "))}
+    rows = {line.split()[0]: est_rows(line.split()) for line in out.splitlines() if line.startswith(("student_", "teacher "))}
     assert (rows["teacher"], rows["student_750ms"], rows["student_500ms"]) == (str(84), str(84 * 4), str(84 * 6))
 
 
