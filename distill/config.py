@@ -316,7 +316,19 @@ def _allowed(raw: dict[str, Any], error: dict) -> str:
     return f" (allowed: {', '.join(model.model_fields)})"
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def _where(loc: str, overrides: dict[str, Any] | None, flag: str | None) -> str:
+    """A validation error's field, as the user wrote it: ``--set KEY`` (``flag``) when a ``--set``
+    put it there."""
+    for key in (overrides or {}) if flag else ():
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return f"{flag} {key}" + ("" if loc == key else f" ({loc})")
+    return loc or "(top level)"
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                overrides_flag: str | None = None) -> ExperimentConfig:
+    """The config at ``path`` with dotted ``overrides`` over it; ``overrides_flag`` (``--set``):
+    the command-line flag they came from, which an error in one of them names."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -339,7 +351,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}{_allowed(raw, e)}"
+        lines = [f"{_where('.'.join(str(x) for x in e['loc']), overrides, overrides_flag)}: {e['msg']}{_allowed(raw, e)}"
                  for e in exc.errors()]
         raise ConfigError(f"{path or 'config'}: invalid config\n  " + "\n  ".join(lines)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -351,7 +363,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 # (a study moved to another disk or MLflow server is the same study), which cluster runs it,
 # and how long or how often training waits and retries (a restart continues from the last
 # epoch's checkpoint), whether a stage trains in the driver or in a worker (the same loop, the same
-# weights: test_runner_integration.py), and whether a chain also scores the held-out parts (it adds
+# weights: test_faults_integration.py), and whether a chain also scores the held-out parts (it adds
 # metrics, changes none). Everything else stays in, even what looks operational: train.num_workers
 # shards the data and changes the gradient steps, batch sizes and precisions change the
 # arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.

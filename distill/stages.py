@@ -132,8 +132,9 @@ def describe_recipe(stage: StageSpec) -> str:
     return "; ".join(p for p in (labels, " ".join(f"{k}={v}" for k, v in stage.train)) if p) or "-"
 
 
-def describe_run(cfg: ExperimentConfig) -> str:
-    """``pld run --dry-run``: the resolved config, the dataset's size and the stage plan; starts nothing."""
+def describe_run(cfg: ExperimentConfig) -> tuple[str, str | None]:
+    """``pld run --dry-run``: the resolved config, the dataset's size and the stage plan; starts
+    nothing. Also returns why the dataset could not be read (None: it could)."""
     import yaml
 
     from distill.data.base import build_source_index
@@ -149,7 +150,9 @@ def describe_run(cfg: ExperimentConfig) -> str:
         lines.append(f"# dataset: {len(index.labels)} classes; "
                      + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test")) + " clips\n")
     except (FileNotFoundError, ValueError) as exc:
-        train = None
+        train, problem = None, str(exc)
         lines.append(f"# dataset: not readable here ({exc}); row estimates unknown\n")
+    else:
+        problem = None
     lines.append("# stage plan (est_rows = train clips × crops per clip, before any confidence filter)")
-    return "\n".join(lines) + "\n" + describe_plan(cfg, train)
+    return "\n".join(lines) + "\n" + describe_plan(cfg, train), problem

@@ -88,7 +88,7 @@ def accuracies(model, waves: np.ndarray, labels: np.ndarray, input_samples: int,
 
 
 def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None = None, register: str | None = None,
-               int8: bool = True, tracking: str | None = None, say: Callable[[str], None] = print) -> dict:
+               int8: bool = False, tracking: str | None = None, say: Callable[[str], None] = print) -> dict:
     """Export a stage's model; returns its card (also written, with the ONNX files, to ``out``)."""
     from distill.runtime.session import quiet_logs, resolve_tracking_uri
     from distill.runtime.source import load_split_arrays

@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
         proc = pld("run", "c.yaml", cwd=root, env=env, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         chain_id = proc.stdout.split("chain run id: ")[1].split()[0]
-        proc = pld("export", chain_id, "--out", "exported", "--register", "kws-500", cwd=root, env=env)
+        proc = pld("export", chain_id, "--out", "exported", "--register", "kws-500", "--int8", cwd=root, env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         yield dict(root=root, env=env, server=server, chain_id=chain_id, out=root / "exported", stdout=proc.stdout,
                    card=json.loads((root / "exported" / "card.json").read_text()))

@@ -84,3 +84,25 @@ def test_a_tracking_password_reaches_neither_the_console_nor_the_dry_run(tmp_pat
     assert main(["run", str(cfg), "--set", f"tracking.uri={uri}", "--dry-run"]) == 0
     out = capsys.readouterr()
     assert "uri: http://127.0.0.1:9/" in out.out and "PASSWORD123" not in out.out + out.err
+
+
+def test_export_writes_int8_only_when_asked(monkeypatch):
+    """int8 is opt-in: on the CPUs measured it is slower than fp32 and a little less accurate."""
+    import distill.runtime.export
+
+    calls = []
+    monkeypatch.setattr(distill.runtime.export, "export_run", lambda run_id, **kw: calls.append((run_id, kw["int8"])))
+    assert main(["export", "abc123"]) == 0 and main(["export", "abc123", "--int8"]) == 0
+    assert calls == [("abc123", False), ("abc123", True)]
+
+
+def test_a_dry_run_whose_data_cannot_be_read_fails_with_one_last_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nowhere"
+    (tmp_path / "c.yaml").write_text(f"data: {{path: {missing}}}\n")
+    assert main(["run", "c.yaml", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "# stage plan" in captured.out  # the plan is still shown
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("pld: error: data: ") and str(missing) in line
+    assert line.endswith("(the dry run could not read the dataset; fix data.path, or run where the data is)")

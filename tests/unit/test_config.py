@@ -85,3 +85,14 @@ def test_every_shipped_config_validates():
     for path in configs:
         cfg = load_config(path)
         assert cfg.chain.lengths_ms[0] <= cfg.data.clip_ms, path
+
+
+def test_an_error_in_a_set_value_names_the_set_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {epochs: 3}\nlabels: {mode: fuzzy}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"train.epochs": "abc", "trian.lr": 0.1}, overrides_flag="--set")
+    lines = str(info.value).splitlines()[1:]
+    assert "  --set train.epochs: Input should be a valid integer, unable to parse string as an integer" in lines
+    assert any(line.startswith("  --set trian.lr (trian): Extra inputs are not permitted") for line in lines)
+    assert "  labels.mode: Input should be 'hard' or 'soft'" in lines  # the file's own error keeps its field
