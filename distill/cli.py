@@ -7,7 +7,7 @@
   pld report RUN_ID [--out DIR] [--tracking-uri URI]
   pld compare RUN_ID RUN_ID … [--tracking-uri URI]
   pld export RUN_ID [--stage NAME] [--out DIR] [--register NAME] [--int8] [--tracking-uri URI]
-  pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T] [--json] [--tracking-uri URI]
+  pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T] [--merge-ms 1000] [--json] [--tracking-uri URI]
   pld study STUDY.yaml [--records DIR] [--tracking-uri URI] [--address ADDR] [--verbose]
   pld study report STUDY.yaml [--records DIR] [--out DIR]
   pld data check SPEC [--json]
@@ -176,7 +176,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--hop-ms {args.hop_ms}: must be positive")
     err = lambda line: print(line, file=sys.stderr)  # noqa: E731 (stdout holds the detections only)
     spotter, card = load_model(args.model, tracking=args.tracking_uri, say=err)
-    return predict_files(spotter, card, args.audio, hop_ms=args.hop_ms, threshold=args.threshold, as_json=args.json)
+    if args.merge_ms < 0:
+        raise ValueError(f"--merge-ms {args.merge_ms}: must be 0 (no merging) or more")
+    return predict_files(spotter, card, args.audio, hop_ms=args.hop_ms, threshold=args.threshold,
+                         merge_ms=args.merge_ms, as_json=args.json)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -299,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--hop-ms", type=float, default=100.0, help="time between decisions (default 100)")
     pr.add_argument("--threshold", type=float, help="keyword posterior that fires (default: the model card's, "
                                                     "its 90 %% recall operating point)")
+    pr.add_argument("--merge-ms", type=float, default=1000.0,
+                    help="detections of one keyword within this many ms of a stronger one are merged into it "
+                         "(default 1000; 0: every threshold crossing)")
     pr.add_argument("--json", action="store_true", help="JSON lines, one detection each")
     add_connection_args(pr, ray=False)
     pr.set_defaults(func=cmd_predict)

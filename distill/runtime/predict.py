@@ -3,8 +3,11 @@
 The model slides over each file (one decision of the model's input length every ``hop_ms``);
 a detection is a run of consecutive windows whose top keyword posterior is at or above the
 threshold — the event rule of the false-alarm evaluation (``core.detection.count_events``) —
-reported at the run's peak window: keyword, start_ms, end_ms, score. The threshold defaults to
-the model card's (90 % recall on the test keywords).
+reported at the run's peak window: keyword, start_ms, end_ms, score. Detections of the same
+keyword whose peaks lie within ``merge_ms`` of a stronger one are merged into it (non-maximum
+suppression over events): one spoken word crosses the threshold in several runs when its
+posterior dips between them. The threshold defaults to the model card's (90 % recall on the
+test keywords).
 """
 
 from __future__ import annotations
@@ -95,8 +98,19 @@ def detect(scores: np.ndarray, classes: np.ndarray, starts: np.ndarray, threshol
     return out
 
 
+def merge_events(detections: list[Detection], merge_ms: float) -> list[Detection]:
+    """Non-maximum suppression over events: strongest first, a detection is kept unless a kept
+    one of the same keyword in the same file starts within ``merge_ms`` of it. In time order."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        if not any(k.file == d.file and k.keyword == d.keyword and abs(k.start_ms - d.start_ms) < merge_ms
+                   for k in kept):
+            kept.append(d)
+    return sorted(kept, key=lambda d: (d.file, d.start_ms))
+
+
 def spot_file(spotter: OnnxSpotter, card: dict, path: str, hop_ms: float, threshold: float,
-              progress: Callable[[str], None] | None = None) -> tuple[list[Detection], float, float]:
+              progress: Callable[[str], None] | None = None, merge_ms: float = 0.0) -> tuple[list[Detection], float, float]:
     """Detections in one file, its seconds of audio and the seconds it took to score them."""
     rate, n = card["sample_rate"], card["input_samples"]
     audio = read_audio(path, rate)
@@ -117,11 +131,15 @@ def spot_file(spotter: OnnxSpotter, card: dict, path: str, hop_ms: float, thresh
             shown = done
             progress(f"{path}: {10 * done}% of {seconds:.0f} s")
     compute = time.perf_counter() - t
-    return detect(scores, classes, starts, threshold, card["labels"], rate, n, path), seconds, compute
+    return merge_events(detect(scores, classes, starts, threshold, card["labels"], rate, n, path), merge_ms), seconds, compute
+
+
+MERGE_MS = 1000.0  # one word per second and keyword: a command is not repeated faster
 
 
 def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms: float = 100.0,
-                  threshold: float | None = None, as_json: bool = False, say: Callable[[str], None] = print) -> int:
+                  threshold: float | None = None, merge_ms: float = MERGE_MS, as_json: bool = False,
+                  say: Callable[[str], None] = print) -> int:
     """Spot keywords in every file; prints detections (a table, or JSON lines) and a summary on
     stderr. Returns the exit code: 0, or 1 when some file could not be read (the others are done)."""
     threshold = card["threshold"] if threshold is None else threshold
@@ -131,7 +149,8 @@ def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms:
     err = lambda line: print(line, file=sys.stderr)  # noqa: E731
     for path in paths:
         try:
-            detections, seconds, compute = spot_file(spotter, card, path, hop_ms, threshold, progress=err)
+            detections, seconds, compute = spot_file(spotter, card, path, hop_ms, threshold, progress=err,
+                                                     merge_ms=merge_ms)
         except (AudioError, OSError) as exc:
             errors += 1
             err(f"pld: error: {exc}")

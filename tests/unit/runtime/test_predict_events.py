@@ -1,0 +1,32 @@
+"""pld predict's events: one detection per run of windows above the threshold, at its peak, and
+non-maximum suppression over a keyword's detections (runtime/predict.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distill.runtime.predict import Detection, detect, merge_events
+
+LABELS = ["_silence_", "_unknown_", "yes", "no"]
+
+
+def test_a_run_of_windows_is_one_detection_at_its_peak():
+    scores = np.array([0.1, 0.6, 0.9, 0.7, 0.2, 0.8, 0.1], np.float32)
+    classes = np.array([2, 2, 2, 2, 2, 3, 3])
+    starts = np.arange(7) * 1600
+    found = detect(scores, classes, starts, 0.5, LABELS, 16000, 8000, "f.wav")
+    assert [(d.keyword, d.start_ms, d.end_ms, d.score) for d in found] == [("yes", 200, 700, 0.9), ("no", 500, 1000, 0.8)]
+
+
+def test_merging_keeps_the_strongest_detection_of_a_keyword_within_the_window():
+    d = lambda kw, ms, score, file="a.wav": Detection(file, kw, ms, ms + 500, score)  # noqa: E731
+    events = [d("yes", 1600, 0.7), d("yes", 2100, 0.9), d("stop", 1100, 0.6),  # one "yes" that dipped; a "stop"
+              d("yes", 4000, 0.8),  # the next "yes", 1.9 s later
+              d("yes", 2000, 0.95, file="b.wav")]  # another file's
+    merged = merge_events(events, 1000)
+    assert [(e.file, e.keyword, e.start_ms) for e in merged] == [
+        ("a.wav", "stop", 1100), ("a.wav", "yes", 2100), ("a.wav", "yes", 4000), ("b.wav", "yes", 2000)]
+    assert merge_events(events, 0) == sorted(events, key=lambda e: (e.file, e.start_ms))  # 0: every crossing
+    # a chain of weaker crossings is measured from the kept peak, not from each other
+    chain = [d("no", 0, 0.9), d("no", 900, 0.8), d("no", 1800, 0.7)]
+    assert [e.start_ms for e in merge_events(chain, 1000)] == [0, 1800]
