@@ -1,0 +1,122 @@
+"""`pld predict` on one long recording made of a chain's held-out test clips: hits, misses,
+repeated detections and false alarms per hour of silence and of non-keyword speech.
+
+    python benchmarks/predict_events.py --model EXPORT/model.onnx --source RUN_DIR/source [--json OUT]
+
+The recording: every test clip that is not `_silence_`, in a seeded random order, each after
+1 s of a `_silence_` clip of the same split (background noise), so the words are 2 s apart.
+A detection counts where its window's centre lies: in a keyword clip of its own keyword (the
+first is a hit, more are repeats), in a keyword clip of another keyword (a substitution), in an
+`_unknown_` word (a false alarm on speech), or in a silence gap (a false alarm on silence). Run
+with `--merge-ms 0` (every threshold crossing) and with the default merging, at the card's
+threshold, so the table shows what merging removes and what it keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill.core.export import OnnxSpotter  # noqa: E402
+from distill.names import SILENCE, UNKNOWN  # noqa: E402
+from distill.runtime.predict import MERGE_MS, detect, merge_events  # noqa: E402
+from distill.runtime.source import load_split_arrays  # noqa: E402
+
+RATE = 16000
+
+
+def long_recording(waves: np.ndarray, labels: np.ndarray, names: list[str], seed: int):
+    """(audio float32, intervals [(start, end, label name)] of the words and the gaps)."""
+    rng = np.random.default_rng(seed)
+    silence = waves[labels == names.index(SILENCE)]
+    words = rng.permutation(np.flatnonzero(labels != names.index(SILENCE)))
+    parts, intervals, at = [], [], 0
+    for k, i in enumerate(words):
+        gap = silence[k % len(silence)][:RATE]
+        for piece, name in ((gap, SILENCE), (waves[i], names[labels[i]])):
+            parts.append(piece)
+            intervals.append((at, at + len(piece), name))
+            at += len(piece)
+    return np.concatenate(parts).astype(np.float32) / 32768.0, intervals
+
+
+def scores_of(spotter: OnnxSpotter, card: dict, audio: np.ndarray, hop_ms: float):
+    n, hop = card["input_samples"], round(hop_ms * RATE / 1000)
+    starts = np.arange(0, len(audio) - n + 1, hop)
+    keyword = np.array([label not in (SILENCE, UNKNOWN) for label in card["labels"]])
+    scores, classes = np.empty(len(starts), np.float32), np.empty(len(starts), np.int64)
+    for lo in range(0, len(starts), 256):
+        batch = starts[lo:lo + 256]
+        post = spotter(np.stack([audio[s:s + n] for s in batch]))[:, keyword]
+        scores[lo:lo + len(batch)], classes[lo:lo + len(batch)] = post.max(-1), np.flatnonzero(keyword)[post.argmax(-1)]
+    return scores, classes, starts
+
+
+def tally(detections, intervals) -> dict:
+    ends = np.array([e for _, e, _ in intervals])
+    keyword_clips = [i for i, (_, _, name) in enumerate(intervals) if name not in (SILENCE, UNKNOWN)]
+    seconds = {kind: sum(e - s for s, e, name in intervals if (name == kind) == (kind != "keyword")
+                         and (kind != "keyword" or name not in (SILENCE, UNKNOWN))) / RATE
+               for kind in (SILENCE, UNKNOWN, "keyword")}
+    hit, out = set(), {"hits": 0, "repeats": 0, "substitutions": 0, "fa_speech": 0, "fa_silence": 0}
+    for d in detections:
+        centre = (d.start_ms + d.end_ms) / 2 * RATE / 1000
+        i = int(np.searchsorted(ends, centre, side="right"))
+        name = intervals[min(i, len(intervals) - 1)][2]
+        if name == d.keyword:
+            out["repeats" if i in hit else "hits"] += 1
+            hit.add(i)
+        elif name == SILENCE:
+            out["fa_silence"] += 1
+        elif name == UNKNOWN:
+            out["fa_speech"] += 1
+        else:
+            out["substitutions"] += 1
+    out.update(keyword_clips=len(keyword_clips), misses=len(keyword_clips) - len(hit),
+               silence_hours=seconds[SILENCE] / 3600, unknown_hours=seconds[UNKNOWN] / 3600,
+               fa_per_hour_silence=out["fa_silence"] / (seconds[SILENCE] / 3600),
+               fa_per_hour_speech=out["fa_speech"] / (seconds[UNKNOWN] / 3600) if seconds[UNKNOWN] else float("nan"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="an exported model.onnx (card.json beside it)")
+    ap.add_argument("--source", required=True, help="the chain's sealed source dataset (RUN_DIR/source)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hop-ms", type=float, default=100.0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    spotter = OnnxSpotter(args.model)
+    card = json.loads(Path(args.model).with_name("card.json").read_text())
+    waves, labels = load_split_arrays(args.source, args.split)
+    audio, intervals = long_recording(waves, labels, card["labels"], args.seed)
+    scores, classes, starts = scores_of(spotter, card, audio, args.hop_ms)
+    rows = []
+    for threshold in (card["threshold"], 0.9):
+        raw = detect(scores, classes, starts, threshold, card["labels"], RATE, card["input_samples"], "long")
+        for merge_ms in (0.0, MERGE_MS):
+            rows.append({"threshold": threshold, "merge_ms": merge_ms,
+                         **tally(merge_events(raw, merge_ms), intervals)})
+    print(f"{card['stage']} ({card['input_ms']} ms) on {len(audio) / RATE / 60:.1f} min of its {args.split} clips; "
+          f"card threshold {card['threshold']:.4f} (90 % recall on the test keywords)")
+    print("| threshold | merge ms | keyword words | hits | misses | repeats | substitutions | "
+          "FA on unknown words (/h) | FA in silence (/h) |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['threshold']:.4f} | {r['merge_ms']:.0f} | {r['keyword_clips']} | {r['hits']} | {r['misses']} | "
+              f"{r['repeats']} | {r['substitutions']} | {r['fa_speech']} ({r['fa_per_hour_speech']:.0f}) | "
+              f"{r['fa_silence']} ({r['fa_per_hour_silence']:.0f}) |")
+    if args.json:
+        args.json.write_text(json.dumps({"card_threshold": card["threshold"], "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
