@@ -7,7 +7,7 @@
   pld report RUN_ID [--out DIR] [--tracking-uri URI]
   pld compare RUN_ID RUN_ID … [--tracking-uri URI]
   pld export RUN_ID [--stage NAME] [--out DIR] [--register NAME] [--int8] [--tracking-uri URI]
-  pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T] [--merge-ms 1000] [--json] [--tracking-uri URI]
+  pld predict MODEL AUDIO… [--hop-ms 100] [--threshold T | --max-fa-per-hour 10] [--merge-ms 1000] [--json] [--tracking-uri URI]
   pld study STUDY.yaml [--records DIR] [--tracking-uri URI] [--address ADDR] [--verbose]
   pld study report STUDY.yaml [--records DIR] [--out DIR]
   pld data check SPEC [--json]
@@ -178,8 +178,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spotter, card = load_model(args.model, tracking=args.tracking_uri, say=err)
     if args.merge_ms < 0:
         raise ValueError(f"--merge-ms {args.merge_ms}: must be 0 (no merging) or more")
+    if args.threshold is not None and args.max_fa_per_hour is not None:
+        raise ValueError("give --threshold or --max-fa-per-hour, not both")
+    if args.max_fa_per_hour is not None and args.max_fa_per_hour < 0:
+        raise ValueError(f"--max-fa-per-hour {args.max_fa_per_hour}: must be 0 or more")
     return predict_files(spotter, card, args.audio, hop_ms=args.hop_ms, threshold=args.threshold,
-                         merge_ms=args.merge_ms, as_json=args.json)
+                         max_fa_per_hour=args.max_fa_per_hour, merge_ms=args.merge_ms, as_json=args.json)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -300,8 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "or an exported .onnx file")
     pr.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files (WAV, FLAC, OGG; any rate and channels)")
     pr.add_argument("--hop-ms", type=float, default=100.0, help="time between decisions (default 100)")
-    pr.add_argument("--threshold", type=float, help="keyword posterior that fires (default: the model card's, "
-                                                    "its 90 %% recall operating point)")
+    pr.add_argument("--threshold", type=float, help="keyword posterior that fires (default: the card's operating "
+                                                    "point for --max-fa-per-hour)")
+    pr.add_argument("--max-fa-per-hour", type=float,
+                    help="fire at the card's lowest threshold whose false accepts per hour on the test split's "
+                         "silence and unknown words stay within this (default 10)")
     pr.add_argument("--merge-ms", type=float, default=1000.0,
                     help="detections of one keyword within this many ms of a stronger one are merged into it "
                          "(default 1000; 0: every threshold crossing)")

@@ -66,6 +66,30 @@ def false_alarm_metrics(negative_scores: np.ndarray, negative_seconds: float, po
             "negative_hours": hours, "keyword_clips": len(pos)}
 
 
+def operating_points(negative_scores: np.ndarray, negative_seconds: float, positive_scores: np.ndarray,
+                     max_points: int = 64) -> list[dict[str, float]]:
+    """Thresholds a deployment may choose by false alarms: for each, the false accepts per hour
+    on the negative stream at that threshold *or any higher one* (the count is not monotone:
+    raising a threshold can split a run in two) and the recall of the keyword clips. Ascending
+    thresholds, falling false alarms; thinned to ``max_points`` (the extremes kept)."""
+    neg = np.asarray(negative_scores, dtype=np.float64)
+    pos = np.asarray(positive_scores, dtype=np.float64)
+    hours = negative_seconds / 3600
+    candidates = np.unique(np.concatenate([np.nextafter(neg, np.inf), [0.0]]))
+    envelope = np.maximum.accumulate((count_events(neg, candidates) / hours)[::-1])[::-1]
+    changes = np.flatnonzero(np.diff(envelope, prepend=np.inf) != 0)  # where the envelope steps down
+    keep = changes[np.unique(np.linspace(0, len(changes) - 1, min(max_points, len(changes))).round().astype(int))]
+    return [{"threshold": float(candidates[i]), "fa_per_hour": float(envelope[i]),
+             "recall": float((pos >= candidates[i]).mean())} for i in keep]
+
+
+def threshold_for(points: list[dict[str, float]], max_fa_per_hour: float) -> dict[str, float]:
+    """The lowest threshold of ``operating_points`` whose false accepts per hour stay within the
+    budget (the highest recall that does); the last point when none is low enough."""
+    within = [p for p in points if p["fa_per_hour"] <= max_fa_per_hour]
+    return within[0] if within else points[-1]
+
+
 @torch.no_grad()
 def keyword_spotting_metrics(model, waveforms: np.ndarray, labels: np.ndarray, class_names: list[str],
                              input_samples: int, hop_samples: int, sample_rate: int, *, negative: tuple[str, ...],
@@ -92,4 +116,6 @@ def keyword_spotting_metrics(model, waveforms: np.ndarray, labels: np.ndarray, c
     else:
         post = stream_posteriors[torch.from_numpy(~is_negative)]
     positive_scores = post[torch.arange(len(clips)), :, torch.as_tensor(targets)].max(dim=-1).values.numpy()
-    return false_alarm_metrics(negative_scores, stream.shape[1] / sample_rate, positive_scores)
+    seconds = stream.shape[1] / sample_rate
+    return {**false_alarm_metrics(negative_scores, seconds, positive_scores),
+            "operating_points": operating_points(negative_scores, seconds, positive_scores)}

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from distill.core.checkpoint import load_model_dir
 from distill.core.crops import num_samples
-from distill.core.detection import keyword_spotting_metrics
+from distill.core.detection import keyword_spotting_metrics, threshold_for
 from distill.core.export import (ExportError, OnnxSpotter, check_equivalence, export_onnx, onnx_latency,
                                  quantize_int8)
 from distill.core.models import count_macs, latency_per_decision
@@ -128,7 +128,7 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
     variants = {"fp32": onnx_path}
     if int8:
         variants["int8"] = quantize_int8(onnx_path, out / INT8_FILE, check_crops(train_waves, n, hop, limit=200))
-    measured = {}
+    measured, curve = {}, None
     for name, path in variants.items():
         spotter = OnnxSpotter(path)
         wrapped = LogPosteriors(spotter)
@@ -138,6 +138,8 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
                           "latency_us": onnx_latency(spotter, n) * 1e6,
                           "threshold_at_90_recall": kws and kws["threshold_at_recall"],
                           "fa_per_hour_at_90_recall": kws and kws["fa_per_hour_at_recall"]}
+        if name == "fp32" and kws:
+            curve = {"negative_hours": kws["negative_hours"], "points": kws["operating_points"]}
         say(f"   {name}: test acc " + "  ".join(f"{p} {a:.4f}" for p, a in measured[name]["test_acc"].items())
             + f"  latency {measured[name]['latency_us']:.0f} µs (onnxruntime, batch 1, one thread)")
     manifest = json.loads(storage.read_text(storage.join(run_dir, "stages", run.info.run_name, "manifest.json")))
@@ -149,6 +151,10 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
             "test_acc_checkpoint": {p: run.data.metrics.get(f"test_acc_{p}") for p in PROTOCOLS},
             "onnx": measured, "torch_latency_us": latency_per_decision(model, n) * 1e6,
             "threshold": (measured["fp32"]["threshold_at_90_recall"] or 0.5),
+            # thresholds by false accepts per hour on the test split's silence and unknown clips,
+            # with the test keywords' recall: what pld predict --max-fa-per-hour chooses from
+            "operating_points": curve and curve["points"],
+            "negative_hours": curve and curve["negative_hours"],  # one false accept = 1 / this per hour
             "equivalence": {"clips": equivalence.clips, "max_abs_diff": equivalence.max_abs_diff,
                             "argmax_disagreements": equivalence.argmax_disagreements},
             "chain_run_id": chain.info.run_id, "stage_run_id": run.info.run_id,
@@ -180,6 +186,12 @@ def model_card(card: dict) -> str:
               f"{card['onnx']['fp32']['fa_per_hour_at_90_recall']} false accepts per hour there)"
               if card["onnx"]["fp32"]["threshold_at_90_recall"] is not None else
               f"{card['threshold']:.4f} (the test split has no keyword or no negative clips to choose it on)"),
+             *([("operating points", "; ".join(
+                 f"≤ {budget:g} FA/h: threshold {p['threshold']:.4f}, recall {p['recall']:.3f}"
+                 for budget in (1, 10, 100) for p in [threshold_for(card["operating_points"], budget)])
+                 + f" (false accepts counted on {card['negative_hours'] * 60:.1f} min of the test split's silence "
+                   f"and unknown words: one is {1 / card['negative_hours']:.0f} per hour)")]
+               if card.get("operating_points") else []),
              ("export check", f"{card['equivalence']['clips']} crops, max |Δ posterior| "
               f"{card['equivalence']['max_abs_diff']:.2e}, argmax differs on {card['equivalence']['argmax_disagreements']}"),
              ("chain run", card["chain_run_id"]), ("stage run", card["stage_run_id"]),

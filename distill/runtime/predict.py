@@ -6,8 +6,8 @@ threshold — the event rule of the false-alarm evaluation (``core.detection.cou
 reported at the run's peak window: keyword, start_ms, end_ms, score. Detections of the same
 keyword whose peaks lie within ``merge_ms`` of a stronger one are merged into it (non-maximum
 suppression over events): one spoken word crosses the threshold in several runs when its
-posterior dips between them. The threshold defaults to the model card's (90 % recall on the
-test keywords).
+posterior dips between them. The threshold is the model card's operating point for at most 10
+false accepts per hour (``--max-fa-per-hour``), or ``--threshold``.
 """
 
 from __future__ import annotations
@@ -135,14 +135,39 @@ def spot_file(spotter: OnnxSpotter, card: dict, path: str, hop_ms: float, thresh
 
 
 MERGE_MS = 1000.0  # one word per second and keyword: a command is not repeated faster
+# The default operating point: a spotter that fires on other speech hundreds of times an hour
+# (the 90 %-recall point of single clips, docs/deploy.md) is not usable on a recording.
+DEFAULT_MAX_FA_PER_HOUR = 10.0
+
+
+def operating_point(card: dict, threshold: float | None, max_fa_per_hour: float | None) -> tuple[float, str]:
+    """The threshold to fire at and how to describe it: ``--threshold`` as given, else the card's
+    point for ``--max-fa-per-hour`` (default 10) with its measured false accepts and recall; a
+    card without operating points (exported before they existed) falls back to its threshold."""
+    from distill.core.detection import threshold_for
+
+    if threshold is not None:
+        return threshold, f"threshold {threshold:.4f} (--threshold)"
+    points = card.get("operating_points")
+    if not points:
+        if max_fa_per_hour is not None:
+            raise ValueError("--max-fa-per-hour: this model's card has no operating points; export it again with "
+                             "this version of pld export")
+        return card["threshold"], f"threshold {card['threshold']:.4f} (the card's 90 % recall point)"
+    budget = DEFAULT_MAX_FA_PER_HOUR if max_fa_per_hour is None else max_fa_per_hour
+    point = threshold_for(points, budget)
+    minutes = f" in {card['negative_hours'] * 60:.1f} min of negatives" if card.get("negative_hours") else ""
+    return point["threshold"], (f"threshold {point['threshold']:.4f} (≤ {budget:g} false accepts per hour: "
+                                f"{point['fa_per_hour']:.1f} per hour and recall {point['recall']:.3f} measured on the "
+                                f"test split{minutes})")
 
 
 def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms: float = 100.0,
-                  threshold: float | None = None, merge_ms: float = MERGE_MS, as_json: bool = False,
-                  say: Callable[[str], None] = print) -> int:
+                  threshold: float | None = None, max_fa_per_hour: float | None = None, merge_ms: float = MERGE_MS,
+                  as_json: bool = False, say: Callable[[str], None] = print) -> int:
     """Spot keywords in every file; prints detections (a table, or JSON lines) and a summary on
     stderr. Returns the exit code: 0, or 1 when some file could not be read (the others are done)."""
-    threshold = card["threshold"] if threshold is None else threshold
+    threshold, described = operating_point(card, threshold, max_fa_per_hour)
     errors, audio_s, compute_s, found = 0, 0.0, 0.0, 0
     if not as_json:
         say(f"{'file':<40} {'keyword':<10} {'start_ms':>9} {'end_ms':>9} {'score':>7}")
@@ -160,7 +185,7 @@ def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms:
             say(json.dumps(asdict(d)) if as_json else
                 f"{d.file:<40} {d.keyword:<10} {d.start_ms:>9} {d.end_ms:>9} {d.score:>7.4f}")
     rtf = audio_s / compute_s if compute_s else float("inf")
-    err(f"{found} detection(s) in {len(paths) - errors} file(s), {audio_s:.1f} s of audio at threshold {threshold:.4f}; "
+    err(f"{found} detection(s) in {len(paths) - errors} file(s), {audio_s:.1f} s of audio at {described}; "
         f"real-time factor {rtf:.0f}× (audio seconds per compute second)"
         + (f"; {errors} file(s) could not be read" if errors else ""))
     return 1 if errors else 0

@@ -60,3 +60,26 @@ def test_keyword_spotting_metrics_score_windows_of_the_negative_stream():
                                     negative=("_silence_", "_unknown_"), stream_posteriors=post) == m
     assert keyword_spotting_metrics(Loudness(), waves[2:], labels[2:], ["_silence_", "_unknown_", "yes"], 500, 100, sr,
                                     negative=("_silence_", "_unknown_")) is None
+
+
+def test_operating_points_follow_the_false_alarm_envelope_and_recall():
+    from distill.core.detection import operating_points, threshold_for
+
+    # one hour of negative windows: runs at 0.9 (once), 0.6 (twice, split by a dip), 0.3 (three times)
+    neg = np.array([0.9, 0.1, 0.6, 0.5, 0.6, 0.1, 0.3, 0.1, 0.3, 0.1, 0.3])
+    pos = np.array([0.95, 0.7, 0.4, 0.2])
+    points = operating_points(neg, 3600.0, pos)
+    assert [p["threshold"] for p in points] == sorted(p["threshold"] for p in points)
+    assert all(a["fa_per_hour"] > b["fa_per_hour"] for a, b in zip(points, points[1:]))  # each point a step down
+    fa = {round(p["threshold"], 6): (p["fa_per_hour"], p["recall"]) for p in points}
+    # above 0.9 nothing fires, above 0.6 the 0.9 alone; above 0.5 the two 0.6 windows fire apart (3
+    # runs), above 0.3 they merge into one (2 runs): the envelope keeps 3 there, the most any
+    # higher threshold gives, so 0.3 is the lowest threshold at 3 per hour; above 0.1, 5
+    assert sorted(fa) == [0.0, round(np.nextafter(0.3, 1), 6), round(np.nextafter(0.6, 1), 6),
+                          round(np.nextafter(0.9, 1), 6)]
+    assert fa[round(np.nextafter(0.9, 1), 6)] == (0.0, 0.25) and fa[round(np.nextafter(0.6, 1), 6)] == (1.0, 0.5)
+    assert fa[round(np.nextafter(0.3, 1), 6)] == (3.0, 0.75) and fa[0.0] == (5.0, 1.0)
+    assert threshold_for(points, 0.0)["fa_per_hour"] == 0.0 and threshold_for(points, 0.0)["recall"] == 0.25
+    assert threshold_for(points, 3.0)["threshold"] == pytest.approx(np.nextafter(0.3, 1))
+    assert threshold_for(points, 100.0)["threshold"] == 0.0 and threshold_for(points, 100.0)["recall"] == 1.0
+    assert len(operating_points(np.random.default_rng(0).random(5000), 3600.0, pos, max_points=20)) <= 20

@@ -30,3 +30,22 @@ def test_merging_keeps_the_strongest_detection_of_a_keyword_within_the_window():
     # a chain of weaker crossings is measured from the kept peak, not from each other
     chain = [d("no", 0, 0.9), d("no", 900, 0.8), d("no", 1800, 0.7)]
     assert [e.start_ms for e in merge_events(chain, 1000)] == [0, 1800]
+
+
+def test_the_operating_point_is_chosen_by_false_alarms_per_hour():
+    import pytest
+
+    from distill.runtime.predict import operating_point
+
+    points = [{"threshold": 0.1, "fa_per_hour": 400.0, "recall": 0.95}, {"threshold": 0.5, "fa_per_hour": 9.0,
+              "recall": 0.7}, {"threshold": 0.8, "fa_per_hour": 0.5, "recall": 0.4}]
+    card = {"threshold": 0.1, "operating_points": points, "negative_hours": 0.05}
+    threshold, said = operating_point(card, None, None)  # the default: at most 10 per hour
+    assert threshold == 0.5 and said == ("threshold 0.5000 (≤ 10 false accepts per hour: 9.0 per hour and recall "
+                                         "0.700 measured on the test split in 3.0 min of negatives)")
+    assert operating_point(card, None, 1.0)[0] == 0.8 and operating_point(card, None, 1000)[0] == 0.1
+    assert operating_point(card, 0.33, None) == (0.33, "threshold 0.3300 (--threshold)")
+    old = {"threshold": 0.26}  # a card exported before operating points
+    assert operating_point(old, None, None) == (0.26, "threshold 0.2600 (the card's 90 % recall point)")
+    with pytest.raises(ValueError, match="has no operating points; export it again"):
+        operating_point(old, None, 5.0)
