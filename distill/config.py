@@ -126,7 +126,8 @@ class TrainConfig(_Strict):
                             "on another node, surviving a killed worker process). local: Ray Train's local mode, in "
                             "the driver's process, with no worker start-up (about 13 s a stage); the platform writes "
                             "each epoch's checkpoint and restarts from the last one. auto: local for one CPU worker on "
-                            "a one-node cluster, else workers. Both train the same weights.")
+                            "a one-node cluster (not in a pld sweep's Tune trials), else workers. Both train the "
+                            "same weights.")
     max_failures: int = Field(1, ge=0, description="Training failures a stage survives: Ray Train restarts the "
                                                    "workers (runner local: the loop), which continue from the last "
                                                    "epoch's checkpoint.")

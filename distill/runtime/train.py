@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import ray
 import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -158,15 +159,21 @@ def kept_local_checkpoint(checkpoints: list[str], keep: str) -> str:
 
 def runs_locally(train: TrainConfig) -> bool:
     """Whether a stage trains in the driver (``train.runner``; auto: one CPU worker on a one-node
-    cluster, where a worker would run on this same machine anyway)."""
+    cluster, where a worker would run on this same machine anyway, and not inside an actor)."""
     if train.runner != "auto":
         return train.runner == "local"
     from ray.util.client import ray as client
 
     from distill.runtime.session import alive_nodes
 
-    # a Ray Client driver (ray://) is not on the cluster: its stages train there
-    return train.num_workers == 1 and not train.use_gpu and not client.is_connected() and len(alive_nodes()) == 1
+    # a Ray Client driver (ray://) is not on the cluster: its stages train there; a Tune trial
+    # (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
+    return (train.num_workers == 1 and not train.use_gpu and not client.is_connected() and not inside_an_actor()
+            and len(alive_nodes()) == 1)
+
+
+def inside_an_actor() -> bool:
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
 
 
 WAIT_NOTICE_S = 10.0  # a stage whose workers are not placed by then says what it waits for

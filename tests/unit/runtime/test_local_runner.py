@@ -8,6 +8,7 @@ import json
 import pytest
 
 from distill.config import TrainConfig
+from distill.runtime import train as train_module
 from distill.runtime.train import COMPLETE, kept_local_checkpoint, local_checkpoints, runs_locally
 
 
@@ -47,3 +48,6 @@ def test_auto_trains_in_the_driver_only_for_one_cpu_worker_on_one_node(monkeypat
 
     monkeypatch.setattr(distill.runtime.session, "alive_nodes", lambda: [{"CPU": 2.0}] * nodes)
     assert runs_locally(TrainConfig(**options)) is expected
+    # inside an actor (a Tune trial of pld sweep), auto never trains in the process
+    monkeypatch.setattr(train_module, "inside_an_actor", lambda: True)
+    assert runs_locally(TrainConfig(**options)) is (options.get("runner") == "local")
