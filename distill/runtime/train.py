@@ -45,8 +45,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     the dataset shard, the all-reduce of counts, a report and a checkpoint per epoch."""
     import torch.distributed as dist
 
-    from distill.core.fit import Augmentation, fit_state, kept_model, load_fit_state, start_fit, steps_per_epoch, \
-        train_epoch, validate
+    from distill.core.fit import Augmentation, kept_model, load_fit_state, start_fit, steps_per_epoch, train_epoch, \
+        validate
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -101,22 +101,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         if kept is not fit.net:  # the averaged weights, kept as the stage's model
             metrics["kept_val_acc"] = float(kept_counts[0] / max(kept_counts[1], 1))
         fit.history.append(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0:
-                save_model_dir(tmp, kept, ModelSpec(**{**asdict(spec), "extra": {
-                    "epoch": epoch, "val_acc": metrics.get("kept_val_acc", metrics["val_acc"]),
-                    **({"averaged_epochs": int(fit.averaged.n_averaged)} if kept is not fit.net else {})}}))
-                torch.save(fit_state(fit, epoch), Path(tmp) / TRAIN_STATE)
-                if config.get("checkpoint_dir"):  # runner local: Ray Train keeps no checkpoint, the platform does
-                    save_local_checkpoint(tmp, config["checkpoint_dir"], epoch)
-                # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
-                # need neither the tracking store nor MLflow itself.
-                config["progress"].put({"stage": stage.name, "epochs": epochs, "pid": os.getpid(),
-                                        "resumed_at_epoch": resumed_at, **metrics,
-                                        # the epochs a restart did not train again, for a new run's curves
-                                        **({"restored": fit.history[:epoch]} if epoch == resumed_at else {})})
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
+        _checkpoint_and_report(config, spec, fit, kept, metrics, rank=rank, resumed_at=resumed_at)
     return fit.history
+
+
+def _checkpoint_and_report(config: dict[str, Any], spec: ModelSpec, fit, kept: torch.nn.Module, metrics: dict, *,
+                           rank: int, resumed_at: int | None) -> None:
+    """Rank 0 writes the epoch's checkpoint (the kept model and the train state) and sends the
+    epoch to the driver; every rank reports to Ray Train."""
+    from distill.core.fit import fit_state
+
+    stage, epoch = config["stage"], metrics["epoch"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank == 0:
+            save_model_dir(tmp, kept, ModelSpec(**{**asdict(spec), "extra": {
+                "epoch": epoch, "val_acc": metrics.get("kept_val_acc", metrics["val_acc"]),
+                **({"averaged_epochs": int(fit.averaged.n_averaged)} if kept is not fit.net else {})}}))
+            torch.save(fit_state(fit, epoch), Path(tmp) / TRAIN_STATE)
+            if config.get("checkpoint_dir"):  # runner local: Ray Train keeps no checkpoint, the platform does
+                save_local_checkpoint(tmp, config["checkpoint_dir"], epoch)
+            # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
+            # need neither the tracking store nor MLflow itself.
+            config["progress"].put({"stage": stage.name, "epochs": stage.epochs, "pid": os.getpid(),
+                                    "resumed_at_epoch": resumed_at, **metrics,
+                                    # the epochs a restart did not train again, for a new run's curves
+                                    **({"restored": fit.history[:epoch]} if epoch == resumed_at else {})})
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
 
 
 def _saved_train_state(config: dict[str, Any], device: torch.device) -> dict | None:
