@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.core.export import OnnxSpotter  # noqa: E402
 from distill.names import SILENCE, UNKNOWN  # noqa: E402
-from distill.runtime.predict import MERGE_MS, detect, merge_events, operating_point  # noqa: E402
+from distill.runtime.predict import MERGE_MS, detect, merge_events, operating_point, window_scores  # noqa: E402
 from distill.runtime.source import load_split_arrays  # noqa: E402
 
 RATE = 16000
@@ -46,18 +46,6 @@ def long_recording(waves: np.ndarray, labels: np.ndarray, names: list[str], seed
             intervals.append((at, at + len(piece), name))
             at += len(piece)
     return np.concatenate(parts).astype(np.float32) / 32768.0, intervals
-
-
-def scores_of(spotter: OnnxSpotter, card: dict, audio: np.ndarray, hop_ms: float):
-    n, hop = card["input_samples"], round(hop_ms * RATE / 1000)
-    starts = np.arange(0, len(audio) - n + 1, hop)
-    keyword = np.array([label not in (SILENCE, UNKNOWN) for label in card["labels"]])
-    scores, classes = np.empty(len(starts), np.float32), np.empty(len(starts), np.int64)
-    for lo in range(0, len(starts), 256):
-        batch = starts[lo:lo + 256]
-        post = spotter(np.stack([audio[s:s + n] for s in batch]))[:, keyword]
-        scores[lo:lo + len(batch)], classes[lo:lo + len(batch)] = post.max(-1), np.flatnonzero(keyword)[post.argmax(-1)]
-    return scores, classes, starts
 
 
 def tally(detections, intervals) -> dict:
@@ -100,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     card = json.loads(Path(args.model).with_name("card.json").read_text())
     waves, labels = load_split_arrays(args.source, args.split)
     audio, intervals = long_recording(waves, labels, card["labels"], args.seed)
-    scores, classes, starts = scores_of(spotter, card, audio, args.hop_ms)
+    scores, classes, starts = window_scores(spotter, card, audio, args.hop_ms)
     rows = []
     default, _ = operating_point(card, None, None)  # pld predict's default: ≤ 10 false accepts per hour
     for threshold in dict.fromkeys((card["threshold"], default, 0.9)):

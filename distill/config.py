@@ -171,7 +171,8 @@ class StageRecipe(_Strict):
     train: StageTrain = Field(default_factory=StageTrain)
 
 
-STAGE_GROUPS = ("teacher", "students", "baselines")  # keys of `stages:` besides a stage's own name
+# a stage kind → its group's key in `stages:` (the other keys name one stage)
+STAGE_GROUPS = {"teacher": "teacher", "student": "students", "baseline": "baselines"}
 
 
 class RelabelConfig(_Strict):
@@ -261,9 +262,9 @@ class ExperimentConfig(_Strict):
 
         names = [s.name for s in plan_chain(self)]
         for key in self.stages:
-            if key not in names and key not in STAGE_GROUPS:
+            if key not in names and key not in STAGE_GROUPS.values():
                 raise ValueError(f"stages.{key}: no such stage in this chain; its stages are {', '.join(names)}, and "
-                                 f"the groups {', '.join(STAGE_GROUPS)}")
+                                 f"the groups {', '.join(STAGE_GROUPS.values())}")
         return self
 
     def without_credentials(self) -> "ExperimentConfig":

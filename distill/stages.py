@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from distill.config import ExperimentConfig, LabelsConfig, TrainConfig
+from distill.config import STAGE_GROUPS, ExperimentConfig, LabelsConfig, TrainConfig
 from distill.core.crops import num_samples, sliding_crop_offsets
 from distill.core.labels import TeacherView
 
@@ -53,14 +53,11 @@ class StageSpec:
         return num_samples(self.stride_ms, self.sample_rate) if self.stride_ms else None
 
 
-GROUPS = {"teacher": "teacher", "student": "students", "baseline": "baselines"}  # a stage kind's `stages:` key
-
-
 def stage_recipe(cfg: ExperimentConfig, name: str, kind: str) -> tuple[int | None, LabelsConfig, dict[str, Any]]:
     """A stage's epochs (None: the chain's), labels and own train settings: the top-level
     sections, then its group's block in ``stages:``, then its own (each key it sets wins)."""
     epochs, labels, train = None, cfg.labels.model_dump(), {}
-    for key in (GROUPS[kind], name):
+    for key in (STAGE_GROUPS[kind], name):
         recipe = cfg.stages.get(key)
         if recipe is None:
             continue

@@ -115,23 +115,36 @@ def spot_file(spotter: OnnxSpotter, card: dict, path: str, hop_ms: float, thresh
     rate, n = card["sample_rate"], card["input_samples"]
     audio = read_audio(path, rate)
     seconds = len(audio) / rate
+    t = time.perf_counter()
+    report = (lambda share: progress(f"{path}: {share}% of {seconds:.0f} s")) if progress and seconds > PROGRESS_AFTER_S \
+        else None
+    scores, classes, starts = window_scores(spotter, card, audio, hop_ms, report)
+    compute = time.perf_counter() - t
+    return merge_events(detect(scores, classes, starts, threshold, card["labels"], rate, n, path), merge_ms), seconds, compute
+
+
+def window_scores(spotter: OnnxSpotter, card: dict, audio: np.ndarray, hop_ms: float,
+                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window of ``audio`` (float32, one every ``hop_ms``; padded to one window when
+    shorter): its top keyword posterior, that keyword's class and the window's start.
+    ``progress`` gets the share done, in tens of per cent."""
+    rate, n = card["sample_rate"], card["input_samples"]
     if len(audio) < n:
         audio = np.pad(audio, (0, n - len(audio)))
     hop = max(1, round(hop_ms * rate / 1000))
     starts = np.arange(0, len(audio) - n + 1, hop)
     keyword = np.array([label not in (SILENCE, UNKNOWN) for label in card["labels"]])
     scores, classes = np.empty(len(starts), np.float32), np.empty(len(starts), np.int64)
-    t, shown = time.perf_counter(), 0
+    shown = 0
     for lo in range(0, len(starts), BATCH):
         batch = starts[lo:lo + BATCH]
         post = spotter(np.stack([audio[s:s + n] for s in batch]))[:, keyword]
         scores[lo:lo + len(batch)], classes[lo:lo + len(batch)] = post.max(-1), np.flatnonzero(keyword)[post.argmax(-1)]
         done = int(10 * (lo + len(batch)) / len(starts))
-        if progress and seconds > PROGRESS_AFTER_S and done > shown:
+        if progress and done > shown:
             shown = done
-            progress(f"{path}: {10 * done}% of {seconds:.0f} s")
-    compute = time.perf_counter() - t
-    return merge_events(detect(scores, classes, starts, threshold, card["labels"], rate, n, path), merge_ms), seconds, compute
+            progress(10 * done)
+    return scores, classes, starts
 
 
 MERGE_MS = 1000.0  # one word per second and keyword: a command is not repeated faster

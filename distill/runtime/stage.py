@@ -149,7 +149,8 @@ def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) 
                        "epochs": stage.epochs, "rows": manifest["rows"], "model": chain.cfg.model_for(stage.kind).name,
                        "label_mode": stage.label_mode, "crop_placement": chain.cfg.chain.crop_placement,
                        # the stage's recipe as it trained: its own settings from `stages:` included
-                       "optimizer": train.optimizer, "lr": train.lr, "batch_size": train.batch_size, "weight_decay": train.weight_decay, "keep": train.keep,
+                       "optimizer": train.optimizer, "lr": train.lr, "batch_size": train.batch_size,
+                       "weight_decay": train.weight_decay, "keep": train.keep,
                        **({"teacher_view": view.mode, "pad_position": view.pad_position,
                            "temperature": stage.temperature, "original_weight": stage.original_weight,
                            "min_confidence": view.min_confidence}
