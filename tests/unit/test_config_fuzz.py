@@ -104,18 +104,23 @@ ODD_YAML = {
 
 
 @pytest.mark.parametrize("name", sorted(ODD_YAML))
-def test_yaml_oddities_fail_as_one_clear_error_or_load(name, tmp_path, capsys):
+def test_yaml_oddities_fail_as_one_clear_error_or_load(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no corpus here, whatever the checkout holds: a config that loads meets a missing data.path
     path = tmp_path / "odd.yaml"
     text = ODD_YAML[name]
     path.write_bytes(text.encode("utf-8", "surrogateescape") if name != "binary junk" else b"\x00\x01\x02\xff")
     try:
         load_config(path)
+        loads = True
     except ConfigError as exc:
         assert str(exc).startswith(str(path)), exc
+        loads = False
     code = main(["run", str(path), "--dry-run"])
     err = capsys.readouterr().err
-    assert code in (0, 2) and "Traceback" not in err
-    if code == 2:
-        assert err.startswith("pld: error: ") and str(path) in err
+    assert code == 2 and "Traceback" not in err and err.startswith("pld: error: ")
+    if loads:  # the config is fine; the dry run says the data is not there, as its last line
+        assert err.splitlines()[-1].startswith("pld: error: data: data.path:"), err
+    else:  # the config's fault, named in the config's file
+        assert str(path) in err
     if "python" in name:
         assert code == 2  # a config never constructs objects
