@@ -400,12 +400,16 @@ def main(argv: list[str] | None = None) -> int:
         print("pld: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from distill.runtime.errors import step_error_within, tracking_message, tracking_unreachable
+        from distill.runtime.errors import (refused_message, step_error_within, tracking_message, tracking_refused,
+                                            tracking_unreachable)
 
-        if not tracking_unreachable(exc):
+        if not (tracking_unreachable(exc) or tracking_refused(exc)):
             raise
         if getattr(args, "verbose", False):
             traceback.print_exc()
+        if tracking_refused(exc) and step_error_within(exc) is None:
+            print(f"pld: error: {refused_message(exc)}", file=sys.stderr)
+            return 2
         hidden = step_error_within(exc)  # the step that failed first; closing its runs failed after it
         if hidden is not None:
             print(f"pld: error: {hidden}", file=sys.stderr)

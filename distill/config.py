@@ -194,10 +194,29 @@ class EvalConfig(_Strict):
                                                    "<part>_acc_<protocol>.")
 
 
+def refuse_credentials(uri: str | None, where: str, variables: str) -> str | None:
+    """``uri`` unless it carries a user name or password: a config is printed, logged and
+    shared, so credentials come only from the environment (``variables``, named in the error)."""
+    if uri and "://" in uri and split_credentials(uri)[1] is not None:
+        raise ValueError(f"{where} holds a user name or password; credentials never go in a config or on the "
+                         f"command line (both are printed and logged): remove them from the URI and set {variables}")
+    return uri
+
+
 class StorageConfig(_Strict):
     root: str = Field("pld-runs", description="Where every chain writes its datasets, manifests, models and checkpoints: "
                                              "a directory (on a cluster, one every node mounts at the same path) or a "
                                              "URI pyarrow.fs opens (s3://bucket/prefix, gs://bucket/prefix).")
+
+    @field_validator("root")
+    @classmethod
+    def _no_credentials(cls, root: str) -> str:
+        return refuse_credentials(root, "the URI", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the store's own "
+                                                   "variables) in the environment")
+
+
+TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_PASSWORD_FILE, "
+                        "a file holding the password; or MLFLOW_TRACKING_TOKEN) in the environment")
 
 
 class TrackingConfig(_Strict):
@@ -208,6 +227,11 @@ class TrackingConfig(_Strict):
     backoff_factor: int = Field(2, ge=0, le=120, description="Exponential back-off between those retries, in s "
                                                                  "(waits 0, 2f, 4f, … up to 120 s; the defaults ride "
                                                                  "out about 4 minutes of outage per request).")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        return refuse_credentials(uri, "the URI", TRACKING_CREDENTIALS)
 
 
 class RayConfig(_Strict):
@@ -266,14 +290,6 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"stages.{key}: no such stage in this chain; its stages are {', '.join(names)}, and "
                                  f"the groups {', '.join(STAGE_GROUPS.values())}")
         return self
-
-    def without_credentials(self) -> "ExperimentConfig":
-        """This config with no user or password in ``tracking.uri`` (what is printed and logged;
-        the client reads them from its variables, runtime/session.py)."""
-        if not self.tracking.uri or split_credentials(self.tracking.uri)[1] is None:
-            return self
-        return self.model_copy(update={"tracking": self.tracking.model_copy(
-            update={"uri": split_credentials(self.tracking.uri)[0]})})
 
     def model_for(self, kind: str) -> ModelConfig:
         """The network of a stage of this kind (teacher, student or baseline)."""
@@ -353,8 +369,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{_where('.'.join(str(x) for x in e['loc']), overrides, overrides_flag)}: {e['msg']}{_allowed(raw, e)}"
-                 for e in exc.errors()]
+        lines = [f"{_where('.'.join(str(x) for x in e['loc']), overrides, overrides_flag)}: "
+                 f"{e['msg'].removeprefix('Value error, ')}{_allowed(raw, e)}" for e in exc.errors()]
         raise ConfigError(f"{path or 'config'}: invalid config\n  " + "\n  ".join(lines)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None

@@ -137,7 +137,7 @@ def describe_run(cfg: ExperimentConfig) -> tuple[str, str | None]:
     from distill.data.base import build_source_index
     from distill.runtime.manifest import config_fingerprint
 
-    resolved = cfg.without_credentials().model_dump(mode="json")  # credentials are never printed
+    resolved = cfg.model_dump(mode="json")
     lines = [f"# resolved config (fingerprint {config_fingerprint(resolved)})",
              yaml.safe_dump(resolved, sort_keys=False)]
     try:

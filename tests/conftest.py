@@ -177,18 +177,30 @@ def s3(tmp_path_factory):
 
 
 class MlflowServer:
-    """`mlflow server` on a fixed port, stopped (SIGKILL, by process group) and started at will."""
+    """`mlflow server` on a fixed port, stopped (SIGKILL, by process group) and started at will.
+    ``admin_password``: with MLflow's authentication app (basic-auth; users in SQLite beside the
+    runs, admin ``admin``, every other user READ on experiments it does not own)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, admin_password: str | None = None):
         self.root, self.port, self.proc = root, _free_port(), None
         self.uri = f"http://127.0.0.1:{self.port}"
+        self.admin_password = admin_password
 
     def start(self) -> None:
+        env, auth = dict(os.environ), []
+        if self.admin_password:
+            (self.root / "auth.ini").write_text(
+                "[mlflow]\ndefault_permission = READ\nadmin_username = admin\n"
+                f"database_uri = sqlite:///{self.root / 'auth.db'}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(self.root / "auth.ini"), MLFLOW_AUTH_ADMIN_PASSWORD=self.admin_password,
+                       MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-csrf-key")
+            auth = ["--app-name", "basic-auth"]
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+            [str(Path(sys.executable).parent / "mlflow"), "server", *auth, "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
              "--artifacts-destination", (self.root / "artifacts").as_uri()],
-            cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:

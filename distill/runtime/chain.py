@@ -32,7 +32,7 @@ from distill.data.check import describe
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, QUARANTINE, RUN_CONFIG, RUN_DIR, STAGES, SUMMARY_ARTIFACT
 from distill.runtime import storage
 from distill.runtime.chain_eval import evaluate_held_out_parts
-from distill.runtime.errors import step
+from distill.runtime.errors import step, tracking_refused
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, verify
 from distill.runtime.resume import claim_driver, find_unfinished_chain
 from distill.runtime.shared import source_identity
@@ -62,18 +62,17 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = tracking_uri(cfg, tracking)
-    cfg = cfg.without_credentials()  # the URI's credentials now live in the client's variables: never log them
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     fingerprint = config_fingerprint(cfg.model_dump(mode="json"))
     resume_id = _parent_run(cfg, client, resume_run_id, new, fingerprint, say)
+    use_experiment(cfg.tracking.experiment)  # a server that refuses these credentials stops the chain here
     t = time.perf_counter()
     init_ray(cfg, address, verbose=verbose)
     ray_start_s = time.perf_counter() - t  # logged below, beside source_seconds (benchmarks/throughput.py reads it)
     for note in check_resources(cfg):
         say(note)
     storage.check_writable(cfg.storage.root)  # before any stage; after the resource check, which writes nothing
-    use_experiment(cfg.tracking.experiment)
     plan = plan_chain(cfg)
     run_args = dict(run_id=resume_id) if resume_id else dict(
         run_name=cfg.name, tags={KIND: "chain", FINGERPRINT: fingerprint, **(tags or {})})
@@ -184,7 +183,9 @@ def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_i
     if resume_run_id:
         try:
             run = client.get_run(resume_run_id)
-        except mlflow.exceptions.MlflowException:
+        except mlflow.exceptions.MlflowException as exc:
+            if tracking_refused(exc):  # not a missing run: the credentials (cli.py says which to set)
+                raise
             raise ValueError(f"run {resume_run_id!r} not found in {mlflow.get_tracking_uri()}") from None
         if run.data.tags.get(KIND) != "chain":
             raise ValueError(f"run {resume_run_id} is not a PLD chain run (pld.kind={run.data.tags.get(KIND)!r})")

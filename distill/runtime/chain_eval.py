@@ -27,6 +27,7 @@ from distill.data.check import check_bad_fraction, describe, quarantine_reasons,
 from distill.core.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, predict_model_dir
 from distill.runtime.tracking import format_table
+from distill.runtime.errors import tracking_refused
 
 EVAL_COLUMNS = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center"]
 
@@ -46,7 +47,9 @@ def chain_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entitie
     """The chain's parent run and its stage runs, in the chain's order."""
     try:
         parent = client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as exc:
+        if tracking_refused(exc):  # not a missing run: the credentials (cli.py says which to set)
+            raise
         raise ValueError(f"run {run_id!r} not found in the tracking store {mlflow.get_tracking_uri()}; "
                          "pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the chain used") from None
     kind = parent.data.tags.get(KIND)
@@ -98,6 +101,8 @@ def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test",
                 model_dirs[run.info.run_id] = mlflow.artifacts.download_artifacts(
                     run_id=run.info.run_id, artifact_path="checkpoint", dst_path=str(Path(tmp) / run.info.run_id))
             except (MlflowException, OSError) as exc:
+                if tracking_refused(exc):
+                    raise
                 raise ValueError(f"stage run {run.info.run_name} ({run.info.run_id}) has no checkpoint/ artifact: "
                                  f"{exc}") from None
         _, spec = load_model_dir(next(iter(model_dirs.values())))

@@ -61,10 +61,40 @@ def step_error_within(exc: BaseException) -> StepError | None:
     return next((e for e in _chain(exc) if isinstance(e, StepError)), None)
 
 
+REFUSED = ("UNAUTHENTICATED", "PERMISSION_DENIED")  # MLflow's error codes for HTTP 401 and 403
+
+
+def tracking_refused(exc: BaseException) -> BaseException | None:
+    """The tracking server's refusal (wrong or missing credentials, or no permission), if that is what failed."""
+    return next((e for e in _chain(exc) if getattr(e, "error_code", None) in REFUSED), None)
+
+
 def tracking_unreachable(exc: BaseException) -> bool:
     """The tracking server did not answer within the client's retries."""
-    return any(type(e).__name__ in ("ConnectionError", "MaxRetryError", "NewConnectionError")
-               or (type(e).__name__ == "MlflowException" and "API request to" in str(e)) for e in _chain(exc))
+    return not tracking_refused(exc) and any(
+        type(e).__name__ in ("ConnectionError", "MaxRetryError", "NewConnectionError")
+        or (type(e).__name__ == "MlflowException" and "API request to" in str(e)) for e in _chain(exc))
+
+
+def refused_message(exc: BaseException) -> str:
+    """One line for a refusal: which server, why, and what to set (never the password)."""
+    import os
+    import re
+
+    import mlflow
+
+    from distill.config import TRACKING_CREDENTIALS
+
+    refusal = tracking_refused(exc)
+    endpoint = re.search(r"endpoint (\S+)", str(refusal))
+    where = f"the tracking server {mlflow.get_tracking_uri()}" + (f" ({endpoint.group(1)})" if endpoint else "")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if refusal.error_code == "UNAUTHENTICATED":
+        who = (f"user {user!r} with the password given was not accepted" if user
+               else "no credentials were given")
+        return f"{where} refused the request (HTTP 401): {who}; set {TRACKING_CREDENTIALS}"
+    return (f"{where} refused user {user!r} (HTTP 403, permission denied): ask the server's admin for EDIT permission "
+            "on the experiment (tracking.experiment), or name an experiment of your own there")
 
 
 def placement_timed_out(exc: BaseException) -> bool:
@@ -111,6 +141,9 @@ def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
             raise StepError(f"stage {stage}, {name}: the object store of storage.root {storage_root} did not answer "
                             f"({reason}); once it answers again, finish the chain with: pld resume {chain_run_id} "
                             "(finished stages and sealed datasets are reused)") from exc
+        if tracking_refused(exc):
+            raise StepError(f"stage {stage}, {name}: {refused_message(exc)}; then finish the chain with: "
+                            f"pld resume {chain_run_id}") from exc
         if tracking_unreachable(exc):
             raise StepError(f"stage {stage}, {name}: {tracking_message(exc, chain_run_id)}") from exc
         if isinstance(exc, OSError):

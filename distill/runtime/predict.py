@@ -26,6 +26,7 @@ import numpy as np
 from distill.core.export import OnnxSpotter
 from distill.data.audio import AudioError, ClipPolicy, audio_frames, load_clip
 from distill.names import SILENCE, UNKNOWN
+from distill.runtime.errors import tracking_refused
 
 BATCH = 256
 PROGRESS_AFTER_S = 60.0  # files longer than this report progress
@@ -61,6 +62,8 @@ def load_model(model: str, tracking: str | None = None, say: Callable[[str], Non
         try:
             python_model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
         except Exception as exc:  # MlflowException, or a model that is not a pld export
+            if tracking_refused(exc):
+                raise
             raise ValueError(f"{model}: cannot load it from {mlflow.get_tracking_uri()} ({exc})") from None
         if not hasattr(python_model, "spotter"):
             raise ValueError(f"{model}: not a model registered by `pld export --register`")

@@ -23,6 +23,7 @@ from distill.names import CONFIG_ARTIFACT, CONFUSION_ARTIFACT, INPUT_MS, METHOD,
 from distill.runtime import plots
 from distill.runtime.chain_eval import chain_runs
 from distill.runtime.tracking import SUMMARY_COLUMNS, fmt, format_table, summary_row
+from distill.runtime.errors import tracking_refused
 
 METRICS = ("test_acc_window", "test_acc_stream", "test_acc_center", "test_fa_per_hour_at_90_recall",
            "test_recall_at_1_fa_per_hour", "macs", "latency_us", "label_agreement", "relabel_to_silence",
@@ -50,11 +51,15 @@ def load_chain(client: mlflow.MlflowClient, run_id: str) -> ChainReport:
         rows.append(row)
         try:
             confusion[row["stage"]] = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{CONFUSION_ARTIFACT}")
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as exc:
+            if tracking_refused(exc):
+                raise
             pass  # chains from before confusion matrices were logged: the report leaves them out
     try:
         config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/{CONFIG_ARTIFACT}")) or {}
-    except (MlflowException, OSError, yaml.YAMLError):
+    except (MlflowException, OSError, yaml.YAMLError) as exc:
+        if tracking_refused(exc):
+            raise
         config = {}
     return ChainReport(run_id, parent.info.run_name, dict(parent.data.params), config, rows, confusion)
 

@@ -18,6 +18,7 @@ from mlflow.entities import RunStatus
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, SUPERSEDED
 from distill.runtime import storage
 from distill.runtime.manifest import tree_sha256
+from distill.runtime.errors import tracking_refused
 
 RECORD, DRIVER = "stage.json", "driver.json"
 
@@ -72,7 +73,9 @@ def finished_stage(stage_dir: str, client: mlflow.MlflowClient) -> dict | None:
         return None
     try:
         run = client.get_run(record["run_id"])
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        if tracking_refused(exc):
+            raise
         return None
     return record if run.info.status == RunStatus.to_string(RunStatus.FINISHED) else None
 
@@ -100,6 +103,8 @@ def chain_config(run_id: str, tracking: str | None = None):
     try:
         raw = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/{CONFIG_ARTIFACT}"))
     except Exception as exc:  # MLflow raises several types for a missing run or artifact
+        if tracking_refused(exc):
+            raise
         raise ValueError(f"run {run_id!r}: cannot read its {CONFIG_ARTIFACT} from {mlflow.get_tracking_uri()} ({exc}); "
                          "is it a chain run of this tracking store?") from None
     return ExperimentConfig.model_validate(raw)

@@ -7,7 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
-from distill.config import ExperimentConfig, split_credentials
+from distill.config import TRACKING_CREDENTIALS, ExperimentConfig, refuse_credentials, split_credentials
 
 
 def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:
@@ -24,10 +24,14 @@ def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else $MLFLOW_TRACKING_URI, else sqlite:///<absolute>/mlflow.db. Credentials in
-    the URI (``http://user:password@host``) move to the variables MLflow's client reads
-    (MLFLOW_TRACKING_USERNAME / _PASSWORD) and leave the URI, so that no message, param or
-    artifact that names the server carries them."""
+    """``uri`` (--tracking-uri or tracking.uri), else $MLFLOW_TRACKING_URI, else
+    sqlite:///<absolute>/mlflow.db. Credentials come only from the environment: a password in
+    ``uri`` is refused; one in $MLFLOW_TRACKING_URI moves to the variables MLflow's client reads
+    (MLFLOW_TRACKING_USERNAME / _PASSWORD), as does the file $MLFLOW_TRACKING_PASSWORD_FILE names,
+    so that no message, param or artifact that names the server carries them."""
+    read_password_file()
+    if uri:
+        refuse_credentials(uri, "--tracking-uri", TRACKING_CREDENTIALS)
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path('mlflow.db').resolve()}"
@@ -39,6 +43,26 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         if password is not None:
             os.environ["MLFLOW_TRACKING_PASSWORD"] = password
     return clean
+
+
+PASSWORD_FILE = "MLFLOW_TRACKING_PASSWORD_FILE"
+
+
+def read_password_file() -> None:
+    """The tracking password from the file $MLFLOW_TRACKING_PASSWORD_FILE names (a mounted
+    secret), into MLFLOW_TRACKING_PASSWORD for MLflow's client, unless that is set already."""
+    path = os.environ.get(PASSWORD_FILE)
+    if not path or os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        return
+    try:
+        password = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{PASSWORD_FILE}={path}: cannot read the tracking password from it "
+                         f"({getattr(exc, 'strerror', None) or exc}); point it at a readable file holding only the "
+                         "password") from None
+    if not password:
+        raise ValueError(f"{PASSWORD_FILE}={path}: the file is empty; write the tracking password into it")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = password
 
 
 class _DropMessages(logging.Filter):

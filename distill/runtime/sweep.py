@@ -84,11 +84,11 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
     storage = Path(base.storage.root).resolve() / "sweeps"
     with mlflow.start_run(run_name=f"{base.name}-sweep", tags={KIND: "sweep"}) as sweep:
         mlflow.log_params({"grid": json.dumps(grid), "points": len(points), "max_concurrent": max_concurrent})
-        mlflow.log_dict(base.without_credentials().model_dump(mode="json"), "base_config.yaml")
+        mlflow.log_dict(base.model_dump(mode="json"), "base_config.yaml")
         say(f"sweep run {sweep.info.run_id}: {len(points)} chains, at most {max_concurrent} at a time")
         trainable = tune.with_resources(
-            # the trials get the URI as given: each moves its credentials aside in its own process
-            tune.with_parameters(_trial, configs=[c.model_dump(mode="json") for c in configs], tracking=tracking or base.tracking.uri or uri,
+            # the resolved URI; credentials reach the trials through the environment their workers inherit
+            tune.with_parameters(_trial, configs=[c.model_dump(mode="json") for c in configs], tracking=uri,
                                  sweep_run_id=sweep.info.run_id),
             # no CPU for the trial itself (its chain asks for what it needs); Tune wants a non-empty request
             {"CPU": 0, "memory": 64 * 1024**2})

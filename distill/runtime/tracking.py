@@ -96,5 +96,6 @@ def use_experiment(name: str) -> None:
     import mlflow
 
     experiment = mlflow.set_experiment(name)
-    if experiment.tags.get(EXPERIMENT_KIND[0]) is None:
-        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+    # written every time, though it rarely changes: this one cheap write is the check that these
+    # credentials may log to the experiment, made before the cluster starts (HTTP 403 otherwise)
+    mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)

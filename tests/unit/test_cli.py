@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from distill.cli import main
 
@@ -70,20 +73,49 @@ def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path
     assert (rows["teacher"], rows["student_750ms"], rows["student_500ms"]) == (str(84), str(84 * 4), str(84 * 6))
 
 
-def test_a_tracking_password_reaches_neither_the_console_nor_the_dry_run(tmp_path, sc_root, capsys, monkeypatch):
+def test_a_password_in_a_uri_is_refused_and_never_echoed(tmp_path, sc_root, capsys, monkeypatch):
+    """Credentials come only from the environment: a URI with a password on the command line,
+    in --set or in the config is refused in one line that names the variables, not the password."""
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {{path: {sc_root}}}\ntracking: {{max_retries: 0, backoff_factor: 0}}\n")
+    cfg.write_text(f"data: {{path: {sc_root}}}\n")
     uri = "http://pld:PASSWORD123@127.0.0.1:9/"
-    assert main(["run", str(cfg), "--tracking-uri", uri]) == 2  # no server answers there
-    out = capsys.readouterr()
-    assert "the tracking server http://127.0.0.1:9/ did not answer" in out.err
-    assert "PASSWORD123" not in out.out + out.err
-    assert main(["run", str(cfg), "--set", f"tracking.uri={uri}", "--dry-run"]) == 0
-    out = capsys.readouterr()
-    assert "uri: http://127.0.0.1:9/" in out.out and "PASSWORD123" not in out.out + out.err
+    for argv in (["--tracking-uri", uri], ["--set", f"tracking.uri={uri}", "--dry-run"],
+                 ["--set", "storage.root=s3://KEYID:PASSWORD123@bucket/runs", "--dry-run"]):
+        assert main(["run", str(cfg), *argv]) == 2
+        out = capsys.readouterr()
+        assert "PASSWORD123" not in out.out + out.err and "Traceback" not in out.err
+        assert out.err.startswith("pld: error: ") and "holds a user name or password" in out.err, out.err
+        assert ("MLFLOW_TRACKING_PASSWORD_FILE" if "storage" not in argv[1] else "AWS_SECRET_ACCESS_KEY") in out.err
+    cfg.write_text(f"data: {{path: {sc_root}}}\ntracking: {{uri: '{uri}'}}\n")
+    assert main(["run", str(cfg), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: invalid config" in err and "tracking.uri: " in err and "PASSWORD123" not in err
+
+
+def test_the_tracking_password_comes_from_the_file_the_environment_names(tmp_path, monkeypatch):
+    from distill.runtime.session import resolve_tracking_uri
+
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+        monkeypatch.setenv(var, "-")  # recorded, so what the code under test sets is undone after it
+        monkeypatch.delenv(var)
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-from-a-file\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD_FILE", str(secret))
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret-from-a-file"  # the client's variable, no newline
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    secret.write_text("")
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_PASSWORD_FILE=.*the file is empty"):
+        resolve_tracking_uri("http://127.0.0.1:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="cannot read the tracking password from it"):
+        resolve_tracking_uri("http://127.0.0.1:5000")
+    # the environment's own URI may carry them: it moves them to the client's variables
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD_FILE")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ann:pw%40x@127.0.0.1:5000/")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5000/"
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("ann", "pw@x")
 
 
 def test_export_writes_int8_only_when_asked(monkeypatch):

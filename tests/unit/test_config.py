@@ -55,7 +55,7 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "data: {name: nope}": "unknown dataset 'nope'",
         "train: {precision: fp16}": "train.precision: fp16 needs train.use_gpu: true",
         "relabel: {precision: fp8}": "relabel.precision: Input should be 'fp32', 'bf16' or 'fp16'",
-        "train: {runner: local, num_workers: 2}": "train: Value error, train.runner: local trains in the driver's one",
+        "train: {runner: local, num_workers: 2}": "train: train.runner: local trains in the driver's one",
         "train: {runner: local, use_gpu: true}": "set runner: workers (or auto) for several workers or GPUs",
         "train: {runner: ray}": "train.runner: Input should be 'auto', 'local' or 'workers'",
     }

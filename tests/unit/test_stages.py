@@ -28,7 +28,7 @@ def test_schedule_expands_and_is_validated():
     for message, overrides in bad.items():
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(None, overrides)
-    with pytest.raises(ConfigError, match=r"chain\.schedule: Value error, schedule: steps"):
+    with pytest.raises(ConfigError, match=r"chain\.schedule: schedule: steps"):
         load_config(None, {"chain.schedule": {"start_ms": 900, "step_ms": 150}})
 
 
