@@ -136,8 +136,41 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
         # push the process count over Ray's soft limit (num_cpus) and the idle pooled workers are
         # killed after 1 s, so every relabel started cold again. A higher soft limit keeps them.
         kwargs["_system_config"] = {"num_workers_soft_limit": int(cfg.ray.num_cpus or os.cpu_count() or 1) + 8}
-    ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+    if address is not None and (problem := not_listening(address)):
+        raise ConnectionError(problem)  # at once: Ray itself would wait over two minutes
+    try:
+        ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+    except ConnectionError:
+        if address is None:
+            raise
+        raise ConnectionError(not_joined_message(address)) from None
     configure_data(progress_bars=verbose)
+
+
+def not_listening(address: str) -> str | None:
+    """Why nothing at ``address`` (host:port of a GCS) can be a cluster, or None if something listens."""
+    import socket
+
+    if address == "auto" or address.startswith("ray://"):
+        return None  # Ray finds the local cluster itself; a Ray Client server speaks another protocol
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        return (f"ray.address {address}: no Ray cluster answers there; start it (ray start --head) or fix "
+                "--address / ray.address / RAY_ADDRESS")
+    return None
+
+
+def not_joined_message(address: str) -> str:
+    """Why ``ray.init(address)`` failed though something listens there: on a cluster with token
+    authentication, a missing or wrong token."""
+    given = os.environ.get("RAY_AUTH_MODE") == "token" and (
+        os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    return (f"the Ray cluster at {address} answers but did not let this driver in: "
+            + ("it refused the token given (a wrong token, or a cluster of another Ray version)" if given
+               else "no token was given, and a cluster with token authentication refuses a driver without one")
+            + "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or RAY_AUTH_TOKEN")
 
 
 def configure_data(progress_bars: bool = False) -> None:

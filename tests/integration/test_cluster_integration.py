@@ -212,3 +212,52 @@ def test_on_an_autoscaling_cluster_a_stage_waits_says_for_what_and_then_fails(cl
     assert error.startswith("pld: error: stage teacher, train: waited 20 s (train.resource_wait_s) for 1 training worker")
     assert "pld resume " in error and "Traceback" not in proc.stderr
     assert elapsed < 240, elapsed  # gave up after the wait, not after Ray Train's retries
+
+
+@pytest.mark.parametrize("token", ["no token", "a wrong token"])
+def test_without_the_clusters_token_a_job_and_a_driver_are_refused_at_once(cluster, tmp_path, token):
+    """Token authentication turns away `ray job submit` (Ray's own CLI: its message names
+    RAY_AUTH_TOKEN) and `pld run --address` (one line saying what to set), neither left waiting."""
+    env = {k: v for k, v in cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    if token == "a wrong token":
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    started = time.monotonic()
+    job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"], "--", "echo", "RAN"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert job.returncode != 0 and "RAN" not in job.stdout
+    assert ("Missing authentication token" if token == "no token" else "Invalid authentication token") in job.stderr
+    assert "RAY_AUTH_TOKEN" in job.stderr.strip().splitlines()[-1]
+    assert time.monotonic() - started < 60
+
+    speakers = [f"{i:08x}" for i in range(4)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed"], speakers, val={speakers[0]}, test={speakers[1]})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(corpus)}, "chain": {"lengths_ms": [1000, 500]}, "storage": {"root": str(tmp_path / "runs")}}))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--address", cluster["gcs"],
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error == (f"pld: error: the Ray cluster at {cluster['gcs']} answers but did not let this driver in: "
+                     + ("no token was given, and a cluster with token authentication refuses a driver without one"
+                        if token == "no token" else
+                        "it refused the token given (a wrong token, or a cluster of another Ray version)")
+                     + "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or "
+                       "RAY_AUTH_TOKEN"), error
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+    assert time.monotonic() - started < 120  # Ray's own ~25 s of attempts, then this line
+
+
+def test_a_driver_nothing_answers_for_fails_at_once(tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": {"path": str(tmp_path)}}))
+    write_sc_layout(tmp_path, KEYWORDS + ["bed"], [f"{i:08x}" for i in range(4)], val={"00000000"}, test={"00000001"})
+    port = free_port()  # nothing listens on it
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--address", f"127.0.0.1:{port}",
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"pld: error: ray.address 127.0.0.1:{port}: no Ray cluster answers there; start it (ray start --head) or fix "
+        "--address / ray.address / RAY_ADDRESS")
+    assert time.monotonic() - started < 60  # Ray alone waits over two minutes

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from distill.runtime.session import bundles_that_fit, largest_node
 
 
@@ -19,14 +21,19 @@ def test_bundles_fit_per_node_not_per_cluster_total():
     assert largest_node([cpu_node, gpu_node]) == cpu_node and largest_node([]) == {}
 
 
-def test_credentials_leave_the_tracking_uri_for_the_clients_variables(monkeypatch):
+def test_credentials_in_the_environments_uri_move_to_the_clients_variables_and_elsewhere_are_refused(monkeypatch):
     from distill.config import split_credentials
     from distill.runtime.session import resolve_tracking_uri
 
-    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    assert resolve_tracking_uri("http://pld:s%40cret@127.0.0.1:5000/base") == "http://127.0.0.1:5000/base"
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD_FILE"):
+        monkeypatch.setenv(var, "-")  # recorded, so what the code under test sets is undone after it
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://pld:s%40cret@127.0.0.1:5000/base")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5000/base"
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "pld" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "s@cret"
+    with pytest.raises(ValueError, match="^--tracking-uri holds a user name or password") as refused:
+        resolve_tracking_uri("http://pld:other@127.0.0.1:5000/base")
+    assert "other" not in str(refused.value)
     assert split_credentials("https://user@[::1]:8443/x") == ("https://[::1]:8443/x", "user", None)
     assert split_credentials("http://127.0.0.1:5000") == ("http://127.0.0.1:5000", None, None)
 
