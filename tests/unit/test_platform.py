@@ -143,6 +143,46 @@ def test_compose_publishes_only_on_localhost_by_default():
     assert "MLFLOW_BIND" in RUNBOOK.read_text()
 
 
+def test_the_tracking_server_runs_its_authentication_app_and_pods_read_credentials_from_a_secret():
+    (compose,) = _docs(COMPOSE)
+    mlflow = compose["services"]["mlflow"]
+    command = " ".join(mlflow["command"])
+    assert "mlflow server --app-name basic-auth" in command and "mlflow[auth]==" in mlflow["build"]["dockerfile_inline"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"].startswith("/auth/") and "auth-data:/auth" in mlflow["volumes"]
+    for var in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert ":?" in env[var], f"{var}: compose must refuse to start without it, not fall back to a default"
+    example = (PLATFORM / "mlflow" / ".env.example").read_text()
+    assert "MLFLOW_ADMIN_PASSWORD=" in example and "MLFLOW_SECRET_KEY=" in example
+    assert "grant_user_permission" in RUNBOOK.read_text() and "create_user" in RUNBOOK.read_text()
+    # every pod that sets the tracking URI gets the user and a password file from the Secret, no literal
+    for path in (RAYCLUSTER, RAYJOB):
+        text = path.read_text()
+        assert "MLFLOW_TRACKING_PASSWORD:" not in text and "MLFLOW_TRACKING_PASSWORD\n" not in text
+        for doc in _docs(path):
+            for pod in _pods(doc):
+                for container in pod["containers"]:
+                    env = {e["name"]: e for e in container.get("env", [])}
+                    if "MLFLOW_TRACKING_URI" not in env:
+                        continue
+                    assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == "pld-mlflow-credentials"
+                    folder = env["MLFLOW_TRACKING_PASSWORD_FILE"]["value"].rsplit("/", 1)[0]
+                    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == folder)
+                    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+                    assert volume["secret"]["secretName"] == "pld-mlflow-credentials" and mount["readOnly"]
+
+
+def _pods(node):
+    if isinstance(node, dict):
+        if "containers" in node:
+            yield node
+        for value in node.values():
+            yield from _pods(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _pods(value)
+
+
 def test_kuberay_manifests():
     (cluster,) = [d for d in _docs(RAYCLUSTER) if d.get("kind") == "RayCluster"]
     (job,) = [d for d in _docs(RAYJOB) if d.get("kind") == "RayJob"]
