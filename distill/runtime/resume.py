@@ -51,7 +51,10 @@ def claim_driver(run_dir: str, run_id: str) -> None:
             owner = json.loads(storage.read_text(path))
         except json.JSONDecodeError:
             owner = {}
-        if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid() and _alive(int(owner.get("pid", 0))):
+        owner = owner if isinstance(owner, dict) else {}  # a damaged claim claims nothing
+        pid = owner.get("pid")
+        if (owner.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0 and pid != os.getpid()
+                and _alive(pid)):
             raise ValueError(f"chain {run_id} is still running (driver pid {owner['pid']} on this host); "
                                "wait for it, stop it, or start a separate chain with --new")
     storage.write_text(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id}))

@@ -165,10 +165,16 @@ def not_listening(address: str) -> str | None:
 def not_joined_message(address: str) -> str:
     """Why ``ray.init(address)`` failed though something listens there: on a cluster with token
     authentication, a missing or wrong token."""
-    given = os.environ.get("RAY_AUTH_MODE") == "token" and (
-        os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    mode = os.environ.get("RAY_AUTH_MODE")
+    default = Path.home() / ".ray" / "auth_token"  # Ray sends it when RAY_AUTH_MODE is unset (Ray ≥ 2.52)
+    if mode == "token" and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        given = "the token given"
+    elif mode in (None, "token") and default.is_file():
+        given = f"the token in {default}"
+    else:
+        given = None
     return (f"the Ray cluster at {address} answers but did not let this driver in: "
-            + ("it refused the token given (a wrong token, or a cluster of another Ray version)" if given
+            + (f"it refused {given} (a wrong token, or a cluster of another Ray version)" if given
                else "no token was given, and a cluster with token authentication refuses a driver without one")
             + "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or RAY_AUTH_TOKEN")
 
@@ -229,6 +235,14 @@ def check_resources(cfg: ExperimentConfig) -> list[str]:
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
     nodes = alive_nodes()
+    # GPUs first: on a cluster without enough, the per-node checks below would blame the CPUs
+    if cfg.train.use_gpu and cfg.train.num_workers > gpus and not cfg.ray.autoscaling:
+        raise ConfigError(f"train.use_gpu: {cfg.train.num_workers} worker(s) need a GPU each, but the cluster has "
+                          f"{gpus:g}; set train.use_gpu: false or add GPU nodes")
+    if cfg.relabel.gpus_per_actor and cfg.relabel.actors * cfg.relabel.gpus_per_actor > gpus:
+        raise ConfigError(f"relabel.gpus_per_actor: the actors need "
+                          f"{cfg.relabel.actors * cfg.relabel.gpus_per_actor:g} GPUs, the cluster has {gpus:g}; set "
+                          "relabel.gpus_per_actor: 0 (the teacher runs on CPUs) or add GPU nodes")
     worker = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
     fits = bundles_that_fit(worker, nodes)
     notes = []
@@ -244,9 +258,6 @@ def check_resources(cfg: ExperimentConfig) -> list[str]:
     if train_cpus > cpus and not cfg.ray.autoscaling:
         raise ConfigError(f"train.num_workers × train.cpus_per_worker = {train_cpus:g} CPUs, but the cluster has "
                           f"{cpus:g}; lower them")
-    if cfg.train.use_gpu and cfg.train.num_workers > gpus and not cfg.ray.autoscaling:
-        raise ConfigError(f"train.use_gpu: {cfg.train.num_workers} worker(s) need a GPU each, but the cluster has "
-                          f"{gpus:g}; set train.use_gpu: false or add GPU nodes")
     relabel_cpus = cfg.relabel.actors * cfg.relabel.cpus_per_actor
     if relabel_cpus >= cpus:
         raise ConfigError(f"relabel.actors × relabel.cpus_per_actor = {relabel_cpus:g} CPUs leaves none of the cluster's "
@@ -256,7 +267,4 @@ def check_resources(cfg: ExperimentConfig) -> list[str]:
     if not bundles_that_fit(relabel, nodes):
         raise ConfigError(f"relabel: a teacher task needs {describe_resources(relabel)} on one node, but no node has them "
                           f"(largest node: {describe_resources(largest_node(nodes))}); lower relabel.cpus_per_actor")
-    if cfg.relabel.gpus_per_actor and cfg.relabel.actors * cfg.relabel.gpus_per_actor > gpus:
-        raise ConfigError(f"relabel.gpus_per_actor: the actors need "
-                          f"{cfg.relabel.actors * cfg.relabel.gpus_per_actor:g} GPUs, the cluster has {gpus:g}")
     return notes

@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -135,9 +137,32 @@ def test_pld_data_check_of_the_odd_folder_counts_everything_without_a_traceback(
     report = json.loads(proc.stdout)
     assert report["files"] == len(kinds) == report["clips"] + len(report["problems"])
     assert sum(p["problem"].startswith("file name is not valid UTF-8") for p in report["problems"]) == 20
-    # the 10-minute file is read as one clip's frames, not whole: the check stays small
+    # a coarse ceiling on the whole check, torch and pandas included; it cannot tell a whole-file read of the
+    # 10-minute file (37 MiB) from a one-clip read: the test below bounds that read tightly
     peak_mib = int(peak_file.read_text()) / 1024
     assert peak_mib < 2048, peak_mib
+
+
+def test_the_ten_minute_file_is_read_as_one_clip_not_whole(odd):
+    root, _ = odd
+    clip_id = "yes/ten_minutes.wav"
+    whole_mib = sf.info(root / clip_id).frames * 4 / 2 ** 20  # the whole file as float32, what sf.read would hold
+    assert whole_mib > 30  # the bound below only separates the two reads while the file is this long
+    options = parse_dataset_options({"name": "folder", "path": str(root)})
+    index = build_source_index(options)
+    one = replace(index, clips=index.clips[index.clips.clip_id == clip_id], rejected=index.rejected.iloc[:0])
+    # tracemalloc counts numpy's buffers: the product's read peaks near 0.3 MiB, a whole-file read near 37 MiB
+    tracing = tracemalloc.is_tracing()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        result = scan(one, options, workers=1)  # what `pld data check` runs, for this one file
+        peak_mib = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert list(result.good.clip_id) == [clip_id] and "cropped" in result.good.applied.iloc[0]
+    assert peak_mib < 4, f"reading one 1 s clip of a {whole_mib:.0f} MiB file peaked at {peak_mib:.1f} MiB"
 
 
 def test_a_coprime_sample_rate_is_resampled_in_bounded_memory(tmp_path):
