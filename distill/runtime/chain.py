@@ -89,7 +89,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         chain = Chain(cfg, client, parent.info.run_id, parent.info.experiment_id, run_dir,
                       source=source, labels=index.labels,
                       validation=load_split_arrays(source_dir, "validation"), test=load_split_arrays(source_dir, "test"),
-                      noise=noise_bank(index, cfg, say), progress=Queue(actor_options={"num_cpus": 0}), say=say,
+                      noise=noise_bank(index, cfg, say), progress=progress_queue(), say=say,
                       resuming=bool(resume_id), rooms=room_bank(cfg, say), share=share_stages,
                       source_id=source_identity(index) if share_stages else "")
         result = ChainResult(parent.info.run_id, run_dir)
@@ -175,6 +175,16 @@ def room_bank(cfg: ExperimentConfig, say: Callable[[str], None]) -> RoomBank | N
     say(f"augment: {augment.reverb_rooms} simulated rooms, RT60 {augment.reverb_rt60_range[0]:g}-"
         f"{augment.reverb_rt60_range[1]:g} s ({time.perf_counter() - t:.0f} s)")
     return rooms
+
+
+def progress_queue() -> Queue:
+    """The queue the training workers report epochs through, on the driver's own node: on any
+    other, losing that node would take the chain's progress (and the chain) with it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
 
 def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_id: str | None, new: bool,

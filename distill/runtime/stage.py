@@ -183,6 +183,9 @@ def report_epoch(say: Callable[[str], None], run_id: str, logged: set[int], m: d
     if "waiting_for" in m:  # the workers are not placed yet
         say(f"   waiting for resources: {m['waiting_for']}")
         return
+    if "node_lost" in m:
+        say(f"   {m['node_lost']}")
+        return
     if m.get("resumed_at_epoch") is not None and m["resumed_at_epoch"] == m["epoch"]:
         say(f"   [{m['stage']}] restarted after a failure; continuing from the checkpoint of epoch "
             f"{m['epoch']} (of {m['epochs']})")

@@ -203,10 +203,19 @@ def _pending_placement() -> str | None:
             f"({pending[0].get('strategy')}); the cluster's nodes: {describe_nodes(alive_nodes())}")
 
 
+def _node_addresses() -> dict[str, str]:
+    """node id → address of each live node."""
+    import ray
+
+    return {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes() if n.get("Alive")}
+
+
 def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None], wait_s: float):
     """``trainer.fit()`` in a thread while this one hands the workers' epoch reports to ``on_epoch``
-    (and, once, a note if the workers still wait for resources after ``WAIT_NOTICE_S``)."""
+    (and, once, a note if the workers still wait for resources after ``WAIT_NOTICE_S``; and a note
+    as soon as a node of the cluster is lost, so a stage that waits for its workers says why)."""
     box: dict[str, Any] = {}
+    nodes, lost, next_census = _node_addresses(), {}, time.monotonic() + 2
 
     def fit() -> None:
         try:
@@ -222,6 +231,14 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
             on_epoch(progress.get(timeout=0.5))
             settled = True  # the workers run
         except Empty:
+            if time.monotonic() > next_census:
+                next_census = time.monotonic() + 2
+                for node_id in nodes.keys() - _node_addresses().keys() - lost.keys():
+                    lost[node_id] = nodes[node_id]
+                    on_epoch({"node_lost": f"node {nodes[node_id]} ({node_id[:8]}) left the cluster; Ray Train "
+                                           "restarts the workers from the last epoch's checkpoint once the cluster "
+                                           f"holds them again, waiting up to {wait_s:g} s (train.resource_wait_s)"})
+                    settled = False  # the restarted workers may wait for a placement: say what for
             if not settled and time.monotonic() > next_look:  # not yet placed? look every few seconds
                 next_look = time.monotonic() + WAIT_NOTICE_S / 2
                 if waiting := _pending_placement():
@@ -231,7 +248,8 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
     if "error" in box:
         if placement_timed_out(box["error"]):
             waiting = box.get("waiting", "the stage's training workers")
-            raise ResourceWaitTimeout(f"waited {wait_s:g} s (train.resource_wait_s) for {waiting}; add a node "
+            gone = "".join(f"node {address} was lost; " for address in lost.values())
+            raise ResourceWaitTimeout(f"{gone}waited {wait_s:g} s (train.resource_wait_s) for {waiting}; add a node "
                                       "that holds a worker (or let the autoscaler), or lower train.cpus_per_worker / "
                                       "train.num_workers") from None
         raise box["error"]

@@ -219,6 +219,7 @@ def test_without_the_clusters_token_a_job_and_a_driver_are_refused_at_once(clust
     """Token authentication turns away `ray job submit` (Ray's own CLI: its message names
     RAY_AUTH_TOKEN) and `pld run --address` (one line saying what to set), neither left waiting."""
     env = {k: v for k, v in cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either (a local ray.init writes one)
     if token == "a wrong token":
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     started = time.monotonic()
