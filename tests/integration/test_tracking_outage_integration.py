@@ -78,10 +78,12 @@ def test_a_30_s_tracking_outage_mid_stage_loses_nothing(setup):
 
     seen: list[str] = []
     stormy = chain(root, server.uri, "run", "c.yaml", "--new")
-    wait_for_line(stormy, "== [2/2] student_500ms", seen)  # the student's run is open: stop the server
+    wait_for_line(stormy, "[student_500ms] epoch 1/", seen)  # three more epochs to log: stop the server
     server.stop()
+    down = time.time() * 1000
     time.sleep(OUTAGE_S)
     server.start()
+    up = time.time() * 1000
     out, err = stormy.communicate(timeout=900)
     assert stormy.returncode == 0, "".join(seen)[-2000:] + out[-2000:] + err[-2000:]
 
@@ -93,6 +95,12 @@ def test_a_30_s_tracking_outage_mid_stage_loses_nothing(setup):
         assert after[stage] == before[stage], stage  # every key, every epoch, every artifact
         assert after[stage]["epochs"] == {"train_loss": 4, "val_acc": 4} and after[stage]["status"] == "FINISHED"
     assert set(client.get_run(chains[1].info.run_id).data.params) == set(client.get_run(chains[0].info.run_id).data.params)
+    # the outage hit the student: an epoch's points were stamped (when sent) while the server was
+    # down, or one epoch's send held the driver from before the outage to after it; all landed
+    (student,) = [r for r in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{chains[1].info.run_id}'")
+                  if r.info.run_name == "student_500ms" and r.data.tags.get("pld.superseded") != "true"]
+    stamps = sorted(m.timestamp for m in client.get_metric_history(student.info.run_id, "train_loss"))
+    assert len(stamps) == 4 and stamps[0] < up and stamps[-1] >= down, (down, up, stamps)
 
 
 def test_past_the_retry_budget_the_chain_stops_naming_the_server_and_resume_finishes_it(setup):
