@@ -95,7 +95,19 @@ def use_experiment(name: str) -> None:
     """Make ``name`` the active MLflow experiment (created if missing), marked as model training."""
     import mlflow
 
+    from distill.runtime.errors import tracking_refused
+
     experiment = mlflow.set_experiment(name)
+    # again by id: when another chain created it at the same moment, MLflow (3.17) returns the
+    # experiment without making it the active one, and the runs would land in "Default"
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
     # written every time, though it rarely changes: this one cheap write is the check that these
     # credentials may log to the experiment, made before the cluster starts (HTTP 403 otherwise)
-    mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+    client = mlflow.MlflowClient()
+    try:
+        client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+    except mlflow.exceptions.MlflowException as exc:
+        # two chains starting at once can both insert the tag (a SQL store's unique key): one wins
+        if tracking_refused(exc) or client.get_experiment(experiment.experiment_id).tags.get(
+                EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            raise

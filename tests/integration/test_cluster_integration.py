@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -168,6 +169,36 @@ def test_chain_runs_on_two_nodes_against_a_tracking_server(cluster, tmp_path):
     relabel = [t for t in state(env, address, "tasks")
                if "label_with_teacher" in t["name"] or "TeacherLabeler" in t["name"]]
     assert relabel and {t["node_id"] for t in relabel} == nodes, "relabeling ran on both nodes"
+
+
+def test_a_driver_with_the_token_runs_a_chain_on_both_nodes(cluster, tmp_path):
+    """`pld run --address` (the driver on this machine, not a submitted job) with the cluster's token."""
+    speakers = [f"{i:08x}" for i in range(10)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
+                             test={speakers[1]})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "name": "driver", "data": {"path": str(corpus)}, "model": {"name": "tiny"},
+        "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 4, "baselines": []},
+        "train": {"epochs": 2, "batch_size": 32, "num_workers": 2, "cpus_per_worker": 1},
+        "relabel": {"batch_size": 16, "cpus_per_actor": 1}, "storage": {"root": str(tmp_path / "runs")}}))
+    env, address = cluster["env"], cluster["gcs"]
+    jobs_before = {j["job_id"] for j in state(env, address, "jobs")}
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--address", address,
+                           "--tracking-uri", cluster["mlflow"]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (job,) = {j["job_id"] for j in state(env, address, "jobs")} - jobs_before  # this driver's job
+    nodes = {n["node_id"] for n in state(env, address, "nodes") if n["state"] == "ALIVE"}
+    trainers = state(env, address, "actors", "class_name=RayTrainWorker", f"job_id={job}")
+    assert trainers and {a["node_id"] for a in trainers} == nodes, "training ran on both nodes"
+    relabel = [t for t in state(env, address, "tasks", f"job_id={job}")
+               if "label_with_teacher" in t["name"] or "TeacherLabeler" in t["name"]]
+    assert relabel and {t["node_id"] for t in relabel} == nodes, "relabeling ran on both nodes"
+    client = MlflowClient(cluster["mlflow"])
+    chain_id = re.search(r"chain run id: (\w+)", proc.stdout).group(1)
+    assert {r.data.tags["pld.stage"]: r.info.status for r in client.search_runs(
+        [client.get_run(chain_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{chain_id}'")} == {
+        "teacher": "FINISHED", "student_500ms": "FINISHED"}
 
 
 def test_a_worker_bigger_than_every_node_is_refused_before_any_work(cluster, tmp_path):
