@@ -49,6 +49,18 @@ def pids_mentioning(marker: str) -> list[int]:
     return found
 
 
+def kill_processes(marker: str) -> None:
+    """SIGKILL what ``pids_mentioning(marker)`` finds, three times over: a raylet may start a worker
+    while we kill (and respawns nothing once the GCS is gone)."""
+    for _ in range(3):
+        for pid in pids_mentioning(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+
+
 def ray_cli(env: dict, *args: str) -> str:
     proc = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
@@ -113,13 +125,7 @@ def cluster(tmp_path_factory):
         if server is not None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
-        for _ in range(3):  # raylets respawn nothing once the GCS is gone; repeat for stragglers
-            for pid in pids_mentioning(str(temp)):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(1)
+        kill_processes(str(temp))
         assert not pids_mentioning(str(temp)), "Ray processes of the test cluster survived"
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,21 +21,11 @@ import pytest
 import yaml
 
 from conftest import write_sc_layout
-from test_cluster_integration import BIN, KEYWORDS, free_port, pids_mentioning
+from test_cluster_integration import BIN, KEYWORDS, free_port, kill_processes, pids_mentioning
 
 pytestmark = pytest.mark.integration
 EPOCHS = 6
 WAIT_S = 30
-
-
-def kill_processes(marker: str) -> None:
-    for _ in range(3):  # a raylet may start a worker while we kill: repeat for stragglers
-        for pid in pids_mentioning(marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
 
 
 @pytest.fixture
