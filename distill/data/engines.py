@@ -6,6 +6,7 @@
 | festival | diphone, unit selection, HTS                | FESTIVAL_VOICES (english, czech, finnish, russian, italian, catalan) | Debian festival + festvox-* (distill.data.festival) |
 | pico     | SVOX Pico, HMM-based parametric             | en-US, en-GB                               | the py-nanotts wheel |
 | hibari   | neural (int8 ONNX, distilled from Kokoro)   | heart (US English)                         | the hibari-tts wheel |
+| mbrola   | diphones of real speakers (MBR-PSOLA)       | MBROLA_VOICES (english: us1-3, en1; 9 other languages' -en voices) | Debian espeak-ng, mbrola + mbrola-* (distill.data.mbrola) |
 
 Never used, by design: flite (any voice), piper, and Festival's kal_diphone and
 cmu_us_slt_arctic_hts voices: they are kept for held-out evaluation outside the project.
@@ -29,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from distill.data.festival import FESTIVAL_VOICES, festival_synthesize
+from distill.data.mbrola import MBROLA_VOICES, mbrola_synthesize
 
 ESPEAK_FAMILY = "english"
 PICO_VOICES = {"en-US": "english", "en-GB": "english"}
@@ -47,10 +49,12 @@ def engine_voices(engine: str, espeak_voices: Sequence[str] = ()) -> dict[str, s
         return dict(PICO_VOICES)
     if engine == "hibari":
         return dict(HIBARI_VOICES)
+    if engine == "mbrola":
+        return dict(MBROLA_VOICES)
     raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
 
 
-ENGINES = ("espeak", "festival", "pico", "hibari")
+ENGINES = ("espeak", "festival", "pico", "hibari", "mbrola")
 
 
 def parse_family(spec: str, espeak_voices: Sequence[str] = ()) -> tuple[str, tuple[str, ...]]:
@@ -120,13 +124,17 @@ def check_engine(engine: str, voices: Sequence[str]) -> None:
         _pico()
     elif engine == "hibari":
         _hibari()
+    elif engine == "mbrola":
+        from distill.data.mbrola import check_voices
+        check_voices(voices)
 
 
 def speak_batch(engine: str, voice: str, texts: Sequence[str], tempos: Sequence[float],
                 pitches: Sequence[float] | None = None, seeds: Sequence[int] | None = None
                 ) -> list[tuple[np.ndarray, int]]:
-    """Each text spoken by `voice` of `engine` (festival, pico or hibari): (float64 samples in
-    [-1, 1], sample rate). tempo: duration factor; pitch: pico's pitch factor; seed: hibari's."""
+    """Each text spoken by `voice` of `engine` (festival, pico, hibari or mbrola): (float64 samples
+    in [-1, 1], sample rate). tempo: duration factor; pitch: pico's and mbrola's pitch factor;
+    seed: hibari's."""
     n = len(texts)
     pitches = list(pitches) if pitches is not None else [1.0] * n
     seeds = list(seeds) if seeds is not None else [0] * n
@@ -144,7 +152,9 @@ def speak_batch(engine: str, voice: str, texts: Sequence[str], tempos: Sequence[
         tts = _hibari()
         return [(np.asarray(tts(t, speed=1.0 / tempo, seed=int(s)), dtype=np.float64), HIBARI_RATE)
                 for t, tempo, s in zip(texts, tempos, seeds)]
-    raise ValueError(f"speak_batch: engine {engine!r} is not a batch engine (festival, pico, hibari)")
+    if engine == "mbrola":
+        return mbrola_synthesize(voice, texts, tempos, pitches)
+    raise ValueError(f"speak_batch: engine {engine!r} is not a batch engine (festival, pico, hibari, mbrola)")
 
 
 if __name__ == "__main__":  # the fresh process of _pico_in_fresh_process

@@ -131,9 +131,13 @@ UNSEEN_ENGINE_SPEAKERS = 36             # speakers of each unseen-engine part (1
 # Voices no speaker gets: unintelligible to a recogniser of human speech (benchmarks/intelligibility.py)
 # or unable to slow down to read-command pace (upc_ca_ona_hts), or crashing Festival (czech_machac:
 # "malloc(): corrupted top size" on some words, even alone in a process).
-EXCLUDED_VOICES = {("festival", "upc_ca_ona_hts"), ("festival", "czech_machac")}
-TEMPO_RANGE = {"festival": (1.4, 2.1), "pico": (1.1, 1.6), "hibari": (1.1, 1.6)}  # duration factor
-PICO_PITCH_RANGE = (0.8, 1.25)          # pico's pitch factor per speaker
+# mbrola's us3, de1 and sw2 lack diphones that corpus words need ("on" and "off", "five", "happy").
+EXCLUDED_VOICES = {("festival", "upc_ca_ona_hts"), ("festival", "czech_machac"), ("mbrola", "us3"),
+                   ("mbrola", "de1"), ("mbrola", "sw2")}
+TEMPO_RANGE = {"festival": (1.4, 2.1), "pico": (1.1, 1.6), "hibari": (1.1, 1.6),  # duration factor
+               "mbrola": (1.8, 2.8)}    # of espeak-ng's 175 words/min: median word ~560 ms
+PICO_PITCH_RANGE = (0.8, 1.25)          # pico's and mbrola's pitch factor per speaker
+PITCHED_ENGINES = ("pico", "mbrola")    # engines with a per-speaker pitch factor
 # Timbre variants (files in espeak-ng-data/voices/!v). Left out on purpose: the robotic or
 # effect voices, and those whose output clips at full scale or runs much slower than the rest.
 VARIANTS: tuple[str, ...] = (
@@ -424,7 +428,7 @@ def make_speakers(seed: int, n: int, *, val_fraction: float = 0.1, test_fraction
         engine, tempo = engine_of[i], 1.0
         if engine != "espeak":  # drawn after the espeak draws: an espeak speaker's stream is unchanged
             tempo = round(float(rng.uniform(*TEMPO_RANGE[engine])), 4)
-            pitch = int(round(100 * rng.uniform(*PICO_PITCH_RANGE))) if engine == "pico" else 0
+            pitch = int(round(100 * rng.uniform(*PICO_PITCH_RANGE))) if engine in PITCHED_ENGINES else 0
             rate = 0
         if word_duration != 1.0:  # after every draw: the seeded streams are those of the default corpus
             rate, tempo = ((min(MAX_RATE, round(rate / word_duration)), tempo) if engine == "espeak"
@@ -653,7 +657,7 @@ def render_recording(seed: int, spk: Speaker, word: str, k: int,
         if spoken is None or (word, k) not in spoken:
             raise ValueError(f"render_recording: {spk.engine} speech of {word!r} take {k} must come from speak_takes")
         speech, tempo = spoken[(word, k)]
-        engine_info = dict(rate="", pitch=spk.pitch if spk.engine == "pico" else "", tempo=tempo)
+        engine_info = dict(rate="", pitch=spk.pitch if spk.engine in PITCHED_ENGINES else "", tempo=tempo)
     n = len(speech)
     gain_db = float(rng.uniform(*GAIN_DB))
     speech = speech * (10 ** (gain_db / 20) / np.abs(speech).max())
