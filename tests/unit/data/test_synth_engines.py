@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import festival, synth
+from distill.data import festival, mbrola, synth
 from distill.data.base import build_source_index, parse_dataset_options
 from distill.data.engines import ENGINES, parse_family, speak_batch
 from distill.data.synth import KEYWORDS, make_speakers, speech_bounds, synthesize_corpus
@@ -37,7 +37,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("engine, voice", [("festival", "ked_diphone"), ("festival", "hy_fi_mv_diphone"),
-                                           ("pico", "en-US"), ("pico", "en-GB"), ("hibari", "heart")])
+                                           ("pico", "en-US"), ("pico", "en-GB"), ("hibari", "heart"),
+                                           ("mbrola", "us1"), ("mbrola", "de4"), ("mbrola", "fr4")])
 def test_each_engine_speaks_a_word(engine: str, voice: str) -> None:
     (x, rate), (slow, slow_rate) = speak_batch(engine, voice, ["yes", "yes"], [1.0, 1.8], pitches=[1.0, 1.0],
                                                seeds=[0, 0])
@@ -52,7 +53,7 @@ def test_each_engine_speaks_a_word(engine: str, voice: str) -> None:
 
 
 def test_engines_are_deterministic() -> None:
-    for engine, voice in (("festival", "czech_dita"), ("pico", "en-GB"), ("hibari", "heart")):
+    for engine, voice in (("festival", "czech_dita"), ("pico", "en-GB"), ("hibari", "heart"), ("mbrola", "en1")):
         a = speak_batch(engine, voice, ["stop", "go"], [1.2, 1.5], [1.1, 0.9], [3, 4])
         b = speak_batch(engine, voice, ["stop", "go"], [1.2, 1.5], [1.1, 0.9], [3, 4])
         assert all(np.array_equal(p[0], q[0]) for p, q in zip(a, b)), engine
@@ -73,6 +74,52 @@ def test_festival_refuses_held_out_voices_and_names_what_to_install(monkeypatch:
             festival.check_voices(["ked_diphone"])
     finally:
         festival.festival_binary.cache_clear()
+
+
+def test_every_mbrola_voice_offered_says_every_word() -> None:
+    """No voice a speaker may get lacks a diphone that a corpus word needs (mbrola would stop:
+    why us3, de1 and sw2 are in EXCLUDED_VOICES), and each word is a word's length, unclipped."""
+    from concurrent.futures import ThreadPoolExecutor
+    words = list(synth.KEYWORDS) + list(synth.UNKNOWN_WORDS)
+    offered = [v for v in mbrola.MBROLA_VOICES if ("mbrola", v) not in synth.EXCLUDED_VOICES]
+    with ThreadPoolExecutor(4) as pool:  # two processes per utterance: run voices side by side
+        spoken = pool.map(lambda v: mbrola.mbrola_synthesize(v, words, [2.3] * len(words), [1.0] * len(words)),
+                          offered)
+        for voice, clips in zip(offered, spoken):
+            for word, (x, rate) in zip(words, clips):
+                start, end = speech_bounds(x, frame=rate // 200)
+                assert 0.15 < (end - start) / rate < 1.2 and np.abs(x).max() < 0.999, (voice, word)
+
+
+def test_mbrola_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="unknown mbrola voice"):
+        mbrola.check_voices(["xx9"])
+    monkeypatch.setattr(mbrola, "VOICE_DIRS", (Path("/nonexistent"),))
+    with pytest.raises(RuntimeError, match=r"mbrola voice\(s\) \['us1'\] are not installed; .*apt-get install "
+                       r"espeak-ng mbrola mbrola-us1 .*non-free"):
+        mbrola.check_voices(["us1"])
+    mbrola.binaries.cache_clear()
+    monkeypatch.setattr(mbrola.shutil, "which", lambda name: None if name == "mbrola" else "/usr/bin/" + name)
+    try:
+        with pytest.raises(RuntimeError, match=r"needs mbrola on PATH; install with `apt-get install espeak-ng mbrola"):
+            mbrola.check_voices(["us1"])
+    finally:
+        mbrola.binaries.cache_clear()
+
+
+def test_an_mbrola_corpus_records_engine_voice_tempo_and_pitch(tmp_path: Path) -> None:
+    params = {**PARAMS, "engines": {"mbrola": 1}, "unseen_engine_speakers": 0, "speakers": 4,
+              "val_fraction": 0.25, "test_fraction": 0.25, "heldout_val_voices": 0, "heldout_test_voices": 0}
+    synthesize_corpus(tmp_path / "mb", workers=1, **params)
+    with open(tmp_path / "mb" / synth.MANIFEST, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["engine"] for r in rows} == {"mbrola"}
+    excluded = {v for e, v in synth.EXCLUDED_VOICES if e == "mbrola"}
+    assert {r["voice"] for r in rows} <= set(mbrola.MBROLA_VOICES) - excluded
+    lo, hi = synth.TEMPO_RANGE["mbrola"]
+    for r in rows:
+        assert r["rate"] == "" and lo * 0.9 <= float(r["tempo"]) <= hi * 1.1  # jitter, or re-spoken faster
+        assert 100 * synth.PICO_PITCH_RANGE[0] - 1 <= int(r["pitch"]) <= 100 * synth.PICO_PITCH_RANGE[1] + 1
 
 
 def test_manifest_records_engine_voice_and_part(corpus: tuple[Path, dict, list[dict[str, str]]]) -> None:
