@@ -27,15 +27,19 @@ class FeatureConfig(BaseModel):
     hop_ms: float = Field(10.0, gt=0, description="Hop between frames in ms.")
     f_min: float = Field(20.0, ge=0, description="Lowest mel filter frequency in Hz.")
     f_max: float = Field(4000.0, gt=0, description="Highest mel filter frequency in Hz.")
-    normalize: Literal["utterance", "none"] = Field(
-        "utterance", description="utterance: zero-mean, unit-variance log-mel per input (CMVN); none: raw log-mel.")
+    normalize: Literal["utterance", "band", "none"] = Field(
+        "utterance", description="utterance: zero-mean, unit-variance log-mel per input (CMVN); band: also each "
+                                 "mel band's own mean over time removed (cepstral mean normalisation: a fixed "
+                                 "spectral colouring, such as a voice's or a channel's tilt, cancels); none: raw log-mel.")
 
 
 def log_and_normalize(mel: torch.Tensor, normalize: str) -> torch.Tensor:
     """mel power ``(batch, n_mels, frames)`` → features ``(batch, 1, n_mels, frames)``."""
     # log(x + eps) keeps silence finite; the offset matches common KWS front ends.
     feats = torch.log(mel + 1e-6).unsqueeze(1)
-    if normalize == "utterance":
+    if normalize == "band":  # each band's mean over time: a time-invariant filter is additive in log-mel
+        feats = feats - feats.mean(dim=3, keepdim=True)
+    if normalize in ("utterance", "band"):
         # Per-input CMVN removes gain and channel differences; on the synthetic corpus it
         # lifted res8_narrow's 10-epoch validation accuracy from 0.65 to 0.78.
         mean = feats.mean(dim=(2, 3), keepdim=True)

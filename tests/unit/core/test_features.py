@@ -35,3 +35,14 @@ def test_logmel_power_spectrum_is_torchaudios_melspectrogram():
     expected = (log_mel - log_mel.mean(dim=(2, 3), keepdim=True)) / (log_mel.std(dim=(2, 3), keepdim=True) + 1e-5)
     assert torch.allclose(lm(wave), expected, atol=1e-4)
     assert set(lm.state_dict()) == {"melspec.spectrogram.window", "melspec.mel_scale.fb"}
+
+
+def test_band_normalisation_cancels_a_fixed_colouring_that_utterance_cmvn_keeps():
+    from distill.core.features import log_and_normalize
+    mel = torch.rand(2, 40, 101) + 1.0  # well above log's 1e-6 offset
+    tilt = torch.logspace(0, -2, 40)[None, :, None]  # a fixed spectral tilt: 20 dB from low to high bands
+    band = log_and_normalize(mel, "band"), log_and_normalize(mel * tilt, "band")
+    assert torch.allclose(*band, atol=1e-3)
+    assert not torch.allclose(log_and_normalize(mel, "utterance"), log_and_normalize(mel * tilt, "utterance"), atol=0.1)
+    assert band[0].mean().abs() < 1e-5 and (band[0].std() - 1).abs() < 1e-3  # still zero-mean, unit-variance
+    assert torch.allclose(band[0].mean(dim=3), torch.zeros(2, 1, 40), atol=1e-5)  # each band: zero mean over time
