@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -41,9 +42,19 @@ class Detection:
     score: float
 
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
+
+
 def load_model(model: str, tracking: str | None = None, say: Callable[[str], None] = print) -> tuple[OnnxSpotter, dict]:
-    """An ONNX file (its ``card.json`` beside it), a ``models:/`` URI, or a chain/stage run id
-    (exported on the fly, without int8)."""
+    """An ONNX file (its ``card.json`` beside it) or the folder `pld export` wrote, a ``models:/``
+    URI, or a chain/stage run id (exported on the fly, without int8)."""
+    if Path(model).is_dir() and (Path(model) / "model.onnx").is_file():
+        model = str(Path(model) / "model.onnx")
+    if not model.endswith(".onnx") and not model.startswith("models:/") and not RUN_ID.fullmatch(model):
+        what = ("a folder without model.onnx" if Path(model).is_dir() else "a file" if Path(model).exists()
+                else "no such file, and not a run id")
+        raise ValueError(f"MODEL {model!r} ({what}) is not a model: give a chain or stage run id (32 hex digits), "
+                         "models:/NAME@ALIAS (or /VERSION), or an exported .onnx file or its folder")
     if model.endswith(".onnx"):
         card_path = Path(model).with_name("card.json")
         if not Path(model).is_file():
@@ -200,8 +211,7 @@ def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms:
         for d in detections:
             say(json.dumps(asdict(d)) if as_json else
                 f"{d.file:<40} {d.keyword:<10} {d.start_ms:>9} {d.end_ms:>9} {d.score:>7.4f}")
-    rtf = audio_s / compute_s if compute_s else float("inf")
-    err(f"{found} detection(s) in {len(paths) - errors} file(s), {audio_s:.1f} s of audio at {described}; "
-        f"real-time factor {rtf:.0f}× (audio seconds per compute second)"
+    speed = f"; real-time factor {audio_s / compute_s:.0f}× (audio seconds per compute second)" if compute_s > 0 else ""
+    err(f"{found} detection(s) in {len(paths) - errors} file(s), {audio_s:.1f} s of audio at {described}{speed}"
         + (f"; {errors} file(s) could not be read" if errors else ""))
     return 1 if errors else 0

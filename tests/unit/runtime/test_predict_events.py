@@ -49,3 +49,27 @@ def test_the_operating_point_is_chosen_by_false_alarms_per_hour():
     assert operating_point(old, None, None) == (0.26, "threshold 0.2600 (the card's 90 % recall point)")
     with pytest.raises(ValueError, match="has no operating points; export it again"):
         operating_point(old, None, 5.0)
+
+
+def test_model_that_is_no_model_says_what_model_may_be(tmp_path):
+    import pytest
+
+    from distill.runtime.predict import load_model
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    for model, what in ((notes, "a file"), (tmp_path, "a folder without model.onnx"),
+                        ("abc", "no such file, and not a run id")):
+        with pytest.raises(ValueError) as exc:
+            load_model(str(model))
+        assert str(exc.value) == (f"MODEL {str(model)!r} ({what}) is not a model: give a chain or stage run id "
+                                  "(32 hex digits), models:/NAME@ALIAS (or /VERSION), or an exported .onnx file "
+                                  "or its folder")
+
+
+def test_no_real_time_factor_when_nothing_was_read(tmp_path, capsys):
+    from distill.runtime.predict import predict_files
+    card = {"operating_points": [], "threshold": 0.5, "sample_rate": 16000, "input_samples": 8000}
+    code = predict_files(None, card, [str(tmp_path / "missing.wav")], threshold=0.5, say=lambda line: None)
+    err = capsys.readouterr().err
+    assert code == 1 and "could not be read" in err
+    assert "inf" not in err and "real-time factor" not in err
