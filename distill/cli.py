@@ -232,8 +232,14 @@ def add_connection_args(parser: argparse.ArgumentParser, ray: bool = True) -> No
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     if ray:
         parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-        parser.add_argument("--verbose", action="store_true",
-                            help="forward Ray's worker logs and INFO messages to the console")
+    add_verbose(parser, ray)
+
+
+def add_verbose(parser: argparse.ArgumentParser, ray: bool = False) -> None:
+    """--verbose on every subcommand: an error's full traceback (and, where Ray runs, its logs)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="print an error's full traceback" + (" and forward Ray's worker logs and INFO "
+                                                                  "messages to the console" if ray else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(exit 1 when there are problems)")
     check.add_argument("spec", metavar="SPEC", help="NAME:PATH or a YAML file with a data: block")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_verbose(check)
     check.set_defaults(func=cmd_check)
     synth = data.add_parser("synth", help="synthesize a Speech Commands-layout corpus offline with espeak-ng")
     synth.add_argument("--out", required=True, help="output directory")
@@ -371,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="speakers of each unseen-engine part, 12 clips each (default 36; 0: no such parts)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
+    add_verbose(synth)
     synth.set_defaults(func=cmd_synth)
     return parser
 

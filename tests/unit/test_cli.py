@@ -138,3 +138,30 @@ def test_a_dry_run_whose_data_cannot_be_read_fails_with_one_last_line(tmp_path, 
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("pld: error: data: ") and str(missing) in line
     assert line.endswith("(the dry run could not read the dataset; fix data.path, or run where the data is)")
+
+
+def test_every_subcommand_takes_verbose_and_then_prints_the_traceback(tmp_path, capsys):
+    import argparse
+
+    from distill.cli import build_parser
+
+    def leaves(parser, path=()):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield path, parser
+        for action in subs:
+            for name, child in action.choices.items():
+                yield from leaves(child, path + (name,))
+
+    commands = dict(leaves(build_parser()))
+    assert len(commands) >= 11
+    for path, parser in commands.items():
+        assert "--verbose" in parser._option_string_actions, " ".join(path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    assert main(["predict", str(notes), "x.wav"]) == 2
+    quiet = capsys.readouterr().err
+    assert main(["predict", str(notes), "x.wav", "--verbose"]) == 2
+    loud = capsys.readouterr().err
+    assert "Traceback" not in quiet and quiet.strip().startswith("pld: error: MODEL")
+    assert "Traceback (most recent call last)" in loud and loud.strip().splitlines()[-1] == quiet.strip()
