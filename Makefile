@@ -19,7 +19,7 @@ MBROLA := espeak-ng mbrola $(addprefix mbrola-,us1 us2 en1 af1 de2 de3 de4 de5 d
 APT_EXTRA := /etc/apt/sources.list.d/pld-contrib-non-free.sources
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-unit test-integration install system data study-data clean
+.PHONY: demo test test-unit test-integration install system browser data study-data clean
 
 install: system $(VENV)/.installed
 
@@ -58,13 +58,21 @@ data/synth-sc-short/synth.json: | $(VENV)/.installed
 demo: install data
 	$(BIN)/pld run configs/quickstart.yaml
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# The MLflow UI test drives headless Chromium (Debian's package); without it that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Chromium for the MLflow UI test"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	  echo "could not install chromium: the MLflow UI test will skip"; }
 
 test-unit: install  # the fast tests of one module each (no Ray cluster)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: install  # real Ray and MLflow (minutes)
+test-integration: install browser  # real Ray and MLflow (minutes)
 	$(BIN)/python -m pytest tests/integration
 
 clean:

@@ -39,7 +39,7 @@ from distill.runtime.shared import source_identity
 from distill.runtime.session import check_resources, init_ray, tracking_uri
 from distill.runtime.source import load_split_arrays, write_source_dataset
 from distill.runtime.stage import Chain, run_stage
-from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, use_experiment
+from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, log_chain_headline, ui_link, use_experiment
 from distill.stages import plan_chain
 
 
@@ -103,15 +103,19 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         columns = list(held_out[0]) if held_out else []
         result.table = format_table(result.rows, SUMMARY_COLUMNS) + (
             f"\n\nheld-out parts of the corpus, stream accuracy:\n{format_table(held_out, columns)}" if held_out else "")
-        mlflow.log_text(f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
-                        + format_table(result.rows, SUMMARY_COLUMNS, markdown=True)
-                        + (f"\n\nHeld-out parts of the corpus, stream accuracy:\n\n"
-                           f"{format_table(held_out, columns, markdown=True)}\n" if held_out else ""), SUMMARY_ARTIFACT)
+        summary_md = (f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
+                      + format_table(result.rows, SUMMARY_COLUMNS, markdown=True)
+                      + (f"\n\nHeld-out parts of the corpus, stream accuracy:\n\n"
+                         f"{format_table(held_out, columns, markdown=True)}\n" if held_out else ""))
+        mlflow.log_text(summary_md, SUMMARY_ARTIFACT)
+        log_chain_headline(summary_md, result.rows, str(cfg.data.path), cfg.data.name,
+                           index.clips.loc[index.clips["split"] == "test", "clip_id"].astype(str).tolist())
         result.seconds = time.perf_counter() - started
         # a resumed chain's wall time is split over sessions: keep the first session's figure intact
         mlflow.log_metric("resumed_session_seconds" if resume_id else "chain_seconds", result.seconds)
     say("\n" + result.table)
     say(f"chain run id: {result.parent_run_id}   ({result.seconds:.0f} s; outputs in {run_dir})")
+    say(f"in the MLflow UI: {ui_link(uri, parent.info.experiment_id, result.parent_run_id)}")
     return result
 
 

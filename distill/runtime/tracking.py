@@ -48,6 +48,41 @@ def summary_row(stage: str, method: str, input_ms: int, teacher: str | None, met
             "run_id": run_id}
 
 
+def headline_metrics(rows: list[dict]) -> dict[str, float]:
+    """The chain run's own metrics, what its MLflow page and runs table show first: the teacher's
+    test accuracy and, at the chain's shortest input, the PLD student's, direct's and one-shot's,
+    per protocol, with PLD's difference from each baseline. From the summary rows; a stage the
+    chain does not have, or a metric it did not log, is left out."""
+    if not rows:
+        return {}
+    shortest = min(r["input_ms"] for r in rows)
+    chosen = {"teacher": next((r for r in rows if r["stage"] == "teacher"), None)}
+    for method in ("pld", "direct", "one_shot"):
+        chosen[method] = next((r for r in rows if r["method"] == method and r["input_ms"] == shortest
+                               and r["stage"] != "teacher"), None)
+    out: dict[str, float] = {}
+    for p in PROTOCOLS:
+        acc = {m: float(r[f"acc_{p}"]) for m, r in chosen.items() if r is not None and r.get(f"acc_{p}", "-") != "-"}
+        out.update({f"{m}_test_acc_{p}": v for m, v in acc.items()})
+        for baseline in ("direct", "one_shot"):
+            if "pld" in acc and baseline in acc:
+                out[f"pld_minus_{baseline}_{p}"] = round(acc["pld"] - acc[baseline], 4)
+    return out
+
+
+def log_chain_headline(summary_md: str, rows: list[dict], data_path: str, data_name: str,
+                       test_clip_ids: list[str]) -> None:
+    """On the active chain run: its headline metrics, the summary as its description (MLflow's
+    run note), and the test split as its evaluation dataset (digest: the test clips' ids)."""
+    mlflow.log_metrics(headline_metrics(rows))
+    mlflow.set_tag("mlflow.note.content", summary_md)
+    digest = hashlib.sha256("\n".join(sorted(test_clip_ids)).encode()).hexdigest()[:16]
+    with warnings.catch_warnings():  # as in log_distilled_dataset
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(data_path))
+    mlflow.log_input(MetaDataset(source=source, name=f"{data_name} test split", digest=digest), context="evaluation")
+
+
 def log_distilled_dataset(data_dir: Path, manifest: dict, name: str) -> None:
     """Record the stage's distilled Parquet as the run's input (source = its directory,
     digest = hash of its manifest) and keep the manifest as an artifact."""
@@ -89,6 +124,15 @@ def format_table(rows: list[dict], columns: list[str], markdown: bool = False) -
 # MLflow 3's UI chooses its layout from this experiment tag; without it an experiment of
 # training runs opens on the GenAI overview (traces, evaluations).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where to see a run in the MLflow UI. MLflow 3.17's UI opens every experiment on its GenAI
+    pages (traces, tokens) unless the address asks for model training: `workflowType` does."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
 
 def use_experiment(name: str) -> None:

@@ -251,3 +251,69 @@ def test_pld_report_of_the_chain(chain):
     assert "student_500ms" in html and "teacher_view: pad" in html
     logged = {a.path for a in chain["client"].list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/accuracy.png"} <= logged
+
+
+def _page_text(browser: str, url: str, profile: Path) -> str:
+    """What headless Chromium shows at ``url`` once the page's scripts have run (text only)."""
+    import html
+
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                           "--virtual-time-budget=30000", "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = re.sub(r"<(style|script)\b.*?</\1>", " ", proc.stdout, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
+
+
+def test_the_mlflow_ui_opens_on_the_chain_and_its_headline(chain, tmp_path):
+    """The chain run carries its headline, description and evaluation dataset, and a real browser
+    on `mlflow ui` shows them at the address the chain prints."""
+    import shutil
+    import time
+    import urllib.request
+
+    from conftest import _free_port
+
+    parent, children = runs_of(chain)
+    metrics, s500 = parent.data.metrics, children["student_500ms"].data.metrics
+    assert metrics["pld_test_acc_stream"] == pytest.approx(s500["test_acc_stream"], abs=1e-4)
+    assert metrics["direct_test_acc_stream"] == pytest.approx(children["direct_500ms"].data.metrics["test_acc_stream"], abs=1e-4)
+    assert metrics["pld_minus_direct_stream"] == pytest.approx(metrics["pld_test_acc_stream"]
+                                                               - metrics["direct_test_acc_stream"], abs=1e-4)
+    assert parent.data.tags["mlflow.note.content"].startswith("# PLD chain it")
+    evaluation = [d for d in parent.inputs.dataset_inputs if any(t.value == "evaluation" for t in d.tags)]
+    assert [d.dataset.name for d in evaluation] == ["speech_commands test split"]
+    printed = re.search(r"in the MLflow UI: .*http://127\.0\.0\.1:5000/(\S+)", chain["stdout"]).group(1)
+    assert printed == (f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+                       "?workflowType=machine_learning")
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium on PATH to drive the MLflow UI: `apt-get install chromium` (`make test` installs it)")
+    port = _free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+                           f"sqlite:///{chain['root'] / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port),
+                           "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and ui.poll() is None, "mlflow ui did not come up"
+                time.sleep(0.5)
+        base = f"http://127.0.0.1:{port}/"
+        runs = _page_text(browser, f"{base}#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning",
+                          tmp_path / "profile")
+        assert "Runs" in runs and " it " in f" {runs} " and "Token Usage" not in runs, runs[:2000]
+        page = _page_text(browser, base + printed, tmp_path / "profile")
+        assert "Token Usage" not in page and "No description" not in page, page[:2000]
+        assert "PLD chain it" in page  # the description
+        for name in ("pld_test_acc_stream", "pld_minus_direct_stream", "one_shot_test_acc_stream"):
+            value = metrics[name]
+            shown = str(int(value)) if value.is_integer() else repr(value)  # as JavaScript writes a number
+            assert f"{name} {shown}" in page, (name, page[:3000])
+    finally:
+        os.killpg(ui.pid, 9)
+        ui.wait(timeout=30)
