@@ -157,7 +157,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from distill.runtime.report import compare_chains
 
-    print(compare_chains(args.run_ids, tracking=args.tracking_uri))
+    print(compare_chains(args.run_ids, tracking=args.tracking_uri, out_dir=args.out))
     return 0
 
 
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="print chains side by side: differing config values, accuracies per stage")
     cmp.add_argument("run_ids", metavar="RUN_ID", nargs="+", help="chain parent run ids")
+    cmp.add_argument("--out", help="also write compare.png (accuracy against input length, per chain) here")
     add_connection_args(cmp, ray=False)
     cmp.set_defaults(func=cmd_compare)
 

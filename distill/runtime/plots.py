@@ -105,9 +105,17 @@ def label_agreement(rows: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def input_cost(rows: list[dict], path: Path) -> Path:
-    """MACs and batch-1 CPU latency per decision against input length (the PLD line)."""
-    pts = [r for r in _pld_line(rows) if r["stage"] != "teacher"] or _pld_line(rows)
+def input_cost(rows: list[dict], path: Path, with_teacher: bool = True) -> Path:
+    """MACs and batch-1 CPU latency per decision against input length (the PLD line), with each
+    point's ratio to the longest input drawn: the teacher's, when it has the students' network
+    (``with_teacher``; a different teacher network would make the ratios about the network)."""
+    pts = [r for r in _pld_line(rows) if with_teacher or r["stage"] != "teacher"] or _pld_line(rows)
+    pts = [r for r in pts if r.get("macs") is not None and r.get("latency_us") is not None]
+    if not pts:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "no stage logged its MACs and latency", ha="center", va="center")
+        ax.axis("off")
+        return _save(fig, path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, scale, title in ((axes[0], "macs", 1e-6, "MACs per decision (millions)"),
                                   (axes[1], "latency_us", 1e-3, "CPU latency per decision, batch 1 (ms)")):
@@ -121,4 +129,54 @@ def input_cost(rows: list[dict], path: Path) -> Path:
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def training_curves(rows: list[dict], path: Path) -> Path:
+    """Each stage's validation accuracy and training loss per epoch (rows with ``curves``:
+    {"val_acc": [(epoch, value), ...], "train_loss": [...]}); a stage reused from another chain
+    has its curves there, and is left out."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    lengths = sorted({r["input_ms"] for r in rows}, reverse=True)
+    styles = ["-", "--", "-.", ":"]
+    drawn = 0
+    for r in rows:
+        curves = r.get("curves") or {}
+        style = dict(color=STYLE.get(r["method"], {}).get("color", "grey"),
+                     linestyle=styles[lengths.index(r["input_ms"]) % len(styles)] if r["method"] == "pld" else "-")
+        for ax, key in zip(axes, ("val_acc", "train_loss")):
+            pts = curves.get(key) or []
+            if pts:
+                ax.plot([e for e, _ in pts], [v * (100 if key == "val_acc" else 1) for _, v in pts],
+                        label=r["stage"], linewidth=1.5, **style)
+                drawn += 1
+    axes[0].set_title("validation accuracy (%) per epoch")
+    axes[1].set_title("training loss per epoch")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if drawn:
+        axes[0].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def compare_chains(chains: dict[str, list[dict]], path: Path, protocol: str = "stream") -> Path:
+    """Test accuracy against input length for several chains: one colour per chain, PLD as a
+    line, direct (square) and one-shot (triangle) as markers."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    key = f"test_acc_{protocol}"
+    for i, (name, rows) in enumerate(chains.items()):
+        colour = colours[i % len(colours)]
+        line = [r for r in _pld_line(rows) if r.get(key) is not None]
+        ax.plot([r["input_ms"] for r in line], [100 * r[key] for r in line], color=colour, marker="o", label=f"{name} PLD")
+        for method, marker in (("direct", "s"), ("one_shot", "^")):
+            pts = [r for r in rows if r["method"] == method and r.get(key) is not None]
+            ax.plot([r["input_ms"] for r in pts], [100 * r[key] for r in pts], color=colour, marker=marker,
+                    linestyle="", markersize=8, label=f"{name} {method.replace('_', '-')}" if pts else None)
+    ax.invert_xaxis()
+    ax.set_xlabel("input length (ms)")
+    ax.set_ylabel(f"test accuracy, {protocol} protocol (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _save(fig, path)

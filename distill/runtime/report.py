@@ -28,6 +28,7 @@ from distill.runtime.errors import tracking_refused
 METRICS = ("test_acc_window", "test_acc_stream", "test_acc_center", "test_fa_per_hour_at_90_recall",
            "test_recall_at_1_fa_per_hour", "macs", "latency_us", "label_agreement", "relabel_to_silence",
            "relabel_to_unknown", "dropped_low_confidence", "best_val_acc", "train_clip_agreement")
+CURVES = ("val_acc", "train_loss")  # per-epoch metrics (step = epoch) the report draws
 
 
 @dataclass
@@ -48,6 +49,9 @@ def load_chain(client: mlflow.MlflowClient, run_id: str) -> ChainReport:
                "input_ms": int(run.data.tags.get(INPUT_MS, 0)), "teacher": run.data.params.get("teacher_stage") or None,
                "run_id": run.info.run_id}
         row.update({k: run.data.metrics.get(k) for k in METRICS})
+        row["curves"] = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                                                 key=lambda m: m.step)]
+                         for key in CURVES}
         rows.append(row)
         try:
             confusion[row["stage"]] = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{CONFUSION_ARTIFACT}")
@@ -100,16 +104,29 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
         figures.append(("What relabeling did to the data", "Per distilled dataset: crops whose teacher label is the "
                         "clip's own, and crops of other classes the teacher called silence or unknown.",
                         plots.label_agreement(report.rows, out_dir / "label_agreement.png")))
+    if any(r["curves"].get("val_acc") for r in report.rows):
+        figures.append(("Training curves", "Each stage's validation accuracy (stream protocol) and training loss per "
+                        "epoch: a curve still rising at its last epoch means the stage stopped before it converged.",
+                        plots.training_curves(report.rows, out_dir / "curves.png")))
+    teacher_model = (report.config.get("teacher_model") or {}).get("name")
+    same_network = teacher_model in (None, (report.config.get("model") or {}).get("name"))
     figures.append(("Input cost", "MACs (torch.utils.flop_counter, network only) and median CPU latency of one "
-                    "decision at batch 1, one thread (front end included), with ratios to the longest input.",
-                    plots.input_cost(report.rows, out_dir / "input_cost.png")))
+                    "decision at batch 1, one thread (front end included), with ratios to "
+                    + ("the teacher's full-length input." if same_network else
+                       f"the longest student's input (the teacher is another network, {teacher_model}, so it is "
+                       "left out)."),
+                    plots.input_cost(report.rows, out_dir / "input_cost.png", with_teacher=same_network)))
     rows = table_rows(report)
+    run_ids = [{"stage": r["stage"], "run_id": r["run_id"]} for r in report.rows]
     config = yaml.safe_dump(report.config, sort_keys=False) if report.config else json.dumps(report.params, indent=1)
     title = f"PLD chain {report.name} ({report.run_id})"
 
-    md = [f"# {title}", "", format_table(rows, SUMMARY_COLUMNS, markdown=True)]
+    md = [f"# {title}", "", format_table(rows, SUMMARY_COLUMNS, markdown=True),
+          "`agreement`: of a taught stage, its crops' teacher labels against the clips' own; `train_fit`: the "
+          "teacher's predictions on its own training clips.", ""]
     for heading, caption, png in figures:
         md += [f"## {heading}", "", caption, "", f"![{heading}]({png.name})", ""]
+    md += ["## Stage runs", "", format_table(run_ids, ["stage", "run_id"], markdown=True)]
     md += ["## Config", "", "```yaml", config.rstrip(), "```", ""]
     (out_dir / "report.md").write_text("\n".join(md))
 
@@ -120,6 +137,8 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
     body.append("</table>")
     for heading, caption, png in figures:
         body += [f"<h2>{e(heading)}</h2>", f"<p>{e(caption)}</p>", f'<img src="{e(png.name)}" alt="{e(heading)}">']
+    body += ["<h2>Stage runs</h2>", "<table><tr>" + cells(["stage", "run_id"], "th") + "</tr>"]
+    body += ["<tr>" + cells([r["stage"], r["run_id"]], "td") + "</tr>" for r in run_ids] + ["</table>"]
     body += ["<h2>Config</h2>", f"<pre>{e(config)}</pre>"]
     style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -145,19 +164,25 @@ def report_chain(run_id: str, out_dir: str | Path | None = None, tracking: str |
     return out / "report.html"
 
 
-def compare_chains(run_ids: list[str], tracking: str | None = None) -> str:
+def compare_chains(run_ids: list[str], tracking: str | None = None, out_dir: str | Path | None = None) -> str:
     """Several chains side by side: the config values they differ in, then per stage each
-    chain's accuracy under every protocol (window/stream/center)."""
+    chain's accuracy under every protocol (window/stream/center) and its false accepts per hour
+    at 90 % recall. A run id given twice is compared once, with a note. ``out_dir``: also
+    ``compare.png``, stream accuracy against input length, one colour per chain."""
     from distill.runtime.session import quiet_logs, resolve_tracking_uri
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
     client = mlflow.MlflowClient()
-    reports = [load_chain(client, r) for r in run_ids]
+    unique = list(dict.fromkeys(run_ids))
+    notes = [f"note: {r} was given {run_ids.count(r)} times; it is compared once" for r in unique if run_ids.count(r) > 1]
+    if len(unique) < 2:
+        notes.append("note: only one chain to compare: its own results follow")
+    reports = [load_chain(client, r) for r in unique]
     heads = [f"{r.name}:{r.run_id[:8]}" for r in reports]
     keys = sorted(set().union(*(r.params for r in reports)))
     differ = [k for k in keys if len({r.params.get(k) for r in reports}) > 1 and not k.startswith(("tracking.", "ray."))]
-    out = [f"chains: {', '.join(f'{h} = {r.run_id}' for h, r in zip(heads, reports))}", ""]
+    out = [*notes, f"chains: {', '.join(f'{h} = {r.run_id}' for h, r in zip(heads, reports))}", ""]
     out.append(format_table([{"param": k, **{h: r.params.get(k, "-") for h, r in zip(heads, reports)}} for k in differ],
                             ["param", *heads]) if differ else "the chains' configs are the same (seeds included)\n")
     stages: list[tuple[str, str, int]] = []
@@ -166,12 +191,23 @@ def compare_chains(run_ids: list[str], tracking: str | None = None) -> str:
             if (row["stage"], row["method"], row["input_ms"]) not in stages:
                 stages.append((row["stage"], row["method"], row["input_ms"]))
     stages.sort(key=lambda s: (s[1] != "pld", -s[2], s[0] != "teacher"))
-    table = []
-    for stage, method, input_ms in stages:
-        line = {"stage": stage, "input_ms": input_ms}
-        for h, r in zip(heads, reports):
-            row = next((x for x in r.rows if x["stage"] == stage), None)
-            line[h] = "/".join(fmt(row[f"test_acc_{p}"], ".3f") for p in PROTOCOLS) if row else "-"
-        table.append(line)
-    out += ["", "test accuracy window/stream/center:", format_table(table, ["stage", "input_ms", *heads])]
+
+    def table(cell) -> str:
+        lines = []
+        for stage, method, input_ms in stages:
+            line = {"stage": stage, "input_ms": input_ms}
+            for h, r in zip(heads, reports):
+                row = next((x for x in r.rows if x["stage"] == stage), None)
+                line[h] = cell(row) if row else "-"
+            lines.append(line)
+        return format_table(lines, ["stage", "input_ms", *heads])
+
+    out += ["", "test accuracy window/stream/center:",
+            table(lambda row: "/".join(fmt(row[f"test_acc_{p}"], ".3f") for p in PROTOCOLS)),
+            "false accepts per hour at 90 % recall (test split's silence and unknown clips):",
+            table(lambda row: fmt(row["test_fa_per_hour_at_90_recall"], ".0f"))]
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        png = plots.compare_chains({h: r.rows for h, r in zip(heads, reports)}, Path(out_dir) / "compare.png")
+        out.append(f"figure: {png}")
     return "\n".join(out)

@@ -26,7 +26,7 @@ def stage_tags(stage: StageSpec, teacher_run_id: str | None) -> dict[str, str]:
 
 
 SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement",
-                   "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
+                   "train_fit", "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
 
 
 def fmt(value, spec: str) -> str:
@@ -36,12 +36,13 @@ def fmt(value, spec: str) -> str:
 
 def summary_row(stage: str, method: str, input_ms: int, teacher: str | None, metrics: dict, run_id: str) -> dict:
     """A stage's line of the summary table (``pld run`` prints it, ``pld report`` shows it), from
-    the metrics the stage run logged. ``agreement``: of a taught stage, its crops' teacher labels
-    with the clip labels; of the teacher, its own labels on its training clips."""
-    agreement = metrics.get("label_agreement") if teacher else metrics.get("train_clip_agreement")
+    the metrics the stage run logged. Two different agreements, in their own columns:
+    ``agreement``, of a taught stage, its crops' teacher labels with the clips' own labels;
+    ``train_fit``, of the teacher, its predictions on its own training clips."""
     return {"stage": stage, "method": method, "input_ms": input_ms, "teacher": teacher or "-",
             **{f"acc_{p}": fmt(metrics.get(f"test_acc_{p}"), ".4f") for p in PROTOCOLS},
-            "agreement": fmt(agreement, ".3f"),
+            "agreement": fmt(metrics.get("label_agreement") if teacher else None, ".3f"),
+            "train_fit": fmt(None if teacher else metrics.get("train_clip_agreement"), ".3f"),
             "fa_per_h@90%": fmt(metrics.get("test_fa_per_hour_at_90_recall"), ".0f"),
             "recall@1fa/h": fmt(metrics.get("test_recall_at_1_fa_per_hour"), ".3f"),
             "macs": fmt(metrics.get("macs"), ".0f"), "latency_us": fmt(metrics.get("latency_us"), ".0f"),

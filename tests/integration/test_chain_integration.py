@@ -166,7 +166,7 @@ def test_cli_prints_the_summary_table(chain):
     parent, _ = runs_of(chain)
     out = chain["stdout"]
     header = next(line for line in out.splitlines() if line.startswith("stage "))
-    for col in ("method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement", "fa_per_h@90%",
+    for col in ("method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement", "train_fit", "fa_per_h@90%",
                 "recall@1fa/h", "macs", "latency_us"):
         assert col in header
     assert "teacher agrees with the clip label on" in out and f"below confidence {MIN_CONFIDENCE}" in out
@@ -245,7 +245,8 @@ def test_pld_report_of_the_chain(chain):
     assert proc.returncode == 0, proc.stderr[-4000:]
     html = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert set(images) == {"accuracy.png", "false_alarms.png", "confusion.png", "label_agreement.png", "input_cost.png"}
+    assert set(images) == {"accuracy.png", "false_alarms.png", "confusion.png", "label_agreement.png", "curves.png",
+                           "input_cost.png"}
     for name in images:
         assert (out / name).stat().st_size > 10_000, name  # a drawn figure, not an empty canvas
     assert "student_500ms" in html and "teacher_view: pad" in html

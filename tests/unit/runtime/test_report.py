@@ -36,6 +36,8 @@ def fake_chain(uri: str, seed: int, label_mode: str) -> str:
                                     "test_recall_at_1_fa_per_hour": float(rng.uniform(0, 1)),
                                     "macs": 7e6 * ms / 1000, "latency_us": 900 + ms, "label_agreement": 0.8,
                                     "relabel_to_silence": 0.05, "relabel_to_unknown": 0.1})
+                for epoch in range(1, 4):
+                    mlflow.log_metrics({"val_acc": 0.2 * epoch, "train_loss": 2.0 / epoch}, step=epoch)
                 m = rng.integers(0, 9, size=(4, 4)).tolist()
                 mlflow.log_dict({"labels": LABELS, "window": m, "stream": m, "center": m}, "eval/confusion.json")
     return parent.info.run_id
@@ -66,13 +68,19 @@ def test_report_writes_html_markdown_and_pngs_and_logs_them(tmp_path):
     parser = Images()
     parser.feed((out / "report.html").read_text())
     assert set(parser.src) == {"accuracy.png", "false_alarms.png", "confusion.png", "label_agreement.png",
-                               "input_cost.png"}
+                               "curves.png", "input_cost.png"}
     assert not parser.external  # nothing to fetch: the report opens offline
     for name in parser.src:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     md = (out / "report.md").read_text()
     assert set(re.findall(r"\]\(([^)]+\.png)\)", md)) == set(parser.src)
     assert "| student_500ms | pld | 500 |" in md and "labels:\n  mode: hard" in md
+    assert "ratios to the teacher's full-length input" in md  # the teacher has the students' network here
+    stage_runs = md.split("## Stage runs")[1]
+    children = MlflowClient(uri).search_runs(["1"], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) == len(STAGES)
+    for child in children:
+        assert f"| {child.info.run_name} | {child.info.run_id} |" in stage_runs
     logged = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "report")}
     assert {f"report/{n}" for n in [*parser.src, "report.html", "report.md"]} <= logged
 
@@ -90,10 +98,13 @@ def test_report_of_a_stage_run_or_unknown_run_is_a_clear_error(tmp_path):
 def test_compare_prints_differing_params_and_accuracies_side_by_side(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     a, b = fake_chain(uri, 0, "hard"), fake_chain(uri, 1, "soft")
-    proc = subprocess.run([sys.executable, "-m", "distill.cli", "compare", a, b, "--tracking-uri", uri],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "compare", a, b, a, "--tracking-uri", uri,
+                           "--out", str(tmp_path / "cmp")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
+    assert proc.stdout.startswith(f"note: {a} was given 2 times; it is compared once\n")
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    accuracy, false_alarms = proc.stdout.split("false accepts per hour at 90 % recall")
+    lines = accuracy.splitlines()
     mode = next(line for line in lines if line.startswith("labels.mode"))
     assert mode.split() == ["labels.mode", "hard", "soft"]
     assert not any(line.startswith("chain.lengths_ms") for line in lines)  # the same in both: not shown
@@ -105,3 +116,11 @@ def test_compare_prints_differing_params_and_accuracies_side_by_side(tmp_path):
         assert cell == "/".join(f"{run.data.metrics[f'test_acc_{p}']:.3f}" for p in ("window", "stream", "center"))
     order = [line.split()[0] for line in lines if line.split() and line.split()[0] in {s[0] for s in STAGES}]
     assert order == ["teacher", "student_1000ms", "student_750ms", "student_500ms", "direct_500ms", "one_shot_500ms"]
+    direct = next(line for line in false_alarms.splitlines() if line.startswith("direct_500ms")).split()
+    for cell, rid in zip(direct[2:], (a, b)):
+        run = client.search_runs(["1"], filter_string=f"tags.mlflow.parentRunId = '{rid}' and "
+                                                      "attributes.run_name = 'direct_500ms'")[0]
+        assert cell == f"{run.data.metrics['test_fa_per_hour_at_90_recall']:.0f}"
+    alone = subprocess.run([sys.executable, "-m", "distill.cli", "compare", a, a, "--tracking-uri", uri],
+                           capture_output=True, text=True, timeout=300)
+    assert "note: only one chain to compare" in alone.stdout and alone.returncode == 0
