@@ -32,7 +32,7 @@ from distill.data.check import describe
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, QUARANTINE, RUN_CONFIG, RUN_DIR, STAGES, SUMMARY_ARTIFACT
 from distill.runtime import storage
 from distill.runtime.chain_eval import evaluate_held_out_parts
-from distill.runtime.errors import step, tracking_refused
+from distill.runtime.errors import find_run, step
 from distill.runtime.manifest import config_fingerprint, is_sealed, seal, verify
 from distill.runtime.resume import claim_driver, find_unfinished_chain
 from distill.runtime.shared import source_identity
@@ -195,12 +195,7 @@ def _parent_run(cfg: ExperimentConfig, client: mlflow.MlflowClient, resume_run_i
                 fingerprint: str, say: Callable[[str], None]) -> str | None:
     """The chain run to continue, or None for a new one."""
     if resume_run_id:
-        try:
-            run = client.get_run(resume_run_id)
-        except mlflow.exceptions.MlflowException as exc:
-            if tracking_refused(exc):  # not a missing run: the credentials (cli.py says which to set)
-                raise
-            raise ValueError(f"run {resume_run_id!r} not found in {mlflow.get_tracking_uri()}") from None
+        run = find_run(client, resume_run_id)
         if run.data.tags.get(KIND) != "chain":
             raise ValueError(f"run {resume_run_id} is not a PLD chain run (pld.kind={run.data.tags.get(KIND)!r})")
         if run.data.tags.get(FINGERPRINT) != fingerprint:

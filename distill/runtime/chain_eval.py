@@ -27,7 +27,7 @@ from distill.data.check import check_bad_fraction, describe, quarantine_reasons,
 from distill.core.features import num_samples
 from distill.runtime.evaluate import evaluate_model_dir, predict_model_dir
 from distill.runtime.tracking import format_table
-from distill.runtime.errors import tracking_refused
+from distill.runtime.errors import find_run, tracking_refused
 
 EVAL_COLUMNS = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center"]
 
@@ -45,13 +45,7 @@ def eval_json(rows: list[dict]) -> list[dict]:
 
 def chain_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entities.Run, list[mlflow.entities.Run]]:
     """The chain's parent run and its stage runs, in the chain's order."""
-    try:
-        parent = client.get_run(run_id)
-    except MlflowException as exc:
-        if tracking_refused(exc):  # not a missing run: the credentials (cli.py says which to set)
-            raise
-        raise ValueError(f"run {run_id!r} not found in the tracking store {mlflow.get_tracking_uri()}; "
-                         "pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the chain used") from None
+    parent = find_run(client, run_id)
     kind = parent.data.tags.get(KIND)
     if kind != "chain":
         hint = parent.data.tags.get("mlflow.parentRunId")

@@ -69,6 +69,21 @@ def tracking_refused(exc: BaseException) -> BaseException | None:
     return next((e for e in _chain(exc) if getattr(e, "error_code", None) in REFUSED), None)
 
 
+def find_run(client, run_id: str):
+    """``client.get_run(run_id)``, or a ValueError saying the run is not in this store and how to
+    point at the right one. A refusal (credentials) is not a missing run: it propagates as is,
+    and cli.py says which credentials to set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if tracking_refused(exc):
+            raise
+        raise ValueError(f"run {run_id!r} not found in the tracking store {client.tracking_uri}; pass --tracking-uri "
+                         "(or set MLFLOW_TRACKING_URI) to the store the chain used") from None
+
+
 def tracking_unreachable(exc: BaseException) -> bool:
     """The tracking server did not answer within the client's retries."""
     return not tracking_refused(exc) and any(

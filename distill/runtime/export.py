@@ -16,7 +16,6 @@ from typing import Callable
 
 import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
 
 from distill.core.checkpoint import load_model_dir
 from distill.core.crops import num_samples
@@ -29,7 +28,7 @@ from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, T
 from distill.runtime import storage
 from distill.runtime.chain_eval import chain_runs
 from distill.runtime.serving import LogPosteriors
-from distill.runtime.errors import tracking_refused
+from distill.runtime.errors import find_run
 
 ONNX_FILE, INT8_FILE, LABELS_FILE, CARD_FILE, CARD_JSON = "model.onnx", "model.int8.onnx", "labels.json", "model.md", "card.json"
 ALIAS = "current"  # MLflow reserves "latest"; models:/NAME/latest is MLflow's own newest version
@@ -38,13 +37,7 @@ CHECK_CROPS = 400
 
 def pick_stage(client: mlflow.MlflowClient, run_id: str, stage: str | None):
     """(chain run, stage run): a chain's named stage or its final PLD student; or a stage run's own chain."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if tracking_refused(exc):  # not a missing run: the credentials (cli.py says which to set)
-            raise
-        raise ValueError(f"run {run_id!r} not found in the tracking store {mlflow.get_tracking_uri()}; "
-                         "pass --tracking-uri (or set MLFLOW_TRACKING_URI)") from None
+    run = find_run(client, run_id)
     if run.data.tags.get(KIND) != "chain":
         parent_id = run.data.tags.get("mlflow.parentRunId")
         if run.data.tags.get(KIND) not in ("teacher", "student", "baseline") or not parent_id:

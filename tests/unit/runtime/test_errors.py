@@ -42,3 +42,28 @@ def test_a_full_disk_and_a_missing_file_are_told_apart():
 def test_other_errors_pass_through_unchanged():
     with pytest.raises(ZeroDivisionError):
         fail(ZeroDivisionError("not a file problem"))
+
+
+def test_find_run_tells_a_missing_run_from_a_refusal(tmp_path):
+    import mlflow
+    import pytest
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    from distill.runtime.errors import find_run
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ValueError) as missing:
+        find_run(client, "0" * 32)
+    assert str(missing.value) == (f"run '{'0' * 32}' not found in the tracking store sqlite:///{tmp_path / 'mlflow.db'}; "
+                                  "pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the chain used")
+
+    class Refusing:
+        tracking_uri = "http://127.0.0.1:1"
+
+        def get_run(self, run_id):
+            raise MlflowException("no", error_code=PERMISSION_DENIED)
+
+    with pytest.raises(MlflowException) as refused:
+        find_run(Refusing(), "0" * 32)
+    assert refused.value.error_code == "PERMISSION_DENIED"
