@@ -269,9 +269,13 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
             result = _fit_with_progress(trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir), progress,
                                         on_epoch, train.resource_wait_s)
             break
-        except Exception:
+        except Exception as exc:
             if attempt == train.max_failures:
                 raise
+            # said, never silent: a restart repeats the epochs after the last whole checkpoint
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(f"   training failed ({type(exc).__name__}: {reason}); restart {attempt + 1} of "
+                  f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
     saved = local_checkpoints(checkpoint_dir)
     if not saved:
         raise RuntimeError(f"{checkpoint_dir}: training reported no checkpoint")

@@ -175,7 +175,7 @@ def test_training_survives_a_killed_worker_and_continues_from_its_checkpoint(set
     assert (root / "student-model" / "model.pt").is_file() and summary["best_epoch"] in (0, 1, 2)
 
 
-def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, reference, monkeypatch):
+def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, reference, monkeypatch, capsys):
     import distill.core.fit
 
     root, reports, failed = setup["root"], [], []
@@ -199,6 +199,9 @@ def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, r
     assert reports[-2]["resumed_at_epoch"] == 1
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]  # the restart carried the first epoch's
     assert (root / "local-model" / "model.pt").is_file() and not (root / "local-model" / "COMPLETE").exists()
+    said = [line for line in capsys.readouterr().out.splitlines() if "training failed" in line]
+    assert said == ["   training failed (RuntimeError: injected failure); restart 1 of 1 (train.max_failures), "
+                    "from the last whole epoch checkpoint"]  # a restart is said, never silent
 
 
 def test_the_local_runner_trains_the_weights_a_worker_trains(setup, reference):

@@ -84,7 +84,9 @@ def test_an_s3_chain_keeps_its_outputs_in_the_bucket_and_loses_nothing_to_store_
         # 2. resumed; the store goes away again while the student trains
         code, out, err = run_with_outage(chain(tmp_path, env, "resume", run_id), gate, "[student_500ms] epoch 1/3")
         assert "teacher: finished earlier" in out, out[-3000:]
-        if code != 0:  # past Ray Train's worker restarts: the same clean stop, and a second resume
+        # the outage hit the training: it restarted (and says so), or it stopped cleanly
+        assert code != 0 or "training failed (" in out, out[-3000:] + err[-3000:]
+        if code != 0:  # past the training's restarts: the same clean stop, and a second resume
             assert_clean_stop(err, run_id, root)
             assert finished_stage(storage.join(run_dir, "stages", "student_500ms"), MlflowClient(uri)) is None
             resumed = chain(tmp_path, env, "resume", run_id)
