@@ -63,3 +63,30 @@ def test_the_kept_model_is_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
                                  filter_string="tags.`pld.stage` = 'teacher'")[0]
     assert teacher.data.metrics["best_val_acc"] == pytest.approx(spec.extra["val_acc"])
     assert teacher.data.metrics["best_epoch"] == 2
+
+
+def test_a_res15_teacher_teaches_res8_narrow_students(tmp_path: Path) -> None:
+    """Tang & Lin's deepest network as the teacher, their narrow one as every student: each
+    stage trains and keeps its own architecture, and the report leaves the teacher out of the
+    input-cost ratios (another network's cost is not the input's)."""
+    speakers = [f"{i:08x}" for i in range(6)]
+    corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed", "cat"], speakers, val={speakers[0]},
+                             test={speakers[1]})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(corpus)}, "model": {"name": "res8_narrow"}, "teacher_model": {"name": "res15"},
+        "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 1, "baselines": ["direct"]},
+        "train": {"epochs": 1, "teacher_epochs": 1, "batch_size": 16}, "ray": {"num_cpus": 2},
+        "storage": {"root": str(tmp_path / "runs")}}))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--tracking-uri", uri],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").glob("pld-*")
+    models = {stage: load_model_dir(run_dir / "stages" / stage / "model")[1].model
+              for stage in ("teacher", "student_500ms", "direct_500ms")}
+    assert models == {"teacher": "res15", "student_500ms": "res8_narrow", "direct_500ms": "res8_narrow"}
+    chain_id = proc.stdout.split("chain run id: ")[1].split()[0]
+    report = subprocess.run([sys.executable, "-m", "distill.cli", "report", chain_id, "--out", str(tmp_path / "rep"),
+                             "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "the teacher is another network, res15, so it is left out" in (tmp_path / "rep" / "report.md").read_text()

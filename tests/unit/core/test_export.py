@@ -26,7 +26,7 @@ def speechlike(n: int, samples: int, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("normalize", ["utterance", "none"])
+@pytest.mark.parametrize("normalize", ["utterance", "band", "none"])
 @pytest.mark.parametrize("samples", [16000, 8000, 12345, 800])
 def test_the_convolution_front_end_equals_torchaudio(normalize, samples):
     logmel = LogMel(FeatureConfig(normalize=normalize))

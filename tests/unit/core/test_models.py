@@ -27,6 +27,11 @@ def test_res8_matches_the_paper_size_and_macs_scale_with_input():
     full, half = count_macs(model, 16000), count_macs(model, 8000)
     assert 30e6 < full < 45e6
     assert 0.45 < half / full <= 0.51
+    res15 = build_model("res15", 12)
+    assert 235_000 < sum(p.numel() for p in res15.net.parameters()) < 240_000  # 238K in the paper
+    dilations = [c.dilation[0] for c in res15.net.convs]
+    assert dilations == [1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8, 16]  # 2^⌊i/3⌋
+    assert count_macs(res15, 16000) > 20 * full  # no pooling: every layer sees every frame
 
 
 def test_model_registry_errors_are_clear():
