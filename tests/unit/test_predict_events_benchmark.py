@@ -27,7 +27,10 @@ def test_each_detection_is_counted_where_its_window_is_centred():
     found = [d("yes", at("yes", 0.5)), d("yes", at("yes", 0.8)),  # a hit and a repeat
              d("yes", at("no", 0.5)),  # a substitution
              d("no", at("_unknown_", 0.5)),  # a false alarm on a word
-             d("no", words["no"][0] - 600)]  # centred in the gap before "no": a false alarm in silence
+             d("no", words["no"][0] - 600),  # centred in the gap before "no": a false alarm in silence
+             d("no", words["no"][0] - 400),  # centred in the gap, its window into "no": early, on its word
+             d("yes", words["no"][0] - 400)]  # the same window naming another keyword: a phantom
     t = bench.tally(found, intervals)
-    assert (t["hits"], t["repeats"], t["substitutions"], t["fa_speech"], t["fa_silence"], t["misses"]) == (1, 1, 1, 1, 1, 1)
+    assert (t["hits"], t["repeats"], t["substitutions"], t["fa_speech"], t["fa_silence"], t["misses"]) == (1, 1, 1, 1, 3, 1)
+    assert (t["onset_same"], t["onset_other"]) == (1, 1)
     assert t["keyword_clips"] == 2 and np.isclose(t["silence_hours"], 3 / 3600) and np.isclose(t["unknown_hours"], 1 / 3600)
