@@ -85,9 +85,8 @@ def _final_pair(report: ChainReport) -> dict[str, str]:
     return {title: stage for title, stage in picked.items() if stage in report.confusion}
 
 
-def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -> list[Path]:
-    """The PNGs, ``report.html`` and ``report.md`` in ``out_dir``; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def report_figures(report: ChainReport, out_dir: Path, protocol: str = "stream") -> list[tuple[str, str, Path]]:
+    """Each figure the chain's data allows, drawn into ``out_dir``: (heading, caption, PNG)."""
     figures = [("Accuracy against input length", "PLD's students, the teacher and the baselines under each evaluation "
                 "protocol (docs/cli.md: evaluation protocols).", plots.accuracy_vs_length(report.rows, out_dir / "accuracy.png"))]
     if any(r["test_fa_per_hour_at_90_recall"] is not None for r in report.rows):
@@ -116,6 +115,13 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
                        f"the longest student's input (the teacher is another network, {teacher_model}, so it is "
                        "left out)."),
                     plots.input_cost(report.rows, out_dir / "input_cost.png", with_teacher=same_network)))
+    return figures
+
+
+def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -> list[Path]:
+    """The PNGs, ``report.html`` and ``report.md`` in ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = report_figures(report, out_dir, protocol)
     rows = table_rows(report)
     run_ids = [{"stage": r["stage"], "run_id": r["run_id"]} for r in report.rows]
     config = yaml.safe_dump(report.config, sort_keys=False) if report.config else json.dumps(report.params, indent=1)
