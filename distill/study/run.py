@@ -15,6 +15,7 @@ in the same storage root, is reused, not trained again.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from distill.config import ExperimentConfig
-from distill.names import REUSED_FROM
+from distill.names import KIND, REUSED_FROM
 from distill.study.records import (TEST, CellRecord, RecordError, cell_fingerprint, read_record, record_path,
                                    same_config, write_record)
 from distill.study.spec import Cell, Study
@@ -47,6 +48,7 @@ class StudySummary:
     chain_runs: dict[tuple[str, int], str] = field(default_factory=dict)  # (cell, seed) -> chain run id
     stopped: bool = False  # stop_after ended the study before every run was done
     records_dir: str = ""
+    study_run_id: str = ""  # the study's own MLflow run
 
     @property
     def remaining(self) -> int:
@@ -99,6 +101,7 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
     todo = [(cell, seed) for cell in study.cells() for seed in study.seeds]
     summary = StudySummary(records_dir=str(records_dir), _total=len(todo))
     eval_cache: dict = {}
+    parent = study_run(study, tracking) if todo else None
     for i, (cell, seed) in enumerate(todo, start=1):
         cfg = study.resolved(cell, seed)
         fingerprint = cell_fingerprint(cfg)
@@ -117,7 +120,8 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
         from distill.runtime.chain import run_chain
 
         result = run_chain(cfg, tracking=tracking, address=address, say=say, verbose=verbose,
-                           tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed)}, share_stages=True)
+                           tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed),
+                                 "mlflow.parentRunId": parent}, share_stages=True)
         record = chain_record(study, cell, seed, cfg, result, commit=commit, dirty=dirty, say=say,
                               eval_cache=eval_cache)
         path = write_record(records_dir, record)
@@ -127,7 +131,65 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
     else:
         say(f"study {study.name}: all {len(todo)} run(s) recorded ({len(summary.ran)} new, "
             f"{len(summary.reused)} reused) in {records_dir}")
+    if parent is not None:
+        summary.study_run_id = parent
+        logged = log_contrasts(study, records_dir, parent, tracking)
+        say(f"study {study.name}: MLflow run {parent} holds its chains and {logged} contrast metric(s)")
     return summary
+
+
+def study_run(study: Study, tracking: str | None) -> str:
+    """The study's own MLflow run, found again when the study continues: its chains nest under
+    it, and its contrasts are logged to it, so the MLflow UI shows a study as one row."""
+    import mlflow
+
+    from distill.runtime.session import tracking_uri
+    from distill.runtime.tracking import use_experiment
+
+    cfg = study.resolved(study.cells()[0], study.seeds[0])
+    mlflow.set_tracking_uri(tracking_uri(cfg, tracking))
+    use_experiment(cfg.tracking.experiment)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    found = client.search_runs([experiment.experiment_id], f"tags.`{KIND}` = 'study' and tags.`{STUDY_TAG}` = "
+                               f"'{study.name}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment.experiment_id, run_name=f"study {study.name}",
+                            tags={KIND: "study", STUDY_TAG: study.name})
+    client.set_terminated(run.info.run_id)  # its progress is in the records; chains log under it
+    return run.info.run_id
+
+
+def contrast_metric(contrast: str, cell: str, eval_set: str, protocol: str) -> str:
+    """A contrast's MLflow metric name: MLflow allows letters, digits and ``_ - . / : space``."""
+    name = f"{contrast}/{cell}/{eval_set}/{protocol}".replace("=", "-").replace(",", ".").replace("@", "_")
+    return re.sub(r"[^\w.\- :/]", "_", name)
+
+
+def log_contrasts(study: Study, records_dir: str | Path, run_id: str, tracking: str | None) -> int:
+    """Each contrast's paired mean and its 95 % half-width (``…/ci95``) on the study's run, from
+    the records as they stand; returns how many metrics were logged."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    from distill.study.records import read_records
+    from distill.study.report import compute
+
+    records = read_records(records_dir)
+    if not records:
+        return 0
+    stamp = int(time.time() * 1000)
+    metrics = []
+    for c in compute(study, records, n_boot=200)["contrasts"]:
+        name = contrast_metric(c["contrast"], c["cell"], c["eval"], c["protocol"])
+        for key, value in ((name, c["mean"]), (f"{name}/ci95", c["ci95"])):
+            if value is not None:
+                metrics.append(Metric(key, value, stamp, 0))
+    client = mlflow.MlflowClient()
+    for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    return len(metrics)
 
 
 def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, result, *, commit: str, dirty: bool,

@@ -4,6 +4,7 @@ runs are reused, not retrained), and reported by `pld study report` from its rec
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -150,6 +151,22 @@ def test_a_study_stops_continues_without_retraining_and_reports(tmp_path, capsys
     assert "## Accuracy on again" in md
     assert (report / "report.json").is_file() and (report / "accuracy_by_length.png").is_file()
     assert (report / "contrasts.png").is_file()
+
+    # in MLflow the study is one run, found again when it continued: its chains nest under it and
+    # its contrasts are its metrics, the paired means of the report
+    from distill.study.run import contrast_metric
+
+    studies = client.search_runs([client.get_experiment_by_name("pld").experiment_id],
+                                 filter_string="tags.`pld.kind` = 'study'")
+    assert [(r.info.run_name, r.data.tags[STUDY_TAG]) for r in studies] == [("study tiny", "tiny")]
+    assert {c.data.tags["mlflow.parentRunId"] for c in chains} == {studies[0].info.run_id}
+    assert summary.study_run_id == studies[0].info.run_id
+    data = json.loads((report / "report.json").read_text())
+    for c in data["contrasts"]:
+        name = contrast_metric(c["contrast"], c["cell"], c["eval"], c["protocol"])
+        assert studies[0].data.metrics[name] == pytest.approx(c["mean"]), name
+        assert studies[0].data.metrics[f"{name}/ci95"] == pytest.approx(c["ci95"]), name
+    assert f"MLflow run {studies[0].info.run_id} holds its chains and" in out
 
     # a study file with a mistake is one line naming the key
     (tmp_path / "bad.yaml").write_text((tmp_path / "study.yaml").read_text().replace("pld@500", "pld@400"))
