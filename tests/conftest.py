@@ -201,7 +201,7 @@ class MlflowServer:
              "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
              "--artifacts-destination", (self.root / "artifacts").as_uri()],
             cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # a loaded 2-core machine has taken over 90 s
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()

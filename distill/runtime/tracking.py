@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 import logging
 import json
 import warnings
@@ -81,7 +82,19 @@ def log_chain_headline(summary_md: str, rows: list[dict], data_path: str, data_n
     with warnings.catch_warnings():  # as in log_distilled_dataset
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(data_path))
-    mlflow.log_input(MetaDataset(source=source, name=f"{data_name} test split", digest=digest), context="evaluation")
+    dataset = MetaDataset(source=source, name=f"{data_name} test split", digest=digest)
+    for attempt in range(3):
+        # chains of one corpus log the same dataset: two at once can both insert it on a SQL
+        # store (its key), and one fails; once it exists, logging it again only links it
+        try:
+            mlflow.log_input(dataset, context="evaluation")
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            from distill.runtime.errors import tracking_refused
+
+            if tracking_refused(exc) or attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def log_distilled_dataset(data_dir: Path, manifest: dict, name: str) -> None:

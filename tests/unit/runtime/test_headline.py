@@ -24,3 +24,42 @@ def test_a_chain_without_baselines_or_metrics_logs_what_it_has():
     assert headline_metrics([]) == {}
     only = headline_metrics([_row("teacher", "pld", 1000, "0.9000"), _row("student_500ms", "pld", 500, "-")])
     assert only == {"teacher_test_acc_stream": 0.9}
+
+
+def test_the_evaluation_dataset_survives_a_concurrent_insert(tmp_path, monkeypatch):
+    """Two chains of one corpus log the same test split at once; the one whose insert loses the
+    race logs it again (then it only links it), and a refusal is never retried."""
+    import mlflow
+    import pytest
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    from distill.runtime import tracking
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    real, calls = mlflow.log_input, []
+
+    def racing(dataset, context=None):
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return real(dataset, context=context)
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as run:
+        tracking.log_chain_headline("# PLD chain t", [], str(tmp_path), "speech_commands", ["a", "b"])
+    got = mlflow.get_run(run.info.run_id)
+    assert calls == ["evaluation", "evaluation"]
+    assert [d.dataset.name for d in got.inputs.dataset_inputs] == ["speech_commands test split"]
+    assert got.data.tags["mlflow.note.content"] == "# PLD chain t"
+
+    def refusing(dataset, context=None):
+        calls.append(context)
+        raise MlflowException("no", error_code=PERMISSION_DENIED)
+
+    monkeypatch.setattr(mlflow, "log_input", refusing)
+    calls.clear()
+    with mlflow.start_run(), pytest.raises(MlflowException):
+        tracking.log_chain_headline("# PLD chain t", [], str(tmp_path), "speech_commands", ["a", "b"])
+    assert calls == ["evaluation"]
