@@ -117,7 +117,7 @@ def cluster(tmp_path_factory):
              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
              "--artifacts-destination", (tmp_path / "server-artifacts").as_uri()],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(f"http://127.0.0.1:{mlflow_port}/health", 90)
+        wait_for(f"http://127.0.0.1:{mlflow_port}/health", 180)  # a loaded 2-core machine has taken over 90 s
         wait_for(f"http://127.0.0.1:{dash}/api/version", 60, token=(temp / "token").read_text())
         yield dict(gcs=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dash}",
                    mlflow=f"http://127.0.0.1:{mlflow_port}", env=env)
