@@ -4,10 +4,10 @@ input, the model, and the summary table (docs/mlflow.md is the contract)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
 import time
-import logging
-import json
 import warnings
 from pathlib import Path
 

@@ -133,7 +133,7 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
             f"{len(summary.reused)} reused) in {records_dir}")
     if parent is not None:
         summary.study_run_id = parent
-        logged = log_contrasts(study, records_dir, parent, tracking)
+        logged = log_contrasts(study, records_dir, parent)
         say(f"study {study.name}: MLflow run {parent} holds its chains and {logged} contrast metric(s)")
     return summary
 
@@ -167,9 +167,10 @@ def contrast_metric(contrast: str, cell: str, eval_set: str, protocol: str) -> s
     return re.sub(r"[^\w.\- :/]", "_", name)
 
 
-def log_contrasts(study: Study, records_dir: str | Path, run_id: str, tracking: str | None) -> int:
+def log_contrasts(study: Study, records_dir: str | Path, run_id: str) -> int:
     """Each contrast's paired mean and its 95 % half-width (``…/ci95``) on the study's run, from
-    the records as they stand; returns how many metrics were logged."""
+    the records as they stand, to the tracking store ``study_run`` chose; returns how many
+    metrics were logged."""
     import mlflow
     from mlflow.entities import Metric
 
