@@ -131,6 +131,19 @@ def write_malformed(folder: Path) -> dict[str, str]:
     return expected
 
 
+def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None, what: str = "the server") -> None:
+    """Poll ``url`` until it answers; fail if ``proc`` exits first or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            assert proc is None or proc.poll() is None, f"{what} exited (code {proc.returncode})"
+            assert time.monotonic() < deadline, f"{what} did not come up within {seconds:.0f} s"
+            time.sleep(0.5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

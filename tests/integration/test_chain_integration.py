@@ -269,10 +269,8 @@ def test_the_mlflow_ui_opens_on_the_chain_and_its_headline(chain, tmp_path):
     """The chain run carries its headline, description and evaluation dataset, and a real browser
     on `mlflow ui` shows them at the address the chain prints."""
     import shutil
-    import time
-    import urllib.request
 
-    from conftest import _free_port
+    from conftest import _free_port, wait_http
 
     parent, children = runs_of(chain)
     metrics, s500 = parent.data.metrics, children["student_500ms"].data.metrics
@@ -296,14 +294,7 @@ def test_the_mlflow_ui_opens_on_the_chain_and_its_headline(chain, tmp_path):
                            "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and ui.poll() is None, "mlflow ui did not come up"
-                time.sleep(0.5)
+        wait_http(f"http://127.0.0.1:{port}/health", 180, ui, "mlflow ui")  # a loaded 2-core machine: over 90 s
         base = f"http://127.0.0.1:{port}/"
         runs = _page_text(browser, f"{base}#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning",
                           tmp_path / "profile")
