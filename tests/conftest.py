@@ -131,6 +131,29 @@ def write_malformed(folder: Path) -> dict[str, str]:
     return expected
 
 
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+
+
+@pytest.fixture(autouse=True)
+def fresh_mlflow_state():
+    """MLflow keeps the tracking URI and the active experiment per process, and exports both as
+    environment variables for subprocesses, so a test that sets them would steer the next test
+    (an experiment id from one test's store looked up in another's). Each test starts clean."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_ENV}
+    yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._active_experiment_id = None
+        sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = None
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None, what: str = "the server") -> None:
     """Poll ``url`` until it answers; fail if ``proc`` exits first or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
