@@ -162,22 +162,27 @@ def plain_relabel(source_dir: Path, out_file: Path, model_dir: str, crop_samples
         "source_label": table["label"].take(rows), "source_label_index": table["label_index"].take(rows),
         "speaker": table["speaker"].take(rows), "teacher_label": pa.array(names), "teacher_label_index": label.numpy(),
         "teacher_probs": pa.FixedSizeListArray.from_arrays(pa.array(p.numpy().reshape(-1)), p.shape[1]),
-        "teacher_confidence": confidence.numpy(), "teacher_run_id": pa.array(np.full(len(rows), "bench", dtype=object)),
-        "waveform": pa.FixedSizeListArray.from_arrays(pa.array(crops.reshape(-1)), crop_samples)})
+        "teacher_confidence": confidence.numpy(), "teacher_run_id": pa.array(np.full(len(rows), "bench", dtype=object))})
     pq.write_table(out, out_file)
     return len(rows)
 
 
-def plain_train(data_dir: Path, spec: ModelSpec, validation, stage: StageSpec, train, hop_samples: int,
-                eval_batch_size: int, out_dir: Path) -> int:
+def plain_train(data_dir: Path, source_dir: Path, spec: ModelSpec, validation, stage: StageSpec, train,
+                hop_samples: int, eval_batch_size: int, out_dir: Path) -> int:
     """The reference: the platform's own loop (core/fit.py) for one worker, without Ray: the
-    crops read with pyarrow and batched with torch, a checkpoint per epoch written with torch.save."""
+    distilled rows and the source clips read with pyarrow, each row's crop cut from its clip
+    (as ``read_training_crops`` does), batched with torch, a checkpoint per epoch written with torch.save."""
     torch.set_num_threads(int(train.num_workers * train.cpus_per_worker))
     torch.manual_seed(stage.seed)
-    table = pq.read_table(data_dir, columns=["waveform", "teacher_label_index", "teacher_probs", "source_label_index"])
+    table = pq.read_table(data_dir, columns=["clip_id", "offset", "teacher_label_index", "teacher_probs",
+                                             "source_label_index"])
+    clips = read_split_plain(source_dir, "train", ["clip_id", "waveform"])
+    row_of = {c: i for i, c in enumerate(clips["clip_id"].to_pylist())}
+    clip_rows = np.array([row_of[c] for c in table["clip_id"].to_pylist()], dtype=np.int64)
+    crops = cut_crops(waveforms(clips["waveform"]), table["offset"].to_numpy(), stage.input_samples, clip_rows)
     with warnings.catch_warnings():  # a read-only view of the Arrow buffer: training only reads it
         warnings.simplefilter("ignore", UserWarning)
-        columns = {"waveform": torch.from_numpy(waveforms(table["waveform"])),
+        columns = {"waveform": torch.from_numpy(crops),
                    "teacher_probs": torch.from_numpy(waveforms(table["teacher_probs"])),
                    **{c: torch.from_numpy(table[c].to_numpy()) for c in ("teacher_label_index", "source_label_index")}}
     rows, device = len(table), torch.device("cpu")
@@ -319,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from distill.core.augment import AugmentConfig
     from distill.core.labels import TeacherView
-    from distill.runtime.relabel import Teacher, relabel_crops
+    from distill.runtime.relabel import Teacher, read_training_crops, relabel_crops
     from distill.runtime.session import init_ray
     from distill.runtime.train import StageData, train_stage
     from distill.stages import StageSpec
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         Ray Train worker group, as on a cluster (the same weights, more start-up)."""
         shutil.rmtree(work / "train", ignore_errors=True)
         stage = StageSpec("bench", "student", "pld", final_ms, None, n_epochs, sample_rate=sr, seed=seed)
-        data = StageData(ray.data.read_parquet(str(data_dir)), rows, validation, storage_dir=work / "train" / "ray",
+        data = StageData(read_training_crops(data_dir.parent, source), rows, validation, storage_dir=work / "train" / "ray",
                          model_dir=work / "train" / "model")
         train_stage(stage, spec, data, train_cfg.model_copy(update={"runner": runner}), cfg.eval, progress,
                     on_epoch=lambda m: None)
@@ -386,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         stage = StageSpec("bench", "student", "pld", final_ms, None, n_epochs, sample_rate=sr, seed=seed)
-        plain_train(data_dir, spec, validation, stage, train_cfg, hop_samples=hop, eval_batch_size=cfg.eval.batch_size,
+        plain_train(data_dir, source, spec, validation, stage, train_cfg, hop_samples=hop, eval_batch_size=cfg.eval.batch_size,
                     out_dir=out)
 
     # Train figures are single runs of seconds that vary by several seconds between runs on a

@@ -1,7 +1,10 @@
 """The relabel step of a stage, on Ray Data: seeded crops of every training clip (K random
 ones, or every position of a sliding window), labelled by the previous stage's model — which
 sees each crop as it is or zero-padded to its own input length — written as Parquet with
-provenance columns; crops the teacher is unsure of can be dropped. With no teacher, crops keep
+provenance columns; crops the teacher is unsure of can be dropped. A row references its crop
+(clip id, offset, length) instead of holding its audio: ``read_training_crops`` cuts the crops
+from the sealed source when a stage reads them, on whichever node reads them, so a stage writes
+labels, not a copy of the audio. With no teacher, crops keep
 their clip's label (the teacher stage and the ``direct`` baseline). The manifest says what the
 relabeling did to the data: agreement with the clips' own labels and the share turned into
 silence or unknown.
@@ -23,15 +26,18 @@ import pyarrow.parquet as pq
 import ray.data
 
 from distill.names import MANIFEST
-from distill.core.crops import crop_batch, pad_to
+from distill.core.crops import crop_batch, cut_crops, pad_to
 from distill.core.labels import TeacherView, label_stats
 from distill.config import RelabelConfig
 from distill.runtime import storage
+from distill.runtime.manifest import IntegrityError, read_manifest, verify
 from distill.runtime.source import read_split
 from distill.stages import StageSpec
 
 COLUMNS = ("clip_id", "crop_index", "offset", "length", "source_label", "source_label_index", "speaker",
-           "teacher_label", "teacher_label_index", "teacher_probs", "teacher_confidence", "teacher_run_id", "waveform")
+           "teacher_label", "teacher_label_index", "teacher_probs", "teacher_confidence", "teacher_run_id")
+FORMAT = "crop-references/1"  # the manifest's "format": rows reference crops of the source (no waveforms)
+TRAIN_COLUMNS = ("teacher_label_index", "teacher_probs", "source_label_index")  # what a stage trains on, beside the crop
 
 
 def label_with_clip_labels(batch: dict[str, np.ndarray], n_classes: int) -> dict[str, np.ndarray]:
@@ -205,8 +211,55 @@ def dataset_recipe(stage: StageSpec, teacher: Teacher | None) -> dict:
     """What a stage's distilled dataset is made of, as its manifest records it (and as a resumed
     chain checks it before reusing the dataset)."""
     view = (stage.view or TeacherView()) if teacher else None
-    return {"crop_samples": stage.input_samples, "crops_per_clip": stage.crops_per_clip, "placement": stage.placement,
+    return {"format": FORMAT, "crop_samples": stage.input_samples, "crops_per_clip": stage.crops_per_clip, "placement": stage.placement,
             "stride_samples": stage.stride_samples,
             "teacher_view": {"mode": view.mode, "pad_position": view.pad_position} if view else None,
             "min_confidence": view.min_confidence if view else 0.0, "temperature": stage.temperature,
             "seed": stage.seed, "teacher_run_id": teacher.run_id if teacher else ""}
+
+
+def cut_referenced_crops(batch: dict[str, np.ndarray], refs: dict[str, np.ndarray], spans: dict[str, tuple[int, int]],
+                         order: np.ndarray, crop_samples: int) -> dict[str, np.ndarray]:
+    """Source clips → the crops the distilled rows reference in them (``refs``, row ``order[i]``
+    for ``i`` in a clip's ``spans``), clip by clip in the batch's order: the distilled rows'
+    own order when the source is read in order."""
+    ranges = [spans.get(str(c), (0, 0)) for c in batch["clip_id"]]
+    rows = np.concatenate([order[lo:hi] for lo, hi in ranges]) if ranges else np.zeros(0, np.int64)
+    clip_rows = np.repeat(np.arange(len(ranges)), [hi - lo for lo, hi in ranges])
+    waves = batch["waveform"]
+    out = {"waveform": cut_crops(waves, refs["offset"][rows], crop_samples, clip_rows) if len(rows)
+           else np.zeros((0, crop_samples), dtype=waves.dtype)}
+    return {**out, **{name: column[rows] for name, column in refs.items() if name != "offset"}}
+
+
+def _numpy_column(table, name: str) -> np.ndarray:
+    return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)  # tensor columns: (rows, …)
+
+
+def read_training_crops(stage_dir: str | Path, source_dir: str | Path,
+                        columns: tuple[str, ...] = TRAIN_COLUMNS) -> ray.data.Dataset:
+    """A stage's training inputs: ``waveform`` (each distilled row's crop, cut from the source's
+    training clips as Ray Data reads them) and ``columns`` of the row, in the rows' order. The
+    references are read on the driver (labels only: small); the audio never is. A dataset sealed
+    with its source's hash is refused if the source no longer has it."""
+    manifest = read_manifest(stage_dir) or {}
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{stage_dir}: a distilled dataset of format {manifest.get('format')!r}, not "
+                             f"{FORMAT!r} (written by an older pld, with the audio in it): delete the directory "
+                             "and run the stage again (`pld run --resume` relabels it)")
+    if manifest.get("source_sha256"):
+        verify(source_dir, {"content_sha256": manifest["source_sha256"]})
+    fs, path = storage.filesystem(storage.join(stage_dir, "data"))
+    table = pq.read_table(path, filesystem=fs, columns=["clip_id", "offset", "length", *columns])
+    lengths = np.unique(_numpy_column(table, "length"))
+    if len(lengths) != 1:
+        raise IntegrityError(f"{stage_dir}: crops of {len(lengths)} lengths ({lengths[:4].tolist()}); a stage's "
+                             "crops all have its input length — delete the directory and run the stage again")
+    clip_ids = _numpy_column(table, "clip_id").astype(str)
+    order = np.argsort(clip_ids, kind="stable")  # each clip's rows together, in their written order
+    names, first, counts = np.unique(clip_ids[order], return_index=True, return_counts=True)
+    spans = {str(n): (int(lo), int(lo + k)) for n, lo, k in zip(names, first, counts)}
+    refs = {name: _numpy_column(table, name) for name in ("offset", *columns)}
+    return read_split(source_dir, "train").select_columns(["clip_id", "waveform"]).map_batches(
+        cut_referenced_crops, batch_format="numpy", batch_size=None,
+        fn_kwargs=dict(refs=refs, spans=spans, order=order, crop_samples=int(lengths[0])))

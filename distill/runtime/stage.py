@@ -31,7 +31,7 @@ from distill.runtime import storage
 from distill.runtime.errors import step
 from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.manifest import is_sealed, seal, tree_sha256, verify
-from distill.runtime.relabel import Teacher, dataset_recipe, relabel_crops
+from distill.runtime.relabel import Teacher, dataset_recipe, read_training_crops, relabel_crops
 from distill.runtime.resume import finished_stage, retire_unfinished_runs, write_record
 from distill.runtime.shared import find_shared, log_reused_stage, publish, stage_key
 from distill.runtime.source import load_split_arrays
@@ -171,7 +171,7 @@ def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id
     network = cfg.model_for(stage.kind)
     spec = ModelSpec(model=network.name, options=network.options, labels=chain.labels, input_ms=stage.input_ms,
                      features=cfg.features.model_dump())
-    data = StageData(ray.data.read_parquet(storage.join(stage_dir, "data")), rows, chain.validation,
+    data = StageData(read_training_crops(stage_dir, chain.source_dir), rows, chain.validation,
                      storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))
     return train_stage(stage, spec, data, stage_train(cfg.train, stage), cfg.eval, chain.progress,
                        partial(report_epoch, chain.say, run_id, set()), chain.noise, chain.rooms)

@@ -21,12 +21,18 @@ from mlflow import MlflowClient
 
 from distill.data.synth import synthesize_corpus
 
+from distill.runtime.relabel import FORMAT
+
 pytestmark = pytest.mark.integration
 # Just above chance (1/12): the tiny two-epoch models are barely trained, so a real threshold would
 # drop every crop. Dropping itself is checked against exact rows in test_faults_integration.py.
 MIN_CONFIDENCE = 0.09
 PROVENANCE = {"clip_id", "offset", "length", "source_label", "teacher_label", "teacher_probs", "teacher_confidence",
-              "teacher_run_id", "waveform"}
+              "teacher_run_id"}
+
+
+def manifest_format(stage_dir: Path) -> str:
+    return json.loads((stage_dir / "manifest.json").read_text()).get("format")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +142,7 @@ def test_distilled_parquet_schema_rows_and_provenance(chain):
     for name, run in children.items():
         table = pq.read_table(run_dir / "stages" / name / "data")
         assert PROVENANCE <= set(table.column_names), name
+        assert "waveform" not in table.column_names and manifest_format(run_dir / "stages" / name) == FORMAT, name
         manifest = json.loads((run_dir / "stages" / name / "manifest.json").read_text())
         # crops_per_clip × training clips, less those the confidence filter dropped (counted and logged); the
         # teacher's input is the whole clip, so its dataset is the clips themselves, one row each

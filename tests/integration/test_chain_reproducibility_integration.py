@@ -1,6 +1,6 @@
 """Whole-chain reproducibility: two fresh chains with the same config and seed on one CPU worker
-give identical distilled datasets in every stage (crops, labels, probabilities, row order) and
-identical test metrics. (Single steps are tested in test_faults_integration.py.)"""
+give identical distilled datasets in every stage (crop references, labels, probabilities, row
+order) over identical source bytes, and identical test metrics. (Single steps are tested in test_faults_integration.py.)"""
 
 from __future__ import annotations
 
@@ -50,5 +50,9 @@ def test_two_fresh_chains_with_one_seed_are_identical(tmp_path):
         assert {k: a[k] for k in results} == {k: b[k] for k in results}, name
         assert "test_acc_stream" in results and "best_val_acc" in results
         data = [pq.read_table(Path(c.data.tags["pld.run_dir"]) / "stages" / name / "data") for c in chains]
-        columns = ["clip_id", "crop_index", "offset", "teacher_label_index", "teacher_probs", "waveform"]
+        columns = ["clip_id", "crop_index", "offset", "length", "teacher_label_index", "teacher_probs"]
         assert data[0].select(columns).equals(data[1].select(columns)), name  # every value, in row order
+    # the rows reference crops of the source's training clips: the same clips, so the same training inputs
+    clips = [pq.read_table(Path(c.data.tags["pld.run_dir"]) / "source" / "data" / "split=train",
+                           columns=["clip_id", "waveform"]) for c in chains]
+    assert clips[0].equals(clips[1])

@@ -26,8 +26,8 @@ from distill.config import EvalConfig, RelabelConfig, TrainConfig, load_config
 from distill.core.checkpoint import ModelSpec, save_model_dir
 from distill.core.labels import TeacherView
 from distill.data.base import build_source_index
-from distill.runtime.manifest import is_sealed
-from distill.runtime.relabel import Teacher, relabel_crops
+from distill.runtime.manifest import IntegrityError, is_sealed, read_manifest, seal
+from distill.runtime.relabel import Teacher, read_training_crops, relabel_crops
 from distill.runtime.session import init_ray
 from distill.runtime.source import load_split_arrays, write_source_dataset
 from distill.runtime.train import StageData, train_stage
@@ -65,7 +65,7 @@ def train(root, name, spec, rows, data_dir, epochs, progress, on_epoch, *, label
     """One stage's training as the chain runs it, without augmentation (the tests compare runs)."""
     stage = StageSpec(name, "student", "pld", 750, "teacher", epochs, seed=seed, label_mode=label_mode,
                       temperature=temperature)
-    data = StageData(ray.data.read_parquet(str(data_dir)), rows, load_split_arrays(root / "source", "validation"),
+    data = StageData(read_training_crops(Path(data_dir).parent, root / "source"), rows, load_split_arrays(root / "source", "validation"),
                      storage_dir=root / f"{name}-train", model_dir=root / f"{name}-model")
     cfg = TrainConfig(batch_size=32, lr=0.01, weight_decay=weight_decay, precision=precision, max_failures=max_failures,
                       augment={"enabled": False}, runner=runner, keep=keep, average_epochs=2)
@@ -108,7 +108,7 @@ def test_confidence_filter_and_padded_view_on_ray(setup, reference):
     padded = relabel(setup, setup["root"] / "padded", view=TeacherView("pad", "center"), labels=setup["labels"])
     pad = table(setup["root"] / "padded" / "data")
     assert padded["teacher_view"] == {"mode": "pad", "pad_position": "center"}
-    assert (pad.offset == ref.offset).all() and (pad.waveform == ref.waveform).all()  # the same crops are stored
+    assert (pad.clip_id == ref.clip_id).all() and (pad.offset == ref.offset).all()  # the same crops are referenced
     assert not np.allclose(pad.teacher_confidence, ref.teacher_confidence)  # seen through zeros around them
     stats = padded["label_stats"]
     assert stats["agreement"] == pytest.approx((pad.teacher_label == pad.source_label).mean())
@@ -123,11 +123,53 @@ def test_relabeling_is_reproducible_exactly(setup, reference):
     relabel(setup, setup["root"] / "again")
     again = table(setup["root"] / "again" / "data")
     assert manifest["rows"] == len(ref) == 4 * len(pq.read_table(setup["root"] / "source" / "data" / "split=train"))
-    assert again.equals(ref)  # every column, every byte: offsets, waveforms, labels, probabilities
+    assert again.equals(ref)  # every column, every byte: crop references, labels, probabilities
     # and in the same order on disk (Ray Data preserves order), so training sees the same batches
     order = lambda d: pq.read_table(d, columns=["clip_id", "crop_index"]).to_pylist()  # noqa: E731
     assert order(setup["root"] / "again" / "data") == order(setup["root"] / "ref" / "data")
     assert ref.offset.nunique() > 10 and set(ref.teacher_run_id) == {"teacher-run"}
+
+
+def test_training_reads_each_crop_cut_from_the_source_at_its_reference(setup, reference):
+    """A stage's rows hold where its crops are, not their audio; training reads each crop cut
+    from its source clip when the rows are read: the samples of cutting the source by hand, in
+    the rows' order."""
+    manifest, ref = reference
+    root = setup["root"]
+    written = pq.read_table(root / "ref" / "data", columns=["clip_id", "offset", "teacher_label_index"])
+    source = pq.read_table(root / "source" / "data" / "split=train", columns=["clip_id", "waveform"])
+    waves = np.stack(source.column("waveform").to_numpy(zero_copy_only=False))
+    row_of = {c: i for i, c in enumerate(source.column("clip_id").to_pylist())}
+    crop = manifest["crop_samples"]
+    expected = np.stack([waves[row_of[c], o:o + crop] for c, o in zip(written.column("clip_id").to_pylist(),
+                                                                       written.column("offset").to_pylist())])
+    got = read_training_crops(root / "ref", root / "source").take_batch(len(expected) + 1, batch_format="numpy")
+    assert got["waveform"].shape == expected.shape and (got["waveform"] == expected).all()
+    assert got["teacher_label_index"].tolist() == written.column("teacher_label_index").to_pylist()
+    audio_bytes = expected.size * expected.itemsize  # what the rows would weigh with their crops in them
+    data_bytes = sum(f.stat().st_size for f in (root / "ref" / "data").rglob("*") if f.is_file())
+    assert "waveform" not in pq.read_schema(next((root / "ref" / "data").glob("*.parquet"))).names
+    assert data_bytes < 0.05 * audio_bytes, (data_bytes, audio_bytes)
+
+
+def test_a_distilled_dataset_is_refused_when_its_source_changed_or_it_is_of_an_older_format(setup, reference,
+                                                                                             tmp_path):
+    import shutil
+
+    root = setup["root"]
+    shutil.copytree(root / "source", tmp_path / "source")
+    shutil.copytree(root / "ref", tmp_path / "ref")
+    source = seal(tmp_path / "source", json.loads((root / "source" / "manifest.json").read_text()))
+    seal(tmp_path / "ref", read_manifest(tmp_path / "ref"), source_sha256=source["content_sha256"])
+    assert read_training_crops(tmp_path / "ref", tmp_path / "source").count() == len(reference[1])
+    part = next((tmp_path / "source" / "data" / "split=train").glob("*.parquet"))
+    part.write_bytes(part.read_bytes() + b"\0")  # the source changed after the stage labelled it
+    with pytest.raises(IntegrityError, match="changed after the manifest was written"):
+        read_training_crops(tmp_path / "ref", tmp_path / "source")
+    old = {k: v for k, v in read_manifest(tmp_path / "ref").items() if k != "format"}
+    (tmp_path / "ref" / "manifest.json").write_text(json.dumps(old))  # a dataset pld wrote with its audio
+    with pytest.raises(IntegrityError, match="format None.*run the stage again"):
+        read_training_crops(tmp_path / "ref", root / "source")
 
 
 def test_relabeling_survives_a_killed_worker(setup, reference):

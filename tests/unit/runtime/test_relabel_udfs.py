@@ -66,3 +66,27 @@ def test_label_stats_count_agreement_and_relabelling_to_silence_and_unknown(tmp_
     assert stats["to_silence"] == pytest.approx(2 / 7)  # of the 7 crops whose clip is not silence
     assert stats["to_unknown"] == pytest.approx(1 / 7)
     assert set(dataset_label_stats(tmp_path / "data", ["a", "b", "c", "d"])) == {"agreement"}
+
+
+def test_referenced_crops_are_the_source_samples_in_the_rows_order():
+    """Rows reference crops (clip, offset); cutting them from a batch of source clips gives each
+    row's samples, rows of one clip in their written order, clips in the batch's order, and no
+    row for a clip no row references (every crop of it dropped)."""
+    from distill.runtime.relabel import cut_referenced_crops
+
+    waves = np.arange(3 * 20, dtype=np.int16).reshape(3, 20)  # clip c{i}: samples 20·i … 20·i + 19
+    clip_ids = np.array(["c2", "c0", "c2", "c0", "c2"], dtype=object)  # written order, clips interleaved
+    refs = {"offset": np.array([1, 4, 7, 0, 3]), "teacher_label_index": np.arange(5),
+            "teacher_probs": np.eye(5, dtype=np.float32)}
+    order = np.argsort(clip_ids.astype(str), kind="stable")
+    spans = {"c0": (0, 2), "c2": (2, 5)}
+    batch = {"clip_id": np.array(["c0", "c1", "c2"], dtype=object), "waveform": waves}
+    out = cut_referenced_crops(batch, refs, spans, order, crop_samples=5)
+    assert out["teacher_label_index"].tolist() == [1, 3, 0, 2, 4]
+    for row, got in zip(out["teacher_label_index"], out["waveform"]):
+        clip = int(clip_ids[row][1])
+        assert got.tolist() == waves[clip, refs["offset"][row]:refs["offset"][row] + 5].tolist()
+    assert (out["teacher_probs"] == np.eye(5, dtype=np.float32)[[1, 3, 0, 2, 4]]).all()
+    empty = cut_referenced_crops({"clip_id": np.array(["c1"], dtype=object), "waveform": waves[1:2]}, refs, spans,
+                                 order, crop_samples=5)
+    assert empty["waveform"].shape == (0, 5) and len(empty["teacher_label_index"]) == 0
