@@ -1,6 +1,6 @@
 """Throughput of the platform next to the plain PyTorch it wraps, and the cost of PLD's short inputs.
 
-    python benchmarks/throughput.py [--quick] [--json OUT]
+    python benchmarks/throughput.py [--quick] [--gpu] [--json OUT]
 
 One run, one machine, the same cores, model (the quickstart's), data and batch sizes on both
 sides of every comparison:
@@ -31,6 +31,10 @@ sides of every comparison:
                with the streaming real-time factor at a 100 ms hop. `--only-input`: this alone.
 
 Ratios "platform ÷ plain" are throughputs: higher is better, 1.0 means no overhead.
+
+``--gpu`` (benchmarks/gpu_check.sh): the quickstart chain trains in a Ray Train worker on the
+GPU with bf16 autocast and relabels on a GPU actor; sections 2 and 3 compare the platform and the
+plain loop on the same GPU (bf16 on both sides); 4 and 5, figures of CPUs, are left out.
 """
 
 from __future__ import annotations
@@ -61,12 +65,15 @@ from distill.config import ChainConfig, load_config  # noqa: E402
 from distill.core.crops import cut_crops, sample_crop_offsets  # noqa: E402
 from distill.core.features import FeatureConfig, num_samples  # noqa: E402
 from distill.core.fit import Augmentation, fit_state, start_fit, steps_per_epoch, train_epoch, validate  # noqa: E402
-from distill.core.models import build_model, count_macs  # noqa: E402
+from distill.core.models import autocast, build_model, count_macs  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`
 SYNTH_QUICK = ["--speakers", "12", "--unknown-words", "4"]
+ESPEAK_ONLY = ["--engines", "espeak=1", "--unseen-engine-speakers", "0"]  # its pip wheel alone: no apt packages
 CHAIN_QUICK = ["chain.lengths_ms=[1000,500]", "chain.baselines=[]", "train.epochs=1", "train.teacher_epochs=1"]
+ON_GPU = ["train.use_gpu=true", "train.precision=bf16", "relabel.gpus_per_actor=1", "relabel.actors=1",
+          "relabel.precision=bf16"]  # training in a Ray Train worker on the GPU, relabeling on a GPU actor
 
 
 def load() -> str:
@@ -86,23 +93,27 @@ def median_time(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def pld(*args: str, env: dict, cwd: Path) -> float:
-    """Run the `pld` CLI as a user would; returns its wall-clock seconds."""
+def pld(*args: str, env: dict, cwd: Path, log: Path | None = None) -> float:
+    """Run the `pld` CLI as a user would (its console kept in ``log``); returns its wall-clock seconds."""
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if log:
+        log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"pld {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------- 1. the quickstart, as a user runs it
-def quickstart(work: Path, quick: bool) -> dict:
+def quickstart(work: Path, quick: bool, gpu: bool = False, espeak_only: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     env.pop("RAY_ADDRESS", None)
     corpus, uri = work / "corpus", f"sqlite:///{work / 'mlflow.db'}"
-    synth_s = pld("data", "synth", "--out", str(corpus), *(SYNTH_QUICK if quick else SYNTH_FULL), env=env, cwd=work)
-    sets = [f"data.path={corpus}", f"storage.root={work / 'runs'}"] + (CHAIN_QUICK if quick else [])
-    run_s = pld("run", str(CONFIG), *[a for s in sets for a in ("--set", s)], "--tracking-uri", uri, env=env, cwd=work)
+    synth_s = pld("data", "synth", "--out", str(corpus), *(SYNTH_QUICK if quick else SYNTH_FULL),
+                  *(ESPEAK_ONLY if espeak_only else []), env=env, cwd=work)
+    sets = [f"data.path={corpus}", f"storage.root={work / 'runs'}"] + (CHAIN_QUICK if quick else []) + (ON_GPU if gpu else [])
+    run_s = pld("run", str(CONFIG), *[a for s in sets for a in ("--set", s)], "--tracking-uri", uri, env=env, cwd=work,
+                log=work / "quickstart.log")
 
     from mlflow import MlflowClient
 
@@ -139,7 +150,7 @@ def read_split_plain(source_dir: Path, split: str, columns: list[str]) -> pa.Tab
 
 
 def plain_relabel(source_dir: Path, out_file: Path, model_dir: str, crop_samples: int, k: int, seed: int,
-                  batch_size: int, threads: int) -> int:
+                  batch_size: int, threads: int, device: str = "cpu") -> int:
     """The reference: one process, no Ray, the same crops and outputs as ``relabel_crops``."""
     torch.set_num_threads(threads)
     table = read_split_plain(source_dir, "train", ["clip_id", "label", "label_index", "speaker", "waveform"])
@@ -148,11 +159,14 @@ def plain_relabel(source_dir: Path, out_file: Path, model_dir: str, crop_samples
     offsets = np.stack([sample_crop_offsets(str(c), waves.shape[1], crop_samples, k, seed) for c in clip_ids]).reshape(-1)
     rows = np.repeat(np.arange(len(waves)), k)
     crops = cut_crops(waves, offsets, crop_samples, rows)
-    model, spec = load_model_dir(model_dir)
+    model, spec = load_model_dir(model_dir, map_location=device)
+    model.to(device)
+    precision = "bf16" if device != "cpu" else "fp32"  # as the --gpu platform side relabels
     probs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for lo in range(0, len(crops), batch_size):
-            probs.append(torch.softmax(model(torch.from_numpy(crops[lo:lo + batch_size])).float(), dim=-1))
+            x = torch.from_numpy(crops[lo:lo + batch_size]).to(device)
+            probs.append(torch.softmax(model(x).float(), dim=-1).cpu())
     p = torch.cat(probs)
     confidence, label = p.max(dim=-1)
     names = np.array(spec.labels, dtype=object)[label.numpy()]
@@ -168,7 +182,7 @@ def plain_relabel(source_dir: Path, out_file: Path, model_dir: str, crop_samples
 
 
 def plain_train(data_dir: Path, source_dir: Path, spec: ModelSpec, validation, stage: StageSpec, train,
-                hop_samples: int, eval_batch_size: int, out_dir: Path) -> int:
+                hop_samples: int, eval_batch_size: int, out_dir: Path, device: str = "cpu") -> int:
     """The reference: the platform's own loop (core/fit.py) for one worker, without Ray: the
     distilled rows and the source clips read with pyarrow, each row's crop cut from its clip
     (as ``read_training_crops`` does), batched with torch, a checkpoint per epoch written with torch.save."""
@@ -185,14 +199,14 @@ def plain_train(data_dir: Path, source_dir: Path, spec: ModelSpec, validation, s
         columns = {"waveform": torch.from_numpy(crops),
                    "teacher_probs": torch.from_numpy(waveforms(table["teacher_probs"])),
                    **{c: torch.from_numpy(table[c].to_numpy()) for c in ("teacher_label_index", "source_label_index")}}
-    rows, device = len(table), torch.device("cpu")
+    rows, device = len(table), torch.device(device)
     fit = start_fit(spec.build(), train, epochs=stage.epochs, steps_per_epoch=steps_per_epoch(rows, 1, train.batch_size),
                     device=device)
     augmentation = Augmentation(None, None, spec.features["sample_rate"], spec.features["hop_ms"],
                                 spec.features["n_mels"])
     best = -1.0
     for epoch in range(stage.epochs):
-        batches = ({k: v[idx] for k, v in columns.items()} for idx in torch.randperm(rows).split(train.batch_size))
+        batches = ({k: v[idx].to(device) for k, v in columns.items()} for idx in torch.randperm(rows).split(train.batch_size))
         train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=0, device=device)
         correct, clips = validate(fit.net, validation[0], validation[1], input_samples=stage.input_samples,
                                   hop_samples=hop_samples, silence_index=spec.silence_index,
@@ -292,16 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-input", action="store_true", help="section 5 alone (MACs and latency, eager and "
                                                                   "onnxruntime): seconds, no chain")
     ap.add_argument("--workdir", type=Path, help="keep the corpus, runs and Parquet here (default: a temp dir, removed)")
+    ap.add_argument("--gpu", action="store_true", help="train and relabel on the GPU, both sides (sections 1-3)")
+    ap.add_argument("--espeak-only", action="store_true", help="synthesize the corpus with espeak-ng alone (its pip "
+                                                               "wheel: a machine without the apt engines)")
     args = ap.parse_args(argv)
+    if args.gpu and not torch.cuda.is_available():
+        print("throughput.py: --gpu, but torch sees no CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    device = "cuda" if args.gpu else "cpu"
     quick = args.quick
     repeats = 1 if quick else 3
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pld-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cfg = load_config(CONFIG)
+    cfg = load_config(CONFIG, dict(s.split("=", 1) for s in ON_GPU) if args.gpu else None)
     cpus = cfg.ray.num_cpus
     result: dict = {"mode": "quick" if quick else "full", "cpus": cpus, "os_cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "load_start": load()}
+                    "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if args.gpu else "cpu",
+                    "load_start": load()}
     say(f"benchmark ({result['mode']}) in {work}; load average {result['load_start']}")
 
     if args.only_input:
@@ -314,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "load_end": load()}, indent=2) + "\n")
         return 0
     say("[1/5] quickstart: pld data synth + pld run …")
-    qs = quickstart(work, quick)
+    qs = quickstart(work, quick, args.gpu, args.espeak_only)
     result["quickstart"] = qs
     result["quickstart_s"] = qs["quickstart_s"]
     say(f"      {qs['quickstart_s']:.0f} s (synthesis {qs['synthesis_s']:.0f} s, pld run {qs['run_s']:.0f} s)")
@@ -347,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def plain(src: Path, out: Path, threads: int) -> int:
         out.mkdir(parents=True, exist_ok=True)
-        return plain_relabel(src, out / "crops.parquet", teacher, crop, k, seed, cfg.relabel.batch_size, threads)
+        return plain_relabel(src, out / "crops.parquet", teacher, crop, k, seed, cfg.relabel.batch_size, threads, device)
 
     t = time.perf_counter()
     init_ray(cfg)
@@ -374,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Queue(actor_options={"num_cpus": 0})
 
     # plain_train has no augmentation: neither has the platform's run it is compared with
-    train_cfg = cfg.train.model_copy(update={"use_gpu": False, "augment": AugmentConfig(enabled=False)})
+    train_cfg = cfg.train.model_copy(update={"use_gpu": args.gpu, "augment": AugmentConfig(enabled=False)})
 
     def platform_train(n_epochs: int = epochs, runner: str = "auto") -> None:
         """train.runner auto: one CPU worker on this one node trains in the driver; workers: in a
@@ -392,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True)
         stage = StageSpec("bench", "student", "pld", final_ms, None, n_epochs, sample_rate=sr, seed=seed)
         plain_train(data_dir, source, spec, validation, stage, train_cfg, hop_samples=hop, eval_batch_size=cfg.eval.batch_size,
-                    out_dir=out)
+                    out_dir=out, device=device)
 
     # Train figures are single runs of seconds that vary by several seconds between runs on a
     # shared 2-core machine: the full benchmark takes the median of three.
@@ -411,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "plain_fixed_s": tr1 - per_r, "platform_per_epoch_s": per_p, "plain_per_epoch_s": per_r,
                                     "platform_1_epoch_runs_s": tp1_all, "plain_1_epoch_runs_s": tr1_all}
         result["train_epoch_ratio"] = per_r / per_p
+    if epochs > 1 and not args.gpu:  # (on a GPU the stage trains in a worker group already)
         # the same stage in a Ray Train worker group: what the local runner saves, side by side
         tw, tw_all = median_time(lambda: platform_train(epochs, "workers"), repeats)
         tw1, tw1_all = median_time(lambda: platform_train(1, "workers"), repeats)
@@ -419,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "workers_per_epoch_s": per_w, "workers_runs_s": tw_all,
                                       "workers_1_epoch_runs_s": tw1_all}
 
+    if args.gpu:  # sections 4 and 5 measure CPUs
+        return finish(result, args.json, started, None if args.workdir else work)
     say("[4/5] scaling: relabel at 1×, 2×, 4× the clips on 2 CPUs, and 1× on 1 CPU …")
     scaling = []
     for factor in (1, 2, 4):
@@ -460,16 +485,19 @@ def main(argv: list[str] | None = None) -> int:
     result["input_res8"] = big
     result["latency_ratio_res8"] = {str(r["input_ms"]): r["latency_ratio"] for r in big}
     result["macs_ratio_res8"] = {str(r["input_ms"]): r["macs_ratio"] for r in big}
+    return finish(result, args.json, started, None if args.workdir else work)
+
+
+def finish(result: dict, json_path: Path | None, started: float, remove: Path | None) -> int:
     result["load_end"] = load()
     result["benchmark_s"] = time.perf_counter() - started
-
     print()
     print(report(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if remove:
+        shutil.rmtree(remove, ignore_errors=True)
     return 0
 
 
@@ -501,7 +529,7 @@ def input_report(r: dict) -> list[str]:
 
 def report(r: dict) -> str:
     rl, tr, qs = r["relabel"], r["train"], r["quickstart"]
-    out = [f"PLD platform throughput ({r['mode']}; Ray {r['cpus']} CPUs on a {r['os_cpu_count']}-core machine; "
+    out = [f"PLD platform throughput ({r['mode']}; {r.get('device', 'cpu')}; Ray {r['cpus']} CPUs on a {r['os_cpu_count']}-core machine; "
            f"torch {r['torch']}; load average at start {r['load_start']}, at end {r['load_end']})", ""]
     w = "{:<46} {:>14} {:>14} {:>8}"
     out.append(w.format("figure", "platform", "plain torch", "ratio"))
@@ -522,15 +550,16 @@ def report(r: dict) -> str:
         out.append(w.format("  worker group: seconds", f"{wk['workers_s']:.2f}", "", ""))
         out.append(w.format("  → once per stage (s)", f"{wk['workers_fixed_s']:.2f}", "", ""))
         out.append(w.format("  → per epoch (s)", f"{wk['workers_per_epoch_s']:.2f}", "", ""))
-    out += ["", "scaling (relabel seconds)", w.format("data × CPUs", "platform", "plain torch", "ratio")]
-    for s in r["scaling"]:
-        out.append(w.format(f"{s['data']} ({s['crops']} crops), {s['cpus']} CPU", f"{s['platform_s']:.2f}",
-                            f"{s['plain_s']:.2f}", f"{s['plain_s'] / s['platform_s']:.2f}"))
-    sp = r["relabel_split"]
-    out.append(w.format("  fit: once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
-    out.append(w.format("  fit: per 1000 crops (ms)", f"{sp['platform_ms_per_1000_crops']:.0f}",
-                        f"{sp['plain_ms_per_1000_crops']:.0f}", f"{r['relabel_marginal_ratio']:.2f}"))
-    out += [""] + input_report(r)
+    if "scaling" in r:  # sections 4 and 5 (not with --gpu)
+        out += ["", "scaling (relabel seconds)", w.format("data × CPUs", "platform", "plain torch", "ratio")]
+        for s in r["scaling"]:
+            out.append(w.format(f"{s['data']} ({s['crops']} crops), {s['cpus']} CPU", f"{s['platform_s']:.2f}",
+                                f"{s['plain_s']:.2f}", f"{s['plain_s'] / s['platform_s']:.2f}"))
+        sp = r["relabel_split"]
+        out.append(w.format("  fit: once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
+        out.append(w.format("  fit: per 1000 crops (ms)", f"{sp['platform_ms_per_1000_crops']:.0f}",
+                            f"{sp['plain_ms_per_1000_crops']:.0f}", f"{r['relabel_marginal_ratio']:.2f}"))
+        out += [""] + input_report(r)
     out += ["", f"quickstart: {qs['quickstart_s']:.0f} s = synthesis {qs['synthesis_s']:.1f} s + pld run {qs['run_s']:.1f} s "
                 f"(chain {qs['chain_s']:.1f} s; Ray start {qs['ray_start_s'] or float('nan'):.1f} s, "
                 f"source dataset {qs['source_s']:.1f} s)",

@@ -1,6 +1,7 @@
-"""CI smoke test of `benchmarks/throughput.py --quick`: it runs end to end (real Ray, real MLflow)
-and writes every key of its JSON, well-formed. The numbers themselves are the benchmark's
-business, not a timed test's."""
+"""CI smoke test of `benchmarks/gpu_check.sh --dry-run`, the GPU check's steps on CPUs, which run
+`benchmarks/throughput.py --quick`: it runs end to end (real Ray, real MLflow) and writes every
+key of its JSON, well-formed, and the files the GPU check promises. The numbers themselves are the
+benchmark's business, not a timed test's."""
 
 from __future__ import annotations
 
@@ -24,13 +25,21 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_quick_benchmark_writes_every_key(tmp_path):
-    out = tmp_path / "throughput.json"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--json", str(out)],
+def test_the_gpu_check_dry_run_writes_every_file_and_key(tmp_path):
+    folder = tmp_path / "gpu-check"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", str(folder)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    r = json.loads(out.read_text())
+    log = folder / "throughput.txt"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
+    assert sorted(p.name for p in folder.iterdir()) == ["env.txt", "quickstart.log", "steps.log", "throughput.json",
+                                                        "throughput.txt"]
+    assert "all steps passed" in (folder / "steps.log").read_text()
+    assert "[student_500ms] epoch 1/1" in (folder / "quickstart.log").read_text()
+    assert "dry run: no GPU asked for" in (folder / "env.txt").read_text()
+    r = json.loads((folder / "throughput.json").read_text())
+    assert r["device"] == "cpu"
+    stdout = (folder / "throughput.txt").read_text()
 
     for key in ("relabel_ratio", "train_ratio", "quickstart_s"):
         assert _positive(r[key]), (key, r[key])
@@ -47,4 +56,4 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert [s["stage"] for s in qs["stages"]] == ["teacher", "student_500ms"]
     assert all(_positive(s[k]) for s in qs["stages"] for k in ("relabel", "train", "eval"))
     for line in ("relabel crops/s", "train samples/s", "scaling", "input efficiency", "under onnxruntime", "quickstart:"):
-        assert line in proc.stdout, line
+        assert line in stdout, line
