@@ -1,8 +1,13 @@
 """A trained network as one ONNX file that takes raw waveforms and returns class posteriors.
 
-The exported graph is ``ConvLogMel`` (the log-mel front end as a convolution, equal to the
-torchaudio one to 1e-5) → the network → softmax, with a dynamic batch and input length, so a
-device needs only an ONNX runtime. ``check_equivalence`` runs the file under onnxruntime beside
+The exported graph is the log-mel front end → the network → softmax, with a dynamic batch and
+input length, so a device needs only an ONNX runtime. The front end (``frontend="folded"``, the
+default) is ``frontend_onnx``: ``FoldedLogMel`` written as plain ONNX operators (reflect pad,
+hop-long blocks, each frame folded about its centre, two half-length DFT MatMuls, the mel
+MatMul, log, normalisation), equal to the torchaudio one to 1e-5; the network and the softmax
+are torch's export of ``model.net``, and the two graphs are joined on the features.
+``frontend="conv"`` exports the earlier ``ConvLogMel`` (the STFT as one 1-D convolution), kept
+for comparison (benchmarks/throughput.py). ``check_equivalence`` runs the file under onnxruntime beside
 the PyTorch checkpoint; an export that disagrees is refused. ``quantize_int8`` writes the
 statically quantized (QDQ, calibrated on training crops) variant of the network; the front end
 and the softmax stay fp32.
@@ -21,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.core.features import ConvLogMel
+from distill.core.features import ConvLogMel, FoldedLogMel
 from distill.core.models import KeywordSpotter
 
 INPUT, OUTPUT = "waveform", "posteriors"
+FEATURES = "features"  # where the front end's graph meets the network's
 OPSET = 17
+FRONTENDS = ("folded", "conv")
 MAX_POSTERIOR_GAP = 1e-4  # |Δ posterior| an export may differ from its checkpoint by
 MIN_CHECK_CLIPS = 200
 
@@ -46,16 +53,112 @@ class Posteriors(torch.nn.Module):
         return torch.softmax(self.net(self.frontend(waveform)), dim=-1)
 
 
-def export_onnx(model: KeywordSpotter, input_samples: int, path: str | Path) -> Path:
-    """Write ``model`` as ONNX (batch and length dynamic); returns the path."""
+class NetPosteriors(torch.nn.Module):
+    """features ``(batch, 1, mels, frames)`` → softmax posteriors: the network half of the export."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(features), dim=-1)
+
+
+def frontend_onnx(front: FoldedLogMel, output: str = FEATURES) -> "onnx.ModelProto":
+    """``FoldedLogMel`` as an ONNX graph: float waveforms ``(batch, samples)`` → features
+    ``(batch, 1, mels, frames)``. Written by hand rather than traced: the tracer records the
+    reflect pad as an ``If`` and the shape arithmetic as a dozen operators, each a fixed cost
+    per decision (together some 20 µs on one thread, more than a shorter input saves there)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), "frontend." + name))
+        return "frontend." + name
+
+    def op(kind: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(kind, inputs, ["frontend." + name], name="/frontend/" + name, **attrs))
+        return "frontend." + name
+
+    i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    hop, half, k, mels = front.hop, front.half, front.blocks, front.fb.shape[1]
+    x = op("Pad", [INPUT, const("pads", i64(0, front.left, 0, front.right))], "padded", mode="reflect")
+    # samples // hop + k blocks: the padded length, cut down to whole blocks
+    blocks_n = op("Div", [op("Shape", [x], "padded_len", start=1, end=2), const("hop", i64(hop))], "blocks_n")
+    zero, one, two = const("zero", i64(0)), const("one", i64(1)), const("two", i64(2))
+    x = op("Slice", [x, zero, op("Mul", [blocks_n, "frontend.hop"], "whole"), one], "whole_blocks")
+    blocks = op("Reshape", [x, const("block_shape", i64(0, -1, hop))], "blocks")  # (batch, frames + k - 1, hop)
+    end = 2 ** 62
+    parts = [op("Slice", [blocks, const(f"from{i}", i64(i)), const(f"to{i}", i64(i - (k - 1) if i < k - 1 else end)),
+                          one], f"blocks{i}") for i in range(k)]
+    frames = op("Concat", parts, "frames", axis=2)  # (batch, frames, k · hop)
+    a = op("Slice", [frames, const("centre", i64(half)), const("right_end", i64(2 * half + 1)), two], "right_half")
+    b = op("Slice", [frames, "frontend.centre", const("left_end", i64(-end)), two, const("back", i64(-1))],
+           "left_half_reversed")
+    re = op("MatMul", [op("Add", [a, b], "symmetric"), const("cos", front.cos.numpy())], "re")
+    im = op("MatMul", [op("Sub", [a, b], "antisymmetric"), const("sin", front.sin.numpy())], "im")
+    power = op("Add", [op("Mul", [re, re], "re2"), op("Mul", [im, im], "im2")], "power")
+    mel = op("MatMul", [power, const("fb", front.fb.numpy())], "mel")  # (batch, frames, mels)
+    feats = op("Log", [op("Add", [mel, const("log_offset", np.array(1e-6, np.float32))], "mel_offset")], "log_mel")
+    normalize = front.cfg.normalize
+    if normalize == "band":
+        feats = op("Sub", [feats, op("ReduceMean", [feats], "band_mean", axes=[1], keepdims=1)], "band_centred")
+    if normalize in ("utterance", "band"):
+        centred = op("Sub", [feats, op("ReduceMean", [feats], "mean", axes=[1, 2], keepdims=1)], "centred")
+        sum_sq = op("ReduceSumSquare", [centred], "sum_sq", axes=[1, 2], keepdims=1)
+        # torch's std is unbiased: mels · frames - 1 values, frames = blocks_n - (k - 1)
+        dof = op("Sub", [op("Mul", [blocks_n, const("mels", i64(mels))], "mels_blocks"),
+                         const("dof_offset", i64(mels * (k - 1) + 1))], "dof")
+        var = op("Div", [sum_sq, op("Cast", [dof], "dof_float", to=TensorProto.FLOAT)], "var")
+        std = op("Add", [op("Sqrt", [var], "std"), const("std_eps", np.array(1e-5, np.float32))], "std_offset")
+        feats = op("Div", [centred, std], "normalized")
+    feats = op("Transpose", [feats], "mels_by_frames", perm=[0, 2, 1])
+    nodes.append(helper.make_node("Unsqueeze", [feats, one], [output], name="/frontend/features"))
+    graph = helper.make_graph(nodes, "frontend", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", "samples"])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", 1, mels, "frames"])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def export_onnx(model: KeywordSpotter, input_samples: int, path: str | Path, frontend: str = "folded") -> Path:
+    """Write ``model`` as ONNX (batch and length dynamic); returns the path. ``frontend``:
+    "folded" (``frontend_onnx``, the default; "conv" where the window is not symmetric about a
+    tap) or "conv" (``ConvLogMel`` traced with the network)."""
+    import onnx
+
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend {frontend!r}: one of {FRONTENDS}")
     path = Path(path)
-    module = Posteriors(model.eval()).eval()
-    example = torch.zeros(2, input_samples)
+    model = model.eval()
+    try:
+        folded = FoldedLogMel(model.features) if frontend == "folded" else None
+    except ValueError:
+        folded = None
+    if folded is None:
+        module, example, names, axes = Posteriors(model).eval(), torch.zeros(2, input_samples), [INPUT], \
+            {INPUT: {0: "batch", 1: "samples"}, OUTPUT: {0: "batch"}}
+    else:
+        with torch.no_grad():
+            features = folded(torch.zeros(2, input_samples))
+        module, example, names, axes = NetPosteriors(model.net).eval(), features, [FEATURES], \
+            {FEATURES: {0: "batch", 3: "frames"}, OUTPUT: {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on constant folding of slices
-        torch.onnx.export(module, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch", 1: "samples"}, OUTPUT: {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(module, (example,), str(path), input_names=names, output_names=[OUTPUT],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    if folded is not None:
+        net = onnx.load(str(path))
+        front = frontend_onnx(folded)
+        front.ir_version = net.ir_version
+        merged = onnx.compose.merge_models(front, net, io_map=[(FEATURES, FEATURES)])
+        opsets = {o.domain or "": o.version for o in merged.opset_import}  # merge_models lists the default domain twice
+        del merged.opset_import[:]
+        merged.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())
+        merged.producer_name, merged.producer_version = net.producer_name, net.producer_version
+        onnx.checker.check_model(merged)
+        onnx.save(merged, str(path))
     return path
 
 

@@ -126,3 +126,65 @@ class ConvLogMel(torch.nn.Module):
         power = spec[:, :self.bins].square() + spec[:, self.bins:].square()
         mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)  # (batch, n_mels, frames)
         return log_and_normalize(mel, self.cfg.normalize)
+
+
+class FoldedLogMel(torch.nn.Module):
+    """The same log-mel features as ``LogMel``, computed as ``pld export``'s graph computes them:
+    half the multiply-adds of ``ConvLogMel``.
+
+    The padded waveform is cut into hop-long blocks; frame ``f`` is the ``k`` blocks from block
+    ``f`` on. The Hann window and the DFT basis are symmetric (cos) and antisymmetric (sin) about
+    the frame's centre tap, so each frame is first folded about it: ``a + b`` and ``a - b`` of
+    its right half ``a`` and its reversed left half ``b``, which then meet a basis half as long
+    (its phase taken from the centre: a sign per bin that |·|² removes). Only the bins some mel
+    filter reads are computed. Takes float waveforms in [-1, 1]; raises ``ValueError`` for a
+    window that is not centred on a tap (an odd ``n_fft - win_length``)."""
+
+    def __init__(self, logmel: LogMel):
+        super().__init__()
+        self.cfg = logmel.cfg
+        s = logmel.melspec.spectrogram
+        n_fft, hop = s.n_fft, s.hop_length
+        fb = logmel.melspec.mel_scale.fb.detach().double()  # (n_fft // 2 + 1, n_mels)
+        bins = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1
+        window = torch.zeros(n_fft, dtype=torch.float64)
+        left = (n_fft - s.win_length) // 2
+        window[left:left + s.win_length] = s.window.detach().double()
+        taps = torch.nonzero(window).flatten()
+        first, last = int(taps.min()), int(taps.max()) + 1
+        centre = n_fft // 2
+        if centre - first != last - 1 - centre or not torch.allclose(window.flip(0)[:-1], window[1:], atol=1e-6):
+            raise ValueError(f"FoldedLogMel: the window ({s.win_length} of {n_fft} samples) is not symmetric about "
+                             "the frame's centre tap; use ConvLogMel")
+        half = centre - first  # taps each side of the centre
+        j = torch.arange(half + 1, dtype=torch.float64)[:, None]
+        k = torch.arange(bins, dtype=torch.float64)[None, :]
+        angle = 2 * torch.pi * j * k / n_fft
+        w = window[centre:centre + half + 1, None]
+        cos = torch.cos(angle) * w
+        cos[0] /= 2  # a + b holds the centre tap twice
+        sin = -torch.sin(angle) * w  # row 0 is 0 (a - b is 0 there too): kept, so both halves are one slice
+        self.register_buffer("cos", cos.float(), persistent=False)  # (half + 1, bins)
+        self.register_buffer("sin", sin.float(), persistent=False)
+        self.register_buffer("fb", fb[:bins].float(), persistent=False)  # (bins, n_mels)
+        self.blocks = -(-(last - first) // hop)  # hop-long blocks per frame
+        # reflect-pad so the first frame's first non-zero tap is sample 0 (torch pads n_fft // 2 and
+        # starts there); k·hop samples in all, so that samples // hop + k blocks fit for any length
+        self.left = centre - first
+        self.right = self.blocks * hop - self.left
+        self.hop, self.half, self.bins = hop, half, bins
+
+    def frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` → ``(batch, frames, blocks · hop)``; frame f's taps start at its sample 0."""
+        n = waveform.shape[1] // self.hop + 1
+        x = torch.nn.functional.pad(waveform.unsqueeze(1), (self.left, self.right), mode="reflect").squeeze(1)
+        blocks = x[:, :(n + self.blocks - 1) * self.hop].reshape(x.shape[0], -1, self.hop)
+        return torch.cat([blocks[:, i:i + n] for i in range(self.blocks)], dim=2)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        frames = self.frames(waveform)
+        h = self.half
+        a, b = frames[..., h:2 * h + 1], frames[..., :h + 1].flip(-1)
+        power = torch.matmul(a + b, self.cos).square() + torch.matmul(a - b, self.sin).square()
+        mel = torch.matmul(power, self.fb).transpose(1, 2)  # (batch, n_mels, frames)
+        return log_and_normalize(mel, self.cfg.normalize)

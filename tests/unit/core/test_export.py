@@ -1,6 +1,7 @@
-"""The ONNX export of the method core: the convolution front end equals torchaudio's, the
-exported graph equals the checkpoint under onnxruntime (any batch, any length), a broken
-export is caught by the equivalence check, and int8 keeps the front end in fp32."""
+"""The ONNX export of the method core: the folded and the convolution front ends equal
+torchaudio's (in PyTorch, and the folded one as the ONNX graph the export writes), the exported
+graph equals the checkpoint under onnxruntime (any batch, any length), a broken export is caught
+by the equivalence check, and int8 keeps the front end in fp32."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from distill.core.export import (MAX_POSTERIOR_GAP, OnnxSpotter, check_equivalence, export_onnx, onnx_posteriors,
-                                 quantize_int8)
-from distill.core.features import ConvLogMel, FeatureConfig, LogMel
+from distill.core.export import (MAX_POSTERIOR_GAP, OnnxSpotter, check_equivalence, export_onnx, frontend_onnx,
+                                 onnx_posteriors, quantize_int8)
+from distill.core.features import ConvLogMel, FeatureConfig, FoldedLogMel, LogMel
 from distill.core.models import MODELS, build_model
 
 
@@ -36,10 +37,48 @@ def test_the_convolution_front_end_equals_torchaudio(normalize, samples):
     assert (a - b).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("normalize", ["utterance", "band", "none"])
+@pytest.mark.parametrize("samples", [16000, 8000, 12345, 800, 300])
+def test_the_folded_front_end_equals_torchaudio_in_pytorch_and_as_onnx(normalize, samples, tmp_path):
+    logmel = LogMel(FeatureConfig(normalize=normalize))
+    x = speechlike(6, samples)
+    reference = logmel(torch.from_numpy(x))
+    folded = FoldedLogMel(logmel)(torch.from_numpy(x))
+    assert folded.shape == reference.shape and (folded - reference).abs().max() <= 1e-5
+    path = tmp_path / "front.onnx"
+    onnx.save(frontend_onnx(FoldedLogMel(logmel)), str(path))
+    import onnxruntime as ort
+
+    graph = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    features = graph.run(None, {"waveform": x})[0]
+    assert features.shape == reference.shape and np.abs(features - reference.numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("options", [{"win_ms": 25.0}, {"f_max": 8000.0}, {"hop_ms": 20.0}, {"win_ms": 32.0}])
+def test_the_folded_front_end_follows_the_feature_config(options):
+    logmel = LogMel(FeatureConfig(**options))
+    x = torch.from_numpy(speechlike(3, 8000))
+    assert (FoldedLogMel(logmel)(x) - logmel(x)).abs().max() <= 1e-5
+
+
 def test_the_front_end_keeps_only_the_bins_a_mel_filter_reads():
     conv = ConvLogMel(LogMel(FeatureConfig(f_max=4000)))
     assert conv.bins == 128 and conv.basis.shape == (256, 1, 479)  # of 257 bins and 512 taps
     assert ConvLogMel(LogMel(FeatureConfig(f_max=8000))).bins == 256  # all but Nyquist, where no filter reaches
+    folded = FoldedLogMel(LogMel(FeatureConfig(f_max=4000)))  # folded: 240 taps (the centre and one side) per bin
+    assert folded.cos.shape == folded.sin.shape == (240, 128) and folded.blocks == 3  # 3 blocks of 160 ≥ 479 taps
+    assert 2 * folded.cos.numel() < conv.basis.numel() / 1.99  # half the multiply-adds of the convolution
+
+
+def test_a_window_off_the_centre_tap_is_exported_with_the_convolution(tmp_path):
+    features = FeatureConfig(win_ms=25.0625)  # 401 samples: n_fft - win odd, no tap at the centre
+    with pytest.raises(ValueError, match="not symmetric"):
+        FoldedLogMel(LogMel(features))
+    torch.manual_seed(0)
+    model = build_model("tiny", 12, {}, features).eval()
+    path = export_onnx(model, 8000, tmp_path / "m.onnx")
+    assert any(n.op_type == "Conv" and n.name.startswith("/frontend") for n in onnx.load(str(path)).graph.node)
+    assert check_equivalence(model, OnnxSpotter(path), speechlike(200, 8000, seed=6)).ok
 
 
 @pytest.fixture(scope="module", params=MODELS.names())  # every registered model, plug-ins included
@@ -73,12 +112,12 @@ def test_the_export_equals_the_checkpoint_for_any_batch_and_length(exported):
 def test_a_broken_export_fails_the_check(exported, tmp_path):
     model, path = exported
     graph = onnx.load(str(path))
-    basis = next(n for n in graph.graph.node if n.op_type == "Constant" and n.name.startswith("/frontend")
-                 and list(n.attribute[0].t.dims) == [256, 1, 479])
-    bent = numpy_helper.to_array(basis.attribute[0].t).copy()
-    bent[:64] *= 2.0  # the lowest quarter of the bins twice as loud (a uniform gain would vanish in the
-    # per-input normalisation; a smaller bend slips under the gap of an untrained tiny network)
-    basis.attribute[0].t.CopyFrom(numpy_helper.from_array(bent))
+    for basis in (t for t in graph.graph.initializer if t.name in ("frontend.cos", "frontend.sin")):
+        assert list(basis.dims) == [240, 128]
+        bent = numpy_helper.to_array(basis).copy()
+        bent[:, :32] *= 2.0  # the lowest quarter of the bins twice as loud (a uniform gain would vanish in the
+        # per-input normalisation; a smaller bend slips under the gap of an untrained tiny network)
+        basis.CopyFrom(numpy_helper.from_array(bent, basis.name))
     broken = tmp_path / "broken.onnx"
     onnx.save(graph, str(broken))
     result = check_equivalence(model, OnnxSpotter(broken), speechlike(200, 8000, seed=3))
@@ -94,7 +133,7 @@ def test_int8_quantizes_the_network_and_not_the_front_end(exported, tmp_path):
     dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     frontend = [n for n in nodes if n.name.startswith("/frontend") and n.op_type in ("Conv", "MatMul", "Log")]
     network = [n for n in nodes if n.name.startswith("/net") and n.op_type == "Conv"]
-    assert len(frontend) == 3 and not any(i in dequantized for n in frontend for i in n.input)  # fp32 features
+    assert len(frontend) == 4 and not any(i in dequantized for n in frontend for i in n.input)  # fp32 features
     assert network and all(any(i in dequantized for i in n.input) for n in network)  # int8 convolutions
     x = speechlike(20, 8000, seed=5)
     post = onnx_posteriors(OnnxSpotter(int8), x)
