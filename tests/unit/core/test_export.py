@@ -12,7 +12,7 @@ import torch
 from onnx import numpy_helper
 
 from distill.core.export import (MAX_POSTERIOR_GAP, OnnxSpotter, check_equivalence, export_onnx, frontend_onnx,
-                                 onnx_posteriors, quantize_int8)
+                                 onnx_posteriors, pad_channels, quantize_int8)
 from distill.core.features import ConvLogMel, FeatureConfig, FoldedLogMel, LogMel
 from distill.core.models import MODELS, build_model
 
@@ -92,6 +92,25 @@ def exported(request, tmp_path_factory):
                 module.running_var.uniform_(0.5, 2.0)
     path = export_onnx(model, 8000, tmp_path_factory.mktemp("onnx") / "m.onnx")
     return model, path
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_padded_channels_compute_what_the_network_computes(name):
+    torch.manual_seed(0)
+    net = build_model(name, 12, {}, FeatureConfig()).net.eval()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        padded = pad_channels(net)
+        x = LogMel()(torch.from_numpy(speechlike(4, 8000)))
+        assert (padded(x) - net(x)).abs().max() <= 1e-5
+    widths = {"res8": 48, "res15": 48}  # 45 maps → 3 blocks of 16; res8_narrow's 19 would need 68 % more
+    if name in widths:
+        assert padded is not net and padded.conv0.out_channels == widths[name] and net.conv0.out_channels == 45
+    elif name in ("res8_narrow", "tiny"):
+        assert padded is net
 
 
 def test_the_export_equals_the_checkpoint_for_any_batch_and_length(exported):
