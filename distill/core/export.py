@@ -9,8 +9,9 @@ are torch's export of ``model.net``, and the two graphs are joined on the featur
 ``frontend="conv"`` exports the earlier ``ConvLogMel`` (the STFT as one 1-D convolution), kept
 for comparison (benchmarks/throughput.py). ``check_equivalence`` runs the file under onnxruntime beside
 the PyTorch checkpoint; an export that disagrees is refused. ``quantize_int8`` writes the
-statically quantized (QDQ, calibrated on training crops) variant of the network; the front end
-and the softmax stay fp32.
+statically quantized variant of the network's convolutions (calibrated on training crops); the
+front end and the softmax stay fp32. ``pld export --int8`` keeps it only where ``latencies``
+measures it ``INT8_MIN_SPEEDUP`` times faster than fp32.
 PyTorch, onnx and onnxruntime only: no Ray, no MLflow.
 """
 
@@ -260,9 +261,22 @@ def check_equivalence(model: KeywordSpotter, spotter: OnnxSpotter, waveforms: np
     return Equivalence(len(waveforms), float(np.abs(a - b).max()), int((a.argmax(-1) != b.argmax(-1)).sum()))
 
 
-def quantize_int8(fp32: str | Path, int8: str | Path, calibration: np.ndarray) -> Path:
-    """Static int8 (QDQ) quantization of the network, calibrated on ``calibration`` crops; the
-    front end (DFT basis, mel matrix, log) keeps fp32, as int8 would bend the features."""
+INT8_MIN_SPEEDUP = 1.3  # an int8 file is written only when it decides this much faster than fp32
+# The quantization that measured fastest on this machine's CPU (AVX-512 VNNI; docs/benchmarks.md,
+# "Latency per decision"): uint8 activations with int8 weights (onnxruntime's U8S8 kernels; S8S8
+# was 1.1-1.2x slower), per-channel weights, QOperator (QLinearConv), and the convolutions alone
+# (quantizing Add, pooling and the output layer as well added Q/DQ steps that cost more than
+# they saved, and moved the posteriors 4x further from fp32's).
+INT8_OPS = ("Conv",)
+
+
+def quantize_int8(fp32: str | Path, int8: str | Path, calibration: np.ndarray, *, per_channel: bool = True,
+                  qdq: bool = False, activations: str = "uint8", ops: tuple[str, ...] | None = INT8_OPS) -> Path:
+    """Static int8 quantization of the network, calibrated on ``calibration`` crops; the front end
+    (DFT basis, mel matrix, log) keeps fp32, as int8 would bend the features. The keywords choose
+    the variant (benchmarks/throughput.py measures them): ``qdq`` (QuantizeLinear/DequantizeLinear
+    pairs) or QOperator, ``activations`` "uint8" or "int8", ``ops`` the operator types to
+    quantize (None: every one onnxruntime can)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -284,12 +298,31 @@ def quantize_int8(fp32: str | Path, int8: str | Path, calibration: np.ndarray) -
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR  # per-channel notes on batch-norm constants, logged on root
     try:
-        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=outside)
+        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
+                        per_channel=per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=outside,
+                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                        op_types_to_quantize=list(ops) if ops else None)
     finally:
         root.setLevel(level)
     prepared.unlink()
     return int8
+
+
+def latencies(spotters: dict[str, "OnnxSpotter"], input_samples: int, repeats: int = 200, warmup: int = 20,
+              rounds: int = 4) -> dict[str, float]:
+    """Median seconds of one decision (batch 1) of each spotter, timed side by side: ``rounds``
+    passes over them, in alternating order, so that a load change on the machine reaches all alike."""
+    x = np.random.default_rng(0).normal(0, 0.03, (1, input_samples)).astype(np.float32)
+    times: dict[str, list[float]] = {name: [] for name in spotters}
+    order = list(spotters)
+    for r in range(rounds):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            for i in range(warmup + -(-repeats // rounds)):
+                t = time.perf_counter()
+                spotters[name](x)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def onnx_latency(spotter: OnnxSpotter, input_samples: int, repeats: int = 200, warmup: int = 20) -> float:

@@ -20,8 +20,8 @@ import numpy as np
 from distill.core.checkpoint import load_model_dir
 from distill.core.crops import num_samples
 from distill.core.detection import keyword_spotting_metrics, threshold_for
-from distill.core.export import (ExportError, OnnxSpotter, check_equivalence, export_onnx, onnx_latency,
-                                 quantize_int8)
+from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, check_equivalence, export_onnx,
+                                 latencies, onnx_latency, quantize_int8)
 from distill.core.models import count_macs, latency_per_decision
 from distill.core.protocols import predict
 from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, TEACHER_RUN, UNKNOWN
@@ -122,8 +122,19 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
     (out / LABELS_FILE).write_text(json.dumps(spec.labels, indent=2))
     silence = spec.silence_index
     variants = {"fp32": onnx_path}
+    int8_check = None
     if int8:
-        variants["int8"] = quantize_int8(onnx_path, out / INT8_FILE, check_crops(train_waves, n, hop, limit=200))
+        int8_path = quantize_int8(onnx_path, out / INT8_FILE, check_crops(train_waves, n, hop, limit=200))
+        timed = latencies({"fp32": OnnxSpotter(onnx_path), "int8": OnnxSpotter(int8_path)}, n)
+        speedup = timed["fp32"] / timed["int8"]
+        int8_check = {"speedup": speedup, "required": INT8_MIN_SPEEDUP, "kept": speedup >= INT8_MIN_SPEEDUP}
+        if int8_check["kept"]:
+            variants["int8"] = int8_path
+        else:  # no faster, and a little less accurate: not offered
+            int8_path.unlink()
+        say(f"   int8: {speedup:.2f}x fp32's speed side by side ({timed['fp32'] * 1e6:.0f} vs {timed['int8'] * 1e6:.0f} µs); "
+            + ("written" if int8_check["kept"] else f"not written (it must be {INT8_MIN_SPEEDUP}x faster to be worth "
+               "its accuracy cost)"))
     measured, curve = {}, None
     for name, path in variants.items():
         spotter = OnnxSpotter(path)
@@ -145,7 +156,7 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
             "input": "float32 waveforms in [-1, 1], shape (batch, samples), mono at sample_rate",
             "macs": count_macs(model, n), "test_clips": int(len(test_labels)),
             "test_acc_checkpoint": {p: run.data.metrics.get(f"test_acc_{p}") for p in PROTOCOLS},
-            "onnx": measured, "torch_latency_us": latency_per_decision(model, n) * 1e6,
+            "onnx": measured, "torch_latency_us": latency_per_decision(model, n) * 1e6, "int8_check": int8_check,
             "threshold": (measured["fp32"]["threshold_at_90_recall"] or 0.5),
             # thresholds by false accepts per hour on the test split's silence and unknown clips,
             # with the test keywords' recall: what pld predict --max-fa-per-hour chooses from
@@ -178,6 +189,10 @@ def model_card(card: dict) -> str:
                      + (f", int8 {card['onnx']['int8']['test_acc'][p]:.4f}" if "int8" in card["onnx"] else "")))
     rows += [("latency per decision", f"PyTorch eager {card['torch_latency_us']:.0f} µs; onnxruntime "
               + ", ".join(f"{k} {v['latency_us']:.0f} µs" for k, v in card["onnx"].items()) + " (batch 1, one thread)"),
+             *([("int8", f"{card['int8_check']['speedup']:.2f}× fp32's speed, measured side by side at export: "
+                  + ("written" if card["int8_check"]["kept"] else
+                     f"not written (below the {card['int8_check']['required']}× that would make it worth its accuracy cost)"))]
+               if card.get("int8_check") else []),
              ("detection threshold", f"{card['threshold']:.4f} (90 % recall on the test keywords; "
               f"{card['onnx']['fp32']['fa_per_hour_at_90_recall']} false accepts per hour there)"
               if card["onnx"]["fp32"]["threshold_at_90_recall"] is not None else

@@ -12,7 +12,7 @@ import torch
 from onnx import numpy_helper
 
 from distill.core.export import (MAX_POSTERIOR_GAP, OnnxSpotter, check_equivalence, export_onnx, frontend_onnx,
-                                 onnx_posteriors, pad_channels, quantize_int8)
+                                 latencies, onnx_posteriors, pad_channels, quantize_int8)
 from distill.core.features import ConvLogMel, FeatureConfig, FoldedLogMel, LogMel
 from distill.core.models import MODELS, build_model
 
@@ -145,18 +145,32 @@ def test_a_broken_export_fails_the_check(exported, tmp_path):
     assert not check_equivalence(model, OnnxSpotter(path), speechlike(50, 8000)).ok  # too few clips to vouch
 
 
-def test_int8_quantizes_the_network_and_not_the_front_end(exported, tmp_path):
+@pytest.mark.parametrize("qdq", [False, True])
+def test_int8_quantizes_the_network_and_not_the_front_end(exported, tmp_path, qdq):
     model, path = exported
-    int8 = quantize_int8(path, tmp_path / "m.int8.onnx", (speechlike(40, 8000, seed=4) * 32768).astype(np.int16))
+    int8 = quantize_int8(path, tmp_path / "m.int8.onnx", (speechlike(40, 8000, seed=4) * 32768).astype(np.int16), qdq=qdq)
     nodes = onnx.load(str(int8)).graph.node
     dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    frontend = [n for n in nodes if n.name.startswith("/frontend") and n.op_type in ("Conv", "MatMul", "Log")]
-    network = [n for n in nodes if n.name.startswith("/net") and n.op_type == "Conv"]
-    assert len(frontend) == 4 and not any(i in dequantized for n in frontend for i in n.input)  # fp32 features
-    assert network and all(any(i in dequantized for i in n.input) for n in network)  # int8 convolutions
+    frontend = [n for n in nodes if n.name.startswith("/frontend")]
+    assert sum(n.op_type in ("MatMul", "Log") for n in frontend) == 4  # re, im, mel, log: fp32 features
+    assert not any(n.op_type.startswith("QLinear") or i in dequantized for n in frontend for i in n.input)
+    if qdq:  # every network convolution reads dequantized int8
+        network = [n for n in nodes if n.name.startswith("/net") and n.op_type == "Conv"]
+        assert network and all(any(i in dequantized for i in n.input) for n in network)
+    else:  # QOperator: the convolutions alone become QLinearConv; Add, pooling and the output layer stay fp32
+        assert any(n.op_type == "QLinearConv" for n in nodes) and not any(n.op_type == "Conv" and n.name.startswith("/net")
+                                                                         for n in nodes)
+        assert not any(n.op_type in ("QLinearAdd", "QLinearAveragePool", "QGemm") for n in nodes)
     x = speechlike(20, 8000, seed=5)
     post = onnx_posteriors(OnnxSpotter(int8), x)
     assert post.shape == (20, 12) and np.allclose(post.sum(-1), 1, atol=1e-4)
+
+
+def test_latencies_time_each_spotter_side_by_side(exported):
+    _, path = exported
+    spotter = OnnxSpotter(path)
+    times = latencies({"a": spotter, "b": spotter}, 8000, repeats=8, warmup=2, rounds=2)
+    assert set(times) == {"a", "b"} and all(0 < t < 1 for t in times.values())
 
 
 def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path):
