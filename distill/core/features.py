@@ -181,10 +181,16 @@ class FoldedLogMel(torch.nn.Module):
         blocks = x[:, :(n + self.blocks - 1) * self.hop].reshape(x.shape[0], -1, self.hop)
         return torch.cat([blocks[:, i:i + n] for i in range(self.blocks)], dim=2)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        frames = self.frames(waveform)
+    def mel(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(batch, n, blocks · hop)`` → their mel power ``(batch, n, n_mels)``; a frame's
+        does not depend on the others (``streaming.py`` computes a few at a time)."""
         h = self.half
         a, b = frames[..., h:2 * h + 1], frames[..., :h + 1].flip(-1)
         power = torch.matmul(a + b, self.cos).square() + torch.matmul(a - b, self.sin).square()
-        mel = torch.matmul(power, self.fb).transpose(1, 2)  # (batch, n_mels, frames)
+        return torch.matmul(power, self.fb)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dtype == torch.int16:
+            waveform = waveform.float() / 32768.0
+        mel = self.mel(self.frames(waveform)).transpose(1, 2)  # (batch, n_mels, frames)
         return log_and_normalize(mel, self.cfg.normalize)

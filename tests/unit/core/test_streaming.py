@@ -1,0 +1,63 @@
+"""The streaming spotter: every hop's posteriors equal the network's on the same window, for every
+Res8-family network registered, while a hop computes only its new log-mel frames and the window's edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distill.core.features import FeatureConfig, FoldedLogMel
+from distill.core.models import MODELS, Res8, build_model
+from distill.core.streaming import StreamingSpotter
+
+RES8_FAMILY = [name for name in MODELS.names() if isinstance(build_model(name, 12).net, Res8)]
+
+
+def speech(samples: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.003, samples)
+    for at in range(0, samples - 4000, 3000):
+        x[at:at + 4000] += rng.normal(0, 0.2, 4000) * np.hanning(4000)
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def test_the_family_is_the_res8_networks():
+    assert {"res8", "res8_narrow", "res15"} <= set(RES8_FAMILY) and "tiny" not in RES8_FAMILY
+
+
+@pytest.mark.parametrize("normalize", ["utterance", "band", "none"])
+@pytest.mark.parametrize("name", RES8_FAMILY)
+def test_each_hop_equals_the_network_on_its_window(name, normalize):
+    torch.manual_seed(0)
+    model = build_model(name, 12, {}, FeatureConfig(normalize=normalize)).eval()
+    with torch.no_grad():
+        for module in model.net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    n, hop, hops = 8000, 1600, 6
+    audio = torch.stack([speech(n + hops * hop, seed) for seed in (1, 2)])  # two streams at once
+    stream = StreamingSpotter(model, n, hop)
+    outputs = [stream.step(audio[:, i:i + hop]) for i in range(0, audio.shape[1], hop)]
+    assert all(o is None for o in outputs[:n // hop - 1])
+    decisions = outputs[n // hop - 1:]
+    assert len(decisions) == hops + 1
+    with torch.no_grad():
+        for i, post in enumerate(decisions):
+            window = audio[:, i * hop:i * hop + n]
+            assert torch.allclose(post, torch.softmax(model(window), -1), atol=1e-5)  # the model as trained
+            folded = torch.softmax(model.net(FoldedLogMel(model.features)(window)), -1)
+            assert torch.allclose(post, folded, atol=1e-6)  # the folded front end it shares frames with
+
+
+def test_a_hop_computes_only_its_new_frames_and_the_edges():
+    model = build_model("res8_narrow", 12).eval()
+    stream = StreamingSpotter(model, 8000, 1600)
+    assert stream.frames == 51 and stream.computed_frames() == 14  # 2 left-edge, 10 new, 2 right-edge
+    assert StreamingSpotter(model, 16000, 1600).computed_frames() == 14  # the same at 1000 ms: per hop, not per window
+    with pytest.raises(ValueError, match="whole feature frames"):
+        StreamingSpotter(model, 8000, 1000)
+    stream.step(torch.zeros(1, 1600))
+    with pytest.raises(ValueError, match="moves 1600"):
+        stream.step(torch.zeros(1, 800))
