@@ -27,8 +27,11 @@ sides of every comparison:
                interleaved so load drifts hit all alike) for every length of the default chain,
                each as a ratio to 1000 ms, with the fixed/per-MAC split of the latency; the same
                for res8 (45 maps), where the fixed cost is a smaller share. Beside eager PyTorch,
-               the model as `pld export` writes it, under onnxruntime (fp32 and int8, one thread),
-               with the streaming real-time factor at a 100 ms hop. `--only-input`: this alone.
+               the streaming spotter's step per 100 ms hop (eager), and the model as `pld export`
+               writes it, under onnxruntime (fp32 with the folded front end, fp32 with the
+               convolution front end before it, int8; one thread), with the streaming real-time
+               factor at a 100 ms hop. `--only-input`: this alone, with the onnxruntime figures
+               for res8 too and the int8 quantization variants side by side.
 
 Ratios "platform ÷ plain" are throughputs: higher is better, 1.0 means no overhead.
 
@@ -241,7 +244,11 @@ def scaled_source(source_dir: Path, out: Path, factor: int) -> Path:
 # ---------------------------------------------------------------- 5. input efficiency
 def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None, onnx: bool = False) -> list[dict]:
     """MACs and batch-1 latency per chain length of the config's model (or the registered ``name``):
-    eager PyTorch, and with ``onnx`` the exported model under onnxruntime (fp32 and int8, one thread)."""
+    eager PyTorch, the streaming spotter's step per 100 ms hop (eager), and with ``onnx`` the
+    exported model under onnxruntime (one thread): fp32 as ``pld export`` writes it (the folded
+    front end), fp32 with the earlier convolution front end, and int8."""
+    from distill.core.streaming import StreamingSpotter
+
     torch.set_num_threads(1)
     torch.manual_seed(0)
     options = cfg.model.options if name is None else {}
@@ -250,27 +257,42 @@ def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None,
     sr = cfg.features.sample_rate
     xs = {ms: torch.randn(1, num_samples(ms, sr)) * 1000 for ms in lengths}
     feats = {ms: model.features(xs[ms]) for ms in lengths}
-    runners = {"latency_us": lambda ms: model(xs[ms]), "net_us": lambda ms: model.net(feats[ms])}
+    hop = num_samples(100, sr)
+    streams = {ms: StreamingSpotter(model, num_samples(ms, sr), hop) for ms in lengths}
+    for ms, stream in streams.items():  # a full window first: from then on each step is one hop's work
+        for lo in range(0, num_samples(ms, sr), hop):
+            stream.step(xs[ms][:, lo:lo + hop])
+    runners = {"latency_us": lambda ms: model(xs[ms]), "net_us": lambda ms: model.net(feats[ms]),
+               "stream_us": lambda ms: streams[ms].step(xs[ms][:, :hop])}
     if onnx:  # one file per variant: batch and length are dynamic axes
         from distill.core.export import OnnxSpotter, export_onnx, quantize_int8
 
         tmp = Path(tempfile.mkdtemp(prefix="pld-onnx-"))
         fp32 = export_onnx(model, num_samples(1000, sr), tmp / "m.onnx")
+        conv = export_onnx(model, num_samples(1000, sr), tmp / "conv.onnx", frontend="conv")
         calib = (np.random.default_rng(0).normal(0, 0.05, (50, num_samples(1000, sr))) * 32768).astype(np.int16)
-        spotters = {"onnx_us": OnnxSpotter(fp32), "onnx_int8_us": OnnxSpotter(quantize_int8(fp32, tmp / "q.onnx", calib))}
+        spotters = {"onnx_us": OnnxSpotter(fp32), "onnx_conv_us": OnnxSpotter(conv),
+                    "onnx_int8_us": OnnxSpotter(quantize_int8(fp32, tmp / "q.onnx", calib))}
         arrays = {ms: (xs[ms] / 32768).numpy() for ms in lengths}
         runners.update({key: (lambda ms, s=spotter: s(arrays[ms])) for key, spotter in spotters.items()})
     times = {key: {ms: [] for ms in lengths} for key in runners}
-    # one engine at a time (PyTorch, onnxruntime fp32, int8), lengths interleaved within it: load
-    # changes during the run reach every length alike, and one engine's buffers do not evict another's
-    groups = [["latency_us", "net_us"], *([k] for k in runners if k.startswith("onnx"))]
+    # one engine at a time (PyTorch, the stream, onnxruntime fp32, conv, int8), lengths interleaved
+    # within it: load changes during the run reach every length alike, and one engine's buffers do
+    # not evict another's. The onnxruntime variants, compared with each other, run in alternating
+    # order over several passes (a study sharing the machine changes its load within minutes).
+    onnx_keys = [k for k in runners if k.startswith("onnx")]
+    passes = 4
+    groups = [["latency_us", "net_us"], ["stream_us"]]
+    for p in range(passes):
+        groups += [[k] for k in (onnx_keys if p % 2 == 0 else onnx_keys[::-1])]
     with torch.inference_mode():
-        for group in (g for g in groups if g):
+        for group in groups:
+            share = repeats // passes if group[0].startswith("onnx") else repeats
             for _ in range(20):
                 for ms in lengths:
                     for key in group:
                         runners[key](ms)
-            for _ in range(repeats):
+            for _ in range(share):
                 for ms in lengths:
                     for key in group:
                         t = time.perf_counter()
@@ -284,11 +306,49 @@ def input_efficiency(cfg, n_classes: int, repeats: int, name: str | None = None,
         r["macs_ratio"] = r["macs"] / ref["macs"]
         r["latency_ratio"] = r["latency_us"] / ref["latency_us"]
         r["net_ratio"] = r["net_us"] / ref["net_us"]
-        for key in ("onnx_us", "onnx_int8_us"):
+        r["stream_share"] = r["stream_us"] / r["latency_us"]  # a hop's step against the windowed decision
+        for key in ("onnx_us", "onnx_conv_us", "onnx_int8_us"):
             if key in r:
                 r[key.replace("_us", "_ratio")] = r[key] / ref[key]
                 # streaming: one decision per 100 ms hop, so audio seconds per compute second
                 r[key.replace("_us", "_stream_rtf")] = 0.1 / (r[key] / 1e6)
+        if "onnx_int8_us" in r:
+            r["int8_speedup"] = r["onnx_us"] / r["onnx_int8_us"]
+    return rows
+
+
+def int8_variants(cfg, n_classes: int, names: tuple[str, ...], repeats: int) -> list[dict]:
+    """The int8 quantizations next to fp32 (the folded export), at 1000 and 500 ms, per network:
+    onnxruntime, batch 1, one thread, in alternating order over four passes."""
+    from distill.core.export import OnnxSpotter, export_onnx, latencies, quantize_int8
+
+    variants = {"S8S8 QDQ per-channel, every op (before)": dict(qdq=True, activations="int8", ops=None),
+                "U8S8 QDQ per-channel, every op": dict(qdq=True, ops=None),
+                "U8S8 QDQ per-channel, Conv": dict(qdq=True),
+                "U8S8 QOperator per-channel, every op": dict(ops=None),
+                "U8S8 QOperator per-tensor, Conv": dict(per_channel=False),
+                "U8S8 QOperator per-channel, Conv (pld export)": dict()}
+    sr = cfg.features.sample_rate
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(name, n_classes, {}, FeatureConfig(**cfg.features.model_dump())).eval()
+        tmp = Path(tempfile.mkdtemp(prefix="pld-int8-"))
+        fp32 = export_onnx(model, num_samples(1000, sr), tmp / "m.onnx")
+        calib = np.random.default_rng(0).normal(0, 0.05, (50, num_samples(1000, sr))).astype(np.float32)
+        spotters = {"fp32": OnnxSpotter(fp32)}
+        check = calib[:20]
+        reference = spotters["fp32"](check)
+        gaps = {}
+        for i, (label, kw) in enumerate(variants.items()):
+            spotters[label] = OnnxSpotter(quantize_int8(fp32, tmp / f"q{i}.onnx", calib, **kw))
+            gaps[label] = float(np.abs(spotters[label](check) - reference).max())
+        for ms in (1000, 500):
+            timed = latencies(spotters, num_samples(ms, sr), repeats=repeats)
+            rows += [{"model": name, "input_ms": ms, "variant": label, "us": t * 1e6,
+                      "speedup": timed["fp32"] / t, "max_posterior_gap": gaps.get(label, 0.0)}
+                     for label, t in timed.items()]
+        shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
@@ -330,9 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         eff = input_efficiency(cfg, 12, 100 if quick else 500, onnx=True)
         fit = dict(zip(("fixed_us", "us_per_mmac"), fit_fixed(eff, "latency_us")))
         fit.update(zip(("net_fixed_us", "net_us_per_mmac"), fit_fixed(eff, "net_us")))
-        print("\n".join(input_report({"input": eff, "latency_fit": fit})))
+        # res8 (45 maps): its export pads them to 48, and int8 has more work to save there
+        big = input_efficiency(cfg, 12, 50 if quick else 200, name="res8", onnx=True)
+        variants = int8_variants(cfg, 12, (cfg.model.name, "res8"), 40 if quick else 400)
+        report = {"input": eff, "latency_fit": fit, "input_res8": big, "int8_variants": variants}
+        print("\n".join(input_report(report)))
         if args.json:
-            args.json.write_text(json.dumps({"mode": result["mode"], "input": eff, "load_start": result["load_start"],
+            args.json.write_text(json.dumps({"mode": result["mode"], **report, "load_start": result["load_start"],
                                              "load_end": load()}, indent=2) + "\n")
         return 0
     say("[1/5] quickstart: pld data synth + pld run …")
@@ -502,28 +566,40 @@ def finish(result: dict, json_path: Path | None, started: float, remove: Path | 
 
 
 def input_report(r: dict) -> list[str]:
-    out = ["input efficiency per decision (batch 1, 1 torch thread; ratio to 1000 ms)",
-            "{:>8} {:>11} {:>7} {:>12} {:>7} {:>10} {:>10}".format("input", "MACs", "ratio", "latency µs", "ratio",
-                                                                    "net µs", "front µs")]
+    out = ["input efficiency per decision (batch 1, 1 torch thread; ratio to 1000 ms; stream: the streaming "
+           "spotter's step per 100 ms hop, share of the windowed decision)",
+           "{:>8} {:>11} {:>7} {:>12} {:>7} {:>10} {:>10} {:>10} {:>7}".format(
+               "input", "MACs", "ratio", "latency µs", "ratio", "net µs", "front µs", "stream µs", "share")]
     for e in r["input"]:
-        out.append("{:>5} ms {:>11,} {:>7.3f} {:>12.0f} {:>7.3f} {:>10.0f} {:>10.0f}".format(
-            e["input_ms"], e["macs"], e["macs_ratio"], e["latency_us"], e["latency_ratio"], e["net_us"], e["features_us"]))
+        out.append("{:>5} ms {:>11,} {:>7.3f} {:>12.0f} {:>7.3f} {:>10.0f} {:>10.0f} {:>10.0f} {:>7.2f}".format(
+            e["input_ms"], e["macs"], e["macs_ratio"], e["latency_us"], e["latency_ratio"], e["net_us"], e["features_us"],
+            e["stream_us"], e["stream_share"]))
     f = r["latency_fit"]
     out.append(f"latency ≈ {f['fixed_us']:.0f} µs fixed + {f['us_per_mmac']:.0f} µs per million MACs "
                f"(network alone: {f['net_fixed_us']:.0f} µs + {f['net_us_per_mmac']:.0f} µs/MMAC)")
     big = {e["input_ms"]: e for e in r.get("input_res8", [])}
     if big:
-        out.append("res8 (45 maps): " + ", ".join(
+        out.append("res8 (45 maps), eager: " + ", ".join(
             f"{ms} ms {big[ms]['macs'] / 1e6:.1f} MMAC {big[ms]['latency_us']:.0f} µs ({big[ms]['latency_ratio']:.3f})"
             for ms in sorted(big, reverse=True)))
-    if "onnx_us" in r["input"][0]:
-        out += ["", "the exported model under onnxruntime (batch 1, 1 thread; ratio to 1000 ms; streaming real-time "
-                "factor at a 100 ms hop)", "{:>8} {:>10} {:>7} {:>10} {:>10} {:>7} {:>10}".format(
-                    "input", "fp32 µs", "ratio", "fp32 RTF", "int8 µs", "ratio", "int8 RTF")]
-        for e in r["input"]:
-            out.append("{:>5} ms {:>10.0f} {:>7.3f} {:>10.0f} {:>10.0f} {:>7.3f} {:>10.0f}".format(
-                e["input_ms"], e["onnx_us"], e["onnx_ratio"], e["onnx_stream_rtf"], e["onnx_int8_us"],
-                e["onnx_int8_ratio"], e["onnx_int8_stream_rtf"]))
+    for label, rows in (("", r["input"]), ("res8 (45 maps, exported as 48) ", r.get("input_res8", []))):
+        if rows and "onnx_us" in rows[0]:
+            out += ["", f"{label}the exported model under onnxruntime (batch 1, 1 thread; ratio to 1000 ms; fp32 as "
+                    "pld export writes it: the folded front end; conv: the convolution front end before it; "
+                    "RTF: streaming real-time factor at a 100 ms hop)",
+                    "{:>8} {:>10} {:>7} {:>8} {:>10} {:>7} {:>10} {:>7} {:>8}".format(
+                        "input", "fp32 µs", "ratio", "RTF", "conv µs", "ratio", "int8 µs", "ratio", "int8 ×")]
+            for e in rows:
+                out.append("{:>5} ms {:>10.0f} {:>7.3f} {:>8.0f} {:>10.0f} {:>7.3f} {:>10.0f} {:>7.3f} {:>8.2f}".format(
+                    e["input_ms"], e["onnx_us"], e["onnx_ratio"], e["onnx_stream_rtf"], e["onnx_conv_us"],
+                    e["onnx_conv_ratio"], e["onnx_int8_us"], e["onnx_int8_ratio"], e["int8_speedup"]))
+    if r.get("int8_variants"):
+        out += ["", "int8 variants beside fp32 (onnxruntime, batch 1, 1 thread; × = fp32 µs / variant µs; "
+                "gap: max |Δ posterior| to fp32 on 20 noise crops)",
+                "{:<12} {:>6} {:<46} {:>9} {:>6} {:>9}".format("model", "input", "variant", "µs", "×", "gap")]
+        for v in r["int8_variants"]:
+            out.append("{:<12} {:>3} ms {:<46} {:>9.0f} {:>6.2f} {:>9.1e}".format(
+                v["model"], v["input_ms"], v["variant"], v["us"], v["speedup"], v["max_posterior_gap"]))
     return out
 
 
