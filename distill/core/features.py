@@ -137,8 +137,8 @@ class FoldedLogMel(torch.nn.Module):
     the frame's centre tap, so each frame is first folded about it: ``a + b`` and ``a - b`` of
     its right half ``a`` and its reversed left half ``b``, which then meet a basis half as long
     (its phase taken from the centre: a sign per bin that |·|² removes). Only the bins some mel
-    filter reads are computed. Takes float waveforms in [-1, 1]; raises ``ValueError`` for a
-    window that is not centred on a tap (an odd ``n_fft - win_length``)."""
+    filter reads are computed. Takes float (or int16) waveforms as ``LogMel`` does; raises
+    ``ValueError`` for a window that is not centred on a tap (an odd ``n_fft - win_length``)."""
 
     def __init__(self, logmel: LogMel):
         super().__init__()
