@@ -154,12 +154,13 @@ def fresh_mlflow_state():
             os.environ[name] = value
 
 
-def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None, what: str = "the server") -> None:
-    """Poll ``url`` until it answers; fail if ``proc`` exits first or ``seconds`` pass."""
+def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None, what: str = "the server",
+              headers: dict[str, str] | None = None) -> None:
+    """Poll ``url`` (with ``headers``) until it answers; fail if ``proc`` exits first or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2).read()
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2).read()
             return
         except OSError:
             assert proc is None or proc.poll() is None, f"{what} exited (code {proc.returncode})"

@@ -16,14 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import write_sc_layout
+from conftest import wait_http, write_sc_layout
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -75,19 +74,6 @@ def state(env: dict, address: str, kind: str, *filters: str) -> list[dict]:
     return json.loads(out)
 
 
-def wait_for(url: str, seconds: float, token: str | None = None) -> None:
-    deadline = time.time() + seconds
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {seconds:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("cluster")
@@ -117,8 +103,9 @@ def cluster(tmp_path_factory):
              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
              "--artifacts-destination", (tmp_path / "server-artifacts").as_uri()],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(f"http://127.0.0.1:{mlflow_port}/health", 180)  # a loaded 2-core machine has taken over 90 s
-        wait_for(f"http://127.0.0.1:{dash}/api/version", 60, token=(temp / "token").read_text())
+        wait_http(f"http://127.0.0.1:{mlflow_port}/health", 180, what="mlflow server")  # a loaded 2-core machine has taken over 90 s
+        wait_http(f"http://127.0.0.1:{dash}/api/version", 60, what="the Ray dashboard",
+                  headers={"Authorization": f"Bearer {(temp / 'token').read_text()}"})
         yield dict(gcs=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dash}",
                    mlflow=f"http://127.0.0.1:{mlflow_port}", env=env)
     finally:
