@@ -20,7 +20,7 @@ import soundfile as sf
 import yaml
 from mlflow import MlflowClient
 
-from conftest import MlflowServer, _free_port, write_band_layout
+from conftest import MlflowServer, _free_port, wait_http, write_band_layout
 
 pytestmark = pytest.mark.integration
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -62,7 +62,9 @@ def trained(tmp_path_factory):
 
 def test_export_writes_an_onnx_model_equal_to_its_checkpoint_with_its_card(trained):
     out, card = trained["out"], trained["card"]
-    assert {p.name for p in out.iterdir()} == {"model.onnx", "model.int8.onnx", "labels.json", "model.md", "card.json"}
+    int8 = card["int8_check"]["kept"]  # written only when it measured ≥ 1.3x faster than fp32 here
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "labels.json", "model.md", "card.json"} | (
+        {"model.int8.onnx"} if int8 else set())
     assert card["stage"] == "student_500ms" and card["input_ms"] == 500 and card["input_samples"] == 8000  # final student
     assert json.loads((out / "labels.json").read_text()) == card["labels"] and len(card["labels"]) == 12
     eq = card["equivalence"]
@@ -74,7 +76,8 @@ def test_export_writes_an_onnx_model_equal_to_its_checkpoint_with_its_card(train
     assert card["chain_run_id"] == trained["chain_id"]
     for protocol in ("window", "stream", "center"):  # onnxruntime reproduces the stage's own test accuracy
         assert card["onnx"]["fp32"]["test_acc"][protocol] == pytest.approx(stage_run.data.metrics[f"test_acc_{protocol}"])
-        assert 0 <= card["onnx"]["int8"]["test_acc"][protocol] <= 1
+        if int8:
+            assert 0 <= card["onnx"]["int8"]["test_acc"][protocol] <= 1
     manifest = json.loads((Path(client.get_run(trained["chain_id"]).data.tags["pld.run_dir"]) / "stages" /
                            "student_500ms" / "manifest.json").read_text())
     assert card["dataset_sha256"] == manifest["content_sha256"]
@@ -86,7 +89,7 @@ def test_export_writes_an_onnx_model_equal_to_its_checkpoint_with_its_card(train
 
 
 def test_an_export_that_disagrees_with_its_checkpoint_is_refused(trained, tmp_path, monkeypatch):
-    """The exporter is made to write a graph whose front end is off by 20 % in its lowest bins."""
+    """The exporter is made to write a graph whose front end doubles its lowest quarter of bins."""
     import onnx
     from onnx import numpy_helper
 
@@ -96,11 +99,10 @@ def test_an_export_that_disagrees_with_its_checkpoint_is_refused(trained, tmp_pa
     def broken(model, input_samples, path):
         path = export_onnx(model, input_samples, path)
         graph = onnx.load(str(path))
-        basis = next(n for n in graph.graph.node if n.op_type == "Constant" and n.name.startswith("/frontend")
-                     and len(n.attribute[0].t.dims) == 3)
-        bent = numpy_helper.to_array(basis.attribute[0].t).copy()
-        bent[:10] *= 1.2
-        basis.attribute[0].t.CopyFrom(numpy_helper.from_array(bent))
+        for basis in (t for t in graph.graph.initializer if t.name in ("frontend.cos", "frontend.sin")):
+            bent = numpy_helper.to_array(basis).copy()
+            bent[:, :32] *= 2.0  # the lowest quarter of the bins twice as loud
+            basis.CopyFrom(numpy_helper.from_array(bent, basis.name))
         onnx.save(graph, str(path))
         return path
 
@@ -160,15 +162,7 @@ def test_mlflow_models_serve_answers_a_scoring_request_with_the_clips_label(trai
                              env=trained["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
-                break
-            except OSError:
-                assert serve.poll() is None, serve.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "mlflow models serve did not come up"
-                time.sleep(1)
+        wait_http(f"http://127.0.0.1:{port}/ping", 120, serve, "mlflow models serve")
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
                                          data=json.dumps({"inputs": [wave.tolist()]}).encode(),
                                          headers={"Content-Type": "application/json"})
