@@ -92,6 +92,20 @@ class LogMel(torch.nn.Module):
         return spec.real.square() + spec.imag.square()
 
 
+def stft_geometry(logmel: "LogMel") -> tuple:
+    """What an STFT-as-weights front end needs of ``logmel``: n_fft, hop, the mel matrix (float64,
+    ``(n_fft // 2 + 1, n_mels)``), the bins some filter reads, the window centred in n_fft as
+    torch.stft applies it, and its first and one-past-last non-zero taps."""
+    s = logmel.melspec.spectrogram
+    fb = logmel.melspec.mel_scale.fb.detach().double()
+    bins = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1  # bins above the top filter weigh 0
+    window = torch.zeros(s.n_fft, dtype=torch.float64)
+    left = (s.n_fft - s.win_length) // 2
+    window[left:left + s.win_length] = s.window.detach().double()
+    taps = torch.nonzero(window).flatten()
+    return s.n_fft, s.hop_length, fb, bins, window, int(taps.min()), int(taps.max()) + 1
+
+
 class ConvLogMel(torch.nn.Module):
     """The same log-mel features as ``LogMel``, with the STFT as a fixed-weight 1-D convolution
     (a windowed DFT basis): plain Conv/Pad/MatMul operators that any ONNX runtime executes. Only
@@ -101,15 +115,7 @@ class ConvLogMel(torch.nn.Module):
     def __init__(self, logmel: LogMel):
         super().__init__()
         self.cfg = logmel.cfg
-        s = logmel.melspec.spectrogram
-        n_fft, hop = s.n_fft, s.hop_length
-        fb = logmel.melspec.mel_scale.fb.detach().double()  # (n_fft // 2 + 1, n_mels)
-        bins = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1  # bins above the top filter weigh 0
-        window = torch.zeros(n_fft, dtype=torch.float64)  # torch.stft centres a shorter window in n_fft
-        left = (n_fft - s.win_length) // 2
-        window[left:left + s.win_length] = s.window.detach().double()
-        taps = torch.nonzero(window).flatten()
-        first, last = int(taps.min()), int(taps.max()) + 1
+        n_fft, hop, fb, bins, window, first, last = stft_geometry(logmel)
         n = torch.arange(first, last, dtype=torch.float64)
         k = torch.arange(bins, dtype=torch.float64)[:, None]
         angle = 2 * torch.pi * k * n / n_fft
@@ -144,14 +150,7 @@ class FoldedLogMel(torch.nn.Module):
         super().__init__()
         self.cfg = logmel.cfg
         s = logmel.melspec.spectrogram
-        n_fft, hop = s.n_fft, s.hop_length
-        fb = logmel.melspec.mel_scale.fb.detach().double()  # (n_fft // 2 + 1, n_mels)
-        bins = int(torch.nonzero(fb.abs().sum(dim=1)).max()) + 1
-        window = torch.zeros(n_fft, dtype=torch.float64)
-        left = (n_fft - s.win_length) // 2
-        window[left:left + s.win_length] = s.window.detach().double()
-        taps = torch.nonzero(window).flatten()
-        first, last = int(taps.min()), int(taps.max()) + 1
+        n_fft, hop, fb, bins, window, first, last = stft_geometry(logmel)
         centre = n_fft // 2
         if centre - first != last - 1 - centre or not torch.allclose(window.flip(0)[:-1], window[1:], atol=1e-6):
             raise ValueError(f"FoldedLogMel: the window ({s.win_length} of {n_fft} samples) is not symmetric about "
