@@ -29,10 +29,7 @@ import ray.data
 
 from distill.runtime.relabel import COLUMNS, TRAIN_COLUMNS, read_training_crops
 from distill.runtime.session import configure_data
-
-
-def tree_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+from scale import tree_bytes  # benchmarks/scale.py, beside this script
 
 
 def inline_copy(stage_dir: Path, source_dir: Path, out: Path) -> int:

@@ -35,6 +35,7 @@ from distill.core.checkpoint import SPEC, ModelSpec, load_model_dir, save_model_
 from distill.core.crops import num_samples
 from distill.runtime import storage
 from distill.runtime.errors import ResourceWaitTimeout, placement_timed_out
+from distill.runtime.relabel import TRAIN_COLUMNS
 from distill.stages import StageSpec
 
 TRAIN_STATE = "train_state.pt"
@@ -311,9 +312,8 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(train.resource_wait_s)
     started = time.perf_counter()  # the stage's whole training cost: its dataset's read as well as the fit
     # Materialized once: each epoch then streams blocks from the object store instead of
-    # re-reading and re-decoding Parquet.
-    datasets = {"train": data.train_ds.select_columns(["waveform", "teacher_label_index", "teacher_probs",
-                                                       "source_label_index"]).materialize()}
+    # re-reading the source and cutting the crops again.
+    datasets = {"train": data.train_ds.select_columns(["waveform", *TRAIN_COLUMNS]).materialize()}
 
     def trainer(num_workers: int, **extra: Any) -> TorchTrainer:
         return TorchTrainer(
