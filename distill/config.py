@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distill.core.augment import AugmentConfig
 from distill.data.base import DatasetOptions, parse_dataset_options
 from distill.core.features import FeatureConfig
+from distill.methods import baselines
 
 
 class _Strict(BaseModel):
@@ -62,10 +63,22 @@ class ChainConfig(_Strict):
                               "pad (zero-padded to T samples, placed by pad_position).")
     pad_position: Literal["center", "random"] = Field("center", description="teacher_view pad: the crop centred in the "
                                                                             "zeros, or at a seeded random position.")
-    baselines: list[Literal["direct", "one_shot"]] = Field(
+    baselines: list[str] = Field(
         default_factory=lambda: ["direct", "one_shot"],
         description="Baselines at the final length, on the final student's crops with its epochs: direct (clip "
-                    "labels) and one_shot (labels of the full-length teacher).")
+                    "labels), one_shot (labels of the full-length teacher), or any registered method "
+                    "(distill/methods.py).")
+
+    @field_validator("baselines")
+    @classmethod
+    def _registered(cls, v: list[str]) -> list[str]:
+        known = baselines()
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown baseline {name!r}; registered baselines: {', '.join(known)}")
+        if len(set(v)) < len(v):
+            raise ValueError(f"a baseline is named twice in {v}")
+        return v
 
     @field_validator("lengths_ms")
     @classmethod

@@ -5,8 +5,8 @@ whom, on which crops and with which loss. Every per-stage decision is made here,
 ``chain.lengths_ms`` is the whole schedule: its first length is the teacher's (the clip
 length, trained on the clips' own labels), and each later length is a student labelled by
 the stage before it (teacher 1000 → students 900, 800, …, 500 ms, as in the paper). Then the
-baselines at the final length: ``direct`` (clip labels) and ``one_shot`` (labels of the
-teacher), on the very crops of the final student. ``chain.self_distill`` adds a student at
+baselines at the final length, each a registered method (``distill/methods.py``): ``direct``
+(clip labels), ``one_shot`` (labels of the teacher), …, on the very crops of the final student. ``chain.self_distill`` adds a student at
 the teacher's own length, taught by the teacher, before the shorter ones.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Literal
 from distill.config import STAGE_GROUPS, ExperimentConfig, LabelsConfig, TrainConfig
 from distill.core.crops import num_samples, sliding_crop_offsets
 from distill.core.labels import TeacherView
+from distill.methods import PLD, get_method
 
 TEACHER = "teacher"
 
@@ -26,7 +27,7 @@ TEACHER = "teacher"
 class StageSpec:
     name: str
     kind: Literal["teacher", "student", "baseline"]
-    method: Literal["pld", "direct", "one_shot"]
+    method: str  # a registered method (distill/methods.py): where the stage's labels come from
     input_ms: int
     teacher: str | None  # stage whose model labels this stage's crops; None: the clips' own labels
     epochs: int
@@ -93,20 +94,21 @@ def plan_chain(cfg: ExperimentConfig) -> list[StageSpec]:
     teacher_ms, *student_ms = cfg.chain.lengths_ms
     if cfg.chain.self_distill:
         student_ms = [teacher_ms, *student_ms]
-    stages = [_stage(cfg, TEACHER, "teacher", "pld", teacher_ms, None, cfg.train.teacher_epochs or epochs)]
+    stages = [_stage(cfg, TEACHER, "teacher", PLD, teacher_ms, None, cfg.train.teacher_epochs or epochs)]
     for length in student_ms:
-        stages.append(_stage(cfg, f"student_{length}ms", "student", "pld", length, stages[-1].name, epochs))
-    final = stages[-1].input_ms
-    for method in cfg.chain.baselines:
-        teacher = None if method == "direct" else TEACHER
-        stages.append(_stage(cfg, f"{method}_{final}ms", "baseline", method, final, teacher, epochs))
+        stages.append(_stage(cfg, f"student_{length}ms", "student", PLD, length, get_method(PLD).teacher_of(stages),
+                             epochs))
+    chain, final = list(stages), stages[-1].input_ms
+    for name in cfg.chain.baselines:
+        teacher = get_method(name).teacher_of(chain)
+        stages.append(_stage(cfg, f"{name}_{final}ms", "baseline", name, final, teacher, epochs))
     return stages
 
 
 def crops_per_clip(cfg: ExperimentConfig, input_ms: int) -> int:
     """Rows a stage's dataset holds per training clip. A crop as long as the clip is the clip
     itself: one row, whatever ``crops_per_clip`` says (epochs are then passes over the clips)."""
-    return _stage(cfg, "", "student", "pld", input_ms, None, 1).crops_per_clip
+    return _stage(cfg, "", "student", PLD, input_ms, None, 1).crops_per_clip
 
 
 def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:

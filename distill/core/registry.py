@@ -60,9 +60,10 @@ class Registry(Generic[F]):
             known = ", ".join(sorted(self._builders)) or "(none)"
             raise KeyError(f"unknown {self.kind} {name!r}; registered {self.kind}s: {known}") from None
 
-    def names(self) -> list[str]:
+    def names(self, ordered: bool = False) -> list[str]:
+        """Registered names, sorted (``ordered``: in registration order)."""
         self._load_plugins()
-        return sorted(self._builders)
+        return list(self._builders) if ordered else sorted(self._builders)
 
     def __contains__(self, name: str) -> bool:
         self._load_plugins()

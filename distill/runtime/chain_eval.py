@@ -34,7 +34,7 @@ EVAL_COLUMNS = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_
 
 def eval_table(rows: list[dict]) -> str:
     """``pld eval``'s table of the rows ``evaluate_chain`` returns."""
-    return format_table([{**r, **{f"acc_{p}": f"{r[f'acc_{p}']:.4f}" for p in PROTOCOLS}} for r in rows], EVAL_COLUMNS)
+    return format_table(rows, EVAL_COLUMNS)
 
 
 def eval_json(rows: list[dict]) -> list[dict]:
@@ -118,8 +118,7 @@ def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test",
             rows.append({"run_id": run.info.run_id, "stage": run.info.run_name, "kind": tags.get(KIND, ""),
                          "method": tags.get(METHOD, ""), "input_ms": int(tags.get(INPUT_MS, 0)),
                          **{f"acc_{p}": v for p, v in accs.items()}})
-    table = format_table([{**r, **{f"acc_{p}": f"{r[f'acc_{p}']:.4f}" for p in PROTOCOLS}} for r in rows], EVAL_COLUMNS,
-                         markdown=True)
+    table = format_table(rows, EVAL_COLUMNS, markdown=True)
     client.log_text(parent.info.run_id, f"# {prefix}: {options.name} at {options.path}, split {split}\n\n{table}",
                     f"eval/{prefix}.md")
     client.set_tag(parent.info.run_id, f"pld.eval.{prefix}", f"{options.name}:{options.path}")

@@ -15,11 +15,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from distill.methods import get_method, methods
 from distill.names import PROTOCOLS
 
-STYLE = {"pld": dict(color="tab:blue", marker="o", label="PLD (teacher → students)"),
-         "direct": dict(color="tab:red", marker="s", label="direct (clip labels)"),
-         "one_shot": dict(color="tab:green", marker="^", label="one-shot (teacher labels)")}
+
+
+def _styles() -> dict[str, dict]:
+    """Each registered method's colour, marker and legend text (distill/methods.py)."""
+    return {m.name: dict(color=m.color, marker=m.marker, label=m.label) for m in methods()}
 
 
 def _pld_line(rows: list[dict]) -> list[dict]:
@@ -36,7 +39,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _by_method(ax, rows: list[dict], key: str, scale: float = 1.0) -> None:
-    for method, style in STYLE.items():
+    for method, style in _styles().items():
         pts = _pld_line(rows) if method == "pld" else [r for r in rows if r["method"] == method]
         pts = [r for r in pts if r.get(key) is not None and np.isfinite(r[key])]
         if pts:
@@ -90,7 +93,7 @@ def label_agreement(rows: list[dict], path: Path) -> Path:
     """Per relabelled stage: agreement with the clip labels and the shares turned into
     silence / unknown."""
     rows = [r for r in rows if r.get("label_agreement") is not None and r["stage"] != "teacher"
-            and r["method"] != "direct"]
+            and get_method(r["method"]).teacher is not None]  # a stage of clip labels relabelled nothing
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
     x = np.arange(len(rows))
     for k, (key, name) in enumerate([("label_agreement", "agrees with clip label"),
@@ -142,7 +145,7 @@ def training_curves(rows: list[dict], path: Path) -> Path:
     drawn = 0
     for r in rows:
         curves = r.get("curves") or {}
-        style = dict(color=STYLE.get(r["method"], {}).get("color", "grey"),
+        style = dict(color=_styles().get(r["method"], {}).get("color", "grey"),
                      linestyle=styles[lengths.index(r["input_ms"]) % len(styles)] if r["method"] == "pld" else "-")
         for ax, key in zip(axes, ("val_acc", "train_loss")):
             pts = curves.get(key) or []
@@ -170,7 +173,7 @@ def compare_chains(chains: dict[str, list[dict]], path: Path, protocol: str = "s
         colour = colours[i % len(colours)]
         line = [r for r in _pld_line(rows) if r.get(key) is not None]
         ax.plot([r["input_ms"] for r in line], [100 * r[key] for r in line], color=colour, marker="o", label=f"{name} PLD")
-        for method, marker in (("direct", "s"), ("one_shot", "^")):
+        for method, marker in ((m.name, m.marker) for m in methods() if m.is_baseline):
             pts = [r for r in rows if r["method"] == method and r.get(key) is not None]
             ax.plot([r["input_ms"] for r in pts], [100 * r[key] for r in pts], color=colour, marker=marker,
                     linestyle="", markersize=8, label=f"{name} {method.replace('_', '-')}" if pts else None)

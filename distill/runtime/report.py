@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from distill.names import CONFIG_ARTIFACT, CONFUSION_ARTIFACT, INPUT_MS, METHOD, PROTOCOLS
 from distill.runtime import plots
 from distill.runtime.chain_eval import chain_runs
-from distill.runtime.tracking import SUMMARY_COLUMNS, fmt, format_table, summary_row
+from distill.runtime.tracking import COLUMN_FORMATS, SUMMARY_COLUMNS, fmt, format_table, summary_row
 from distill.runtime.errors import tracking_refused
 
 METRICS = ("test_acc_window", "test_acc_stream", "test_acc_center", "test_fa_per_hour_at_90_recall",
@@ -139,7 +139,7 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
     e = html.escape
     cells = lambda vals, tag: "".join(f"<{tag}>{e(str(v))}</{tag}>" for v in vals)  # noqa: E731
     body = [f"<h1>{e(title)}</h1>", "<table><tr>" + cells(SUMMARY_COLUMNS, "th") + "</tr>"]
-    body += ["<tr>" + cells([r[c] for c in SUMMARY_COLUMNS], "td") + "</tr>" for r in rows]
+    body += ["<tr>" + cells([fmt(r[c], COLUMN_FORMATS.get(c)) for c in SUMMARY_COLUMNS], "td") + "</tr>" for r in rows]
     body.append("</table>")
     for heading, caption, png in figures:
         body += [f"<h2>{e(heading)}</h2>", f"<p>{e(caption)}</p>", f'<img src="{e(png.name)}" alt="{e(heading)}">']

@@ -35,7 +35,7 @@ from distill.runtime.relabel import Teacher, dataset_recipe, read_training_crops
 from distill.runtime.resume import finished_stage, retire_unfinished_runs, write_record
 from distill.runtime.shared import find_shared, log_reused_stage, publish, stage_key
 from distill.runtime.source import load_split_arrays
-from distill.runtime.tracking import log_distilled_dataset, log_model, stage_tags, summary_row
+from distill.runtime.tracking import fmt, log_distilled_dataset, log_model, stage_tags, summary_row
 from distill.runtime.train import StageData, train_stage
 from distill.stages import StageSpec, stage_train
 
@@ -246,7 +246,7 @@ def log_step(chain: Chain, stage: StageSpec, model_dir: str, manifest: dict, sum
     row = summary_row(stage.name, stage.method, stage.input_ms, stage.teacher,
                       {**metrics, **({"label_agreement": stats["agreement"]} if "agreement" in stats else {})},
                       mlflow.active_run().info.run_id)
-    chain.say(f"   {stage.name}: test acc window {row['acc_window']}  stream {row['acc_stream']}  "
-              f"center {row['acc_center']}  (relabel {seconds['relabel_seconds']:.0f}s, train "
+    chain.say(f"   {stage.name}: test acc window {fmt(row['acc_window'], '.4f')}  stream {fmt(row['acc_stream'], '.4f')}  "
+              f"center {fmt(row['acc_center'], '.4f')}  (relabel {seconds['relabel_seconds']:.0f}s, train "
               f"{seconds['train_seconds']:.0f}s, eval {seconds['eval_seconds']:.0f}s)")
     return row

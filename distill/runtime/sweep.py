@@ -57,7 +57,7 @@ def _trial(config: dict, *, configs: list[dict], tracking: str, sweep_run_id: st
                        tags={"mlflow.parentRunId": sweep_run_id, SWEEP_POINT: str(point)})
     final = next(r for r in result.rows if r["stage"] == f"student_{cfg.chain.lengths_ms[-1]}ms")
     tune.report({"chain_run_id": result.parent_run_id, "chain_seconds": result.seconds,
-                 **{f"acc_{p}": float(final[f"acc_{p}"]) for p in PROTOCOLS}})
+                 **{f"acc_{p}": final[f"acc_{p}"] for p in PROTOCOLS}})
 
 
 def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]], *, tracking: str | None = None,
@@ -107,17 +107,17 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
             else:
                 m = result.metrics
                 row.update(status="ok", chain_run_id=m["chain_run_id"],
-                           **{f"acc_{p}": f"{m[f'acc_{p}']:.4f}" for p in ("window", "stream", "center")})
+                           **{f"acc_{p}": m[f"acc_{p}"] for p in PROTOCOLS})
             rows.append(row)
         rows.sort(key=lambda r: r["point"])
         done = [r for r in rows if r["status"] == "ok"]
-        best = max(done, key=lambda r: float(r["acc_stream"])) if done else None
+        best = max(done, key=lambda r: r["acc_stream"]) if done else None
         columns = ["point", *grid, "status", "acc_window", "acc_stream", "acc_center", "chain_run_id"]
         table = format_table(rows, columns)
         mlflow.log_text(format_table(rows, columns, markdown=True), "sweep.md")
         mlflow.log_metrics({"trials_ok": len(done), "trials_failed": len(rows) - len(done)})
         if best:
-            mlflow.log_metric("best_acc_stream", float(best["acc_stream"]))
+            mlflow.log_metric("best_acc_stream", best["acc_stream"])
             mlflow.set_tag(BEST_CHAIN, best["chain_run_id"])
     say("\n" + table)
     for r in rows:
@@ -125,7 +125,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
             say(f"point {r['point']} failed: {r['error']}")
     if best:
         say("best (final student, stream protocol): point " + str(best["point"]) + " "
-            + ", ".join(f"{k}={best[k]}" for k in grid) + f" → acc_stream {best['acc_stream']} "
+            + ", ".join(f"{k}={best[k]}" for k in grid) + f" → acc_stream {best['acc_stream']:.4f} "
             f"(chain {best['chain_run_id']})")
     say(f"sweep run id: {sweep.info.run_id}")
     return rows

@@ -10,11 +10,13 @@ import math
 import time
 import warnings
 from pathlib import Path
+from typing import TypedDict
 
 import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
+from distill.methods import PLD, baselines, methods
 from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, STAGE, TEACHER_RUN
 from distill.stages import StageSpec
 
@@ -28,26 +30,39 @@ def stage_tags(stage: StageSpec, teacher_run_id: str | None) -> dict[str, str]:
 
 SUMMARY_COLUMNS = ["stage", "method", "input_ms", "teacher", "acc_window", "acc_stream", "acc_center", "agreement",
                    "train_fit", "fa_per_h@90%", "recall@1fa/h", "macs", "latency_us"]
+# How a number prints in a table, per column; rows keep the numbers themselves (None: not measured).
+COLUMN_FORMATS = {**{f"acc_{p}": ".4f" for p in PROTOCOLS}, "agreement": ".3f", "train_fit": ".3f",
+                  "fa_per_h@90%": ".0f", "recall@1fa/h": ".3f", "macs": ".0f", "latency_us": ".0f"}
 
 
-def fmt(value, spec: str) -> str:
-    """A metric for a table: '-' when it is missing or NaN."""
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+# A stage's line of the summary table, as numbers (None: not measured); ``format_table`` makes the text.
+# `teacher` is the stage that labelled its crops (None: the clips' own labels).
+SummaryRow = TypedDict("SummaryRow", {
+    "stage": str, "method": str, "input_ms": int, "teacher": "str | None",
+    **{f"acc_{p}": "float | None" for p in PROTOCOLS}, "agreement": "float | None", "train_fit": "float | None",
+    "fa_per_h@90%": "float | None", "recall@1fa/h": "float | None", "macs": "float | None",
+    "latency_us": "float | None", "run_id": str})
 
 
-def summary_row(stage: str, method: str, input_ms: int, teacher: str | None, metrics: dict, run_id: str) -> dict:
+def fmt(value, spec: str | None = None) -> str:
+    """A value for a table: '-' when it is missing or NaN, numbers by ``spec``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec) if spec and isinstance(value, (int, float)) else str(value)
+
+
+def summary_row(stage: str, method: str, input_ms: int, teacher: str | None, metrics: dict, run_id: str) -> SummaryRow:
     """A stage's line of the summary table (``pld run`` prints it, ``pld report`` shows it), from
     the metrics the stage run logged. Two different agreements, in their own columns:
     ``agreement``, of a taught stage, its crops' teacher labels with the clips' own labels;
     ``train_fit``, of the teacher, its predictions on its own training clips."""
-    return {"stage": stage, "method": method, "input_ms": input_ms, "teacher": teacher or "-",
-            **{f"acc_{p}": fmt(metrics.get(f"test_acc_{p}"), ".4f") for p in PROTOCOLS},
-            "agreement": fmt(metrics.get("label_agreement") if teacher else None, ".3f"),
-            "train_fit": fmt(None if teacher else metrics.get("train_clip_agreement"), ".3f"),
-            "fa_per_h@90%": fmt(metrics.get("test_fa_per_hour_at_90_recall"), ".0f"),
-            "recall@1fa/h": fmt(metrics.get("test_recall_at_1_fa_per_hour"), ".3f"),
-            "macs": fmt(metrics.get("macs"), ".0f"), "latency_us": fmt(metrics.get("latency_us"), ".0f"),
-            "run_id": run_id}
+    return {"stage": stage, "method": method, "input_ms": input_ms, "teacher": teacher,
+            **{f"acc_{p}": metrics.get(f"test_acc_{p}") for p in PROTOCOLS},
+            "agreement": metrics.get("label_agreement") if teacher else None,
+            "train_fit": None if teacher else metrics.get("train_clip_agreement"),
+            "fa_per_h@90%": metrics.get("test_fa_per_hour_at_90_recall"),
+            "recall@1fa/h": metrics.get("test_recall_at_1_fa_per_hour"),
+            "macs": metrics.get("macs"), "latency_us": metrics.get("latency_us"), "run_id": run_id}
 
 
 def headline_metrics(rows: list[dict]) -> dict[str, float]:
@@ -59,16 +74,16 @@ def headline_metrics(rows: list[dict]) -> dict[str, float]:
         return {}
     shortest = min(r["input_ms"] for r in rows)
     chosen = {"teacher": next((r for r in rows if r["stage"] == "teacher"), None)}
-    for method in ("pld", "direct", "one_shot"):
+    for method in (m.name for m in methods()):
         chosen[method] = next((r for r in rows if r["method"] == method and r["input_ms"] == shortest
                                and r["stage"] != "teacher"), None)
     out: dict[str, float] = {}
     for p in PROTOCOLS:
-        acc = {m: float(r[f"acc_{p}"]) for m, r in chosen.items() if r is not None and r.get(f"acc_{p}", "-") != "-"}
+        acc = {m: r[f"acc_{p}"] for m, r in chosen.items() if r is not None and r.get(f"acc_{p}") is not None}
         out.update({f"{m}_test_acc_{p}": v for m, v in acc.items()})
-        for baseline in ("direct", "one_shot"):
-            if "pld" in acc and baseline in acc:
-                out[f"pld_minus_{baseline}_{p}"] = round(acc["pld"] - acc[baseline], 4)
+        for baseline in baselines():
+            if PLD in acc and baseline in acc:
+                out[f"pld_minus_{baseline}_{p}"] = round(acc[PLD] - acc[baseline], 4)
     return out
 
 
@@ -124,8 +139,11 @@ def log_model(model, model_dir: Path, input_samples: int) -> None:
     mlflow.log_artifacts(str(model_dir), artifact_path="checkpoint")
 
 
-def format_table(rows: list[dict], columns: list[str], markdown: bool = False) -> str:
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+def format_table(rows: list[dict], columns: list[str], markdown: bool = False,
+                 formats: dict[str, str] = COLUMN_FORMATS) -> str:
+    """Rows of values as a text or Markdown table: numbers by ``formats`` per column, a missing
+    value (None, NaN) as '-', a column the row lacks left empty."""
+    cells = [[fmt(r[c], formats.get(c)) if c in r else "" for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
     if markdown:
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

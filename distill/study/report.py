@@ -18,6 +18,7 @@ import numpy as np
 from pathlib import Path
 from typing import Any
 
+from distill.methods import methods
 from distill.study import stats
 from distill.study.records import TEST, CellRecord, correct_by_seed, read_records, same_config
 from distill.study.spec import Study
@@ -244,7 +245,7 @@ def figures(data: dict[str, Any], out: Path) -> list[Path]:
     # teacher at its length first), each baseline as its own marker beside the final length
     protocol = FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    markers = {"direct": "s", "one_shot": "^"}
+    markers = {m.name: m.marker for m in methods() if m.is_baseline}
     for k, cell in enumerate(c for c in data["cells"] if c["stages"]):
         color = f"C{k % 10}"
         pts = sorted(((st["input_ms"], st["accuracy"][TEST][protocol]) for st in cell["stages"]

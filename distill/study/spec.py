@@ -24,7 +24,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 from distill.config import ConfigError, ExperimentConfig, load_config
 from distill.data.base import DatasetOptions, parse_dataset_options
 from distill.names import PROTOCOLS
-from distill.stages import StageSpec, plan_chain
+from distill.methods import methods
+from distill.stages import plan_chain
 
 # Study, axis, level and eval-set names: lower-case, so that a cell id is also a file name on
 # every file system (a case-insensitive one included) and an MLflow tag without escaping.
@@ -41,9 +42,6 @@ NAME = r"^[a-z0-9_-]+$"
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Set by the study itself for every run, so no axis or `set` may set them.
 RESERVED_KEYS = ("seed", "name")
-# The methods a contrast may name: the teacher, and a stage's method (distill/stages.py's
-# StageSpec.method, whose values are also the pld.method tag's, distill/names.py).
-METHODS = ("teacher", *get_args(get_type_hints(StageSpec)["method"]))
 TEST = "test"  # the chain's own test split, always evaluated; an extra eval set may not take its name
 NO_AXES = "base"  # the id of the one cell of a study without axes
 
@@ -147,19 +145,26 @@ class Contrast:
         return stage_name(config, self.a), stage_name(config, self.b)
 
 
-_TERM = r"([a-z_]+)@(\d+)"
+_TERM = r"([a-z_][a-z0-9_]*)@(\d+)"
 _CONTRAST = re.compile(rf"^\s*{_TERM}\s*[-−]\s*{_TERM}\s*$")  # the minus sign as typed, or as typeset
+
+
+def term_methods() -> tuple[str, ...]:
+    """What a contrast's term may name: the teacher, or a registered method (distill/methods.py;
+    also the values of the pld.method tag)."""
+    return ("teacher", *(m.name for m in methods()))
 
 
 def parse_contrast(text: str) -> Contrast:
     """``"pld@500 - direct@500"`` → Contrast; ValueError saying what is wrong otherwise."""
+    known = term_methods()
     match = _CONTRAST.match(text) if isinstance(text, str) else None
     if not match:
-        raise ValueError(f"{text!r} is not METHOD@MS - METHOD@MS (methods: {', '.join(METHODS)})")
+        raise ValueError(f"{text!r} is not METHOD@MS - METHOD@MS (methods: {', '.join(known)})")
     a, b = Term(match[1], int(match[2])), Term(match[3], int(match[4]))
     for term in (a, b):
-        if term.method not in METHODS:
-            raise ValueError(f"{text!r}: unknown method {term.method!r} (methods: {', '.join(METHODS)})")
+        if term.method not in known:
+            raise ValueError(f"{text!r}: unknown method {term.method!r} (methods: {', '.join(known)})")
     if a == b:
         raise ValueError(f"{text!r} compares {a} with itself")
     return Contrast(a, b)
