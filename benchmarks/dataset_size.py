@@ -27,8 +27,8 @@ from pathlib import Path
 import ray
 import ray.data
 
-from distill.runtime.relabel import COLUMNS, TRAIN_COLUMNS, read_training_crops
-from distill.runtime.session import configure_data
+from distill.runtime.execution.relabel import COLUMNS, TRAIN_COLUMNS, read_training_crops
+from distill.runtime.infra.session import configure_data
 from scale import tree_bytes  # benchmarks/scale.py, beside this script
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.core.export import OnnxSpotter  # noqa: E402
 from distill.names import SILENCE, UNKNOWN  # noqa: E402
-from distill.runtime.predict import MERGE_MS, detect, merge_events, operating_point, window_scores  # noqa: E402
-from distill.runtime.source import load_split_arrays  # noqa: E402
+from distill.runtime.deployment.predict import MERGE_MS, detect, merge_events, operating_point, window_scores  # noqa: E402
+from distill.runtime.execution.source import load_split_arrays  # noqa: E402
 
 RATE = 16000
 

@@ -410,9 +410,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from distill.core.augment import AugmentConfig
     from distill.core.labels import TeacherView
-    from distill.runtime.relabel import Teacher, read_training_crops, relabel_crops
-    from distill.runtime.session import init_ray
-    from distill.runtime.train import StageData, train_stage
+    from distill.runtime.execution.relabel import Teacher, read_training_crops, relabel_crops
+    from distill.runtime.infra.session import init_ray
+    from distill.runtime.execution.train import StageData, train_stage
     from distill.stages import StageSpec
 
     run_dir = Path(qs["run_dir"])

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"data: {problem} (the dry run could not read the dataset; fix data.path, or run "
                               "where the data is)")
         return 0
-    from distill.runtime.chain import run_chain
+    from distill.runtime.execution.chain import run_chain
 
     run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, new=args.new,
               share_stages=args.share_stages)
@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from distill.runtime.sweep import parse_grid, run_sweep
+    from distill.runtime.analysis.sweep import parse_grid, run_sweep
 
     if args.max_concurrent < 1:
         raise ValueError("--max-concurrent must be at least 1")
@@ -82,8 +82,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from distill.runtime.chain import run_chain
-    from distill.runtime.resume import chain_config
+    from distill.runtime.execution.chain import run_chain
+    from distill.runtime.infra.resume import chain_config
 
     cfg = chain_config(args.run_id, args.tracking_uri)
     run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, resume_run_id=args.run_id)
@@ -133,7 +133,7 @@ def _voices_arg(value: str | None) -> int | str | None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from distill.data.base import parse_data_spec
-    from distill.runtime.chain_eval import eval_json, eval_table, evaluate_chain
+    from distill.runtime.execution.chain_eval import eval_json, eval_table, evaluate_chain
 
     options = parse_data_spec(args.data)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print  # noqa: E731 (stdout stays JSON)
@@ -147,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from distill.runtime.report import report_chain
+    from distill.runtime.analysis.report import report_chain
 
     html = report_chain(args.run_id, args.out, tracking=args.tracking_uri)
     print(f"report: {html} (with report.md and its PNGs beside it); logged as artifacts report/ of run {args.run_id}")
@@ -155,14 +155,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from distill.runtime.report import compare_chains
+    from distill.runtime.analysis.report import compare_chains
 
     print(compare_chains(args.run_ids, tracking=args.tracking_uri, out_dir=args.out))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distill.runtime.export import export_run
+    from distill.runtime.deployment.export import export_run
 
     export_run(args.run_id, stage=args.stage, out=args.out, register=args.register, int8=args.int8,
                tracking=args.tracking_uri)
@@ -170,7 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from distill.runtime.predict import load_model, predict_files
+    from distill.runtime.deployment.predict import load_model, predict_files
 
     if args.hop_ms <= 0:
         raise ValueError(f"--hop-ms {args.hop_ms}: must be positive")
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from distill.config import ConfigError
 
-    from distill.runtime.errors import StepError, describe_os_error
+    from distill.runtime.infra.errors import StepError, describe_os_error
 
     try:
         return args.func(args)
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         print("pld: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from distill.runtime.errors import (refused_message, step_error_within, tracking_message, tracking_refused,
+        from distill.runtime.infra.errors import (refused_message, step_error_within, tracking_message, tracking_refused,
                                             tracking_unreachable)
 
         if not (tracking_unreachable(exc) or tracking_refused(exc)):

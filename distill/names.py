@@ -21,7 +21,7 @@ STAGES = "pld.stages"  # a chain's stage names in plan order, comma-separated
 RUN_DIR = "pld.run_dir"
 FINGERPRINT = "pld.config_fingerprint"
 SUPERSEDED = "pld.superseded"
-REUSED_FROM = "pld.reused_from"  # a stage run that reuses another chain's finished stage (runtime/shared.py)
+REUSED_FROM = "pld.reused_from"  # a stage run that reuses another chain's finished stage (runtime/execution/shared.py)
 SWEEP_POINT = "pld.sweep_point"
 BEST_CHAIN = "pld.best_chain_run_id"
 

@@ -1,6 +1,6 @@
 """The PLD stage chain as data: which models are trained, at which input length, taught by
 whom, on which crops and with which loss. Every per-stage decision is made here, once, in
-``plan_chain``; the runtime (``runtime/stage.py``) only carries a ``StageSpec`` out.
+``plan_chain``; the runtime (``runtime/execution/stage.py``) only carries a ``StageSpec`` out.
 
 ``chain.lengths_ms`` is the whole schedule: its first length is the teacher's (the clip
 length, trained on the clips' own labels), and each later length is a student labelled by
@@ -137,7 +137,7 @@ def describe_run(cfg: ExperimentConfig) -> tuple[str, str | None]:
     import yaml
 
     from distill.data.base import build_source_index
-    from distill.runtime.manifest import config_fingerprint
+    from distill.runtime.infra.manifest import config_fingerprint
 
     resolved = cfg.model_dump(mode="json")
     lines = [f"# resolved config (fingerprint {config_fingerprint(resolved)})",

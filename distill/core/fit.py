@@ -2,7 +2,7 @@
 one training epoch (augmentation, the hard, soft or mixed-label loss, precision), validation,
 weight averaging, and the state a checkpoint holds to continue.
 
-This is the one training loop. ``runtime/train.py`` runs it under Ray Train and adds only what
+This is the one training loop. ``runtime/execution/train.py`` runs it under Ray Train and adds only what
 Ray adds (a dataset shard, the all-reduce of counts, reports, checkpoints and restarts);
 ``benchmarks/throughput.py`` runs it without Ray to measure what Ray costs.
 """

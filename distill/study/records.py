@@ -69,7 +69,7 @@ def same_config(recorded: dict[str, Any], config: ExperimentConfig) -> bool:
 def cell_fingerprint(config: ExperimentConfig) -> str:
     """What a run computes, as a hash: two runs with the same fingerprint give the same
     numbers, so a finished one is reused. Not the chain's ``pld.config_fingerprint`` tag
-    (distill/runtime/manifest.py), which keeps the run's name and storage."""
+    (distill/runtime/infra/manifest.py), which keeps the run's name and storage."""
     return fingerprint_of(config.model_dump(mode="json"))
 
 

@@ -2,13 +2,13 @@
 
 For each (cell, seed), in the study's order: if ``records_dir`` already holds its record with
 the cell's resolved config (records.same_config), the run is reused, never retrained. Otherwise
-its chain runs through the platform (``runtime/chain.py:run_chain``: Ray, MLflow; a chain
+its chain runs through the platform (``runtime/execution/chain.py:run_chain``: Ray, MLflow; a chain
 left unfinished by a stopped study is resumed there), its MLflow chain run tagged with the
 study, cell and seed; then every stage's model predicts every clip of the chain's test split
 and of each of the study's ``eval:`` sets, under every protocol, and the record (metrics and
 label statistics from the stage runs, per-epoch validation curves, predictions per clip) is
 written at once. A stopped study loses only the chain in flight. Chains share stages
-(``runtime/shared.py``): a teacher or baseline whose inputs another cell already trained from,
+(``runtime/execution/shared.py``): a teacher or baseline whose inputs another cell already trained from,
 in the same storage root, is reused, not trained again.
 """
 
@@ -117,7 +117,7 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
             break
         say(f"study {study.name}: {where}: running chain {cfg.name} (fingerprint {fingerprint})")
         t = time.perf_counter()
-        from distill.runtime.chain import run_chain
+        from distill.runtime.execution.chain import run_chain
 
         result = run_chain(cfg, tracking=tracking, address=address, say=say, verbose=verbose,
                            tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed),
@@ -143,8 +143,8 @@ def study_run(study: Study, tracking: str | None) -> str:
     it, and its contrasts are logged to it, so the MLflow UI shows a study as one row."""
     import mlflow
 
-    from distill.runtime.session import tracking_uri
-    from distill.runtime.tracking import use_experiment
+    from distill.runtime.infra.session import tracking_uri
+    from distill.runtime.execution.tracking import use_experiment
 
     cfg = study.resolved(study.cells()[0], study.seeds[0])
     mlflow.set_tracking_uri(tracking_uri(cfg, tracking))
@@ -202,10 +202,10 @@ def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, res
 
     from distill.core.checkpoint import load_model_dir
     from distill.core.crops import num_samples
-    from distill.runtime import storage
-    from distill.runtime.chain_eval import eval_set_clips
-    from distill.runtime.evaluate import predict_model_dir
-    from distill.runtime.source import load_split_clips
+    from distill.runtime.infra import storage
+    from distill.runtime.execution.chain_eval import eval_set_clips
+    from distill.runtime.execution.evaluate import predict_model_dir
+    from distill.runtime.execution.source import load_split_clips
     from distill.stages import plan_chain
 
     client = mlflow.MlflowClient()  # run_chain pointed mlflow at the chain's store

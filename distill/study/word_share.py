@@ -74,7 +74,7 @@ def stage_share_table(data_dir: str, bounds: pd.DataFrame, sample_rate: int) -> 
     """``share_table`` of a stage's distilled dataset (its Parquet directory, local or a storage URI)."""
     import pyarrow.parquet as pq
 
-    from distill.runtime import storage
+    from distill.runtime.infra import storage
 
     fs, path = storage.filesystem(data_dir)
     crops = pq.read_table(path, filesystem=fs, columns=["clip_id", "offset", "length", "source_label",

@@ -15,7 +15,7 @@ from ray.util.state import list_tasks
 
 from distill.config import RelabelConfig
 from distill.core.labels import TeacherView
-from distill.runtime.relabel import Teacher, relabel_crops
+from distill.runtime.execution.relabel import Teacher, relabel_crops
 from distill.stages import StageSpec
 
 root, out, address = sys.argv[1:4]

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from distill.data.synth import synthesize_corpus
 
-from distill.runtime.relabel import FORMAT
+from distill.runtime.execution.relabel import FORMAT
 
 pytestmark = pytest.mark.integration
 # Just above chance (1/12): the tiny two-epoch models are barely trained, so a real threshold would

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.runtime.session import configure_data
-from distill.runtime.source import read_split
+from distill.runtime.infra.session import configure_data
+from distill.runtime.execution.source import read_split
 
 
 def test_reads_make_a_few_blocks_per_cpu_not_hundreds_of_tiny_ones(local_ray, tmp_path):

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from conftest import write_sc_layout
-from distill.runtime.manifest import is_sealed
-from distill.runtime.resume import RECORD
+from distill.runtime.infra.manifest import is_sealed
+from distill.runtime.infra.resume import RECORD
 
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 

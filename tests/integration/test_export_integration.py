@@ -93,7 +93,7 @@ def test_an_export_that_disagrees_with_its_checkpoint_is_refused(trained, tmp_pa
     import onnx
     from onnx import numpy_helper
 
-    import distill.runtime.export as export
+    import distill.runtime.deployment.export as export
     from distill.core.export import ExportError, export_onnx
 
     def broken(model, input_samples, path):
@@ -136,8 +136,8 @@ def test_the_registered_version_carries_the_card_and_loads_by_alias(trained):
 def correct_clips(trained) -> list[tuple[np.ndarray, str]]:
     """Test clips (float) of distinct keywords that the exported model labels correctly."""
     from distill.core.export import OnnxSpotter
-    from distill.runtime.serving import decide_clips
-    from distill.runtime.source import load_split_arrays
+    from distill.runtime.deployment.serving import decide_clips
+    from distill.runtime.execution.source import load_split_arrays
 
     card = trained["card"]
     run_dir = MlflowClient(trained["server"].uri).get_run(trained["chain_id"]).data.tags["pld.run_dir"]

@@ -26,11 +26,11 @@ from distill.config import EvalConfig, RelabelConfig, TrainConfig, load_config
 from distill.core.checkpoint import ModelSpec, save_model_dir
 from distill.core.labels import TeacherView
 from distill.data.base import build_source_index
-from distill.runtime.manifest import IntegrityError, is_sealed, read_manifest, seal
-from distill.runtime.relabel import Teacher, read_training_crops, relabel_crops
-from distill.runtime.session import init_ray
-from distill.runtime.source import load_split_arrays, write_source_dataset
-from distill.runtime.train import StageData, train_stage
+from distill.runtime.infra.manifest import IntegrityError, is_sealed, read_manifest, seal
+from distill.runtime.execution.relabel import Teacher, read_training_crops, relabel_crops
+from distill.runtime.infra.session import init_ray
+from distill.runtime.execution.source import load_split_arrays, write_source_dataset
+from distill.runtime.execution.train import StageData, train_stage
 from distill.stages import StageSpec
 
 pytestmark = pytest.mark.integration

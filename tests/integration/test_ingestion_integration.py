@@ -19,8 +19,8 @@ from distill.config import load_config
 from distill.data.audio import WHOLE_FILE
 from distill.data.base import DatasetOptions, SourceIndex, build_source_index, parse_dataset_options, register_dataset
 from distill.data.check import DataError, scan
-from distill.runtime.chain import run_chain
-from distill.runtime.source import QUARANTINE, write_source_dataset
+from distill.runtime.execution.chain import run_chain
+from distill.runtime.execution.source import QUARANTINE, write_source_dataset
 
 pytestmark = pytest.mark.integration
 

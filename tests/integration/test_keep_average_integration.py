@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from conftest import write_sc_layout
 from distill.core.checkpoint import WEIGHTS, load_model_dir
-from distill.runtime.train import TRAIN_STATE
+from distill.runtime.execution.train import TRAIN_STATE
 
 pytestmark = pytest.mark.integration
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]

@@ -20,9 +20,9 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import Gate, write_sc_layout
-from distill.runtime import storage
-from distill.runtime.manifest import IntegrityError, is_sealed, verify
-from distill.runtime.resume import finished_stage
+from distill.runtime.infra import storage
+from distill.runtime.infra.manifest import IntegrityError, is_sealed, verify
+from distill.runtime.infra.resume import finished_stage
 
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 OUTAGE_S = 20

@@ -94,7 +94,7 @@ def test_a_password_in_a_uri_is_refused_and_never_echoed(tmp_path, sc_root, caps
 
 
 def test_the_tracking_password_comes_from_the_file_the_environment_names(tmp_path, monkeypatch):
-    from distill.runtime.session import resolve_tracking_uri
+    from distill.runtime.infra.session import resolve_tracking_uri
 
     for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(var, "-")  # recorded, so what the code under test sets is undone after it
@@ -120,10 +120,10 @@ def test_the_tracking_password_comes_from_the_file_the_environment_names(tmp_pat
 
 def test_export_writes_int8_only_when_asked(monkeypatch):
     """int8 is opt-in: on the CPUs measured it is slower than fp32 and a little less accurate."""
-    import distill.runtime.export
+    import distill.runtime.deployment.export
 
     calls = []
-    monkeypatch.setattr(distill.runtime.export, "export_run", lambda run_id, **kw: calls.append((run_id, kw["int8"])))
+    monkeypatch.setattr(distill.runtime.deployment.export, "export_run", lambda run_id, **kw: calls.append((run_id, kw["int8"])))
     assert main(["export", "abc123"]) == 0 and main(["export", "abc123", "--int8"]) == 0
     assert calls == [("abc123", False), ("abc123", True)]
 

@@ -34,8 +34,8 @@ def test_a_new_baseline_is_one_registration(from_750ms):
                                                                       "student_750ms")
     assert stage.view is not None and stage.input_ms == 500  # a taught stage: the teacher's view and loss apply
 
-    from distill.runtime.plots import _styles
-    from distill.runtime.tracking import headline_metrics
+    from distill.runtime.analysis.plots import _styles
+    from distill.runtime.execution.tracking import headline_metrics
     from distill.study.spec import parse_contrast
 
     assert _styles()["from_750ms"] == dict(color="tab:purple", marker="D", label="from the 750 ms student")

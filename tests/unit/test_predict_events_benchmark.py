@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.runtime.predict import Detection
+from distill.runtime.deployment.predict import Detection
 
 spec = importlib.util.spec_from_file_location(
     "predict_events", Path(__file__).resolve().parents[2] / "benchmarks" / "predict_events.py")

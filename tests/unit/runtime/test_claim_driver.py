@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from distill.runtime.resume import DRIVER, claim_driver
+from distill.runtime.infra.resume import DRIVER, claim_driver
 
 HOST = socket.gethostname()
 

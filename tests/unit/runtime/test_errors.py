@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from distill.runtime.errors import StepError, step
+from distill.runtime.infra.errors import StepError, step
 
 S3_DOWN = ("When listing objects under key 'runs/x/model' in bucket 'b': AWS Error NETWORK_CONNECTION during "
            "ListObjectsV2 operation: curlCode: 7, Could not connect to server")
@@ -50,7 +50,7 @@ def test_find_run_tells_a_missing_run_from_a_refusal(tmp_path):
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
-    from distill.runtime.errors import find_run
+    from distill.runtime.infra.errors import find_run
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError) as missing:

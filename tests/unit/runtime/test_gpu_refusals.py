@@ -9,7 +9,7 @@ import re
 import pytest
 
 from distill.config import ConfigError, load_config
-from distill.runtime import session
+from distill.runtime.infra import session
 
 CPU_ONLY = [{"CPU": 8.0, "memory": 8e9}]
 WITH_GPUS = [{"CPU": 8.0, "GPU": 4.0, "memory": 8e9}]

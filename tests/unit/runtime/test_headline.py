@@ -1,10 +1,10 @@
-"""The chain run's headline metrics (runtime/tracking.py: headline_metrics)."""
+"""The chain run's headline metrics (runtime/execution/tracking.py: headline_metrics)."""
 
 from __future__ import annotations
 
 import math
 
-from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, headline_metrics, summary_row
+from distill.runtime.execution.tracking import SUMMARY_COLUMNS, format_table, headline_metrics, summary_row
 
 
 def _row(stage, method, input_ms, stream, window=None):
@@ -54,7 +54,7 @@ def test_the_evaluation_dataset_survives_a_concurrent_insert(tmp_path, monkeypat
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
-    from distill.runtime import tracking
+    from distill.runtime.execution import tracking
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
     real, calls = mlflow.log_input, []

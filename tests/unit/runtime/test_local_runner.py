@@ -1,4 +1,4 @@
-"""The local runner's checkpoints (runtime/train.py): which are whole, which one a stage keeps,
+"""The local runner's checkpoints (runtime/execution/train.py): which are whole, which one a stage keeps,
 and when a stage trains in the driver at all."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from distill.config import TrainConfig
-from distill.runtime import train as train_module
-from distill.runtime.train import COMPLETE, kept_local_checkpoint, local_checkpoints, runs_locally
+from distill.runtime.execution import train as train_module
+from distill.runtime.execution.train import COMPLETE, kept_local_checkpoint, local_checkpoints, runs_locally
 
 
 def write_checkpoint(root, epoch, val_acc, complete=True):
@@ -44,9 +44,9 @@ def test_only_whole_checkpoints_count_and_the_kept_one_follows_train_keep(tmp_pa
     ({"runner": "local"}, 3, True),
 ])
 def test_auto_trains_in_the_driver_only_for_one_cpu_worker_on_one_node(monkeypatch, options, nodes, expected):
-    import distill.runtime.session
+    import distill.runtime.infra.session
 
-    monkeypatch.setattr(distill.runtime.session, "alive_nodes", lambda: [{"CPU": 2.0}] * nodes)
+    monkeypatch.setattr(distill.runtime.infra.session, "alive_nodes", lambda: [{"CPU": 2.0}] * nodes)
     assert runs_locally(TrainConfig(**options)) is expected
     # inside an actor (a Tune trial of pld sweep), auto never trains in the process
     monkeypatch.setattr(train_module, "inside_an_actor", lambda: True)

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from distill.config import load_config
-from distill.runtime.manifest import config_fingerprint, IntegrityError, is_sealed, seal, tree_sha256, verify
+from distill.runtime.infra.manifest import config_fingerprint, IntegrityError, is_sealed, seal, tree_sha256, verify
 
 
 def make_dataset(root, rows=b"rows"):

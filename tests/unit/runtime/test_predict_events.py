@@ -1,11 +1,11 @@
 """pld predict's events: one detection per run of windows above the threshold, at its peak, and
-non-maximum suppression over a keyword's detections (runtime/predict.py)."""
+non-maximum suppression over a keyword's detections (runtime/deployment/predict.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from distill.runtime.predict import Detection, detect, merge_events
+from distill.runtime.deployment.predict import Detection, detect, merge_events
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 
@@ -35,7 +35,7 @@ def test_merging_keeps_the_strongest_detection_of_a_keyword_within_the_window():
 def test_the_operating_point_is_chosen_by_false_alarms_per_hour():
     import pytest
 
-    from distill.runtime.predict import operating_point
+    from distill.runtime.deployment.predict import operating_point
 
     points = [{"threshold": 0.1, "fa_per_hour": 400.0, "recall": 0.95}, {"threshold": 0.5, "fa_per_hour": 9.0,
               "recall": 0.7}, {"threshold": 0.8, "fa_per_hour": 0.5, "recall": 0.4}]
@@ -54,7 +54,7 @@ def test_the_operating_point_is_chosen_by_false_alarms_per_hour():
 def test_model_that_is_no_model_says_what_model_may_be(tmp_path):
     import pytest
 
-    from distill.runtime.predict import load_model
+    from distill.runtime.deployment.predict import load_model
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
     for model, what in ((notes, "a file"), (tmp_path, "a folder without model.onnx"),
@@ -67,7 +67,7 @@ def test_model_that_is_no_model_says_what_model_may_be(tmp_path):
 
 
 def test_no_real_time_factor_when_nothing_was_read(tmp_path, capsys):
-    from distill.runtime.predict import predict_files
+    from distill.runtime.deployment.predict import predict_files
     card = {"operating_points": [], "threshold": 0.5, "sample_rate": 16000, "input_samples": 8000}
     code = predict_files(None, card, [str(tmp_path / "missing.wav")], threshold=0.5, say=lambda line: None)
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.core.labels import keep_confident, TeacherView
-from distill.runtime.relabel import _apply_teacher, dataset_label_stats, LabelJob
+from distill.runtime.execution.relabel import _apply_teacher, dataset_label_stats, LabelJob
 
 
 class _Recorder(torch.nn.Module):
@@ -72,7 +72,7 @@ def test_referenced_crops_are_the_source_samples_in_the_rows_order():
     """Rows reference crops (clip, offset); cutting them from a batch of source clips gives each
     row's samples, rows of one clip in their written order, clips in the batch's order, and no
     row for a clip no row references (every crop of it dropped)."""
-    from distill.runtime.relabel import cut_referenced_crops
+    from distill.runtime.execution.relabel import cut_referenced_crops
 
     waves = np.arange(3 * 20, dtype=np.int16).reshape(3, 20)  # clip c{i}: samples 20·i … 20·i + 19
     clip_ids = np.array(["c2", "c0", "c2", "c0", "c2"], dtype=object)  # written order, clips interleaved

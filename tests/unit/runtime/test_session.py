@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from distill.runtime.session import bundles_that_fit, largest_node
+from distill.runtime.infra.session import bundles_that_fit, largest_node
 
 
 def test_bundles_fit_per_node_not_per_cluster_total():
@@ -23,7 +23,7 @@ def test_bundles_fit_per_node_not_per_cluster_total():
 
 def test_credentials_in_the_environments_uri_move_to_the_clients_variables_and_elsewhere_are_refused(monkeypatch):
     from distill.config import split_credentials
-    from distill.runtime.session import resolve_tracking_uri
+    from distill.runtime.infra.session import resolve_tracking_uri
 
     for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD_FILE"):
         monkeypatch.setenv(var, "-")  # recorded, so what the code under test sets is undone after it
@@ -41,7 +41,7 @@ def test_credentials_in_the_environments_uri_move_to_the_clients_variables_and_e
 def test_quiet_logs_drop_the_false_hang_warning_and_keep_the_others(caplog):
     import logging
 
-    from distill.runtime.session import quiet_logs
+    from distill.runtime.infra.session import quiet_logs
 
     quiet_logs()
     quiet_logs()  # twice: one filter, not two
@@ -57,7 +57,7 @@ def test_quiet_logs_drop_the_false_hang_warning_and_keep_the_others(caplog):
 def test_ray_data_progress_bars_only_when_verbose():
     import ray.data
 
-    from distill.runtime.session import configure_data
+    from distill.runtime.infra.session import configure_data
 
     configure_data()
     assert ray.data.DataContext.get_current().enable_progress_bars is False

@@ -1,4 +1,4 @@
-"""Stage keys (distill/runtime/shared.py): two chains share a finished stage exactly when its
+"""Stage keys (distill/runtime/execution/shared.py): two chains share a finished stage exactly when its
 inputs are the same, and any input it reads makes another key."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from distill.config import ExperimentConfig
-from distill.runtime.shared import stage_key
+from distill.runtime.execution.shared import stage_key
 from distill.stages import plan_chain
 
 BASE = {"chain": {"lengths_ms": [1000, 750, 500], "baselines": ["direct", "one_shot"]},
@@ -76,7 +76,7 @@ def test_the_source_identity_is_the_corpus_not_the_chain(tmp_path) -> None:
 
     from conftest import write_sc_layout
     from distill.data.base import build_source_index, parse_dataset_options
-    from distill.runtime.shared import source_identity
+    from distill.runtime.execution.shared import source_identity
 
     words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "bed"]
     corpus = write_sc_layout(tmp_path / "c", words, ["aaaaaaaa", "bbbbbbbb", "cccccccc"],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.runtime import storage
-from distill.runtime.manifest import IntegrityError, seal, tree_sha256, verify
+from distill.runtime.infra import storage
+from distill.runtime.infra.manifest import IntegrityError, seal, tree_sha256, verify
 
 
 def _write_tree(root: str) -> None:

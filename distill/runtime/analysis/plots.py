@@ -1,7 +1,7 @@
 """The report's figures, from plain numbers (no MLflow, no Ray): one function per PNG.
 
 Each takes a list of stage rows — dicts with ``stage``, ``method`` (pld, direct, one_shot),
-``input_ms`` and the metrics of ``distill.runtime.evaluate`` — and writes one PNG. The
+``input_ms`` and the metrics of ``distill.runtime.execution.evaluate`` — and writes one PNG. The
 headless Agg backend: a report renders on a cluster node without a display.
 """
 

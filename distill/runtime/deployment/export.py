@@ -25,10 +25,10 @@ from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, che
 from distill.core.models import count_macs, latency_per_decision
 from distill.core.protocols import predict
 from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, TEACHER_RUN, UNKNOWN
-from distill.runtime import storage
-from distill.runtime.chain_eval import chain_runs
-from distill.runtime.serving import LogPosteriors
-from distill.runtime.errors import find_run
+from distill.runtime.infra import storage
+from distill.runtime.execution.chain_eval import chain_runs
+from distill.runtime.deployment.serving import LogPosteriors
+from distill.runtime.infra.errors import find_run
 
 ONNX_FILE, INT8_FILE, LABELS_FILE, CARD_FILE, CARD_JSON = "model.onnx", "model.int8.onnx", "labels.json", "model.md", "card.json"
 ALIAS = "current"  # MLflow reserves "latest"; models:/NAME/latest is MLflow's own newest version
@@ -86,8 +86,8 @@ def accuracies(model, waves: np.ndarray, labels: np.ndarray, input_samples: int,
 def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None = None, register: str | None = None,
                int8: bool = False, tracking: str | None = None, say: Callable[[str], None] = print) -> dict:
     """Export a stage's model; returns its card (also written, with the ONNX files, to ``out``)."""
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
-    from distill.runtime.source import load_split_arrays
+    from distill.runtime.infra.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.execution.source import load_split_arrays
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
@@ -219,8 +219,8 @@ def register_model(card: dict, out: Path, name: str) -> str:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from distill.runtime.serving import KeywordSpotterModel
-    from distill.runtime.tracking import PIP_REQUIREMENTS
+    from distill.runtime.deployment.serving import KeywordSpotterModel
+    from distill.runtime.execution.tracking import PIP_REQUIREMENTS
 
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),

@@ -1,14 +1,14 @@
 """One stage of a chain: ``run_stage`` carries out a ``StageSpec`` in four steps, top to bottom:
 
 relabel  the stage's distilled dataset: crops of the training clips labelled by its teacher
-         (``runtime/relabel.py`` on Ray Data), sealed with a manifest — or, when a resumed
+         (``runtime/execution/relabel.py`` on Ray Data), sealed with a manifest — or, when a resumed
          chain sealed it for this very stage and teacher, reused;
-train    the stage's model on it (``runtime/train.py`` on Ray Train), the best epoch on validation;
-evaluate its test metrics under every protocol (``runtime/evaluate.py``);
+train    the stage's model on it (``runtime/execution/train.py`` on Ray Train), the best epoch on validation;
+evaluate its test metrics under every protocol (``runtime/execution/evaluate.py``);
 log      metrics, model and the summary row to the stage's nested MLflow run.
 
 Every decision (crops, labels, loss) was made in ``stages.plan_chain``; ``Chain`` holds what
-all stages of one chain share, set up once by ``runtime/chain.py``.
+all stages of one chain share, set up once by ``runtime/execution/chain.py``.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from distill.core.augment import NoiseBank, RoomBank
 from distill.core.checkpoint import ModelSpec, load_model_dir
 from distill.core.crops import num_samples
 from distill.names import CONFUSION_ARTIFACT
-from distill.runtime import storage
-from distill.runtime.errors import step
-from distill.runtime.evaluate import evaluate_model_dir, evaluate_task
-from distill.runtime.manifest import is_sealed, seal, tree_sha256, verify
-from distill.runtime.relabel import Teacher, dataset_recipe, read_training_crops, relabel_crops
-from distill.runtime.resume import finished_stage, retire_unfinished_runs, write_record
-from distill.runtime.shared import find_shared, log_reused_stage, publish, stage_key
-from distill.runtime.source import load_split_arrays
-from distill.runtime.tracking import fmt, log_distilled_dataset, log_model, stage_tags, summary_row
-from distill.runtime.train import StageData, train_stage
+from distill.runtime.infra import storage
+from distill.runtime.infra.errors import step
+from distill.runtime.execution.evaluate import evaluate_model_dir, evaluate_task
+from distill.runtime.infra.manifest import is_sealed, seal, tree_sha256, verify
+from distill.runtime.execution.relabel import Teacher, dataset_recipe, read_training_crops, relabel_crops
+from distill.runtime.infra.resume import finished_stage, retire_unfinished_runs, write_record
+from distill.runtime.execution.shared import find_shared, log_reused_stage, publish, stage_key
+from distill.runtime.execution.source import load_split_arrays
+from distill.runtime.execution.tracking import fmt, log_distilled_dataset, log_model, stage_tags, summary_row
+from distill.runtime.execution.train import StageData, train_stage
 from distill.stages import StageSpec, stage_train
 
 
@@ -57,10 +57,10 @@ class Chain:
     say: Callable[[str], None]
     resuming: bool
     rooms: RoomBank | None = None  # room responses for train.augment's reverberation (None: none)
-    share: bool = False  # reuse a stage that another chain finished from the same inputs (runtime/shared.py)
+    share: bool = False  # reuse a stage that another chain finished from the same inputs (runtime/execution/shared.py)
     source_id: str = ""  # shared.source_identity of the corpus the source was read from
     models: dict[str, Teacher] = field(default_factory=dict)  # finished stage → its model and run
-    keys: dict[str, str] = field(default_factory=dict)  # stage → its stage key (runtime/shared.py)
+    keys: dict[str, str] = field(default_factory=dict)  # stage → its stage key (runtime/execution/shared.py)
 
     @property
     def source_dir(self) -> str:

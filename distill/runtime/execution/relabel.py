@@ -29,9 +29,9 @@ from distill.names import MANIFEST
 from distill.core.crops import crop_batch, cut_crops, pad_to
 from distill.core.labels import TeacherView, label_stats
 from distill.config import RelabelConfig
-from distill.runtime import storage
-from distill.runtime.manifest import IntegrityError, read_manifest, verify
-from distill.runtime.source import read_split
+from distill.runtime.infra import storage
+from distill.runtime.infra.manifest import IntegrityError, read_manifest, verify
+from distill.runtime.execution.source import read_split
 from distill.stages import StageSpec
 
 COLUMNS = ("clip_id", "crop_index", "offset", "length", "source_label", "source_label_index", "speaker",

@@ -33,9 +33,9 @@ from ray.util.queue import Empty, Queue
 from distill.config import EvalConfig, TrainConfig
 from distill.core.checkpoint import SPEC, ModelSpec, load_model_dir, save_model_dir
 from distill.core.crops import num_samples
-from distill.runtime import storage
-from distill.runtime.errors import ResourceWaitTimeout, placement_timed_out
-from distill.runtime.relabel import TRAIN_COLUMNS
+from distill.runtime.infra import storage
+from distill.runtime.infra.errors import ResourceWaitTimeout, placement_timed_out
+from distill.runtime.execution.relabel import TRAIN_COLUMNS
 from distill.stages import StageSpec
 
 TRAIN_STATE = "train_state.pt"
@@ -175,7 +175,7 @@ def runs_locally(train: TrainConfig) -> bool:
         return train.runner == "local"
     from ray.util.client import ray as client
 
-    from distill.runtime.session import alive_nodes
+    from distill.runtime.infra.session import alive_nodes
 
     # a Ray Client driver (ray://) is not on the cluster: its stages train there; a Tune trial
     # (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
@@ -194,7 +194,7 @@ def _pending_placement() -> str | None:
     """What Ray Train's placement groups still wait for (``None``: nothing is pending)."""
     from ray.util import placement_group_table
 
-    from distill.runtime.session import alive_nodes, describe_nodes, describe_resources
+    from distill.runtime.infra.session import alive_nodes, describe_nodes, describe_resources
 
     pending = [pg for pg in placement_group_table().values() if pg.get("state") == "PENDING"]
     if not pending:

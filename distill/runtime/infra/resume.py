@@ -16,9 +16,9 @@ import mlflow
 from mlflow.entities import RunStatus
 
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, SUPERSEDED
-from distill.runtime import storage
-from distill.runtime.manifest import tree_sha256
-from distill.runtime.errors import tracking_refused
+from distill.runtime.infra import storage
+from distill.runtime.infra.manifest import tree_sha256
+from distill.runtime.infra.errors import tracking_refused
 
 RECORD, DRIVER = "stage.json", "driver.json"
 
@@ -99,7 +99,7 @@ def chain_config(run_id: str, tracking: str | None = None):
     import yaml
 
     from distill.config import ExperimentConfig
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.infra.session import quiet_logs, resolve_tracking_uri
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))

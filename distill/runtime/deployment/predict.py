@@ -27,7 +27,7 @@ import numpy as np
 from distill.core.export import OnnxSpotter
 from distill.data.audio import AudioError, ClipPolicy, audio_frames, load_clip
 from distill.names import SILENCE, UNKNOWN
-from distill.runtime.errors import tracking_refused
+from distill.runtime.infra.errors import tracking_refused
 
 BATCH = 256
 PROGRESS_AFTER_S = 60.0  # files longer than this report progress
@@ -64,7 +64,7 @@ def load_model(model: str, tracking: str | None = None, say: Callable[[str], Non
         return OnnxSpotter(model), json.loads(card_path.read_text())
     import mlflow
 
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.infra.session import quiet_logs, resolve_tracking_uri
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
@@ -79,7 +79,7 @@ def load_model(model: str, tracking: str | None = None, say: Callable[[str], Non
         if not hasattr(python_model, "spotter"):
             raise ValueError(f"{model}: not a model registered by `pld export --register`")
         return python_model.spotter, python_model.card
-    from distill.runtime.export import ONNX_FILE, export_run
+    from distill.runtime.deployment.export import ONNX_FILE, export_run
 
     out = Path(tempfile.mkdtemp(prefix="pld-predict-"))
     card = export_run(model, out=out, int8=False, tracking=tracking, say=lambda line: None)

@@ -2,7 +2,7 @@
 
 ``pld report RUN_ID`` reads the chain's stage runs (their metrics, the confusion matrices they
 logged as ``eval/confusion.json``) and writes ``report.html`` (no external resources; it
-references its PNGs beside it), ``report.md`` and the PNGs of ``runtime/plots.py`` to a directory,
+references its PNGs beside it), ``report.md`` and the PNGs of ``runtime/analysis/plots.py`` to a directory,
 then logs them under ``report/`` of the chain's run. ``pld compare`` prints several chains'
 accuracies side by side, with the config values they differ in.
 """
@@ -20,10 +20,10 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from distill.names import CONFIG_ARTIFACT, CONFUSION_ARTIFACT, INPUT_MS, METHOD, PROTOCOLS
-from distill.runtime import plots
-from distill.runtime.chain_eval import chain_runs
-from distill.runtime.tracking import COLUMN_FORMATS, SUMMARY_COLUMNS, fmt, format_table, summary_row
-from distill.runtime.errors import tracking_refused
+from distill.runtime.analysis import plots
+from distill.runtime.execution.chain_eval import chain_runs
+from distill.runtime.execution.tracking import COLUMN_FORMATS, SUMMARY_COLUMNS, fmt, format_table, summary_row
+from distill.runtime.infra.errors import tracking_refused
 
 METRICS = ("test_acc_window", "test_acc_stream", "test_acc_center", "test_fa_per_hour_at_90_recall",
            "test_recall_at_1_fa_per_hour", "macs", "latency_us", "label_agreement", "relabel_to_silence",
@@ -157,7 +157,7 @@ def write_report(report: ChainReport, out_dir: Path, protocol: str = "stream") -
 def report_chain(run_id: str, out_dir: str | Path | None = None, tracking: str | None = None) -> Path:
     """Write the report of chain ``run_id`` (to ``out_dir``, else a temporary directory) and log it
     as artifacts ``report/`` of the chain's run; returns the HTML's path."""
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.infra.session import quiet_logs, resolve_tracking_uri
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
@@ -175,7 +175,7 @@ def compare_chains(run_ids: list[str], tracking: str | None = None, out_dir: str
     chain's accuracy under every protocol (window/stream/center) and its false accepts per hour
     at 90 % recall. A run id given twice is compared once, with a note. ``out_dir``: also
     ``compare.png``, stream accuracy against input length, one colour per chain."""
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.infra.session import quiet_logs, resolve_tracking_uri
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))

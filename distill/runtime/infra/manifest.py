@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.names import MANIFEST
-from distill.runtime import storage
+from distill.runtime.infra import storage
 
 
 

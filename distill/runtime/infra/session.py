@@ -130,7 +130,7 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
         if not verbose:
-            kwargs["runtime_env"] = {"worker_process_setup_hook": "distill.runtime.quiet.quiet_worker"}
+            kwargs["runtime_env"] = {"worker_process_setup_hook": "distill.runtime.infra.quiet.quiet_worker"}
         # Relabel tasks run in Ray's pooled worker processes, which keep torch imported and the
         # teacher cached. While a stage trains, Ray Train's actors (controller, workers, helpers)
         # push the process count over Ray's soft limit (num_cpus) and the idle pooled workers are

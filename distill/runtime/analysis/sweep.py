@@ -19,7 +19,7 @@ import yaml
 
 from distill.names import BEST_CHAIN, KIND, PROTOCOLS, SWEEP_POINT
 from distill.config import ConfigError, ExperimentConfig, load_config
-from distill.runtime.tracking import format_table, use_experiment
+from distill.runtime.execution.tracking import format_table, use_experiment
 
 
 
@@ -49,7 +49,7 @@ def _trial(config: dict, *, configs: list[dict], tracking: str, sweep_run_id: st
     """Runs inside a Tune trial actor: one whole chain, nested under the sweep's MLflow run."""
     from ray import tune
 
-    from distill.runtime.chain import run_chain
+    from distill.runtime.execution.chain import run_chain
 
     point = config["point"]
     cfg = ExperimentConfig.model_validate(configs[point])
@@ -65,7 +65,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
               say: Callable[[str], None] = print) -> list[dict]:
     from ray import tune
 
-    from distill.runtime.session import check_resources, init_ray, tracking_uri
+    from distill.runtime.infra.session import check_resources, init_ray, tracking_uri
 
     points = grid_points(grid)
     configs = []

@@ -105,7 +105,7 @@ def log_chain_headline(summary_md: str, rows: list[dict], data_path: str, data_n
             mlflow.log_input(dataset, context="evaluation")
             return
         except mlflow.exceptions.MlflowException as exc:
-            from distill.runtime.errors import tracking_refused
+            from distill.runtime.infra.errors import tracking_refused
 
             if tracking_refused(exc) or attempt == 2:
                 raise
@@ -171,7 +171,7 @@ def use_experiment(name: str) -> None:
     """Make ``name`` the active MLflow experiment (created if missing), marked as model training."""
     import mlflow
 
-    from distill.runtime.errors import tracking_refused
+    from distill.runtime.infra.errors import tracking_refused
 
     experiment = mlflow.set_experiment(name)
     # again by id: when another chain created it at the same moment, MLflow (3.17) returns the

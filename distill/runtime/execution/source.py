@@ -27,7 +27,7 @@ from distill.data.audio import ClipPolicy, load_clip
 from distill.data.base import QUARANTINE_COLUMNS, DatasetOptions, SourceIndex
 from distill.data.check import check_bad_fraction, quarantine_reasons
 from distill.core.features import num_samples
-from distill.runtime import storage
+from distill.runtime.infra import storage
 
 _QUARANTINE_SPLIT = "_quarantine_"  # partition prefix of rows that did not decode; removed after the write
 

@@ -25,9 +25,9 @@ from distill.core.checkpoint import load_model_dir
 from distill.data.base import DatasetOptions, SourceIndex, build_source_index
 from distill.data.check import check_bad_fraction, describe, quarantine_reasons, scan
 from distill.core.features import num_samples
-from distill.runtime.evaluate import evaluate_model_dir, predict_model_dir
-from distill.runtime.tracking import format_table
-from distill.runtime.errors import find_run, tracking_refused
+from distill.runtime.execution.evaluate import evaluate_model_dir, predict_model_dir
+from distill.runtime.execution.tracking import format_table
+from distill.runtime.infra.errors import find_run, tracking_refused
 
 EVAL_COLUMNS = ["stage", "method", "input_ms", "acc_window", "acc_stream", "acc_center"]
 
@@ -80,7 +80,7 @@ def _select(index: SourceIndex, split: str, model_labels: list[str], say: Callab
 def evaluate_chain(run_id: str, options: DatasetOptions, *, split: str = "test", name: str | None = None,
                    tracking: str | None = None, say: Callable[[str], None] = print) -> list[dict]:
     """Evaluate every stage model of chain ``run_id`` on ``options``' ``split``; log and return one row per model."""
-    from distill.runtime.session import quiet_logs, resolve_tracking_uri
+    from distill.runtime.infra.session import quiet_logs, resolve_tracking_uri
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
@@ -162,7 +162,7 @@ def held_out_parts(cfg) -> dict[str, DatasetOptions]:
     """The held-out parts the chain's corpus has (none for a corpus that is not synthesized here)."""
     from distill.data.base import parse_dataset_options
 
-    from distill.runtime import storage
+    from distill.runtime.infra import storage
 
     path = str(cfg.data.path)
     if cfg.data.name != "speech_commands" or storage.is_uri(path):
@@ -179,7 +179,7 @@ def evaluate_held_out_parts(cfg, model_dirs: dict[str, str], run_ids: dict[str, 
     parts = held_out_parts(cfg) if cfg.eval.held_out_parts else {}
     if not parts:
         return []
-    from distill.runtime import storage
+    from distill.runtime.infra import storage
 
     client = mlflow.MlflowClient()
     hop = num_samples(cfg.eval.stream_hop_ms, cfg.data.sample_rate)

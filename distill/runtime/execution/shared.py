@@ -23,8 +23,8 @@ import mlflow
 
 from distill.config import NOT_RESULTS, ExperimentConfig, semantic_config
 from distill.names import REUSED_FROM
-from distill.runtime import storage
-from distill.runtime.resume import finished_stage
+from distill.runtime.infra import storage
+from distill.runtime.infra.resume import finished_stage
 from distill.stages import StageSpec
 
 SHARED_DIR = "shared-stages"

@@ -25,7 +25,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     from distill.names import SILENCE, UNKNOWN
     from distill.core.detection import keyword_spotting_metrics
     from distill.core.models import count_macs, latency_per_decision
-    from distill.runtime import storage
+    from distill.runtime.infra import storage
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
@@ -82,7 +82,7 @@ def predict_model_dir(model_dir: str, waveforms: np.ndarray, *, hop_samples: int
     import torch
 
     from distill.core.checkpoint import load_model_dir
-    from distill.runtime import storage
+    from distill.runtime.infra import storage
 
     if len(waveforms) == 0:
         return {protocol: np.zeros(0, np.int64) for protocol in protocols}

@@ -1,12 +1,12 @@
 """``pld run``: the whole PLD chain on Ray, recorded in MLflow.
 
 One stage through the files: ``run_chain`` (here) plans the chain with ``stages.plan_chain``,
-writes the sealed source dataset (``runtime/source.py``, Ray Data) and opens the chain's MLflow
-run; then for each ``StageSpec``, ``runtime/stage.py:run_stage`` relabels
-(``runtime/relabel.py`` with ``core/crops.py`` and ``core/labels.py``) → trains
-(``runtime/train.py`` with ``core/models.py`` and ``core/augment.py``) → evaluates
-(``runtime/evaluate.py`` with ``core/protocols.py`` and ``core/detection.py``) → logs
-(``runtime/tracking.py``) in a nested run. It ends with the summary table, printed and logged.
+writes the sealed source dataset (``runtime/execution/source.py``, Ray Data) and opens the chain's MLflow
+run; then for each ``StageSpec``, ``runtime/execution/stage.py:run_stage`` relabels
+(``runtime/execution/relabel.py`` with ``core/crops.py`` and ``core/labels.py``) → trains
+(``runtime/execution/train.py`` with ``core/models.py`` and ``core/augment.py``) → evaluates
+(``runtime/execution/evaluate.py`` with ``core/protocols.py`` and ``core/detection.py``) → logs
+(``runtime/execution/tracking.py``) in a nested run. It ends with the summary table, printed and logged.
 
 A chain survives its driver: every dataset is sealed (manifest with a content hash, written
 last) and every finished stage leaves a record (``resume.py``). Run again — ``pld resume``,
@@ -30,16 +30,16 @@ from distill.data.audio import load_recordings
 from distill.data.base import build_source_index
 from distill.data.check import describe
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, QUARANTINE, RUN_CONFIG, RUN_DIR, STAGES, SUMMARY_ARTIFACT
-from distill.runtime import storage
-from distill.runtime.chain_eval import evaluate_held_out_parts
-from distill.runtime.errors import find_run, step
-from distill.runtime.manifest import config_fingerprint, is_sealed, seal, verify
-from distill.runtime.resume import claim_driver, find_unfinished_chain
-from distill.runtime.shared import source_identity
-from distill.runtime.session import check_resources, init_ray, tracking_uri
-from distill.runtime.source import load_split_arrays, write_source_dataset
-from distill.runtime.stage import Chain, run_stage
-from distill.runtime.tracking import SUMMARY_COLUMNS, format_table, log_chain_headline, ui_link, use_experiment
+from distill.runtime.infra import storage
+from distill.runtime.execution.chain_eval import evaluate_held_out_parts
+from distill.runtime.infra.errors import find_run, step
+from distill.runtime.infra.manifest import config_fingerprint, is_sealed, seal, verify
+from distill.runtime.infra.resume import claim_driver, find_unfinished_chain
+from distill.runtime.execution.shared import source_identity
+from distill.runtime.infra.session import check_resources, init_ray, tracking_uri
+from distill.runtime.execution.source import load_split_arrays, write_source_dataset
+from distill.runtime.execution.stage import Chain, run_stage
+from distill.runtime.execution.tracking import SUMMARY_COLUMNS, format_table, log_chain_headline, ui_link, use_experiment
 from distill.stages import plan_chain
 
 
@@ -58,7 +58,7 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
               new: bool = False, tags: dict[str, str] | None = None, share_stages: bool = False) -> ChainResult:
     """Run (or resume) a chain. ``tags`` are added to a new chain's run (``mlflow.parentRunId``
     among them nests it under another run, a sweep's). ``share_stages``: a stage that another
-    chain in the same storage root finished from the same inputs is reused (runtime/shared.py)."""
+    chain in the same storage root finished from the same inputs is reused (runtime/execution/shared.py)."""
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = tracking_uri(cfg, tracking)

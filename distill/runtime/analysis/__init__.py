@@ -1,0 +1,1 @@
+"""Reading chains back: reports, their figures, comparisons, sweeps of chains."""
