@@ -154,8 +154,8 @@ def plateau(curve: list[float]) -> tuple[float | None, float | None]:
     return curve[-1], curve[-1] - curve[-1 - back]
 
 
-def markdown(data: dict[str, Any]) -> str:
-    protocols = data["protocols"]
+def _header(data: dict[str, Any]) -> list[str]:
+    """What the report covers: records, cells, seeds, code, and what is missing or left out."""
     lines = [f"# Study {data['study']}", ""]
     n_records = sum(len(c["seeds"]) for c in data["cells"])
     lines.append(f"{n_records} record(s) of {len(data['cells'])} cell(s) × {len(data['seeds'])} seed(s); "
@@ -166,10 +166,12 @@ def markdown(data: dict[str, Any]) -> str:
     not_run = [c["cell"] for c in data["cells"] if not c["seeds"]]
     if not_run:
         lines.append(f"Cells with no record yet (left out of the tables): {', '.join(not_run)}.")
-    for line in data["left_out"]:
-        lines.append(f"- left out: {line}")
-    lines.append("")
-    lines.append("Mean ± 95 % CI (Student t over seeds) of the accuracy per clip.")
+    lines += [f"- left out: {line}" for line in data["left_out"]]
+    return lines + ["", "Mean ± 95 % CI (Student t over seeds) of the accuracy per clip."]
+
+
+def _accuracy_tables(data: dict[str, Any]) -> list[str]:
+    protocols, lines = data["protocols"], []
     for ev in data["eval_sets"]:
         lines += ["", f"## Accuracy on {ev}", "",
                   "| cell | stage | method@ms | seeds | " + " | ".join(protocols) + " | label agreement |",
@@ -182,47 +184,68 @@ def markdown(data: dict[str, Any]) -> str:
                              f"{max((acc[p]['n'] for p in protocols), default=0)} | "
                              + " | ".join(_pm(_f(acc[p]["mean"]), _f(acc[p]["ci95"])) for p in protocols)
                              + f" | {_pm(_f(ag['mean']), _f(ag['ci95']))} |")
-    if data["contrasts"]:
-        lines += ["", "## Contrasts", "",
-                  "Paired by seed: mean of the per-seed differences ± 95 % CI (t). Per clip: the paired "
-                  "bootstrap over test clips (95 % percentile interval), the test set's own noise. "
-                  "Power: seeds a paired t-test (α 0.05, power 0.8) needs to resolve 0.03 and 0.05 "
-                  "at the measured spread."]
-        for ev in data["eval_sets"]:
-            rows = [c for c in data["contrasts"] if c["eval"] == ev and c["n"]]  # cells with no seed yet: left out
-            lines += ["", f"### On {ev}", "",
-                      "| contrast | cell | protocol | seeds | paired by seed | per-clip bootstrap | power |",
-                      "|---|---|---|---|---|---|---|"]
-            for c in rows:
-                boot = c["bootstrap"]
-                boot_text = ("–" if boot["diff"] is None else
-                             f"{boot['diff']:+.3f} [{boot['lo']:+.3f}, {boot['hi']:+.3f}]")
-                lines.append(f"| {c['contrast']} | {c['cell']} | {c['protocol']} | {c['n']} | "
-                             f"{_pm(_f(c['mean']), _f(c['ci95']), signed=True)} | {boot_text} | {c['power']} |")
+    return lines
+
+
+def _contrast_tables(data: dict[str, Any]) -> list[str]:
+    if not data["contrasts"]:
+        return []
+    lines = ["", "## Contrasts", "",
+             "Paired by seed: mean of the per-seed differences ± 95 % CI (t). Per clip: the paired "
+             "bootstrap over test clips (95 % percentile interval), the test set's own noise. "
+             "Power: seeds a paired t-test (α 0.05, power 0.8) needs to resolve 0.03 and 0.05 "
+             "at the measured spread."]
+    for ev in data["eval_sets"]:
+        rows = [c for c in data["contrasts"] if c["eval"] == ev and c["n"]]  # cells with no seed yet: left out
+        lines += ["", f"### On {ev}", "",
+                  "| contrast | cell | protocol | seeds | paired by seed | per-clip bootstrap | power |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in rows:
+            boot = c["bootstrap"]
+            boot_text = ("–" if boot["diff"] is None else
+                         f"{boot['diff']:+.3f} [{boot['lo']:+.3f}, {boot['hi']:+.3f}]")
+            lines.append(f"| {c['contrast']} | {c['cell']} | {c['protocol']} | {c['n']} | "
+                         f"{_pm(_f(c['mean']), _f(c['ci95']), signed=True)} | {boot_text} | {c['power']} |")
+    return lines
+
+
+def _word_share_table(shares: list[tuple[str, dict]]) -> list[str]:
+    if not shares:
+        return []
+    lines = ["", "## Labels against the word", "",
+             f"Every training crop of a word clip, over all seeds: of the crops holding at least {MOST:.0%} "
+             f"of their word, the share whose label is the word's; of those holding less than {LITTLE:.0%}, "
+             "the share labelled silence or unknown. Direct learning keeps the clip's label whatever the crop "
+             "holds.", "",
+             f"| cell | stage | crops ≥ {MOST * 100:.0f} % | keep the word | crops < {LITTLE * 100:.0f} % | "
+             "silence or unknown |", "|---|---|---|---|---|---|"]
+    share = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731 (no crops in that range: no share)
+    for cell_id, st in shares:
+        ws = st["word_share"]
+        lines.append(f"| {cell_id} | {st['stage']} | {ws['crops_most']} | {share(ws['most_keep_word'])} | "
+                     f"{ws['crops_little']} | {share(ws['little_to_silence_or_unknown'])} |")
+    return lines
+
+
+def _convergence_table(curves: list[tuple[str, dict]]) -> list[str]:
+    if not curves:
+        return []
+    lines = ["", "## Convergence", "",
+             f"Validation accuracy (stream, mean over seeds) at the last epoch, and its change over the last "
+             f"{PLATEAU_SHARE:.0%} of the epochs: a stage still climbing has not converged.", "",
+             "| cell | stage | epochs | last val_acc | change |", "|---|---|---|---|---|"]
+    for cell_id, st in curves:
+        last, change = plateau(st["val_curve"])
+        lines.append(f"| {cell_id} | {st['stage']} | {len(st['val_curve'])} | {_f(last):.3f} | "
+                     + ("–" if change is None else f"{change:+.3f}") + " |")
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
     shares = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("word_share")]
-    if shares:
-        lines += ["", "## Labels against the word", "",
-                  f"Every training crop of a word clip, over all seeds: of the crops holding at least {MOST:.0%} "
-                  f"of their word, the share whose label is the word's; of those holding less than {LITTLE:.0%}, "
-                  "the share labelled silence or unknown. Direct learning keeps the clip's label whatever the crop "
-                  "holds.", "",
-                  f"| cell | stage | crops ≥ {MOST * 100:.0f} % | keep the word | crops < {LITTLE * 100:.0f} % | "
-                  "silence or unknown |", "|---|---|---|---|---|---|"]
-        share = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731 (no crops in that range: no share)
-        for cell_id, st in shares:
-            ws = st["word_share"]
-            lines.append(f"| {cell_id} | {st['stage']} | {ws['crops_most']} | {share(ws['most_keep_word'])} | "
-                         f"{ws['crops_little']} | {share(ws['little_to_silence_or_unknown'])} |")
     curves = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("val_curve")]
-    if curves:
-        lines += ["", "## Convergence", "",
-                  f"Validation accuracy (stream, mean over seeds) at the last epoch, and its change over the last "
-                  f"{PLATEAU_SHARE:.0%} of the epochs: a stage still climbing has not converged.", "",
-                  "| cell | stage | epochs | last val_acc | change |", "|---|---|---|---|---|"]
-        for cell_id, st in curves:
-            last, change = plateau(st["val_curve"])
-            lines.append(f"| {cell_id} | {st['stage']} | {len(st['val_curve'])} | {_f(last):.3f} | "
-                         + ("–" if change is None else f"{change:+.3f}") + " |")
+    lines = [*_header(data), *_accuracy_tables(data), *_contrast_tables(data), *_word_share_table(shares),
+             *_convergence_table(curves)]
     lines += ["", "## Figures", "", f"![accuracy by input length]({ACCURACY_FIGURE})", "",
               f"![contrasts]({CONTRAST_FIGURE})", ""] + ([f"![validation curves]({CURVES_FIGURE})", ""] if curves else [])
     if shares:
@@ -234,17 +257,27 @@ def _f(x: float | None) -> float:
     return math.nan if x is None else x
 
 
-def figures(data: dict[str, Any], out: Path) -> list[Path]:
+def _plt():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # a report renders on a cluster node without a display
     import matplotlib.pyplot as plt
 
-    paths = []
-    # accuracy against input length (stream, test split): per cell, PLD's chain as a line (the
-    # teacher at its length first), each baseline as its own marker beside the final length
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def accuracy_figure(data: dict[str, Any], path: Path) -> Path:
+    """Accuracy against input length (stream, test split): per cell, PLD's chain as a line (the
+    teacher at its length first), each baseline as its own marker beside the final length."""
     protocol = FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _plt().subplots(figsize=(7.5, 4.5))
     markers = {m.name: m.marker for m in methods() if m.is_baseline}
     for k, cell in enumerate(c for c in data["cells"] if c["stages"]):
         color = f"C{k % 10}"
@@ -269,15 +302,14 @@ def figures(data: dict[str, Any], out: Path) -> list[Path]:
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
-    paths.append(out / ACCURACY_FIGURE)
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    return _save(fig, path)
 
-    # each contrast per cell, paired by seed with its CI, one marker per protocol (test split)
+
+def contrast_figure(data: dict[str, Any], path: Path) -> Path:
+    """Each contrast per cell, paired by seed with its CI, one marker per protocol (test split)."""
     names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"]))
-    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(max(4.5, 1.4 * len(data["cells"]) + 2) * max(1, len(names)),
-                                                              3.8), squeeze=False)
+    fig, axes = _plt().subplots(1, max(1, len(names)), squeeze=False,
+                                figsize=(max(4.5, 1.4 * len(data["cells"]) + 2) * max(1, len(names)), 3.8))
     cell_ids = [c["cell"] for c in data["cells"]]
     for ax, name in zip(axes[0], names or ["(no contrasts)"]):
         for j, p in enumerate(data["protocols"]):
@@ -294,56 +326,59 @@ def figures(data: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("difference (paired by seed, 95 % CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / CONTRAST_FIGURE)
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    return _save(fig, path)
 
-    # validation curves: one panel per stage, one line per cell (mean over seeds)
+
+def curves_figure(data: dict[str, Any], path: Path) -> Path | None:
+    """Validation curves: one panel per stage, one line per cell (mean over seeds); None without curves."""
     stage_names = list(dict.fromkeys(st["stage"] for c in data["cells"] for st in c["stages"] if st.get("val_curve")))
-    if stage_names:
-        cols = min(4, len(stage_names))
-        rows = math.ceil(len(stage_names) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
-        for ax, name in zip(axes.flat, stage_names):
-            for cell in data["cells"]:
-                for st in cell["stages"]:
-                    if st["stage"] == name and st.get("val_curve"):
-                        ax.plot(range(1, len(st["val_curve"]) + 1), st["val_curve"], label=cell["cell"])
-            ax.set_title(name, fontsize=9)
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-        for ax in axes.flat[len(stage_names):]:
-            ax.axis("off")
-        axes[0][0].set_ylabel("validation accuracy (stream)")
-        axes[0][0].legend(fontsize=6)
-        fig.tight_layout()
-        paths.append(out / CURVES_FIGURE)
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+    if not stage_names:
+        return None
+    cols = min(4, len(stage_names))
+    rows = math.ceil(len(stage_names) / cols)
+    fig, axes = _plt().subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for ax, name in zip(axes.flat, stage_names):
+        for cell in data["cells"]:
+            for st in cell["stages"]:
+                if st["stage"] == name and st.get("val_curve"):
+                    ax.plot(range(1, len(st["val_curve"]) + 1), st["val_curve"], label=cell["cell"])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(stage_names):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("validation accuracy (stream)")
+    axes[0][0].legend(fontsize=6)
+    return _save(fig, path)
 
-    # labels against the share of the word a crop holds: the first cell's stages, one panel each
+
+def word_share_figure(data: dict[str, Any], path: Path) -> Path | None:
+    """Labels against the share of the word a crop holds: the first cell's stages, one panel
+    each; None when no record has word shares."""
     first = next((c for c in data["cells"] if any(st.get("word_share") for st in c["stages"])), None)
-    if first is not None:
-        stages = [st for st in first["stages"] if st.get("word_share")]
-        fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False, sharey=True)
-        for ax, st in zip(axes[0], stages):
-            table = st["word_share"]["table"]
-            edges = np.asarray(table["edges"])
-            centres = (edges[:-1] + edges[1:]) / 2
-            counts = np.asarray([table[k] for k in OUTCOMES], float)
-            shares = counts / np.maximum(counts.sum(axis=0), 1)
-            ax.stackplot(centres, shares, labels=[o.replace("word", "the word's label") for o in OUTCOMES], alpha=0.8)
-            ax.set_title(st["stage"], fontsize=9)
-            ax.set_xlabel("share of the word in the crop")
-            ax.set_xlim(0, 1)
-        axes[0][0].set_ylabel(f"labels ({first['cell']})")
-        axes[0][-1].legend(fontsize=6, loc="lower right")
-        fig.tight_layout()
-        paths.append(out / WORD_SHARE_FIGURE)
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
-    return paths
+    if first is None:
+        return None
+    stages = [st for st in first["stages"] if st.get("word_share")]
+    fig, axes = _plt().subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False, sharey=True)
+    for ax, st in zip(axes[0], stages):
+        table = st["word_share"]["table"]
+        edges = np.asarray(table["edges"])
+        centres = (edges[:-1] + edges[1:]) / 2
+        counts = np.asarray([table[k] for k in OUTCOMES], float)
+        shares = counts / np.maximum(counts.sum(axis=0), 1)
+        ax.stackplot(centres, shares, labels=[o.replace("word", "the word's label") for o in OUTCOMES], alpha=0.8)
+        ax.set_title(st["stage"], fontsize=9)
+        ax.set_xlabel("share of the word in the crop")
+        ax.set_xlim(0, 1)
+    axes[0][0].set_ylabel(f"labels ({first['cell']})")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    return _save(fig, path)
+
+
+def figures(data: dict[str, Any], out: Path) -> list[Path]:
+    paths = [accuracy_figure(data, out / ACCURACY_FIGURE), contrast_figure(data, out / CONTRAST_FIGURE),
+             curves_figure(data, out / CURVES_FIGURE), word_share_figure(data, out / WORD_SHARE_FIGURE)]
+    return [p for p in paths if p is not None]
 
 
 def write_report(study: Study, records_dir: str | Path, out: str | Path, n_boot: int = 2000) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from distill.config import ExperimentConfig
 from distill.names import KIND, REUSED_FROM
@@ -122,7 +122,7 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
         result = run_chain(cfg, tracking=tracking, address=address, say=say, verbose=verbose,
                            tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed),
                                  "mlflow.parentRunId": parent}, share_stages=True)
-        record = chain_record(study, cell, seed, cfg, result, commit=commit, dirty=dirty, say=say,
+        record = chain_record(study, cell, cfg, result, commit=commit, dirty=dirty, say=say,
                               eval_cache=eval_cache)
         path = write_record(records_dir, record)
         summary.ran.append((cell.id, seed))
@@ -193,33 +193,42 @@ def log_contrasts(study: Study, records_dir: str | Path, run_id: str) -> int:
     return len(metrics)
 
 
-def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, result, *, commit: str, dirty: bool,
+def chain_record(study: Study, cell: Cell, cfg: ExperimentConfig, result, *, commit: str, dirty: bool,
                  say: Callable[[str], None] = print, eval_cache: dict | None = None) -> CellRecord:
-    """The record of a finished chain (``result``, a ``ChainResult``): its stages' metrics and
-    label statistics from their MLflow runs, and every stage's per-clip predictions on the test
-    split and the study's eval sets."""
+    """The record of a finished chain (``result``, a ``ChainResult``; its seed is ``cfg.seed``):
+    its stages' metrics and label statistics from their MLflow runs, and every stage's per-clip
+    predictions on the test split and the study's eval sets."""
+    from distill.core.checkpoint import load_model_dir
+    from distill.runtime.infra import storage
+    from distill.stages import plan_chain
+
+    plan = plan_chain(cfg)
+    _, spec = load_model_dir(storage.local_copy(result.model_dirs[plan[0].name]))
+    labels = list(spec.labels)
+    stages = stage_entries(cfg, plan, result)
+    sets = eval_clips(study, cfg, result, labels, eval_cache if eval_cache is not None else {}, say)
+    evals = {name: predict_clips(cfg, plan, result.model_dirs, name, clips, say) for name, clips in sets.items()}
+    return CellRecord(study=study.name, cell_id=cell.id, levels=dict(cell.levels), seed=cfg.seed,
+                      fingerprint=cell_fingerprint(cfg), commit=commit, dirty=dirty,
+                      resolved_config=cfg.model_dump(mode="json"), labels=labels, stages=stages, evals=evals)
+
+
+def stage_entries(cfg: ExperimentConfig, plan: list, result) -> list[dict]:
+    """Per stage of the chain: its metrics, label statistics and curves from its MLflow run, and
+    its labels against the share of the word each crop holds (a synthesized corpus only)."""
     import mlflow
 
-    from distill.core.checkpoint import load_model_dir
-    from distill.core.crops import num_samples
     from distill.runtime.infra import storage
-    from distill.runtime.execution.chain_eval import eval_set_clips
-    from distill.runtime.execution.evaluate import predict_model_dir
-    from distill.runtime.execution.source import load_split_clips
-    from distill.stages import plan_chain
 
     client = mlflow.MlflowClient()  # run_chain pointed mlflow at the chain's store
     run_ids = {row["stage"]: row["run_id"] for row in result.rows}
-    plan = plan_chain(cfg)
-    model_dirs = result.model_dirs
-    _, spec = load_model_dir(storage.local_copy(model_dirs[plan[0].name]))
-    labels = list(spec.labels)
     bounds = word_bounds(cfg.data.path) if not storage.is_uri(cfg.data.path) else None
     stages = []
     for s in plan:
         run = client.get_run(run_ids[s.name])
         metrics = run.data.metrics
         trained_in = run.data.tags.get(REUSED_FROM) or run.info.run_id  # a shared stage's curves are its first run's
+        stage_data = storage.join(os.path.dirname(str(result.model_dirs[s.name])), "data")
         stages.append({"name": s.name, "method": "teacher" if s.kind == "teacher" else s.method, "kind": s.kind,
                        "input_ms": s.input_ms,
                        "metrics": {k: float(v) for k, v in metrics.items()
@@ -228,11 +237,20 @@ def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, res
                        "curves": {k: [float(m.value) for m in sorted(client.get_metric_history(trained_in, k),
                                                                      key=lambda m: m.step)]
                                   for k in NOT_STAGE_METRICS},
-                       "word_share": ({} if bounds is None or s.kind == "teacher" else stage_share_table(
-                           storage.join(os.path.dirname(str(model_dirs[s.name])), "data"), bounds, s.sample_rate))})
+                       "word_share": ({} if bounds is None or s.kind == "teacher" else
+                                      stage_share_table(stage_data, bounds, s.sample_rate))})
+    return stages
+
+
+def eval_clips(study: Study, cfg: ExperimentConfig, result, labels: list[str], cache: dict,
+               say: Callable[[str], None]) -> dict[str, tuple]:
+    """The clips every stage predicts: the chain's test split and each of the study's eval sets
+    (read once per study run: ``cache``), as (clip ids, waveforms, targets)."""
+    from distill.runtime.execution.chain_eval import eval_set_clips
+    from distill.runtime.execution.source import load_split_clips
+    from distill.runtime.infra import storage
 
     sets = {TEST: load_split_clips(storage.join(result.run_dir, "source"), "test")}
-    cache = eval_cache if eval_cache is not None else {}
     for name, eval_set in study.eval.items():
         key = (name, cfg.data.sample_rate, cfg.data.clip_ms, tuple(labels))
         if key not in cache:
@@ -240,25 +258,29 @@ def chain_record(study: Study, cell: Cell, seed: int, cfg: ExperimentConfig, res
                                         clip_ms=cfg.data.clip_ms, split=eval_set.split,
                                         say=lambda line, n=name: say(f"   eval {n}: {line}"))
         sets[name] = cache[key]
+    return sets
+
+
+def predict_clips(cfg: ExperimentConfig, plan: list, model_dirs: dict, set_name: str, clips: tuple,
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """Every stage's per-clip decisions on one eval set, per protocol."""
+    from distill.core.crops import num_samples
+    from distill.runtime.execution.evaluate import predict_model_dir
+
+    clip_ids, waves, targets = clips
     hop = num_samples(cfg.eval.stream_hop_ms, cfg.data.sample_rate)
     threads = max(1, int(cfg.train.cpus_per_worker), min(os.cpu_count() or 1, 4))
-    evals = {}
-    for set_name, (clip_ids, waves, targets) in sets.items():
-        predictions = {}
-        for s in plan:
-            by_protocol = predict_model_dir(model_dirs[s.name], waves, hop_samples=hop, batch_size=cfg.eval.batch_size,
-                                            threads=threads)
-            predictions[s.name] = {p: v.tolist() for p, v in by_protocol.items()}
-        evals[set_name] = {"clip_ids": list(clip_ids), "targets": [int(t) for t in targets],
-                           "predictions": predictions}
-        if set_name != TEST:
-            final = plan[-1].name
-            acc = (sum(int(a == b) for a, b in zip(predictions[final]["stream"], targets)) / len(targets)
-                   if len(targets) else float("nan"))
-            say(f"   eval {set_name}: {len(clip_ids)} clips; {final} stream accuracy {acc:.4f}")
-    return CellRecord(study=study.name, cell_id=cell.id, levels=dict(cell.levels), seed=seed,
-                      fingerprint=cell_fingerprint(cfg), commit=commit, dirty=dirty,
-                      resolved_config=cfg.model_dump(mode="json"), labels=labels, stages=stages, evals=evals)
+    predictions = {}
+    for s in plan:
+        by_protocol = predict_model_dir(model_dirs[s.name], waves, hop_samples=hop, batch_size=cfg.eval.batch_size,
+                                        threads=threads)
+        predictions[s.name] = {p: v.tolist() for p, v in by_protocol.items()}
+    if set_name != TEST:
+        final = plan[-1].name
+        acc = (sum(int(a == b) for a, b in zip(predictions[final]["stream"], targets)) / len(targets)
+               if len(targets) else float("nan"))
+        say(f"   eval {set_name}: {len(clip_ids)} clips; {final} stream accuracy {acc:.4f}")
+    return {"clip_ids": list(clip_ids), "targets": [int(t) for t in targets], "predictions": predictions}
 
 
 def default_records_dir(study: Study) -> Path:

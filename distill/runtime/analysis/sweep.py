@@ -60,6 +60,22 @@ def _trial(config: dict, *, configs: list[dict], tracking: str, sweep_run_id: st
                  **{f"acc_{p}": final[f"acc_{p}"] for p in PROTOCOLS}})
 
 
+def trial_rows(results, points: list[dict[str, Any]]) -> list[dict]:
+    """One row per grid point from Tune's results: its values, ok or failed (with the error's
+    last line), the chain run and the final student's accuracies."""
+    rows = []
+    for result in results:
+        point = result.config["point"]
+        row = {"point": point, **{k: json.dumps(v) for k, v in points[point].items()}}
+        if result.error is not None:
+            row.update(status="failed", error=str(result.error).strip().splitlines()[-1][:200])
+        else:
+            m = result.metrics
+            row.update(status="ok", chain_run_id=m["chain_run_id"], **{f"acc_{p}": m[f"acc_{p}"] for p in PROTOCOLS})
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["point"])
+
+
 def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]], *, tracking: str | None = None,
               address: str | None = None, max_concurrent: int = 1, verbose: bool = False,
               say: Callable[[str], None] = print) -> list[dict]:
@@ -97,19 +113,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
             run_config=tune.RunConfig(name=f"{base.name}-{sweep.info.run_id}", storage_path=str(storage), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)))
-        results = tuner.fit()
-        rows = []
-        for result in results:
-            point = result.config["point"]
-            row = {"point": point, **{k: json.dumps(v) for k, v in points[point].items()}}
-            if result.error is not None:
-                row.update(status="failed", error=str(result.error).strip().splitlines()[-1][:200])
-            else:
-                m = result.metrics
-                row.update(status="ok", chain_run_id=m["chain_run_id"],
-                           **{f"acc_{p}": m[f"acc_{p}"] for p in PROTOCOLS})
-            rows.append(row)
-        rows.sort(key=lambda r: r["point"])
+        rows = trial_rows(tuner.fit(), points)
         done = [r for r in rows if r["status"] == "ok"]
         best = max(done, key=lambda r: r["acc_stream"]) if done else None
         columns = ["point", *grid, "status", "acc_window", "acc_stream", "acc_center", "chain_run_id"]

@@ -91,70 +91,36 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
 
     quiet_logs()
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking))
-    client = mlflow.MlflowClient()
-    chain, run = pick_stage(client, run_id, stage)
+    chain, run = pick_stage(mlflow.MlflowClient(), run_id, stage)
     out = Path(out or f"export-{run.info.run_name}-{run.info.run_id[:8]}")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pld-export-") as tmp:
         model_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoint", dst_path=tmp)
         model, spec = load_model_dir(model_dir)
-    run_dir = chain.data.tags.get(RUN_DIR)
-    if not run_dir or not storage.is_dir(storage.join(run_dir, "source")):
-        raise ValueError(f"chain {chain.info.run_id}: its run directory {run_dir!r} (pld.run_dir) is not readable "
-                         "here; export where the chain's storage.root is mounted")
-    source = storage.join(run_dir, "source")
-    test_waves, test_labels = load_split_arrays(source, "test")
-    train_waves, _ = load_split_arrays(source, "train")
+    source = chain_source(chain)
+    splits = {name: load_split_arrays(source, name) for name in ("test", "validation", "train")}
     n, rate = spec.input_samples, int(spec.features["sample_rate"])
     hop = num_samples(int(chain.data.params.get("eval.stream_hop_ms", 100)), rate)
     say(f"exporting {run.info.run_name} (run {run.info.run_id}, {spec.input_ms} ms, {len(spec.labels)} classes) "
         f"of chain {chain.info.run_id}")
-
     onnx_path = export_onnx(model, n, out / ONNX_FILE)
-    validation_waves, _ = load_split_arrays(source, "validation")
-    crops = check_crops(np.concatenate([w for w in (test_waves, validation_waves, train_waves) if len(w)]), n, hop)
-    equivalence = check_equivalence(model, OnnxSpotter(onnx_path), crops.astype(np.float32) / 32768.0)
-    say(f"   onnxruntime vs PyTorch: {equivalence.describe()}")
-    if not equivalence.ok:
-        onnx_path.unlink()
-        raise ExportError(f"export of {run.info.run_name} refused: onnxruntime and the PyTorch checkpoint disagree on "
-                          f"{equivalence.describe()}, argmax must agree everywhere")
+    crops = check_crops(np.concatenate([w for w, _ in splits.values() if len(w)]), n, hop)
+    equivalence = checked_equivalence(model, onnx_path, crops, run.info.run_name, say)
     (out / LABELS_FILE).write_text(json.dumps(spec.labels, indent=2))
-    silence = spec.silence_index
-    variants = {"fp32": onnx_path}
-    int8_check = None
+    variants, int8_check = {"fp32": onnx_path}, None
     if int8:
-        int8_path = quantize_int8(onnx_path, out / INT8_FILE, check_crops(train_waves, n, hop, limit=200))
-        timed = latencies({"fp32": OnnxSpotter(onnx_path), "int8": OnnxSpotter(int8_path)}, n)
-        speedup = timed["fp32"] / timed["int8"]
-        int8_check = {"speedup": speedup, "required": INT8_MIN_SPEEDUP, "kept": speedup >= INT8_MIN_SPEEDUP}
+        int8_check = int8_if_faster(onnx_path, out / INT8_FILE, check_crops(splits["train"][0], n, hop, limit=200), n,
+                                    say)
         if int8_check["kept"]:
-            variants["int8"] = int8_path
-        else:  # no faster, and a little less accurate: not offered
-            int8_path.unlink()
-        say(f"   int8: {speedup:.2f}x fp32's speed side by side ({timed['fp32'] * 1e6:.0f} vs {timed['int8'] * 1e6:.0f} µs); "
-            + ("written" if int8_check["kept"] else f"not written (it must be {INT8_MIN_SPEEDUP}x faster to be worth "
-               "its accuracy cost)"))
-    measured, curve = {}, None
-    for name, path in variants.items():
-        spotter = OnnxSpotter(path)
-        wrapped = LogPosteriors(spotter)
-        kws = keyword_spotting_metrics(wrapped, test_waves, test_labels, spec.labels, n, hop, rate,
-                                       negative=(SILENCE, UNKNOWN))
-        measured[name] = {"test_acc": accuracies(wrapped, test_waves, test_labels, n, hop, silence),
-                          "latency_us": onnx_latency(spotter, n) * 1e6,
-                          "threshold_at_90_recall": kws and kws["threshold_at_recall"],
-                          "fa_per_hour_at_90_recall": kws and kws["fa_per_hour_at_recall"]}
-        if name == "fp32" and kws:
-            curve = {"negative_hours": kws["negative_hours"], "points": kws["operating_points"]}
-        say(f"   {name}: test acc " + "  ".join(f"{p} {a:.4f}" for p, a in measured[name]["test_acc"].items())
-            + f"  latency {measured[name]['latency_us']:.0f} µs (onnxruntime, batch 1, one thread)")
-    manifest = json.loads(storage.read_text(storage.join(run_dir, "stages", run.info.run_name, "manifest.json")))
+            variants["int8"] = out / INT8_FILE
+    measured, curve = measure_variants(variants, splits["test"], spec, hop, say)
+    manifest = json.loads(storage.read_text(storage.join(chain.data.tags[RUN_DIR], "stages", run.info.run_name,
+                                                         "manifest.json")))
     card = {"name": register or run.info.run_name, "stage": run.info.run_name, "method": run.data.tags.get(METHOD),
             "input_ms": spec.input_ms, "input_samples": n, "sample_rate": rate, "hop_samples": hop,
-            "labels": spec.labels, "silence": SILENCE if silence is not None else None,
+            "labels": spec.labels, "silence": SILENCE if spec.silence_index is not None else None,
             "input": "float32 waveforms in [-1, 1], shape (batch, samples), mono at sample_rate",
-            "macs": count_macs(model, n), "test_clips": int(len(test_labels)),
+            "macs": count_macs(model, n), "test_clips": int(len(splits["test"][1])),
             "test_acc_checkpoint": {p: run.data.metrics.get(f"test_acc_{p}") for p in PROTOCOLS},
             "onnx": measured, "torch_latency_us": latency_per_decision(model, n) * 1e6, "int8_check": int8_check,
             "threshold": (measured["fp32"]["threshold_at_90_recall"] or 0.5),
@@ -176,6 +142,66 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
         say(f"   registered models:/{register}/{version} (alias @{ALIAS}; serve with: mlflow models serve "
             f"-m models:/{register}@{ALIAS} --env-manager local -h 127.0.0.1 -p 5001)")
     return card
+
+
+def chain_source(chain) -> str:
+    """The chain's sealed source dataset, which the export checks and measures on."""
+    run_dir = chain.data.tags.get(RUN_DIR)
+    if not run_dir or not storage.is_dir(storage.join(run_dir, "source")):
+        raise ValueError(f"chain {chain.info.run_id}: its run directory {run_dir!r} (pld.run_dir) is not readable "
+                         "here; export where the chain's storage.root is mounted")
+    return storage.join(run_dir, "source")
+
+
+def checked_equivalence(model, onnx_path: Path, crops: np.ndarray, name: str, say: Callable[[str], None]):
+    """onnxruntime against the PyTorch checkpoint on ``crops`` (int16); the ONNX file is removed
+    and the export refused unless their argmax agree everywhere."""
+    equivalence = check_equivalence(model, OnnxSpotter(onnx_path), crops.astype(np.float32) / 32768.0)
+    say(f"   onnxruntime vs PyTorch: {equivalence.describe()}")
+    if not equivalence.ok:
+        onnx_path.unlink()
+        raise ExportError(f"export of {name} refused: onnxruntime and the PyTorch checkpoint disagree on "
+                          f"{equivalence.describe()}, argmax must agree everywhere")
+    return equivalence
+
+
+def int8_if_faster(onnx_path: Path, int8_path: Path, calibration: np.ndarray, n: int,
+                   say: Callable[[str], None]) -> dict:
+    """Quantize to int8 and keep the file only if it is at least INT8_MIN_SPEEDUP× faster than
+    fp32, timed side by side (no faster, and a little less accurate: not offered)."""
+    quantize_int8(onnx_path, int8_path, calibration)
+    timed = latencies({"fp32": OnnxSpotter(onnx_path), "int8": OnnxSpotter(int8_path)}, n)
+    speedup = timed["fp32"] / timed["int8"]
+    check = {"speedup": speedup, "required": INT8_MIN_SPEEDUP, "kept": speedup >= INT8_MIN_SPEEDUP}
+    if not check["kept"]:
+        int8_path.unlink()
+    say(f"   int8: {speedup:.2f}x fp32's speed side by side ({timed['fp32'] * 1e6:.0f} vs {timed['int8'] * 1e6:.0f} µs); "
+        + ("written" if check["kept"] else f"not written (it must be {INT8_MIN_SPEEDUP}x faster to be worth "
+           "its accuracy cost)"))
+    return check
+
+
+def measure_variants(variants: dict[str, Path], test: tuple[np.ndarray, np.ndarray], spec, hop: int,
+                     say: Callable[[str], None]) -> tuple[dict, dict | None]:
+    """Each ONNX variant's test accuracy, latency and 90 %-recall operating point; and fp32's
+    curve of thresholds by false accepts per hour (None without negative clips)."""
+    test_waves, test_labels = test
+    n, rate = spec.input_samples, int(spec.features["sample_rate"])
+    measured, curve = {}, None
+    for name, path in variants.items():
+        spotter = OnnxSpotter(path)
+        wrapped = LogPosteriors(spotter)
+        kws = keyword_spotting_metrics(wrapped, test_waves, test_labels, spec.labels, n, hop, rate,
+                                       negative=(SILENCE, UNKNOWN))
+        measured[name] = {"test_acc": accuracies(wrapped, test_waves, test_labels, n, hop, spec.silence_index),
+                          "latency_us": onnx_latency(spotter, n) * 1e6,
+                          "threshold_at_90_recall": kws and kws["threshold_at_recall"],
+                          "fa_per_hour_at_90_recall": kws and kws["fa_per_hour_at_recall"]}
+        if name == "fp32" and kws:
+            curve = {"negative_hours": kws["negative_hours"], "points": kws["operating_points"]}
+        say(f"   {name}: test acc " + "  ".join(f"{p} {a:.4f}" for p, a in measured[name]["test_acc"].items())
+            + f"  latency {measured[name]['latency_us']:.0f} µs (onnxruntime, batch 1, one thread)")
+    return measured, curve
 
 
 def model_card(card: dict) -> str:

@@ -100,16 +100,8 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
         with step("held-out parts", "evaluate", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
             held_out = evaluate_held_out_parts(cfg, result.model_dirs, {r["stage"]: r["run_id"] for r in result.rows},
                                                index.labels, say)
-        columns = list(held_out[0]) if held_out else []
-        result.table = format_table(result.rows, SUMMARY_COLUMNS) + (
-            f"\n\nheld-out parts of the corpus, stream accuracy:\n{format_table(held_out, columns)}" if held_out else "")
-        summary_md = (f"# PLD chain {cfg.name}\n\nparent run `{parent.info.run_id}`\n\n"
-                      + format_table(result.rows, SUMMARY_COLUMNS, markdown=True)
-                      + (f"\n\nHeld-out parts of the corpus, stream accuracy:\n\n"
-                         f"{format_table(held_out, columns, markdown=True)}\n" if held_out else ""))
-        mlflow.log_text(summary_md, SUMMARY_ARTIFACT)
-        log_chain_headline(summary_md, result.rows, str(cfg.data.path), cfg.data.name,
-                           index.clips.loc[index.clips["split"] == "test", "clip_id"].astype(str).tolist())
+        result.table = _log_summary(cfg, result, held_out,
+                                    index.clips.loc[index.clips["split"] == "test", "clip_id"].astype(str).tolist())
         result.seconds = time.perf_counter() - started
         # a resumed chain's wall time is split over sessions: keep the first session's figure intact
         mlflow.log_metric("resumed_session_seconds" if resume_id else "chain_seconds", result.seconds)
@@ -117,6 +109,21 @@ def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: st
     say(f"chain run id: {result.parent_run_id}   ({result.seconds:.0f} s; outputs in {run_dir})")
     say(f"in the MLflow UI: {ui_link(uri, parent.info.experiment_id, result.parent_run_id)}")
     return result
+
+
+def _log_summary(cfg: ExperimentConfig, result: ChainResult, held_out: list[dict], test_clip_ids: list[str]) -> str:
+    """The summary table (and the held-out parts' accuracies) onto the chain run, with its
+    headline metrics; returns the table as the console shows it."""
+    columns = list(held_out[0]) if held_out else []
+    table = format_table(result.rows, SUMMARY_COLUMNS) + (
+        f"\n\nheld-out parts of the corpus, stream accuracy:\n{format_table(held_out, columns)}" if held_out else "")
+    summary_md = (f"# PLD chain {cfg.name}\n\nparent run `{result.parent_run_id}`\n\n"
+                  + format_table(result.rows, SUMMARY_COLUMNS, markdown=True)
+                  + (f"\n\nHeld-out parts of the corpus, stream accuracy:\n\n"
+                     f"{format_table(held_out, columns, markdown=True)}\n" if held_out else ""))
+    mlflow.log_text(summary_md, SUMMARY_ARTIFACT)
+    log_chain_headline(summary_md, result.rows, str(cfg.data.path), cfg.data.name, test_clip_ids)
+    return table
 
 
 def _open_run_dir(cfg: ExperimentConfig, parent, resume_id: str | None, plan) -> str:

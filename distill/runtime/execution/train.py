@@ -44,10 +44,7 @@ TRAIN_STATE = "train_state.pt"
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker (or, runner local, in the driver): core/fit.py's loop, plus
     the dataset shard, the all-reduce of counts, a report and a checkpoint per epoch."""
-    import torch.distributed as dist
-
-    from distill.core.fit import Augmentation, kept_model, load_fit_state, start_fit, steps_per_epoch, train_epoch, \
-        validate
+    from distill.core.fit import kept_model, load_fit_state, start_fit, steps_per_epoch, train_epoch, validate
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -59,12 +56,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
 
     spec = ModelSpec(**config["spec"])
     model = ray.train.torch.prepare_model(spec.build())
-    active = train.augment.active
-    augmentation = Augmentation(
-        noise=config["noise"].to(device) if config["noise"] is not None and active else None,
-        rooms=config["rooms"].to(device) if config.get("rooms") is not None and active else None,
-        sample_rate=spec.features.get("sample_rate", 16000), hop_ms=spec.features.get("hop_ms", 10.0),
-        n_mels=spec.features.get("n_mels", 40))
+    augmentation = _augmentation(config, spec, train, device)
     epochs = stage.epochs
     fit = start_fit(model, train, epochs=epochs, steps_per_epoch=steps_per_epoch(config["rows"], world, train.batch_size),
                     device=device)
@@ -93,10 +85,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         counts = validate_here(fit.net)
         kept_counts = validate_here(kept) if kept is not fit.net else counts
         losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
-        if world > 1:
-            stats = torch.cat([counts, kept_counts, losses]).to(device)
-            dist.all_reduce(stats)
-            counts, kept_counts, losses = stats[:2].cpu(), stats[2:4].cpu(), stats[4:].cpu()
+        counts, kept_counts, losses = _summed_over_workers([counts, kept_counts, losses], world, device)
         metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1)),
                    "val_acc": float(counts[0] / max(counts[1], 1)), "epoch_seconds": time.perf_counter() - started}
         if kept is not fit.net:  # the averaged weights, kept as the stage's model
@@ -104,6 +93,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         fit.history.append(metrics)
         _checkpoint_and_report(config, spec, fit, kept, metrics, rank=rank, resumed_at=resumed_at)
     return fit.history
+
+
+def _augmentation(config: dict[str, Any], spec: ModelSpec, train: TrainConfig, device):
+    """The stage's augmentation on this worker's device: its noise and room banks when on."""
+    from distill.core.fit import Augmentation
+
+    active = train.augment.active
+    return Augmentation(
+        noise=config["noise"].to(device) if config["noise"] is not None and active else None,
+        rooms=config["rooms"].to(device) if config.get("rooms") is not None and active else None,
+        sample_rate=spec.features.get("sample_rate", 16000), hop_ms=spec.features.get("hop_ms", 10.0),
+        n_mels=spec.features.get("n_mels", 40))
+
+
+def _summed_over_workers(tensors: list[torch.Tensor], world: int, device) -> list[torch.Tensor]:
+    """Each worker's counts summed over all workers, in one all-reduce (one worker: as they are)."""
+    if world == 1:
+        return tensors
+    import torch.distributed as dist
+
+    stats = torch.cat(tensors).to(device)
+    dist.all_reduce(stats)
+    return [part.cpu() for part in stats.split([len(t) for t in tensors])]
 
 
 def _checkpoint_and_report(config: dict[str, Any], spec: ModelSpec, fit, kept: torch.nn.Module, metrics: dict, *,
