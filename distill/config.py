@@ -4,7 +4,6 @@ starts, naming the field. Defaults run on a laptop."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distill.core.augment import AugmentConfig
 from distill.data.base import DatasetOptions, parse_dataset_options
 from distill.core.features import FeatureConfig
+from distill.credentials import TRACKING_CREDENTIALS, refuse_credentials
 from distill.methods import baselines
 
 
@@ -207,15 +207,6 @@ class EvalConfig(_Strict):
                                                    "<part>_acc_<protocol>.")
 
 
-def refuse_credentials(uri: str | None, where: str, variables: str) -> str | None:
-    """``uri`` unless it carries a user name or password: a config is printed, logged and
-    shared, so credentials come only from the environment (``variables``, named in the error)."""
-    if uri and "://" in uri and split_credentials(uri)[1] is not None:
-        raise ValueError(f"{where} holds a user name or password; credentials never go in a config or on the "
-                         f"command line (both are printed and logged): remove them from the URI and set {variables}")
-    return uri
-
-
 class StorageConfig(_Strict):
     root: str = Field("pld-runs", description="Where every chain writes its datasets, manifests, models and checkpoints: "
                                              "a directory (on a cluster, one every node mounts at the same path) or a "
@@ -226,10 +217,6 @@ class StorageConfig(_Strict):
     def _no_credentials(cls, root: str) -> str:
         return refuse_credentials(root, "the URI", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the store's own "
                                                    "variables) in the environment")
-
-
-TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_PASSWORD_FILE, "
-                        "a file holding the password; or MLFLOW_TRACKING_TOKEN) in the environment")
 
 
 class TrackingConfig(_Strict):
@@ -387,43 +374,3 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(f"{path or 'config'}: invalid config\n  " + "\n  ".join(lines)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
-
-
-# What does not change a single number a run produces, and so is left out of a cell's
-# fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
-# (a study moved to another disk or MLflow server is the same study), which cluster runs it,
-# and how long or how often training waits and retries (a restart continues from the last
-# epoch's checkpoint), whether a stage trains in the driver or in a worker (the same loop, the same
-# weights: test_faults_integration.py), and whether a chain also scores the held-out parts (it adds
-# metrics, changes none). Everything else stays in, even what looks operational: train.num_workers
-# shards the data and changes the gradient steps, batch sizes and precisions change the
-# arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
-NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures",
-               "train.runner", "eval.held_out_parts")
-
-
-def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:
-    """``resolved`` (a config's ``model_dump(mode="json")``) without the ``drop`` keys (dotted)."""
-    out = json.loads(json.dumps(resolved))  # a deep copy of plain JSON
-    for key in drop:
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return out
-
-
-def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """(the URI without its user info, the user, the password) of a URL; the user and password
-    are None when it has none."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri, None, None
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    return (urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username or ""),
-            None if parts.password is None else unquote(parts.password))

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distill.config import NOT_RESULTS, ExperimentConfig, semantic_config  # noqa: F401 (NOT_RESULTS: re-exported)
+from distill.config import ExperimentConfig
+from distill.fingerprint import NOT_RESULTS, semantic_config  # noqa: F401 (NOT_RESULTS: re-exported)
 from distill.names import PROTOCOLS
 
 RECORD_VERSION = 1

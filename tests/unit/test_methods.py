@@ -36,7 +36,7 @@ def test_a_new_baseline_is_one_registration(from_750ms):
 
     from distill.runtime.analysis.plots import _styles
     from distill.runtime.execution.tracking import headline_metrics
-    from distill.study.spec import parse_contrast
+    from distill.study.contrasts import parse_contrast
 
     assert _styles()["from_750ms"] == dict(color="tab:purple", marker="D", label="from the 750 ms student")
     rows = [{"stage": "student_500ms", "method": "pld", "input_ms": 500, "acc_stream": 0.8},

@@ -21,7 +21,8 @@ import json
 
 import mlflow
 
-from distill.config import NOT_RESULTS, ExperimentConfig, semantic_config
+from distill.config import ExperimentConfig
+from distill.fingerprint import NOT_RESULTS, semantic_config
 from distill.names import REUSED_FROM
 from distill.runtime.infra import storage
 from distill.runtime.infra.resume import finished_stage

@@ -98,7 +98,7 @@ def refused_message(exc: BaseException) -> str:
 
     import mlflow
 
-    from distill.config import TRACKING_CREDENTIALS
+    from distill.credentials import TRACKING_CREDENTIALS
 
     refusal = tracking_refused(exc)
     endpoint = re.search(r"endpoint (\S+)", str(refusal))

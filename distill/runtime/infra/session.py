@@ -7,7 +7,8 @@ import os
 import warnings
 from pathlib import Path
 
-from distill.config import TRACKING_CREDENTIALS, ExperimentConfig, refuse_credentials, split_credentials
+from distill.config import ExperimentConfig
+from distill.credentials import TRACKING_CREDENTIALS, refuse_credentials, split_credentials
 
 
 def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:

@@ -22,7 +22,7 @@ def test_bundles_fit_per_node_not_per_cluster_total():
 
 
 def test_credentials_in_the_environments_uri_move_to_the_clients_variables_and_elsewhere_are_refused(monkeypatch):
-    from distill.config import split_credentials
+    from distill.credentials import split_credentials
     from distill.runtime.infra.session import resolve_tracking_uri
 
     for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD_FILE"):

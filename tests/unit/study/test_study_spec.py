@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from distill.study.spec import Contrast, StudyError, Term, load_study, parse_contrast
+from distill.study.contrasts import Contrast, Term, parse_contrast
+from distill.study.spec import StudyError, load_study
 
 BASE = """\
 name: base

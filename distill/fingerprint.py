@@ -1,0 +1,32 @@
+"""What of a resolved config decides the numbers a run produces: the part that fingerprints a
+study cell and a stage shared between chains."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# What does not change a single number a run produces, and so is left out of a cell's
+# fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
+# (a study moved to another disk or MLflow server is the same study), which cluster runs it,
+# and how long or how often training waits and retries (a restart continues from the last
+# epoch's checkpoint), whether a stage trains in the driver or in a worker (the same loop, the same
+# weights: test_faults_integration.py), and whether a chain also scores the held-out parts (it adds
+# metrics, changes none). Everything else stays in, even what looks operational: train.num_workers
+# shards the data and changes the gradient steps, batch sizes and precisions change the
+# arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
+NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures",
+               "train.runner", "eval.held_out_parts")
+
+
+def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:
+    """``resolved`` (a config's ``model_dump(mode="json")``) without the ``drop`` keys (dotted)."""
+    out = json.loads(json.dumps(resolved))  # a deep copy of plain JSON
+    for key in drop:
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
