@@ -236,19 +236,34 @@ def _numpy_column(table, name: str) -> np.ndarray:
     return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)  # tensor columns: (rows, …)
 
 
-def read_training_crops(stage_dir: str | Path, source_dir: str | Path,
-                        columns: tuple[str, ...] = TRAIN_COLUMNS) -> ray.data.Dataset:
-    """A stage's training inputs: ``waveform`` (each distilled row's crop, cut from the source's
-    training clips as Ray Data reads them) and ``columns`` of the row, in the rows' order. The
-    references are read on the driver (labels only: small); the audio never is. A dataset sealed
-    with its source's hash is refused if the source no longer has it."""
-    manifest = read_manifest(stage_dir) or {}
+def check_crop_references(manifest: dict, stage_dir: str | Path, source_dir: str | Path,
+                          source_sha256: str | None) -> None:
+    """A distilled dataset's references can be cut from ``source_dir``: the dataset is of this
+    format and was made from the source that is there (``source_sha256``: its verified hash)."""
     if manifest.get("format") != FORMAT:
         raise IntegrityError(f"{stage_dir}: a distilled dataset of format {manifest.get('format')!r}, not "
                              f"{FORMAT!r} (written by an older pld, with the audio in it): delete the directory "
                              "and run the stage again (`pld run --resume` relabels it)")
-    if manifest.get("source_sha256"):
-        verify(source_dir, {"content_sha256": manifest["source_sha256"]})
+    made_from = manifest.get("source_sha256")
+    if not made_from:
+        return
+    if source_sha256 is None:
+        verify(source_dir, {"content_sha256": made_from})
+    elif source_sha256 != made_from:
+        raise IntegrityError(f"{stage_dir}: made from the source {made_from[:12]}…, but the chain's source "
+                             f"{source_dir} is {source_sha256[:12]}…; delete the directory and run the stage again")
+
+
+def read_training_crops(stage_dir: str | Path, source_dir: str | Path, columns: tuple[str, ...] = TRAIN_COLUMNS,
+                        source_sha256: str | None = None) -> ray.data.Dataset:
+    """A stage's training inputs: ``waveform`` (each distilled row's crop, cut from the source's
+    training clips as Ray Data reads them) and ``columns`` of the row, in the rows' order. The
+    references are read on the driver (labels only: small); the audio never is. A dataset sealed
+    with its source's hash is refused if the source no longer has it: ``source_sha256`` is the
+    hash of a source the caller has verified already (a chain, once, when it opened it), which
+    saves hashing the whole source again for every stage; without it the source is hashed here."""
+    manifest = read_manifest(stage_dir) or {}
+    check_crop_references(manifest, stage_dir, source_dir, source_sha256)
     fs, path = storage.filesystem(storage.join(stage_dir, "data"))
     table = pq.read_table(path, filesystem=fs, columns=["clip_id", "offset", "length", *columns])
     lengths = np.unique(_numpy_column(table, "length"))

@@ -171,10 +171,12 @@ def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id
     network = cfg.model_for(stage.kind)
     spec = ModelSpec(model=network.name, options=network.options, labels=chain.labels, input_ms=stage.input_ms,
                      features=cfg.features.model_dump())
-    data = StageData(read_training_crops(stage_dir, chain.source_dir), rows, chain.validation,
-                     storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"))
+    crops = read_training_crops(stage_dir, chain.source_dir, source_sha256=chain.source["content_sha256"])
+    data = StageData(crops, rows, chain.validation,
+                     storage_dir=storage.join(stage_dir, "train"), model_dir=storage.join(stage_dir, "model"),
+                     noise=chain.noise, rooms=chain.rooms)
     return train_stage(stage, spec, data, stage_train(cfg.train, stage), cfg.eval, chain.progress,
-                       partial(report_epoch, chain.say, run_id, set()), chain.noise, chain.rooms)
+                       partial(report_epoch, chain.say, run_id, set()))
 
 
 def report_epoch(say: Callable[[str], None], run_id: str, logged: set[int], m: dict) -> None:

@@ -303,18 +303,18 @@ class StageData:
     validation: tuple  # (waveforms, labels) of the validation split, at full clip length
     storage_dir: str | Path  # Ray Train's checkpoints and results
     model_dir: str | Path  # the best checkpoint's model, the stage's model
+    noise: Any = None  # the NoiseBank that train.augment mixes in (None: none)
+    rooms: Any = None  # the RoomBank it reverberates with (None: none)
 
 
 def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: TrainConfig, evaluation: EvalConfig,
-                progress: Queue, on_epoch: Callable[[dict], None], noise=None, rooms=None) -> dict:
+                progress: Queue, on_epoch: Callable[[dict], None]) -> dict:
     """Fit one stage; copies the best checkpoint's model to ``data.model_dir`` and returns a summary.
 
     ``progress`` is a Ray queue (made once per chain: an actor is not free to start) through
-    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver. ``noise`` is the
-    ``NoiseBank`` that ``train.augment`` mixes in, ``rooms`` the ``RoomBank`` it reverberates
-    with (None: none)."""
-    config = dict(progress=progress, stage=stage, spec=asdict(spec), train=train, rows=data.rows, noise=noise,
-                  rooms=rooms,
+    which rank 0 sends each epoch's metrics to ``on_epoch`` on the driver."""
+    config = dict(progress=progress, stage=stage, spec=asdict(spec), train=train, rows=data.rows, noise=data.noise,
+                  rooms=data.rooms,
                   validation=data.validation, hop_samples=num_samples(evaluation.stream_hop_ms, stage.sample_rate),
                   silence_index=spec.silence_index,
                   eval_batch_size=evaluation.batch_size)

@@ -90,3 +90,24 @@ def test_referenced_crops_are_the_source_samples_in_the_rows_order():
     empty = cut_referenced_crops({"clip_id": np.array(["c1"], dtype=object), "waveform": waves[1:2]}, refs, spans,
                                  order, crop_samples=5)
     assert empty["waveform"].shape == (0, 5) and len(empty["teacher_label_index"]) == 0
+
+
+def test_a_chain_checks_each_stages_source_by_hash_and_hashes_the_source_once(tmp_path, monkeypatch):
+    """read_training_crops' check: with the chain's verified source hash, a stage made from that
+    source is read without hashing the source again, one made from another source is refused;
+    without it (a caller outside a chain) the source is hashed and compared."""
+    from distill.runtime.execution import relabel
+    from distill.runtime.infra.manifest import IntegrityError
+
+    hashed = []
+    monkeypatch.setattr(relabel, "verify", lambda source, expect: hashed.append((source, expect)))
+    made = {"format": relabel.FORMAT, "source_sha256": "a" * 64}
+    relabel.check_crop_references(made, tmp_path / "stage", tmp_path / "source", "a" * 64)
+    assert hashed == []
+    with pytest.raises(IntegrityError, match="made from the source aaaaaaaaaaaa…, but the chain's source"):
+        relabel.check_crop_references(made, tmp_path / "stage", tmp_path / "source", "b" * 64)
+    relabel.check_crop_references(made, tmp_path / "stage", tmp_path / "source", None)
+    assert hashed == [(tmp_path / "source", {"content_sha256": "a" * 64})]
+    with pytest.raises(IntegrityError, match="format 'distilled/1'"):
+        relabel.check_crop_references({**made, "format": "distilled/1"}, tmp_path / "stage", tmp_path / "source",
+                                      "a" * 64)
