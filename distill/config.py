@@ -129,6 +129,10 @@ class TrainConfig(_Strict):
                             "average, its weights averaged over the last average_epochs epochs (no choice on "
                             "validation, so no maximum of noisy readings).")
     average_epochs: int = Field(5, ge=1, description="keep: average: how many of the last epochs are averaged.")
+    keep_all_checkpoints: bool = Field(False, description="Keep every epoch's training checkpoint (its weights as "
+                                                          "trained and the train state), to study them; by default a "
+                                                          "stage keeps two: its kept model's and the last, which a "
+                                                          "restart continues from.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per stage.")
     use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")

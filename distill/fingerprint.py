@@ -11,12 +11,12 @@ from typing import Any
 # (a study moved to another disk or MLflow server is the same study), which cluster runs it,
 # and how long or how often training waits and retries (a restart continues from the last
 # epoch's checkpoint), whether a stage trains in the driver or in a worker (the same loop, the same
-# weights: test_faults_integration.py), and whether a chain also scores the held-out parts (it adds
+# weights: test_faults_integration.py), how many of its checkpoints a stage keeps, and whether a chain also scores the held-out parts (it adds
 # metrics, changes none). Everything else stays in, even what looks operational: train.num_workers
 # shards the data and changes the gradient steps, batch sizes and precisions change the
 # arithmetic, and cpus_per_worker sets torch's threads, whose reductions round differently.
 NOT_RESULTS = ("name", "storage", "tracking", "ray", "train.resource_wait_s", "train.max_failures",
-               "train.runner", "eval.held_out_parts")
+               "train.runner", "train.keep_all_checkpoints", "eval.held_out_parts")
 
 
 def semantic_config(resolved: dict[str, Any], drop: tuple[str, ...] = NOT_RESULTS) -> dict[str, Any]:

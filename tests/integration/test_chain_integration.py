@@ -48,7 +48,7 @@ def chain(tmp_path_factory):
         "model": {"name": "tiny"},
         "chain": {"lengths_ms": [1000, 750, 500], "crops_per_clip": 2, "teacher_view": "pad", "pad_position": "random"},
         "labels": {"mode": "soft", "temperature": 2.0, "original_weight": 0.2, "min_confidence": MIN_CONFIDENCE},
-        "train": {"epochs": 2, "batch_size": 32},
+        "train": {"epochs": 2, "teacher_epochs": 4, "batch_size": 32},
         "storage": {"root": str(root / "runs")},
         "ray": {"num_cpus": 2},
     }
@@ -116,8 +116,9 @@ def test_each_stage_logs_params_metrics_model_and_dataset(chain):
             assert (run.data.params["teacher_view"], run.data.params["original_weight"]) == ("pad", "0.2")
         else:  # clip labels: the teacher's own stage and direct agree with themselves and drop nothing
             assert metrics["label_agreement"] == 1.0 and metrics["dropped_low_confidence"] == 0
-        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2  # one per epoch
-        assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+        epochs = 4 if name == "teacher" else 2
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == epochs  # one per epoch
+        assert len(client.get_metric_history(run.info.run_id, "val_acc")) == epochs
         assert run.data.params["input_ms"] == run.data.tags["pld.input_ms"]
         # the corpus's held-out part (its test clips are all of accents no training speaker has;
         # it has no unseen-engine parts): scored after the chain, beside the test split
@@ -132,6 +133,18 @@ def test_each_stage_logs_params_metrics_model_and_dataset(chain):
     summary = Path(client.download_artifacts(parent.info.run_id, "summary.md")).read_text()
     assert "one_shot_500ms" in summary and "acc_stream" in summary
     assert "Held-out parts of the corpus, stream accuracy" in summary and "unseen_accent_test" in summary
+
+
+def test_a_stage_keeps_two_checkpoints_its_model_and_the_last(chain):
+    """Of the teacher's 4 epoch checkpoints, the best epoch's (its model, train.keep best) and the
+    last (what a restart continues from) stay; the others are removed as training goes."""
+    parent, children = runs_of(chain)
+    teacher = children["teacher"]
+    run_dir = Path(parent.data.tags["pld.run_dir"])
+    kept = sorted(p.name for p in (run_dir / "stages" / "teacher" / "train").rglob("epoch-*") if p.is_dir())
+    best = int(teacher.data.metrics["best_epoch"])
+    assert kept == sorted({f"epoch-{best:04d}", "epoch-0003"}), kept
+    assert json.loads((run_dir / "stages" / "teacher" / "model" / "model.json").read_text())["extra"]["epoch"] == best
 
 
 def test_distilled_parquet_schema_rows_and_provenance(chain):

@@ -31,7 +31,7 @@ def test_the_kept_model_is_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
         "teacher_model": {"name": "tiny", "options": {"channels": 12}},
         "chain": {"lengths_ms": [1000, 500], "crops_per_clip": 1, "baselines": []},
         "train": {"epochs": 1, "teacher_epochs": 3, "batch_size": 16, "keep": "average", "average_epochs": 2,
-                  "cpus_per_worker": 1},
+                  "cpus_per_worker": 1, "keep_all_checkpoints": True},  # the witness: every epoch's trained weights
         "ray": {"num_cpus": 2}, "storage": {"root": str(tmp_path / "runs")}}))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--tracking-uri", uri],

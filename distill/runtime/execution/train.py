@@ -133,6 +133,8 @@ def _checkpoint_and_report(config: dict[str, Any], spec: ModelSpec, fit, kept: t
             torch.save(fit_state(fit, epoch), Path(tmp) / TRAIN_STATE)
             if config.get("checkpoint_dir"):  # runner local: Ray Train keeps no checkpoint, the platform does
                 save_local_checkpoint(tmp, config["checkpoint_dir"], epoch)
+                if not config["train"].keep_all_checkpoints:
+                    prune_local_checkpoints(config["checkpoint_dir"], config["train"].keep)
             # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
             # need neither the tracking store nor MLflow itself.
             config["progress"].put({"stage": stage.name, "epochs": stage.epochs, "pid": os.getpid(),
@@ -178,6 +180,18 @@ def kept_local_checkpoint(checkpoints: list[str], keep: str) -> str:
         return checkpoints[-1]
     scores = [json.loads(storage.read_text(storage.join(c, SPEC)))["extra"]["val_acc"] for c in checkpoints]
     return checkpoints[scores.index(max(scores))]
+
+
+def prune_local_checkpoints(checkpoint_dir: str, keep: str) -> None:
+    """Remove the local runner's checkpoints but two: the stage's kept one and the last (what a
+    restart continues from), as Ray Train's ``num_to_keep=1`` does. Each loses its completion
+    mark first, so one half-removed by a kill is never read back as whole."""
+    saved = local_checkpoints(checkpoint_dir)
+    needed = {saved[-1], kept_local_checkpoint(saved, keep)} if saved else set()
+    for checkpoint in saved:
+        if checkpoint not in needed:
+            storage.remove_file(storage.join(checkpoint, COMPLETE))
+            storage.remove_tree(checkpoint)
 
 
 def runs_locally(train: TrainConfig) -> bool:
@@ -336,8 +350,10 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
             run_config=RunConfig(name=stage.name, storage_path=storage.resolve(data.storage_dir),
                                  failure_config=FailureConfig(max_failures=train.max_failures, controller_failure_limit=0),
                                  logging_config=LoggingConfig(log_level="WARNING"),
-                                 checkpoint_config=CheckpointConfig(checkpoint_score_attribute="val_acc",
-                                                                    checkpoint_score_order="max")),
+                                 # the best by val_acc, and always the latest: two (train.keep_all_checkpoints: all)
+                                 checkpoint_config=CheckpointConfig(
+                                     num_to_keep=None if train.keep_all_checkpoints else 1,
+                                     checkpoint_score_attribute="val_acc", checkpoint_score_order="max")),
             datasets=datasets,
             # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
             # (one process start fewer per stage); several workers each get an equal shard.

@@ -101,6 +101,12 @@ def write_text(location: str | Path, text: str) -> None:
     fs.move(tmp, path)
 
 
+def remove_file(location: str | Path) -> None:
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 def remove_tree(location: str | Path) -> None:
     fs, path = filesystem(location)
     if fs.get_file_info(path).type == pafs.FileType.Directory:

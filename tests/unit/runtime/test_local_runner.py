@@ -9,7 +9,8 @@ import pytest
 
 from distill.config import TrainConfig
 from distill.runtime.execution import train as train_module
-from distill.runtime.execution.train import COMPLETE, kept_local_checkpoint, local_checkpoints, runs_locally
+from distill.runtime.execution.train import COMPLETE, kept_local_checkpoint, local_checkpoints, \
+    prune_local_checkpoints, runs_locally
 
 
 def write_checkpoint(root, epoch, val_acc, complete=True):
@@ -33,6 +34,25 @@ def test_only_whole_checkpoints_count_and_the_kept_one_follows_train_keep(tmp_pa
     assert kept_local_checkpoint(saved, "best") == best
     assert kept_local_checkpoint(saved, "average") == last  # it holds the averaged weights
     assert local_checkpoints(str(tmp_path / "missing")) == []
+
+
+def test_a_stage_keeps_its_kept_checkpoint_and_the_last(tmp_path):
+    """After each epoch (train.keep_all_checkpoints off): best keeps the best so far and the
+    last; average keeps the last alone (it holds the averaged weights). A half-written one
+    (no COMPLETE) is left to the restart that overwrites it."""
+    for epoch, acc in enumerate([0.5, 0.8, 0.7]):
+        write_checkpoint(tmp_path / "best", epoch, acc)
+        prune_local_checkpoints(str(tmp_path / "best"), "best")
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["epoch-0001", "epoch-0002"]
+    write_checkpoint(tmp_path / "best", 3, 0.9)
+    write_checkpoint(tmp_path / "best", 4, 0.1, complete=False)
+    prune_local_checkpoints(str(tmp_path / "best"), "best")
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["epoch-0003", "epoch-0004"]
+    for epoch in range(3):
+        write_checkpoint(tmp_path / "average", epoch, 0.9 - epoch / 10)
+        prune_local_checkpoints(str(tmp_path / "average"), "average")
+    assert [p.name for p in (tmp_path / "average").iterdir()] == ["epoch-0002"]
+    prune_local_checkpoints(str(tmp_path / "none"), "best")  # nothing saved yet: nothing to do
 
 
 @pytest.mark.parametrize("options, nodes, expected", [
