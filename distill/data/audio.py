@@ -92,18 +92,25 @@ def _wav_truncation(path: str) -> str:
             f.seek(clen + (clen & 1), 1)
 
 
+def _file_problem(path: str, suffix: str) -> str:
+    """Why ``path`` cannot be an audio clip before it is opened ('' when it may be one)."""
+    if suffix not in AUDIO_SUFFIXES:
+        return f"unsupported format {suffix or '(no extension)'!r}; use WAV, FLAC or OGG"
+    if not os.path.isfile(path):
+        return "missing: not a regular file (broken link or directory)"
+    if os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
+    return ""
+
+
 def load_clip(path: str, start: int, clip_samples: int, sample_rate: int, policy: ClipPolicy | None = None,
               key: str = "") -> LoadedClip:
     """``clip_samples`` int16 mono samples at ``sample_rate`` from ``path`` (see module doc).
     ``key`` seeds the ``crop_random`` policy so the same clip always gets the same window."""
     policy = policy or ClipPolicy()
     suffix = os.path.splitext(path)[1].lower()
-    if suffix not in AUDIO_SUFFIXES:
-        return LoadedClip(None, f"unsupported format {suffix or '(no extension)'!r}; use WAV, FLAC or OGG")
-    if not os.path.isfile(path):
-        return LoadedClip(None, "missing: not a regular file (broken link or directory)")
-    if os.path.getsize(path) == 0:
-        return LoadedClip(None, "empty file (0 bytes)")
+    if problem := _file_problem(path, suffix):
+        return LoadedClip(None, problem)
     try:
         info = sf.info(path)
         if suffix == ".wav" and (reason := _wav_truncation(path)):

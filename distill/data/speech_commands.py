@@ -134,6 +134,23 @@ def _word_folders(root: Path, version: int | None) -> list[str]:
     return words
 
 
+def _split_lists(root: Path, testing_list: str) -> tuple[set[str], set[str], set[str]]:
+    """The validation and test clips, and the official test clips left out of every split when
+    ``testing_list`` names a subset of them."""
+    validation, testing = read_list(root, "validation_list.txt"), read_list(root, TESTING_LIST)
+    if testing_list == TESTING_LIST:
+        return validation, testing, set()
+    if not (root / testing_list).is_file():
+        raise FileNotFoundError(f"data.testing_list: {root / testing_list} does not exist; name a list file "
+                                f"under {root} (e.g. testing_unseen_voice_list.txt of `pld data synth`) or "
+                                f"unset it to use {TESTING_LIST}")
+    chosen = read_list(root, testing_list)
+    dropped = testing - chosen - validation
+    log.info("data.testing_list %s: %d test clip(s), %d clip(s) of %s not in it left out of every split",
+             testing_list, len(chosen - validation), len(dropped), TESTING_LIST)
+    return validation, chosen, dropped
+
+
 @register_dataset("speech_commands", SpeechCommandsOptions)
 def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
     root = _root(opts.path)
@@ -142,18 +159,7 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
         absent = [k for k in opts.keywords if k not in words]
         if absent:
             raise ValueError(f"data.keywords: folder(s) {absent} missing under {root}; found {words}")
-    validation, testing = read_list(root, "validation_list.txt"), read_list(root, TESTING_LIST)
-    dropped: set[str] = set()
-    if opts.testing_list != TESTING_LIST:  # test on a subset: the rest of the official test clips go nowhere
-        if not (root / opts.testing_list).is_file():
-            raise FileNotFoundError(f"data.testing_list: {root / opts.testing_list} does not exist; name a list file "
-                                    f"under {root} (e.g. testing_unseen_voice_list.txt of `pld data synth`) or "
-                                    f"unset it to use {TESTING_LIST}")
-        chosen = read_list(root, opts.testing_list)
-        dropped, testing = testing - chosen - validation, chosen
-        log.info("data.testing_list %s: %d test clip(s), %d clip(s) of %s not in it left out of every split",
-                 opts.testing_list, len(testing - validation), len(dropped), TESTING_LIST)
-
+    validation, testing, dropped = _split_lists(root, opts.testing_list)
     rows = []
     for word in words:
         for f in label_files(root / word):
