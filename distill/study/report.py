@@ -141,9 +141,11 @@ def compute(study: Study, records: list[CellRecord], n_boot: int = 2000) -> dict
 
 
 def mean_curve(curves: list[list[float]]) -> list[float]:
-    """Epoch-wise mean of the seeds' curves, as long as the shortest (a record without curves: [])."""
-    n = min((len(c) for c in curves), default=0)
-    return [float(np.mean([c[i] for c in curves])) for i in range(n)]
+    """Epoch-wise mean of the seeds' curves, as long as the longest. A shorter curve is the tail
+    of a resumed stage's (its run logged the epochs after the restart only), so curves are
+    aligned at their last epoch and each epoch is the mean of the seeds that have it."""
+    n = max((len(c) for c in curves), default=0)
+    return [float(np.mean([c[i - n + len(c)] for c in curves if i - n + len(c) >= 0])) for i in range(n)]
 
 
 def plateau(curve: list[float]) -> tuple[float | None, float | None]:

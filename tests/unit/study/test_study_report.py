@@ -185,3 +185,14 @@ def test_a_cell_with_no_record_yet_is_named_once_and_left_out_of_the_tables(stud
     assert f"Cells with no record yet (left out of the tables): {', '.join(c.id for c in others)}." in md
     assert f"| pld@500 - direct@500 | {first.id} | stream | 3 |" in md
     assert not any(f"| {cell.id} |" in md for cell in others)
+
+
+def test_a_resumed_stages_short_curve_is_its_tail():
+    """A seed whose stage was resumed logged only its last epochs: the mean curve keeps the full
+    length, and those epochs average every seed (not a curve cut to the shortest)."""
+    from distill.study.report import mean_curve, plateau
+
+    full, tail = [0.1, 0.2, 0.3, 0.4], [0.5, 0.6]
+    assert mean_curve([full, tail]) == pytest.approx([0.1, 0.2, 0.4, 0.5])
+    assert mean_curve([]) == [] and mean_curve([[], full]) == pytest.approx(full)
+    assert plateau(mean_curve([full, tail])) == (pytest.approx(0.5), pytest.approx(0.1))
