@@ -91,7 +91,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from distill.data.synth import UNKNOWN_WORDS, synthesize_corpus
+    from distill.corpus.synth import UNKNOWN_WORDS, synthesize_corpus
 
     if not 1 <= args.unknown_words <= len(UNKNOWN_WORDS):
         raise ValueError(f"--unknown-words must be between 1 and {len(UNKNOWN_WORDS)}")

@@ -19,7 +19,7 @@ import soundfile as sf
 import yaml
 from mlflow import MlflowClient
 
-from distill.data.synth import synthesize_corpus
+from distill.corpus.synth import synthesize_corpus
 
 from distill.runtime.execution.relabel import FORMAT
 

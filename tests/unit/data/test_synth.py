@@ -1,4 +1,4 @@
-"""Tests for distill.data.synth: a tiny corpus with the default options (loudest placement,
+"""Tests for distill.corpus.synth: a tiny corpus with the default options (loudest placement,
 held-out voices, slow speaking rates) is generated twice per module (workers=2 in spawned
 processes, workers=1 in-process) and checked for layout, splits, determinism, timing
 statistics and where the speech really is."""
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from distill.data import synth
-from distill.data.synth import KEYWORDS, synthesize_corpus
+from distill.corpus import synth
+from distill.corpus.synth import KEYWORDS, synthesize_corpus
 
 SEED = 7
 SPEAKERS = 8

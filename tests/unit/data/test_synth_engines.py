@@ -1,4 +1,4 @@
-"""The corpus's engines (distill.data.engines, distill.data.festival) and its unseen parts: each
+"""The corpus's engines (distill.corpus.engines, distill.corpus.festival) and its unseen parts: each
 engine's binding on a word, the engine column of the manifest, disjoint splits, and the
 unseen-engine parts as prepared test sets."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import festival, mbrola, synth
+from distill.corpus import festival, mbrola, synth
 from distill.data.base import build_source_index, parse_dataset_options
-from distill.data.engines import ENGINES, parse_family, speak_batch
-from distill.data.synth import KEYWORDS, make_speakers, speech_bounds, synthesize_corpus
+from distill.corpus.engines import ENGINES, parse_family, speak_batch
+from distill.corpus.synth import KEYWORDS, make_speakers, speech_bounds, synthesize_corpus
 
 # Two speakers per unseen-engine part; 8 seen speakers: 4 train, 2 validation, 2 test.
 PARAMS = dict(seed=11, speakers=8, unknown_words=("bed", "marvin"), noise_seconds=3.0, val_fraction=0.25,

@@ -1,4 +1,4 @@
-"""distill.data.synth's speakers, held-out voices and option checks (no audio is rendered,
+"""distill.corpus.synth's speakers, held-out voices and option checks (no audio is rendered,
 except by one tiny corpus through the `pld data synth` command line)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from distill.cli import build_parser, main
-from distill.data import synth
-from distill.data.synth import heldout_voices, make_speakers, synthesize_corpus
+from distill.corpus import synth
+from distill.corpus.synth import heldout_voices, make_speakers, synthesize_corpus
 
 SEED = 7
 ESPEAK = {"espeak": 1}

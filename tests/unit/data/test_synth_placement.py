@@ -1,4 +1,4 @@
-"""distill.data.synth's placement modes and speaking rates on tiny corpora: uniform with fast
+"""distill.corpus.synth's placement modes and speaking rates on tiny corpora: uniform with fast
 (the old, short) words, center with a small jitter, and the loudest-window cut itself."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import synth
-from distill.data.synth import synthesize_corpus
+from distill.corpus import synth
+from distill.corpus.synth import synthesize_corpus
 
 ESPEAK = dict(engines={"espeak": 1}, unseen_engine_speakers=0)  # placement is the same for every engine
 FAST = dict(seed=3, speakers=6, unknown_words=("bed", "marvin"), noise_seconds=3.0, progress=False, **ESPEAK,

@@ -3,7 +3,7 @@
 Why this exists: the whole PLD pipeline (loading, teacher training, distillation,
 evaluation) must run end to end on a laptop or CI box without downloading the 2.3 GB
 Speech Commands archive. Words are spoken by espeak-ng -- the shared library and voice
-data shipped inside the `espeakng_loader` wheel, driven through ctypes (distill.data.espeak)
+data shipped inside the `espeakng_loader` wheel, driven through ctypes (distill.corpus.espeak)
 -- so neither system packages nor network access are needed.
 
 Layout written under `out` (the same as speech_commands_v0.02, plus four extra files):
@@ -57,7 +57,7 @@ default (median 360 ms at 130-200 words/min), real ones typically last 500-800 m
 Determinism: a clip depends only on (seed, speaker index, word, k), never on which worker
 process renders it or in what order; every random draw comes from a stream named by those
 (see _rng), and espeak gets a fresh library instance and a seeded breath-noise generator per
-utterance (see distill.data.espeak).
+utterance (see distill.corpus.espeak).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ import numpy as np
 import soundfile as sf
 
 from distill.names import KEYWORDS, NOISE_DIR
-from distill.data.engines import ENGINES, check_engine, engine_voices, parse_family, speak_batch
-from distill.data.espeak import (ESPEAK_RATE, MAX_RATE, MIN_RATE, check_fresh_state, check_voices,
+from distill.corpus.engines import ENGINES, check_engine, engine_voices, parse_family, speak_batch
+from distill.corpus.espeak import (ESPEAK_RATE, MAX_RATE, MIN_RATE, check_fresh_state, check_voices,
                                  espeak_paths, espeak_synthesize, make_voice_dir)
 
 # ----------------------------------------------------------------------------------------
