@@ -13,7 +13,7 @@ cmu_us_slt_arctic_hts voices: they are kept for held-out evaluation outside the 
 
 A *family* is a group of voices built alike (one language, one group of builders); a corpus
 holds out whole engines or whole families as its unseen-engine parts (`parse_family`).
-espeak is driven utterance by utterance (distill.corpus.synth.speak_word); the others speak a
+espeak is driven utterance by utterance (distill.corpus.speaking.speak_word); the others speak a
 speaker's whole vocabulary in one call here, each utterance at its own tempo (a duration
 factor: 1 = the voice's own pace, 2 = twice as long) and, for pico, its pitch factor.
 """
