@@ -12,7 +12,7 @@ TORCH  := "torch==2.14.1" "torchaudio==2.11.0"
 # what is missing). Installed with apt-get when absent: as root, or through sudo.
 FESTIVAL := festival festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb \
             festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru
-# MBROLA's engine (distill/data/mbrola.py): Debian's espeak-ng (main), mbrola (contrib) and its
+# MBROLA's engine (distill/corpus/mbrola.py): Debian's espeak-ng (main), mbrola (contrib) and its
 # voices (non-free: free for non-commercial use), less us3, de1 and sw2 (they lack diphones the
 # corpus's words need). contrib and non-free are enabled in their own sources file when absent.
 MBROLA := espeak-ng mbrola $(addprefix mbrola-,us1 us2 en1 af1 de2 de3 de4 de5 de6 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1)

@@ -91,7 +91,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from distill.data.synth import UNKNOWN_WORDS, synthesize_corpus
+    from distill.corpus.layout import UNKNOWN_WORDS
+    from distill.corpus.options import CorpusOptions
+    from distill.corpus.writer import synthesize_corpus
 
     if not 1 <= args.unknown_words <= len(UNKNOWN_WORDS):
         raise ValueError(f"--unknown-words must be between 1 and {len(UNKNOWN_WORDS)}")
@@ -104,8 +106,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         ("heldout_engine_val", args.heldout_engine_val), ("heldout_engine_test", args.heldout_engine_test),
         ("unseen_engine_speakers", args.unseen_engine_speakers), ("word_duration", args.word_duration))
         if value is not None}
-    synthesize_corpus(args.out, seed=args.seed, speakers=args.speakers, repeats=args.repeats, workers=args.workers,
-                      unknown_words=UNKNOWN_WORDS[:args.unknown_words], overwrite=args.overwrite, **given)
+    options = CorpusOptions(seed=args.seed, speakers=args.speakers, repeats=args.repeats,
+                            unknown_words=UNKNOWN_WORDS[:args.unknown_words], **given)
+    synthesize_corpus(args.out, options, workers=args.workers, overwrite=args.overwrite)
     return 0
 
 

@@ -19,7 +19,8 @@ import soundfile as sf
 import yaml
 from mlflow import MlflowClient
 
-from distill.data.synth import synthesize_corpus
+from distill.corpus.options import CorpusOptions
+from distill.corpus.writer import synthesize_corpus
 
 from distill.runtime.execution.relabel import FORMAT
 
@@ -39,9 +40,9 @@ def manifest_format(stage_dir: Path) -> str:
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     corpus = root / "corpus"
-    synthesize_corpus(corpus, seed=5, speakers=12, unknown_words=("bed", "bird", "cat", "dog"), workers=2,
-                      engines={"espeak": 1}, unseen_engine_speakers=0,
-                      progress=False)
+    synthesize_corpus(corpus, CorpusOptions(seed=5, speakers=12, unknown_words=("bed", "bird", "cat", "dog"),
+                                            engines={"espeak": 1}, unseen_engine_speakers=0),
+                      workers=2, progress=False)
     config = {
         "name": "it", "seed": 1,
         "data": {"name": "speech_commands", "path": str(corpus)},

@@ -144,7 +144,7 @@ def eval_set_clips(options: DatasetOptions, *, labels: list[str], sample_rate: i
             scanned.good["label"].map(lookup).to_numpy().astype("int64"))
 
 
-# A pld data synth corpus's held-out parts (data/synth.py): the test clips of accents no training
+# A pld data synth corpus's held-out parts (distill/corpus/): the test clips of accents no training
 # speaker has, and two whole engines no other clip uses. Read beside the test split, they say
 # whether a model heard words or learned its training voices.
 HELD_OUT_PARTS = {

@@ -1,4 +1,4 @@
-"""Tests for distill.data.synth: a tiny corpus with the default options (loudest placement,
+"""Tests for distill.corpus (writer, rendering, speaking): a tiny corpus with the default options (loudest placement,
 held-out voices, slow speaking rates) is generated twice per module (workers=2 in spawned
 processes, workers=1 in-process) and checked for layout, splits, determinism, timing
 statistics and where the speech really is."""
@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from distill.data import synth
-from distill.data.synth import KEYWORDS, synthesize_corpus
+from distill.corpus import espeak, layout, options, rendering, sound, speaking, summary, voices
+from distill.corpus.options import CorpusOptions
+from distill.corpus.speakers import Speaker
+from distill.corpus.writer import synthesize_corpus
+from distill.names import KEYWORDS
 
 SEED = 7
 SPEAKERS = 8
@@ -24,9 +27,9 @@ WORDS = KEYWORDS + UNKNOWN
 NOISE_SECONDS = 10.0
 # 0.25: two validation and two test speakers, so each split has a held-out and a seen voice
 # espeak only: the engines and unseen-engine parts have their own tests (test_synth_engines.py)
-PARAMS = dict(seed=SEED, speakers=SPEAKERS, unknown_words=UNKNOWN, noise_seconds=NOISE_SECONDS,
-              val_fraction=0.25, test_fraction=0.25, progress=False, engines={"espeak": 1},
-              unseen_engine_speakers=0)
+OPTIONS = CorpusOptions(seed=SEED, speakers=SPEAKERS, unknown_words=UNKNOWN, noise_seconds=NOISE_SECONDS,
+                        val_fraction=0.25, test_fraction=0.25, engines={"espeak": 1},
+                        unseen_engine_speakers=0)
 LISTS = ("validation_list.txt", "testing_list.txt", "validation_unseen_voice_list.txt",
          "testing_unseen_voice_list.txt")
 NAME_RE = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
@@ -35,14 +38,14 @@ NAME_RE = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("synth") / "corpus"
-    meta = synthesize_corpus(out, workers=2, **PARAMS)
+    meta = synthesize_corpus(out, OPTIONS, workers=2, progress=False)
     return out, meta
 
 
 @pytest.fixture(scope="module")
 def corpus_one_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth1") / "corpus"
-    synthesize_corpus(out, workers=1, **PARAMS)
+    synthesize_corpus(out, OPTIONS, workers=1, progress=False)
     return out
 
 
@@ -124,7 +127,7 @@ def test_heldout_voices_are_never_heard_in_training(corpus: tuple[Path, dict],
     assert not train_voices & {*held_val, *held_test}
     # voices are dealt round-robin: the training speakers cover all training voices they can
     n_train = meta["splits"]["train"]["speakers"]
-    assert len(train_voices) == min(n_train, len(synth.VOICES) - 3)
+    assert len(train_voices) == min(n_train, len(voices.VOICES) - 3)
     for split, held in (("validation", held_val), ("testing", held_test)):
         listed = set(_lines(out / f"{split}_list.txt"))
         unseen = _lines(out / f"{split}_unseen_voice_list.txt")
@@ -178,7 +181,7 @@ def test_timing_statistics_match_the_manifest(corpus: tuple[Path, dict], manifes
     cut = np.array([float(r["speech_cut_ms"]) for r in manifest])
     word = end - start
     stats = meta["stats"]
-    assert stats == synth.timing_stats(manifest)  # the CSV's strings give the same numbers
+    assert stats == summary.timing_stats(manifest)  # the CSV's strings give the same numbers
     assert stats["word_ms"]["median"] == round(float(np.median(word)), 1) >= 500  # read aloud slowly
     assert stats["word_ms"]["p10"] < stats["word_ms"]["median"] < stats["word_ms"]["p90"]
     assert stats["word_ms"]["share_over_500ms"] == round(float(np.mean(word > 500)), 4) > 0.5
@@ -186,29 +189,29 @@ def test_timing_statistics_match_the_manifest(corpus: tuple[Path, dict], manifes
     centred = (start >= 250) & (end <= 750) & (cut == 0)
     assert stats["share_whole_word_in_center_500ms"] == round(float(np.mean(centred)), 4) < 0.5
     p = meta["params"]
-    assert (p["placement"], p["rate_range"], p["vtl_range"]) == ("loudest", list(synth.RATE_RANGE),
-                                                                 list(synth.VTL_RANGE))
-    assert (p["pause_ms"], p["center_jitter_ms"]) == (list(synth.PAUSE_MS), synth.CENTER_JITTER_MS)
+    assert (p["placement"], p["rate_range"], p["vtl_range"]) == ("loudest", list(options.RATE_RANGE),
+                                                                 list(options.VTL_RANGE))
+    assert (p["pause_ms"], p["center_jitter_ms"]) == (list(options.PAUSE_MS), options.CENTER_JITTER_MS)
     assert (p["heldout_val_voices"], p["heldout_test_voices"]) == (1, 2)
 
 
 def test_long_word_is_spoken_faster_to_fit() -> None:
-    speech, rate = synth.speak_word("marvin", "en-us", "m3", 80, 50)  # 80 wpm: ~1.1 s as spoken
-    assert rate > 80 and len(speech) <= synth.MAX_SPEECH_S * 16000
+    speech, rate = speaking.speak_word("marvin", "en-us", "m3", 80, 50)  # 80 wpm: ~1.1 s as spoken
+    assert rate > 80 and len(speech) <= speaking.MAX_SPEECH_S * 16000
     assert np.sqrt(np.mean(speech ** 2)) > 0.01
     # a lower vocal-tract factor lengthens the word: duration / factor
-    short, _ = synth.speak_word("yes", "en-us", "m3", 150, 50, vtl=1.1)
-    long, _ = synth.speak_word("yes", "en-us", "m3", 150, 50, vtl=0.9)
+    short, _ = speaking.speak_word("yes", "en-us", "m3", 150, 50, vtl=1.1)
+    long, _ = speaking.speak_word("yes", "en-us", "m3", 150, 50, vtl=0.9)
     assert 1.15 < len(long) / len(short) < 1.30
 
 
 def test_manifest_values(manifest: list[dict[str, str]]) -> None:
-    assert tuple(manifest[0]) == synth.MANIFEST_COLUMNS
+    assert tuple(manifest[0]) == layout.MANIFEST_COLUMNS
     for r in manifest:
         assert -13.0 <= float(r["gain_db"]) <= 0.0
         assert 5.0 <= float(r["snr_db"]) <= 30.0
-        assert r["voice"] in synth.VOICES and r["variant"] in synth.VARIANTS
-        assert r["noise_file"] in {f"{k}.wav" for k in synth.NOISE_KINDS}
+        assert r["voice"] in voices.VOICES and r["variant"] in voices.VARIANTS
+        assert r["noise_file"] in {f"{k}.wav" for k in sound.NOISE_KINDS}
         assert 0.9 - 0.002 <= float(r["vtl_factor"]) <= 1.1 + 0.002
         assert 80 <= int(r["rate"]) <= 450 and r["unseen_voice"] in ("0", "1")
         assert 0 <= float(r["speech_start_ms"]) < float(r["speech_end_ms"]) <= 1000
@@ -234,21 +237,21 @@ def test_loudest_clip_is_the_loudest_second(corpus: tuple[Path, dict], manifest:
     manifest's position of the word is where the word is inside that window."""
     out, meta = corpus
     noises = [(n.split("/")[1], sf.read(str(out / n), dtype="float64")[0]) for n in meta["noise_files"]]
-    data_path = synth.make_voice_dir(tmp_path / "espeak", synth.VOICES)  # like the corpus's voice dir
-    speakers = {s["id"]: synth.Speaker(**s) for s in meta["speakers"]}
+    data_path = espeak.make_voice_dir(tmp_path / "espeak", voices.VOICES)  # like the corpus's voice dir
+    speakers = {s["id"]: Speaker(**s) for s in meta["speakers"]}
     rows = {r["path"]: r for r in manifest}
     for rel in sorted(rows)[::20]:
         r = rows[rel]
         word, k = r["word"], int(rel.split("_nohash_")[1][:-4])
-        rec, a, b, _ = synth.render_recording(SEED, speakers[r["speaker"]], word, k, noises,
-                                              synth.RenderOptions(), data_path)
+        rec, a, b, _ = rendering.render_recording(SEED, speakers[r["speaker"]], word, k, noises,
+                                              options.RenderOptions(), data_path)
         assert len(rec) >= 16000 and a >= 1600  # a leading pause of >= 100 ms
         energy = np.array([np.sum(rec[s:s + 16000] ** 2) for s in range(len(rec) - 16000 + 1)])
-        start = synth.loudest_window(rec)
+        start = sound.loudest_window(rec)
         assert energy[start] >= energy.max() * (1 - 1e-9)
         clip, _ = sf.read(str(out / rel))
         window = rec[start:start + 16000]
-        scale = min(1.0, synth.PEAK_LIMIT / np.abs(window).max())
+        scale = min(1.0, sound.PEAK_LIMIT / np.abs(window).max())
         assert np.abs(clip - window * scale).max() < 1.5 / 32767  # the file is that window (PCM_16)
         a_in, b_in = np.clip([a - start, b - start], 0, 16000)
         assert float(r["speech_start_ms"]) == pytest.approx(a_in / 16)
@@ -302,21 +305,21 @@ def test_speech_commands_testing_list_option(corpus: tuple[Path, dict]) -> None:
 
 def test_existing_corpus_and_overwrite(tmp_path: Path, corpus: tuple[Path, dict]) -> None:
     with pytest.raises(FileExistsError, match="synth.json"):
-        synthesize_corpus(corpus[0], **PARAMS)
+        synthesize_corpus(corpus[0], OPTIONS, progress=False)
     foreign = tmp_path / "real_dataset"
     (foreign / "yes").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not empty"):
-        synthesize_corpus(foreign, **PARAMS, overwrite=True)
+        synthesize_corpus(foreign, OPTIONS, progress=False, overwrite=True)
     assert (foreign / "yes").is_dir()  # untouched
-    small = dict(seed=1, speakers=3, noise_seconds=2.0, workers=1, progress=False, engines={"espeak": 1},
-                 unseen_engine_speakers=0)
+    small = dict(seed=1, speakers=3, noise_seconds=2.0, engines={"espeak": 1}, unseen_engine_speakers=0)
     out = tmp_path / "small"
-    synthesize_corpus(out, unknown_words=("bed",), **small)
-    meta = synthesize_corpus(out, unknown_words=("cat",), overwrite=True, **small)
+    synthesize_corpus(out, CorpusOptions(unknown_words=("bed",), **small), workers=1, progress=False)
+    meta = synthesize_corpus(out, CorpusOptions(unknown_words=("cat",), **small), workers=1, progress=False,
+                             overwrite=True)
     assert not (out / "bed").exists() and len(list((out / "cat").glob("*.wav"))) == 3
     assert meta["clips"] == 3 * (len(KEYWORDS) + 1)
     # 3 speakers: one each for train, validation (a held-out voice) and test (another one)
-    assert [meta["splits"][s]["unseen_voice_speakers"] for s in synth.SPLITS] == [0, 1, 1]
+    assert [meta["splits"][s]["unseen_voice_speakers"] for s in layout.SPLITS] == [0, 1, 1]
 
 
 def test_clear_errors_when_espeak_is_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,20 +332,20 @@ def test_clear_errors_when_espeak_is_unusable(tmp_path: Path, monkeypatch: pytes
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     with monkeypatch.context() as m:
-        m.setattr(synth, "VARIANTS", ("no-such-variant",))
+        m.setattr(voices, "VARIANTS", ("no-such-variant",))  # where voices are dealt
         with pytest.raises(RuntimeError, match="no-such-variant"):
-            synthesize_corpus(out, **PARAMS)
+            synthesize_corpus(out, OPTIONS, progress=False)
     with monkeypatch.context() as m:
-        m.setattr(synth, "VOICES", synth.VOICES + ("en-xx",))
+        m.setattr(speaking, "VOICES", voices.VOICES + ("en-xx",))  # where the voice dir is built
         with pytest.raises(RuntimeError, match="en-xx"):
-            synthesize_corpus(out, **PARAMS)
+            synthesize_corpus(out, OPTIONS, progress=False)
     with monkeypatch.context() as m:
         m.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "libnope.so"))
-        synth.espeak_paths.cache_clear()
+        espeak.espeak_paths.cache_clear()
         try:
             with pytest.raises(RuntimeError, match="espeakng-loader"):
-                synthesize_corpus(out, **PARAMS)
+                synthesize_corpus(out, OPTIONS, progress=False)
         finally:
-            synth.espeak_paths.cache_clear()
+            espeak.espeak_paths.cache_clear()
     assert not out.exists()  # nothing is written before the checks pass
     assert not list(private_tmp.iterdir())  # the temporary voice dir was removed every time

@@ -1,4 +1,4 @@
-"""The corpus's engines (distill.data.engines, distill.data.festival) and its unseen parts: each
+"""The corpus's engines (distill.corpus.engines, distill.corpus.festival) and its unseen parts: each
 engine's binding on a word, the engine column of the manifest, disjoint splits, and the
 unseen-engine parts as prepared test sets."""
 
@@ -13,21 +13,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import festival, mbrola, synth
+from distill.corpus import festival, layout, mbrola, options, voices
+from distill.corpus.engines import ENGINES, parse_family, speak_batch
+from distill.corpus.options import CorpusOptions
+from distill.corpus.sound import speech_bounds
+from distill.corpus.speakers import make_speakers
+from distill.corpus.writer import synthesize_corpus
 from distill.data.base import build_source_index, parse_dataset_options
-from distill.data.engines import ENGINES, parse_family, speak_batch
-from distill.data.synth import KEYWORDS, make_speakers, speech_bounds, synthesize_corpus
+from distill.names import KEYWORDS
 
 # Two speakers per unseen-engine part; 8 seen speakers: 4 train, 2 validation, 2 test.
 PARAMS = dict(seed=11, speakers=8, unknown_words=("bed", "marvin"), noise_seconds=3.0, val_fraction=0.25,
-              test_fraction=0.25, unseen_engine_speakers=2, progress=False)
+              test_fraction=0.25, unseen_engine_speakers=2)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[dict[str, str]]]:
     out = tmp_path_factory.mktemp("engines") / "corpus"
-    meta = synthesize_corpus(out, workers=2, **PARAMS)
-    with open(out / synth.MANIFEST, newline="") as fh:
+    meta = synthesize_corpus(out, CorpusOptions(**PARAMS), workers=2, progress=False)
+    with open(out / layout.MANIFEST, newline="") as fh:
         return out, meta, list(csv.DictReader(fh))
 
 
@@ -80,8 +84,8 @@ def test_every_mbrola_voice_offered_says_every_word() -> None:
     """No voice a speaker may get lacks a diphone that a corpus word needs (mbrola would stop:
     why us3, de1 and sw2 are in EXCLUDED_VOICES), and each word is a word's length, unclipped."""
     from concurrent.futures import ThreadPoolExecutor
-    words = list(synth.KEYWORDS) + list(synth.UNKNOWN_WORDS)
-    offered = [v for v in mbrola.MBROLA_VOICES if ("mbrola", v) not in synth.EXCLUDED_VOICES]
+    words = list(KEYWORDS) + list(layout.UNKNOWN_WORDS)
+    offered = [v for v in mbrola.MBROLA_VOICES if ("mbrola", v) not in voices.EXCLUDED_VOICES]
     with ThreadPoolExecutor(4) as pool:  # two processes per utterance: run voices side by side
         spoken = pool.map(lambda v: mbrola.mbrola_synthesize(v, words, [2.3] * len(words), [1.0] * len(words)),
                           offered)
@@ -110,16 +114,16 @@ def test_mbrola_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_mbrola_corpus_records_engine_voice_tempo_and_pitch(tmp_path: Path) -> None:
     params = {**PARAMS, "engines": {"mbrola": 1}, "unseen_engine_speakers": 0, "speakers": 4,
               "val_fraction": 0.25, "test_fraction": 0.25, "heldout_val_voices": 0, "heldout_test_voices": 0}
-    synthesize_corpus(tmp_path / "mb", workers=1, **params)
-    with open(tmp_path / "mb" / synth.MANIFEST, newline="") as fh:
+    synthesize_corpus(tmp_path / "mb", CorpusOptions(**params), workers=1, progress=False)
+    with open(tmp_path / "mb" / layout.MANIFEST, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and {r["engine"] for r in rows} == {"mbrola"}
-    excluded = {v for e, v in synth.EXCLUDED_VOICES if e == "mbrola"}
+    excluded = {v for e, v in voices.EXCLUDED_VOICES if e == "mbrola"}
     assert {r["voice"] for r in rows} <= set(mbrola.MBROLA_VOICES) - excluded
-    lo, hi = synth.TEMPO_RANGE["mbrola"]
+    lo, hi = voices.TEMPO_RANGE["mbrola"]
     for r in rows:
         assert r["rate"] == "" and lo * 0.9 <= float(r["tempo"]) <= hi * 1.1  # jitter, or re-spoken faster
-        assert 100 * synth.PICO_PITCH_RANGE[0] - 1 <= int(r["pitch"]) <= 100 * synth.PICO_PITCH_RANGE[1] + 1
+        assert 100 * voices.PICO_PITCH_RANGE[0] - 1 <= int(r["pitch"]) <= 100 * voices.PICO_PITCH_RANGE[1] + 1
 
 
 def test_manifest_records_engine_voice_and_part(corpus: tuple[Path, dict, list[dict[str, str]]]) -> None:
@@ -135,7 +139,7 @@ def test_manifest_records_engine_voice_and_part(corpus: tuple[Path, dict, list[d
         else:
             assert r["variant"] == "" and r["rate"] == "" and float(r["tempo"]) > 0.5
     parts = Counter(r["part"] for r in rows)
-    assert set(parts) == set(synth.PARTS)
+    assert set(parts) == set(layout.PARTS)
     # an unseen-engine speaker says the keywords and one other word
     assert parts["unseen_engine"] == 2 * 2 * (len(KEYWORDS) + 1)
     assert meta["stats_per_engine"]  # word-duration statistics per engine and part
@@ -159,11 +163,11 @@ def test_splits_are_disjoint(corpus: tuple[Path, dict, list[dict[str, str]]]) ->
     assert not engine_parts["validation"] & engine_parts["testing"]
     assert not (engine_parts["validation"] | engine_parts["testing"]) & seen
     # a held-out engine family: no seen speaker has any voice of it
-    for split, spec in (("validation", synth.HELDOUT_ENGINE_VAL), ("testing", synth.HELDOUT_ENGINE_TEST)):
-        engine, voices = parse_family(spec)
+    for split, spec in (("validation", options.HELDOUT_ENGINE_VAL), ("testing", options.HELDOUT_ENGINE_TEST)):
+        engine, family_voices = parse_family(spec)
         assert {e for e, _ in engine_parts[split]} == {engine}
-        assert not {(engine, v) for v in voices} & seen
-    listed = set().union(*((out / name).read_text().split() for name in (synth.VALIDATION_LIST, synth.TESTING_LIST)))
+        assert not {(engine, v) for v in family_voices} & seen
+    listed = set().union(*((out / name).read_text().split() for name in (layout.VALIDATION_LIST, layout.TESTING_LIST)))
     assert not any(p.startswith("_unseen_engine") for p in listed)
 
 
@@ -171,7 +175,7 @@ def test_unseen_engine_parts_are_prepared_test_sets(corpus: tuple[Path, dict, li
     out, meta, _ = corpus
     train_index = build_source_index(parse_dataset_options({"name": "speech_commands", "path": str(out)}))
     assert not train_index.clips["path"].str.contains("_unseen_engine").any()  # never trained on
-    for split, folder in synth.UNSEEN_ENGINE_DIRS.items():
+    for split, folder in layout.UNSEEN_ENGINE_DIRS.items():
         index = build_source_index(parse_dataset_options({"name": "speech_commands_test", "path": str(out / folder)}))
         counts = index.clips["label"].value_counts().to_dict()
         assert counts == {**{k: 2 for k in KEYWORDS}, "_unknown_": 2, "_silence_": 2}
@@ -180,27 +184,27 @@ def test_unseen_engine_parts_are_prepared_test_sets(corpus: tuple[Path, dict, li
 
 def test_same_corpus_for_any_worker_count(corpus: tuple[Path, dict, list[dict[str, str]]],
                                           tmp_path: Path) -> None:
-    synthesize_corpus(tmp_path / "one", workers=1, **PARAMS)
+    synthesize_corpus(tmp_path / "one", CorpusOptions(**PARAMS), workers=1, progress=False)
     assert _digest(tmp_path / "one") == _digest(corpus[0])
 
 
 def test_default_population_holds_out_whole_families() -> None:
-    speakers = make_speakers(0, 300, val_fraction=0.3, test_fraction=0.3,
-                             unseen_engine_speakers=synth.UNSEEN_ENGINE_SPEAKERS)
+    speakers = make_speakers(CorpusOptions(seed=0, speakers=300, val_fraction=0.3, test_fraction=0.3,
+                                           unseen_engine_speakers=options.UNSEEN_ENGINE_SPEAKERS))
     seen = [s for s in speakers if not s.unseen_engine]
     assert Counter(s.split for s in seen) == {"train": 120, "validation": 90, "testing": 90}
     train = Counter(s.engine for s in seen if s.split == "train")
-    total = sum(synth.ENGINE_WEIGHTS.values())
-    for engine, weight in synth.ENGINE_WEIGHTS.items():
+    total = sum(options.ENGINE_WEIGHTS.values())
+    for engine, weight in options.ENGINE_WEIGHTS.items():
         assert abs(train[engine] - 120 * weight / total) <= 1
-    for split, spec in (("validation", synth.HELDOUT_ENGINE_VAL), ("testing", synth.HELDOUT_ENGINE_TEST)):
+    for split, spec in (("validation", options.HELDOUT_ENGINE_VAL), ("testing", options.HELDOUT_ENGINE_TEST)):
         part = [s for s in speakers if s.unseen_engine and s.split == split]
         engine, family = parse_family(spec)
-        assert len(part) == synth.UNSEEN_ENGINE_SPEAKERS
+        assert len(part) == options.UNSEEN_ENGINE_SPEAKERS
         assert {s.engine for s in part} == {engine} and {s.voice for s in part} <= set(family)
         assert not {(s.engine, s.voice) for s in seen} & {(engine, v) for v in family}
     # >= 400 evaluated clips per part (keywords + 10 % unknown + 10 % silence), and per unseen-accent test part
-    assert synth.UNSEEN_ENGINE_SPEAKERS * 12 >= 400
+    assert options.UNSEEN_ENGINE_SPEAKERS * 12 >= 400
     assert sum(s.unseen_voice and s.split == "testing" for s in seen) * 12 >= 400
 
 
@@ -214,7 +218,7 @@ def test_default_population_holds_out_whole_families() -> None:
 ])
 def test_bad_engine_options(tmp_path: Path, bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        synthesize_corpus(tmp_path / "never", **{**PARAMS, **bad})
+        synthesize_corpus(tmp_path / "never", CorpusOptions(**{**PARAMS, **bad}), progress=False)
     assert not (tmp_path / "never").exists()
 
 

@@ -2,18 +2,18 @@
 
 | engine   | technique                                   | voices (families)                          | from |
 |----------|---------------------------------------------|--------------------------------------------|------|
-| espeak   | formant synthesis                           | 8 English accents x 48 timbre variants     | the espeakng-loader wheel (distill.data.espeak) |
-| festival | diphone, unit selection, HTS                | FESTIVAL_VOICES (english, czech, finnish, russian, italian, catalan) | Debian festival + festvox-* (distill.data.festival) |
+| espeak   | formant synthesis                           | 8 English accents x 48 timbre variants     | the espeakng-loader wheel (distill.corpus.espeak) |
+| festival | diphone, unit selection, HTS                | FESTIVAL_VOICES (english, czech, finnish, russian, italian, catalan) | Debian festival + festvox-* (distill.corpus.festival) |
 | pico     | SVOX Pico, HMM-based parametric             | en-US, en-GB                               | the py-nanotts wheel |
 | hibari   | neural (int8 ONNX, distilled from Kokoro)   | heart (US English)                         | the hibari-tts wheel |
-| mbrola   | diphones of real speakers (MBR-PSOLA)       | MBROLA_VOICES (english: us1-3, en1; 9 other languages' -en voices) | Debian espeak-ng, mbrola + mbrola-* (distill.data.mbrola) |
+| mbrola   | diphones of real speakers (MBR-PSOLA)       | MBROLA_VOICES (english: us1-3, en1; 9 other languages' -en voices) | Debian espeak-ng, mbrola + mbrola-* (distill.corpus.mbrola) |
 
 Never used, by design: flite (any voice), piper, and Festival's kal_diphone and
 cmu_us_slt_arctic_hts voices: they are kept for held-out evaluation outside the project.
 
 A *family* is a group of voices built alike (one language, one group of builders); a corpus
 holds out whole engines or whole families as its unseen-engine parts (`parse_family`).
-espeak is driven utterance by utterance (distill.data.synth.speak_word); the others speak a
+espeak is driven utterance by utterance (distill.corpus.speaking.speak_word); the others speak a
 speaker's whole vocabulary in one call here, each utterance at its own tempo (a duration
 factor: 1 = the voice's own pace, 2 = twice as long) and, for pico, its pitch factor.
 """
@@ -29,8 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-from distill.data.festival import FESTIVAL_VOICES, festival_synthesize
-from distill.data.mbrola import MBROLA_VOICES, mbrola_synthesize
+from distill.corpus.festival import FESTIVAL_VOICES, festival_synthesize
+from distill.corpus.mbrola import MBROLA_VOICES, mbrola_synthesize
 
 ESPEAK_FAMILY = "english"
 PICO_VOICES = {"en-US": "english", "en-GB": "english"}
@@ -90,12 +90,12 @@ def _pico_in_fresh_process(voice: str, texts: Sequence[str], tempos: Sequence[fl
                            pitches: Sequence[float]) -> list[np.ndarray]:
     """Pico keeps state in its C library from one utterance to the next, even across NanoTTS
     instances (measured: the same word differs after another one), so each batch is spoken by a
-    fresh interpreter (`python -m distill.data.engines`): a speaker's clips then depend only on
+    fresh interpreter (`python -m distill.corpus.engines`): a speaker's clips then depend only on
     the speaker, never on which worker spoke what before. ~0.1 s per batch."""
     _pico()  # the import error, with its install hint, here rather than in the child
     request = json.dumps({"voice": voice, "items": [[t, 1.0 / tempo, float(p)]
                                                      for t, tempo, p in zip(texts, tempos, pitches)]})
-    proc = subprocess.run([sys.executable, "-m", "distill.data.engines"], input=request.encode(),
+    proc = subprocess.run([sys.executable, "-m", "distill.corpus.engines"], input=request.encode(),
                           capture_output=True, timeout=600)
     if proc.returncode:
         raise RuntimeError(f"pico failed with voice {voice}: {proc.stderr.decode(errors='replace')[-500:]}")
@@ -118,14 +118,14 @@ def _pico_child() -> None:
 def check_engine(engine: str, voices: Sequence[str]) -> None:
     """Fail early, saying how to install it, if `engine` or one of `voices` cannot speak."""
     if engine == "festival":
-        from distill.data.festival import check_voices
+        from distill.corpus.festival import check_voices
         check_voices(voices)
     elif engine == "pico":
         _pico()
     elif engine == "hibari":
         _hibari()
     elif engine == "mbrola":
-        from distill.data.mbrola import check_voices
+        from distill.corpus.mbrola import check_voices
         check_voices(voices)
 
 
