@@ -138,7 +138,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from distill.runtime.deployment.predict import load_model, predict_files
+    from distill.runtime.deployment.predict import load_model, operating_point, predict_files
 
     if args.hop_ms <= 0:
         raise ValueError(f"--hop-ms {args.hop_ms}: must be positive")
@@ -150,8 +150,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("give --threshold or --max-fa-per-hour, not both")
     if args.max_fa_per_hour is not None and args.max_fa_per_hour < 0:
         raise ValueError(f"--max-fa-per-hour {args.max_fa_per_hour}: must be 0 or more")
-    return predict_files(spotter, card, args.audio, hop_ms=args.hop_ms, threshold=args.threshold,
-                         max_fa_per_hour=args.max_fa_per_hour, merge_ms=args.merge_ms, as_json=args.json)
+    point = operating_point(card, args.threshold, args.max_fa_per_hour)
+    return predict_files(spotter, card, args.audio, point, hop_ms=args.hop_ms, merge_ms=args.merge_ms,
+                         as_json=args.json)
 
 
 def cmd_study(args: argparse.Namespace) -> int:

@@ -189,12 +189,13 @@ def operating_point(card: dict, threshold: float | None, max_fa_per_hour: float 
                                 f"test split{minutes})")
 
 
-def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], *, hop_ms: float = 100.0,
-                  threshold: float | None = None, max_fa_per_hour: float | None = None, merge_ms: float = MERGE_MS,
-                  as_json: bool = False, say: Callable[[str], None] = print) -> int:
-    """Spot keywords in every file; prints detections (a table, or JSON lines) and a summary on
-    stderr. Returns the exit code: 0, or 1 when some file could not be read (the others are done)."""
-    threshold, described = operating_point(card, threshold, max_fa_per_hour)
+def predict_files(spotter: OnnxSpotter, card: dict, paths: list[str], point: tuple[float, str], *,
+                  hop_ms: float = 100.0, merge_ms: float = MERGE_MS, as_json: bool = False,
+                  say: Callable[[str], None] = print) -> int:
+    """Spot keywords in every file at the operating ``point`` (``operating_point``: the threshold
+    and how to describe it); prints detections (a table, or JSON lines) and a summary on stderr.
+    Returns the exit code: 0, or 1 when some file could not be read (the others are done)."""
+    threshold, described = point
     errors, audio_s, compute_s, found = 0, 0.0, 0.0, 0
     if not as_json:
         say(f"{'file':<40} {'keyword':<10} {'start_ms':>9} {'end_ms':>9} {'score':>7}")

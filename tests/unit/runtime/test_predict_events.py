@@ -67,9 +67,10 @@ def test_model_that_is_no_model_says_what_model_may_be(tmp_path):
 
 
 def test_no_real_time_factor_when_nothing_was_read(tmp_path, capsys):
-    from distill.runtime.deployment.predict import predict_files
+    from distill.runtime.deployment.predict import operating_point, predict_files
     card = {"operating_points": [], "threshold": 0.5, "sample_rate": 16000, "input_samples": 8000}
-    code = predict_files(None, card, [str(tmp_path / "missing.wav")], threshold=0.5, say=lambda line: None)
+    code = predict_files(None, card, [str(tmp_path / "missing.wav")], operating_point(card, 0.5, None),
+                         say=lambda line: None)
     err = capsys.readouterr().err
     assert code == 1 and "could not be read" in err
     assert "inf" not in err and "real-time factor" not in err
