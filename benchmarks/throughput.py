@@ -211,7 +211,7 @@ def plain_train(data_dir: Path, source_dir: Path, spec: ModelSpec, validation, s
     for epoch in range(stage.epochs):
         batches = ({k: v[idx].to(device) for k, v in columns.items()} for idx in torch.randperm(rows).split(train.batch_size))
         train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=0, device=device)
-        correct, clips = validate(fit.net, validation[0], validation[1], input_samples=stage.input_samples,
+        correct, clips = validate(fit.net, validation, input_samples=stage.input_samples,
                                   hop_samples=hop_samples, silence_index=spec.silence_index,
                                   batch_size=eval_batch_size, device=device, precision=train.precision)
         acc = float(correct / max(clips, 1))

@@ -146,10 +146,11 @@ def kept_model(fit: Fit, epoch: int, epochs: int, average_epochs: int) -> torch.
     return fit.averaged.module.eval() if epoch == epochs - 1 else fit.net
 
 
-def validate(net: torch.nn.Module, waves: np.ndarray, labels: np.ndarray, *, input_samples: int, hop_samples: int,
+def validate(net: torch.nn.Module, clips: tuple[np.ndarray, np.ndarray], *, input_samples: int, hop_samples: int,
              silence_index: int | None, batch_size: int, device: torch.device, precision: str) -> torch.Tensor:
-    """(correct, clips) of ``net`` on validation clips at full length, stream protocol: counts,
-    so several workers' sum to the split's."""
+    """(correct, clips) of ``net`` on validation ``clips`` (waveforms at full length, labels),
+    stream protocol: counts, so several workers' sum to the split's."""
+    waves, labels = clips
     if not len(labels):
         return torch.zeros(2, dtype=torch.float64)
     with autocast(device, precision):

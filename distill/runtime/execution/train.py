@@ -71,7 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     val_waves, val_labels = val_waves[rank::world], val_labels[rank::world]
 
     def validate_here(net: torch.nn.Module) -> torch.Tensor:
-        return validate(net, val_waves, val_labels, input_samples=stage.input_samples, hop_samples=config["hop_samples"],
+        return validate(net, (val_waves, val_labels), input_samples=stage.input_samples, hop_samples=config["hop_samples"],
                         silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device,
                         precision=train.precision)
 

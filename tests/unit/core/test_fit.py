@@ -105,8 +105,8 @@ def test_validation_counts_correct_clips():
 
     waves = np.zeros((5, 16000), np.float32)
     labels = np.array([2, 2, 0, 1, 2])
-    counts = validate(Always(), waves, labels, input_samples=8000, hop_samples=1600, silence_index=None, batch_size=4,
+    counts = validate(Always(), (waves, labels), input_samples=8000, hop_samples=1600, silence_index=None, batch_size=4,
                       device=CPU, precision="fp32")
     assert counts.tolist() == [3.0, 5.0]
-    assert validate(Always(), waves[:0], labels[:0], input_samples=8000, hop_samples=1600, silence_index=None,
+    assert validate(Always(), (waves[:0], labels[:0]), input_samples=8000, hop_samples=1600, silence_index=None,
                     batch_size=4, device=CPU, precision="fp32").tolist() == [0.0, 0.0]
