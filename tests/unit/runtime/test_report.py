@@ -31,6 +31,7 @@ def fake_chain(uri: str, seed: int, label_mode: str) -> str:
         for name, kind, method, ms in STAGES:
             with mlflow.start_run(run_name=name, nested=True, tags={"pld.kind": kind, "pld.method": method,
                                                                     "pld.input_ms": str(ms), "pld.stage": name}):
+                mlflow.log_params({"teacher_stage": "" if name == "teacher" or method == "direct" else "teacher"})
                 mlflow.log_metrics({**{f"test_acc_{p}": float(rng.uniform(0.3, 0.9)) for p in ("window", "stream", "center")},
                                     "test_fa_per_hour_at_90_recall": float(rng.uniform(0, 500)),
                                     "test_recall_at_1_fa_per_hour": float(rng.uniform(0, 1)),
