@@ -141,10 +141,11 @@ def training_curves(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     lengths = sorted({r["input_ms"] for r in rows}, reverse=True)
     styles = ["-", "--", "-.", ":"]
+    colours = {name: style["color"] for name, style in _styles().items()}
     drawn = 0
     for r in rows:
         curves = r.get("curves") or {}
-        style = dict(color=_styles().get(r["method"], {}).get("color", "grey"),
+        style = dict(color=colours.get(r["method"], "grey"),
                      linestyle=styles[lengths.index(r["input_ms"]) % len(styles)] if r["method"] == "pld" else "-")
         for ax, key in zip(axes, ("val_acc", "train_loss")):
             pts = curves.get(key) or []
