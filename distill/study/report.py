@@ -44,6 +44,13 @@ def _pm(mean: float, half: float, digits: int = 3, signed: bool = False) -> str:
     return text + (f" ± {half:.{digits}f}" if math.isfinite(half) else "")
 
 
+def cell_label(levels: dict[str, str], reference: dict[str, str]) -> str:
+    """A cell named by what differs from the reference cell (the design's first): short enough
+    for a figure's axis, and in a one-factor-at-a-time design it names the factor."""
+    changed = [f"{axis}={level}" for axis, level in levels.items() if reference.get(axis) != level]
+    return ", ".join(changed) if changed else "first cell"
+
+
 def current_records(study: Study, records: list[CellRecord]) -> tuple[dict[str, list[CellRecord]], list[str]]:
     """The study's records by cell id (cells in the study's order, seeds ascending), and a line
     for each record left out (another study, a cell it no longer has, another config or seed)."""
@@ -83,9 +90,11 @@ def compute(study: Study, records: list[CellRecord], n_boot: int = 2000) -> dict
     """Every number of the report, as plain JSON-able data."""
     by_cell, left_out = current_records(study, records)
     cells = []
+    reference = study.cells()[0].levels
     for cell in study.cells():
         rs = by_cell[cell.id]
-        entry = {"cell": cell.id, "levels": cell.levels, "seeds": [r.seed for r in rs], "stages": []}
+        entry = {"cell": cell.id, "label": cell_label(cell.levels, reference), "levels": cell.levels,
+                 "seeds": [r.seed for r in rs], "stages": []}
         if rs:
             first = rs[0]
             for st in first.stages:
@@ -189,6 +198,30 @@ def _accuracy_tables(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _headline_protocol(data: dict[str, Any]) -> str:
+    return FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
+
+
+def _summary_table(data: dict[str, Any]) -> list[str]:
+    """What a reader asks first: every contrast on the test split, one row per cell, the cells
+    named by what differs from the first."""
+    names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"]))
+    cells = [c for c in data["cells"] if c["seeds"]]
+    if not names or not cells:
+        return []
+    protocol = _headline_protocol(data)
+    rows = {(c["contrast"], c["cell"]): c for c in data["contrasts"] if c["eval"] == TEST and c["protocol"] == protocol}
+    lines = ["", "## Summary", "",
+             f"Each contrast on {TEST}, {protocol} protocol, paired by seed (mean ± 95 % CI). A cell is named by "
+             f"what differs from the first cell, `{data['cells'][0]['cell']}`.", "",
+             "| cell | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for cell in cells:
+        diffs = [rows.get((name, cell["cell"])) for name in names]
+        lines.append(f"| {cell['label']} | {len(cell['seeds'])} | " + " | ".join(
+            "–" if d is None or d["mean"] is None else _pm(d["mean"], _f(d["ci95"]), signed=True) for d in diffs) + " |")
+    return lines
+
+
 def _contrast_tables(data: dict[str, Any]) -> list[str]:
     if not data["contrasts"]:
         return []
@@ -246,7 +279,7 @@ def _convergence_table(curves: list[tuple[str, dict]]) -> list[str]:
 def markdown(data: dict[str, Any]) -> str:
     shares = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("word_share")]
     curves = [(cell["cell"], st) for cell in data["cells"] for st in cell["stages"] if st.get("val_curve")]
-    lines = [*_header(data), *_accuracy_tables(data), *_contrast_tables(data), *_word_share_table(shares),
+    lines = [*_header(data), *_summary_table(data), *_accuracy_tables(data), *_contrast_tables(data), *_word_share_table(shares),
              *_convergence_table(curves)]
     lines += ["", "## Figures", "", f"![accuracy by input length]({ACCURACY_FIGURE})", "",
               f"![contrasts]({CONTRAST_FIGURE})", ""] + ([f"![validation curves]({CURVES_FIGURE})", ""] if curves else [])
@@ -268,8 +301,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, bottom: float = 0.0) -> Path:
+    fig.tight_layout(rect=(0, bottom, 1, 1))  # bottom: room kept for a caption or legend under the panels
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
@@ -278,7 +311,7 @@ def _save(fig, path: Path) -> Path:
 def accuracy_figure(data: dict[str, Any], path: Path) -> Path:
     """Accuracy against input length (stream, test split): per cell, PLD's chain as a line (the
     teacher at its length first), each baseline as its own marker beside the final length."""
-    protocol = FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
+    protocol = _headline_protocol(data)
     fig, ax = _plt().subplots(figsize=(7.5, 4.5))
     markers = {m.name: m.marker for m in methods() if m.is_baseline}
     for k, cell in enumerate(c for c in data["cells"] if c["stages"]):
@@ -288,7 +321,7 @@ def accuracy_figure(data: dict[str, Any], path: Path) -> Path:
                      reverse=True)
         if pts:
             ax.errorbar([x for x, _ in pts], [a["mean"] for _, a in pts], yerr=[_f(a["ci95"]) if a["ci95"] is not None
-                        else 0 for _, a in pts], marker="o", capsize=3, color=color, label=cell["cell"])
+                        else 0 for _, a in pts], marker="o", capsize=3, color=color, label=cell["label"])
         for j, (method, marker) in enumerate(markers.items()):
             for st in cell["stages"]:
                 a = st["accuracy"][TEST][protocol]
@@ -304,31 +337,42 @@ def accuracy_figure(data: dict[str, Any], path: Path) -> Path:
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower left")
+    fig.text(0.01, 0.005, f"first cell: {data['cells'][0]['cell']}" if data["cells"] else "", fontsize=6.5)
     return _save(fig, path)
 
 
 def contrast_figure(data: dict[str, Any], path: Path) -> Path:
-    """Each contrast per cell, paired by seed with its CI, one marker per protocol (test split)."""
-    names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"]))
-    fig, axes = _plt().subplots(1, max(1, len(names)), squeeze=False,
-                                figsize=(max(4.5, 1.4 * len(data["cells"]) + 2) * max(1, len(names)), 3.8))
-    cell_ids = [c["cell"] for c in data["cells"]]
-    for ax, name in zip(axes[0], names or ["(no contrasts)"]):
-        for j, p in enumerate(data["protocols"]):
+    """A forest plot: one panel per contrast, one row per cell (named by what differs from the
+    first), the difference paired by seed with its 95 % CI on the test split, one marker per
+    protocol (the headline protocol drawn solid). Readable at a page's width."""
+    names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"])) or ["(no contrasts)"]
+    cells = [c for c in data["cells"] if c["seeds"]] or data["cells"]
+    headline = _headline_protocol(data)
+    protocols = [headline] + [p for p in data["protocols"] if p != headline]
+    height = 0.42 * len(cells) + 1.9
+    fig, axes = _plt().subplots(1, len(names), squeeze=False, sharey=True, sharex=True,
+                                figsize=(min(3.6 * len(names) + 2.2, 12), height))
+    for ax, name in zip(axes[0], names):
+        for j, p in enumerate(protocols):
             rows = {c["cell"]: c for c in data["contrasts"] if c["contrast"] == name and c["protocol"] == p
                     and c["eval"] == TEST}
-            xs = [i + (j - (len(data["protocols"]) - 1) / 2) * 0.15 for i in range(len(cell_ids))]
-            ys = [_f(rows[c]["mean"]) if c in rows else math.nan for c in cell_ids]
-            es = [(_f(rows[c]["ci95"]) if c in rows and rows[c]["ci95"] is not None else 0) for c in cell_ids]
-            ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=p)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xticks(range(len(cell_ids)))
-        ax.set_xticklabels(cell_ids, rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"{name} ({TEST})")
-        ax.set_ylabel("difference (paired by seed, 95 % CI)")
+            ys = [i + 0.22 * j for i in range(len(cells))]
+            xs = [_f(rows[c["cell"]]["mean"]) if c["cell"] in rows else math.nan for c in cells]
+            es = [_f(rows[c["cell"]]["ci95"]) if c["cell"] in rows and rows[c["cell"]]["ci95"] is not None else 0
+                  for c in cells]
+            ax.errorbar(xs, ys, xerr=es, fmt="o" if p == headline else ".", capsize=2.5, color=f"C{j}",
+                        alpha=1.0 if p == headline else 0.45, label=p)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"difference on {TEST} (paired by seed, 95 % CI)", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+    axes[0][0].set_yticks(range(len(cells)))
+    axes[0][0].set_yticklabels([c.get("label", c["cell"]) for c in cells], fontsize=8)
+    axes[0][0].invert_yaxis()  # the first cell on top, as in the tables
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower right", ncol=len(protocols), fontsize=7, frameon=False)
+    fig.text(0.01, 0.01, f"first cell: {data['cells'][0]['cell']}" if data["cells"] else "", fontsize=6.5)
+    return _save(fig, path, bottom=0.35 / height)
 
 
 def curves_figure(data: dict[str, Any], path: Path) -> Path | None:
@@ -343,7 +387,7 @@ def curves_figure(data: dict[str, Any], path: Path) -> Path | None:
         for cell in data["cells"]:
             for st in cell["stages"]:
                 if st["stage"] == name and st.get("val_curve"):
-                    ax.plot(range(1, len(st["val_curve"]) + 1), st["val_curve"], label=cell["cell"])
+                    ax.plot(range(1, len(st["val_curve"]) + 1), st["val_curve"], label=cell["label"])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 from distill.study.records import CellRecord, cell_fingerprint, write_record
 from distill.study.report import (ACCURACY_FIGURE, CONTRAST_FIGURE, CURVES_FIGURE, WORD_SHARE_FIGURE,
-                                  write_report)
+                                  cell_label, write_report)
 from distill.study.spec import load_study
 from distill.study.stats import paired_bootstrap
 
@@ -196,3 +196,21 @@ def test_a_resumed_stages_short_curve_is_its_tail():
     assert mean_curve([full, tail]) == pytest.approx([0.1, 0.2, 0.4, 0.5])
     assert mean_curve([]) == [] and mean_curve([[], full]) == pytest.approx(full)
     assert plateau(mean_curve([full, tail])) == (pytest.approx(0.5), pytest.approx(0.1))
+
+
+def test_a_cell_is_named_by_what_differs_from_the_first():
+    first = {"schedule": "paper", "view": "native", "labels": "mixed"}
+    assert cell_label(first, first) == "first cell"
+    assert cell_label({**first, "labels": "hard"}, first) == "labels=hard"
+    assert cell_label({**first, "view": "pad", "labels": "soft"}, first) == "view=pad, labels=soft"
+
+
+def test_the_summary_gives_each_cells_contrast_on_test_in_the_headline_protocol(study_records):
+    study, records, tmp = study_records
+    data = write_report(study, tmp / "records", tmp / "report", n_boot=200)
+    md = (tmp / "report" / "report.md").read_text()
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "`labels=mixed`" in summary and "| cell | seeds | pld@500 - direct@500 |" in summary
+    for cell, label in (("labels=mixed", "first cell"), ("labels=teacher", "labels=teacher")):
+        (row,) = [c for c in data["contrasts"] if c["cell"] == cell and c["eval"] == "test" and c["protocol"] == "stream"]
+        assert f"| {label} | 3 | {row['mean']:+.3f} ± {row['ci95']:.3f} |" in summary
