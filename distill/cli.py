@@ -51,6 +51,13 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _services(args: argparse.Namespace):
+    """The MLflow store and Ray cluster a command's flags name."""
+    from distill.runtime.infra.session import Services
+
+    return Services(tracking=args.tracking_uri, address=args.address, verbose=args.verbose)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from distill.config import load_config
 
@@ -68,8 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     from distill.runtime.execution.chain import run_chain
 
-    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, new=args.new,
-              share_stages=args.share_stages)
+    run_chain(cfg, _services(args), new=args.new, share_stages=args.share_stages)
     return 0
 
 
@@ -88,7 +94,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from distill.runtime.infra.resume import chain_config
 
     cfg = chain_config(args.run_id, args.tracking_uri)
-    run_chain(cfg, tracking=args.tracking_uri, address=args.address, verbose=args.verbose, resume_run_id=args.run_id)
+    run_chain(cfg, _services(args), resume_run_id=args.run_id)
     return 0
 
 

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from distill.core.protocols import window_posteriors, window_starts
+from distill.names import SILENCE, UNKNOWN
 
 TARGET_RECALL = 0.9
 FA_BUDGET_PER_HOUR = 1.0
+NEGATIVE_CLASSES = (SILENCE, UNKNOWN)  # the clips joined into the negative stream
 
 
 def count_events(scores: np.ndarray, thresholds: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -91,15 +93,16 @@ def threshold_for(points: list[dict[str, float]], max_fa_per_hour: float) -> dic
 
 
 @torch.no_grad()
-def keyword_spotting_metrics(model, waveforms: np.ndarray, labels: np.ndarray, class_names: list[str],
-                             input_samples: int, hop_samples: int, sample_rate: int, *, negative: tuple[str, ...],
+def keyword_spotting_metrics(model, spec, waveforms: np.ndarray, labels: np.ndarray, hop_samples: int, *,
                              batch_size: int = 256, device: str | torch.device = "cpu",
                              stream_posteriors: torch.Tensor | None = None) -> dict[str, float] | None:
     """The false-alarm figures of ``model`` on test clips ``waveforms`` with class indices
-    ``labels``; ``negative`` names the classes that make the negative stream. None when the
-    split has no negative or no keyword clips. ``stream_posteriors``: the clips' posteriors
-    under the stream protocol (same hop) if the caller has them already."""
-    negative_idx = [class_names.index(c) for c in negative if c in class_names]
+    ``labels``; ``spec`` (a ``ModelSpec``) gives the class names, the input length and the
+    sample rate. The ``NEGATIVE_CLASSES`` make the negative stream. None when the split has no
+    negative or no keyword clips. ``stream_posteriors``: the clips' posteriors under the stream
+    protocol (same hop) if the caller has them already."""
+    class_names, input_samples = list(spec.labels), spec.input_samples
+    negative_idx = [class_names.index(c) for c in NEGATIVE_CLASSES if c in class_names]
     keyword_idx = [i for i in range(len(class_names)) if i not in negative_idx]
     is_negative = np.isin(labels, negative_idx)
     if not is_negative.any() or is_negative.all() or not keyword_idx:
@@ -116,6 +119,6 @@ def keyword_spotting_metrics(model, waveforms: np.ndarray, labels: np.ndarray, c
     else:
         post = stream_posteriors[torch.from_numpy(~is_negative)]
     positive_scores = post[torch.arange(len(clips)), :, torch.as_tensor(targets)].max(dim=-1).values.numpy()
-    seconds = stream.shape[1] / sample_rate
+    seconds = stream.shape[1] / spec.features["sample_rate"]
     return {**false_alarm_metrics(negative_scores, seconds, positive_scores),
             "operating_points": operating_points(negative_scores, seconds, positive_scores)}

@@ -3,7 +3,7 @@
 No Ray and no MLflow store: the records (``records.py``) hold every clip's prediction, so
 accuracies, their intervals over seeds, the contrasts paired by seed and by clip, and the
 seeds a contrast needs are all computed here. Writes ``report.md``, ``report.json`` (the same
-numbers) and two PNG figures into the output folder.
+numbers) and the figures (``figures.py``) into the output folder.
 
 Only records of the study's current cells count: a record of a cell the study no longer has,
 or made with another resolved config (its fingerprint differs), is listed as left out.
@@ -18,19 +18,15 @@ import numpy as np
 from pathlib import Path
 from typing import Any
 
-from distill.methods import methods
 from distill.study import stats
+from distill.study.figures import (ACCURACY_FIGURE, CONTRAST_FIGURE, CURVES_FIGURE, WORD_SHARE_FIGURE, _f,
+                                   figures, headline_protocol)
 from distill.study.records import TEST, CellRecord, correct_by_seed, read_records, same_config
 from distill.study.spec import Study
 from distill.study.word_share import LITTLE, MOST, OUTCOMES
 from distill.study.word_share import summary as word_share_summary
 
-ACCURACY_FIGURE = "accuracy_by_length.png"
-CONTRAST_FIGURE = "contrasts.png"
-CURVES_FIGURE = "curves.png"
-WORD_SHARE_FIGURE = "labels_by_word_share.png"
 PLATEAU_SHARE = 0.2  # "has it converged": validation accuracy's change over the last 20 % of epochs
-FIGURE_PROTOCOL = "stream"
 
 
 def _num(x: float | None) -> float | None:
@@ -86,64 +82,65 @@ def accuracy_by_seed(records: list[CellRecord], stage: str, protocol: str, eval_
     return out
 
 
+def stage_entry(study: Study, rs: list[CellRecord], st) -> dict[str, Any]:
+    """One stage of a cell over its seeds: accuracy per eval set and protocol, label agreement,
+    labels against the word's share (summed over seeds) and the mean validation curve."""
+    stage = {"stage": st.name, "method": st.method, "input_ms": st.input_ms, "accuracy": {}}
+    for ev in eval_sets(study):
+        stage["accuracy"][ev] = {}
+        for p in study.protocols:
+            acc = accuracy_by_seed(rs, st.name, p, ev)
+            mean, half = stats.mean_ci(acc.values())
+            stage["accuracy"][ev][p] = {"mean": _num(mean), "ci95": _num(half), "n": len(acc),
+                                        "by_seed": {str(k): v for k, v in acc.items()}}
+    same = [r_st for r in rs for r_st in r.stages if r_st.name == st.name]
+    mean, half = stats.mean_ci([r_st.label_stats.get("agreement") for r_st in same])
+    stage["label_agreement"] = {"mean": _num(mean), "ci95": _num(half)}
+    tables = [r_st.word_share for r_st in same if r_st.word_share]
+    if tables:
+        summed = {"edges": tables[0]["edges"],
+                  **{k: np.sum([t[k] for t in tables], axis=0).astype(int).tolist() for k in OUTCOMES}}
+        stage["word_share"] = {"table": summed, **word_share_summary(summed)}
+    stage["val_curve"] = mean_curve([r_st.curves.get("val_acc", []) for r_st in same])
+    return stage
+
+
+def contrast_row(contrast, cell_id: str, a_stage: str, b_stage: str, rs: list[CellRecord], ev: str, p: str,
+                 n_boot: int) -> dict[str, Any]:
+    """One contrast in one cell, eval set and protocol: paired by seed, by clip, and its power line."""
+    a = accuracy_by_seed(rs, a_stage, p, ev)
+    b = accuracy_by_seed(rs, b_stage, p, ev)
+    mean, half, n = stats.paired_by_seed(a, b)
+    diffs = stats.paired_diffs(a, b)
+    both = [r for r in rs if r.seed in diffs]
+    if both:
+        _, ca = correct_by_seed(both, a_stage, p, ev)
+        _, cb = correct_by_seed(both, b_stage, p, ev)
+        boot = stats.paired_bootstrap(ca, cb, n_boot=n_boot)
+    else:
+        boot = (math.nan, math.nan, math.nan)
+    return {"contrast": str(contrast), "cell": cell_id, "eval": ev, "protocol": p,
+            "a": a_stage, "b": b_stage, "mean": _num(mean), "ci95": _num(half), "n": n,
+            "by_seed": {str(k): v for k, v in diffs.items()},
+            "bootstrap": {"diff": _num(boot[0]), "lo": _num(boot[1]), "hi": _num(boot[2])},
+            "power": stats.contrast_power_line(diffs)}
+
+
 def compute(study: Study, records: list[CellRecord], n_boot: int = 2000) -> dict[str, Any]:
     """Every number of the report, as plain JSON-able data."""
     by_cell, left_out = current_records(study, records)
-    cells = []
     reference = study.cells()[0].levels
-    for cell in study.cells():
-        rs = by_cell[cell.id]
-        entry = {"cell": cell.id, "label": cell_label(cell.levels, reference), "levels": cell.levels,
-                 "seeds": [r.seed for r in rs], "stages": []}
-        if rs:
-            first = rs[0]
-            for st in first.stages:
-                stage = {"stage": st.name, "method": st.method, "input_ms": st.input_ms, "accuracy": {}}
-                for ev in eval_sets(study):
-                    stage["accuracy"][ev] = {}
-                    for p in study.protocols:
-                        acc = accuracy_by_seed(rs, st.name, p, ev)
-                        mean, half = stats.mean_ci(acc.values())
-                        stage["accuracy"][ev][p] = {"mean": _num(mean), "ci95": _num(half), "n": len(acc),
-                                                    "by_seed": {str(k): v for k, v in acc.items()}}
-                label_agreement = [r_st.label_stats.get("agreement") for r in rs for r_st in r.stages
-                                   if r_st.name == st.name]
-                mean, half = stats.mean_ci(label_agreement)
-                stage["label_agreement"] = {"mean": _num(mean), "ci95": _num(half)}
-                tables = [r_st.word_share for r in rs for r_st in r.stages if r_st.name == st.name and r_st.word_share]
-                if tables:
-                    summed = {"edges": tables[0]["edges"],
-                              **{k: np.sum([t[k] for t in tables], axis=0).astype(int).tolist() for k in OUTCOMES}}
-                    stage["word_share"] = {"table": summed, **word_share_summary(summed)}
-                stage["val_curve"] = mean_curve([r_st.curves.get("val_acc", []) for r in rs for r_st in r.stages
-                                                 if r_st.name == st.name])
-                entry["stages"].append(stage)
-        cells.append(entry)
-
+    cells = [{"cell": cell.id, "label": cell_label(cell.levels, reference), "levels": cell.levels,
+              "seeds": [r.seed for r in by_cell[cell.id]],
+              "stages": [stage_entry(study, by_cell[cell.id], st) for st in
+                         (by_cell[cell.id][0].stages if by_cell[cell.id] else [])]}
+             for cell in study.cells()]
     contrasts = []
     for contrast in study.contrasts:
         for cell in study.cells():
-            rs = by_cell[cell.id]
             a_stage, b_stage = contrast.stages(study.resolved(cell, study.seeds[0]))
-            for ev in eval_sets(study):
-                for p in study.protocols:
-                    a = accuracy_by_seed(rs, a_stage, p, ev)
-                    b = accuracy_by_seed(rs, b_stage, p, ev)
-                    mean, half, n = stats.paired_by_seed(a, b)
-                    diffs = stats.paired_diffs(a, b)
-                    both = [r for r in rs if r.seed in diffs]
-                    if both:
-                        _, ca = correct_by_seed(both, a_stage, p, ev)
-                        _, cb = correct_by_seed(both, b_stage, p, ev)
-                        boot = stats.paired_bootstrap(ca, cb, n_boot=n_boot)
-                    else:
-                        boot = (math.nan, math.nan, math.nan)
-                    contrasts.append({
-                        "contrast": str(contrast), "cell": cell.id, "eval": ev, "protocol": p,
-                        "a": a_stage, "b": b_stage, "mean": _num(mean), "ci95": _num(half), "n": n,
-                        "by_seed": {str(k): v for k, v in diffs.items()},
-                        "bootstrap": {"diff": _num(boot[0]), "lo": _num(boot[1]), "hi": _num(boot[2])},
-                        "power": stats.contrast_power_line(diffs)})
+            contrasts += [contrast_row(contrast, cell.id, a_stage, b_stage, by_cell[cell.id], ev, p, n_boot)
+                          for ev in eval_sets(study) for p in study.protocols]
     return {"study": study.name, "protocols": list(study.protocols), "eval_sets": eval_sets(study),
             "seeds": list(study.seeds), "cells": cells, "contrasts": contrasts, "left_out": left_out,
             "commits": sorted({f"{r.commit}{' (dirty)' if r.dirty else ''}" for rs in by_cell.values() for r in rs})}
@@ -198,10 +195,6 @@ def _accuracy_tables(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _headline_protocol(data: dict[str, Any]) -> str:
-    return FIGURE_PROTOCOL if FIGURE_PROTOCOL in data["protocols"] else data["protocols"][0]
-
-
 def _summary_table(data: dict[str, Any]) -> list[str]:
     """What a reader asks first: every contrast on the test split, one row per cell, the cells
     named by what differs from the first."""
@@ -209,7 +202,7 @@ def _summary_table(data: dict[str, Any]) -> list[str]:
     cells = [c for c in data["cells"] if c["seeds"]]
     if not names or not cells:
         return []
-    protocol = _headline_protocol(data)
+    protocol = headline_protocol(data)
     rows = {(c["contrast"], c["cell"]): c for c in data["contrasts"] if c["eval"] == TEST and c["protocol"] == protocol}
     lines = ["", "## Summary", "",
              f"Each contrast on {TEST}, {protocol} protocol, paired by seed (mean ± 95 % CI). A cell is named by "
@@ -286,145 +279,6 @@ def markdown(data: dict[str, Any]) -> str:
     if shares:
         lines += [f"![labels against word share, {shares[0][0]}]({WORD_SHARE_FIGURE})", ""]
     return "\n".join(lines)
-
-
-def _f(x: float | None) -> float:
-    return math.nan if x is None else x
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # a report renders on a cluster node without a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, bottom: float = 0.0) -> Path:
-    fig.tight_layout(rect=(0, bottom, 1, 1))  # bottom: room kept for a caption or legend under the panels
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
-
-
-def accuracy_figure(data: dict[str, Any], path: Path) -> Path:
-    """Accuracy against input length (stream, test split): per cell, PLD's chain as a line (the
-    teacher at its length first), each baseline as its own marker beside the final length."""
-    protocol = _headline_protocol(data)
-    fig, ax = _plt().subplots(figsize=(7.5, 4.5))
-    markers = {m.name: m.marker for m in methods() if m.is_baseline}
-    for k, cell in enumerate(c for c in data["cells"] if c["stages"]):
-        color = f"C{k % 10}"
-        pts = sorted(((st["input_ms"], st["accuracy"][TEST][protocol]) for st in cell["stages"]
-                      if st["method"] in ("teacher", "pld") and st["accuracy"][TEST][protocol]["mean"] is not None),
-                     reverse=True)
-        if pts:
-            ax.errorbar([x for x, _ in pts], [a["mean"] for _, a in pts], yerr=[_f(a["ci95"]) if a["ci95"] is not None
-                        else 0 for _, a in pts], marker="o", capsize=3, color=color, label=cell["label"])
-        for j, (method, marker) in enumerate(markers.items()):
-            for st in cell["stages"]:
-                a = st["accuracy"][TEST][protocol]
-                if st["method"] == method and a["mean"] is not None:
-                    ax.errorbar(st["input_ms"] - 12 * (j + 1), a["mean"], yerr=_f(a["ci95"]) if a["ci95"] is not None
-                                else 0, marker=marker, capsize=3, color=color, linestyle="none")
-    for method, marker in markers.items():  # the legend's key to the markers
-        ax.plot([], [], marker=marker, color="grey", linestyle="none", label=method)
-    ax.plot([], [], marker="o", color="grey", label="PLD (the chain; first point the teacher)")
-    ax.set_title(f"accuracy against input length ({protocol}, {TEST}; mean ± 95 % CI over seeds)", fontsize=9)
-    ax.set_xlabel("input length (ms)")
-    ax.set_ylabel("accuracy")
-    ax.invert_xaxis()
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower left")
-    fig.text(0.01, 0.005, f"first cell: {data['cells'][0]['cell']}" if data["cells"] else "", fontsize=6.5)
-    return _save(fig, path)
-
-
-def contrast_figure(data: dict[str, Any], path: Path) -> Path:
-    """A forest plot: one panel per contrast, one row per cell (named by what differs from the
-    first), the difference paired by seed with its 95 % CI on the test split, one marker per
-    protocol (the headline protocol drawn solid). Readable at a page's width."""
-    names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"])) or ["(no contrasts)"]
-    cells = [c for c in data["cells"] if c["seeds"]] or data["cells"]
-    headline = _headline_protocol(data)
-    protocols = [headline] + [p for p in data["protocols"] if p != headline]
-    height = 0.42 * len(cells) + 1.9
-    fig, axes = _plt().subplots(1, len(names), squeeze=False, sharey=True, sharex=True,
-                                figsize=(min(3.6 * len(names) + 2.2, 12), height))
-    for ax, name in zip(axes[0], names):
-        for j, p in enumerate(protocols):
-            rows = {c["cell"]: c for c in data["contrasts"] if c["contrast"] == name and c["protocol"] == p
-                    and c["eval"] == TEST}
-            ys = [i + 0.22 * j for i in range(len(cells))]
-            xs = [_f(rows[c["cell"]]["mean"]) if c["cell"] in rows else math.nan for c in cells]
-            es = [_f(rows[c["cell"]]["ci95"]) if c["cell"] in rows and rows[c["cell"]]["ci95"] is not None else 0
-                  for c in cells]
-            ax.errorbar(xs, ys, xerr=es, fmt="o" if p == headline else ".", capsize=2.5, color=f"C{j}",
-                        alpha=1.0 if p == headline else 0.45, label=p)
-        ax.axvline(0, color="grey", lw=0.8)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel(f"difference on {TEST} (paired by seed, 95 % CI)", fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_yticks(range(len(cells)))
-    axes[0][0].set_yticklabels([c.get("label", c["cell"]) for c in cells], fontsize=8)
-    axes[0][0].invert_yaxis()  # the first cell on top, as in the tables
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower right", ncol=len(protocols), fontsize=7, frameon=False)
-    fig.text(0.01, 0.01, f"first cell: {data['cells'][0]['cell']}" if data["cells"] else "", fontsize=6.5)
-    return _save(fig, path, bottom=0.35 / height)
-
-
-def curves_figure(data: dict[str, Any], path: Path) -> Path | None:
-    """Validation curves: one panel per stage, one line per cell (mean over seeds); None without curves."""
-    stage_names = list(dict.fromkeys(st["stage"] for c in data["cells"] for st in c["stages"] if st.get("val_curve")))
-    if not stage_names:
-        return None
-    cols = min(4, len(stage_names))
-    rows = math.ceil(len(stage_names) / cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
-    for ax, name in zip(axes.flat, stage_names):
-        for cell in data["cells"]:
-            for st in cell["stages"]:
-                if st["stage"] == name and st.get("val_curve"):
-                    ax.plot(range(1, len(st["val_curve"]) + 1), st["val_curve"], label=cell["label"])
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(stage_names):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("validation accuracy (stream)")
-    axes[0][0].legend(fontsize=6)
-    return _save(fig, path)
-
-
-def word_share_figure(data: dict[str, Any], path: Path) -> Path | None:
-    """Labels against the share of the word a crop holds: the first cell's stages, one panel
-    each; None when no record has word shares."""
-    first = next((c for c in data["cells"] if any(st.get("word_share") for st in c["stages"])), None)
-    if first is None:
-        return None
-    stages = [st for st in first["stages"] if st.get("word_share")]
-    fig, axes = _plt().subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False, sharey=True)
-    for ax, st in zip(axes[0], stages):
-        table = st["word_share"]["table"]
-        edges = np.asarray(table["edges"])
-        centres = (edges[:-1] + edges[1:]) / 2
-        counts = np.asarray([table[k] for k in OUTCOMES], float)
-        shares = counts / np.maximum(counts.sum(axis=0), 1)
-        ax.stackplot(centres, shares, labels=[o.replace("word", "the word's label") for o in OUTCOMES], alpha=0.8)
-        ax.set_title(st["stage"], fontsize=9)
-        ax.set_xlabel("share of the word in the crop")
-        ax.set_xlim(0, 1)
-    axes[0][0].set_ylabel(f"labels ({first['cell']})")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
-    return _save(fig, path)
-
-
-def figures(data: dict[str, Any], out: Path) -> list[Path]:
-    paths = [accuracy_figure(data, out / ACCURACY_FIGURE), contrast_figure(data, out / CONTRAST_FIGURE),
-             curves_figure(data, out / CURVES_FIGURE), word_share_figure(data, out / WORD_SHARE_FIGURE)]
-    return [p for p in paths if p is not None]
 
 
 def write_report(study: Study, records_dir: str | Path, out: str | Path, n_boot: int = 2000) -> dict[str, Any]:

@@ -118,8 +118,9 @@ def run_study(study: Study, *, records_dir: str | Path, tracking: str | None = N
         say(f"study {study.name}: {where}: running chain {cfg.name} (fingerprint {fingerprint})")
         t = time.perf_counter()
         from distill.runtime.execution.chain import run_chain
+        from distill.runtime.infra.session import Services
 
-        result = run_chain(cfg, tracking=tracking, address=address, say=say, verbose=verbose,
+        result = run_chain(cfg, Services(tracking, address, verbose), say=say,
                            tags={STUDY_TAG: study.name, CELL_TAG: cell.id, SEED_TAG: str(seed),
                                  "mlflow.parentRunId": parent}, share_stages=True)
         record = chain_record(study, cell, cfg, result, commit=commit, dirty=dirty, say=say,

@@ -20,6 +20,7 @@ from distill.data.audio import WHOLE_FILE
 from distill.data.base import DatasetOptions, SourceIndex, build_source_index, parse_dataset_options, register_dataset
 from distill.data.check import DataError, scan
 from distill.runtime.execution.chain import run_chain
+from distill.runtime.infra.session import Services
 from distill.runtime.execution.source import QUARANTINE, write_source_dataset
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ train: {{epochs: 1, batch_size: 16}}
 storage: {{root: {tmp_path / 'runs'}}}
 """)
     lines: list[str] = []
-    result = run_chain(load_config(cfg_path), tracking=f"sqlite:///{tmp_path / 'm.db'}", say=lines.append)
+    result = run_chain(load_config(cfg_path), Services(tracking=f"sqlite:///{tmp_path / 'm.db'}"), say=lines.append)
     assert [r["stage"] for r in result.rows] == ["teacher", "student_500ms"]
     assert any("24 of 26 files decoded; 2 quarantined" in line for line in lines)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 import mlflow
@@ -20,6 +19,7 @@ import yaml
 from distill.names import BEST_CHAIN, KIND, PROTOCOLS, SWEEP_POINT
 from distill.config import ConfigError, ExperimentConfig, load_config
 from distill.runtime.execution.tracking import format_table, use_experiment
+from distill.runtime.infra.storage import StorageRoot
 
 
 
@@ -40,6 +40,12 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+def sweeps_location(cfg: ExperimentConfig) -> str:
+    """Where Tune keeps a sweep's trials: ``sweeps/`` under the storage root, a local path or a
+    URI (Tune takes either)."""
+    return StorageRoot.of(cfg.storage.root).join("sweeps")
+
+
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
@@ -50,10 +56,11 @@ def _trial(config: dict, *, configs: list[dict], tracking: str, sweep_run_id: st
     from ray import tune
 
     from distill.runtime.execution.chain import run_chain
+    from distill.runtime.infra.session import Services
 
     point = config["point"]
     cfg = ExperimentConfig.model_validate(configs[point])
-    result = run_chain(cfg, tracking=tracking, new=True,
+    result = run_chain(cfg, Services(tracking=tracking), new=True,
                        tags={"mlflow.parentRunId": sweep_run_id, SWEEP_POINT: str(point)})
     final = next(r for r in result.rows if r["stage"] == f"student_{cfg.chain.lengths_ms[-1]}ms")
     tune.report({"chain_run_id": result.parent_run_id, "chain_seconds": result.seconds,
@@ -97,7 +104,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
         say(note)
     mlflow.set_tracking_uri(uri)
     use_experiment(base.tracking.experiment)
-    storage = Path(base.storage.root).resolve() / "sweeps"
+    storage = sweeps_location(base)
     with mlflow.start_run(run_name=f"{base.name}-sweep", tags={KIND: "sweep"}) as sweep:
         mlflow.log_params({"grid": json.dumps(grid), "points": len(points), "max_concurrent": max_concurrent})
         mlflow.log_dict(base.model_dump(mode="json"), "base_config.yaml")
@@ -111,7 +118,7 @@ def run_sweep(config_path: str, overrides: dict[str, Any], grid: dict[str, list[
         tuner = tune.Tuner(
             trainable, param_space={"point": tune.grid_search(list(range(len(points))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-            run_config=tune.RunConfig(name=f"{base.name}-{sweep.info.run_id}", storage_path=str(storage), verbose=0,
+            run_config=tune.RunConfig(name=f"{base.name}-{sweep.info.run_id}", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)))
         rows = trial_rows(tuner.fit(), points)
         done = [r for r in rows if r["status"] == "ok"]

@@ -24,7 +24,7 @@ from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, che
                                  latencies, onnx_latency, quantize_int8)
 from distill.core.models import count_macs, latency_per_decision
 from distill.core.protocols import predict
-from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, TEACHER_RUN, UNKNOWN
+from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, TEACHER_RUN
 from distill.runtime.infra import storage
 from distill.runtime.execution.chain_eval import chain_runs
 from distill.runtime.deployment.serving import LogPosteriors
@@ -186,13 +186,12 @@ def measure_variants(variants: dict[str, Path], test: tuple[np.ndarray, np.ndarr
     """Each ONNX variant's test accuracy, latency and 90 %-recall operating point; and fp32's
     curve of thresholds by false accepts per hour (None without negative clips)."""
     test_waves, test_labels = test
-    n, rate = spec.input_samples, int(spec.features["sample_rate"])
+    n = spec.input_samples
     measured, curve = {}, None
     for name, path in variants.items():
         spotter = OnnxSpotter(path)
         wrapped = LogPosteriors(spotter)
-        kws = keyword_spotting_metrics(wrapped, test_waves, test_labels, spec.labels, n, hop, rate,
-                                       negative=(SILENCE, UNKNOWN))
+        kws = keyword_spotting_metrics(wrapped, spec, test_waves, test_labels, hop)
         measured[name] = {"test_acc": accuracies(wrapped, test_waves, test_labels, n, hop, spec.silence_index),
                           "latency_us": onnx_latency(spotter, n) * 1e6,
                           "threshold_at_90_recall": kws and kws["threshold_at_recall"],

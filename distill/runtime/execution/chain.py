@@ -36,7 +36,7 @@ from distill.runtime.infra.errors import find_run, step
 from distill.runtime.infra.manifest import config_fingerprint, is_sealed, seal, verify
 from distill.runtime.infra.resume import claim_driver, find_unfinished_chain
 from distill.runtime.execution.shared import source_identity
-from distill.runtime.infra.session import check_resources, init_ray, tracking_uri
+from distill.runtime.infra.session import Services, check_resources, init_ray, tracking_uri
 from distill.runtime.execution.source import load_split_arrays, write_source_dataset
 from distill.runtime.execution.stage import Chain, run_stage
 from distill.runtime.execution.tracking import SUMMARY_COLUMNS, format_table, log_chain_headline, ui_link, use_experiment
@@ -53,51 +53,52 @@ class ChainResult:
     seconds: float = 0.0
 
 
-def run_chain(cfg: ExperimentConfig, *, tracking: str | None = None, address: str | None = None,
-              say: Callable[[str], None] = print, verbose: bool = False, resume_run_id: str | None = None,
-              new: bool = False, tags: dict[str, str] | None = None, share_stages: bool = False) -> ChainResult:
-    """Run (or resume) a chain. ``tags`` are added to a new chain's run (``mlflow.parentRunId``
+def run_chain(cfg: ExperimentConfig, services: Services = Services(), *, say: Callable[[str], None] = print,
+              resume_run_id: str | None = None, new: bool = False, tags: dict[str, str] | None = None,
+              share_stages: bool = False) -> ChainResult:
+    """Run (or resume) a chain with the MLflow store and Ray cluster of ``services``. ``tags`` are added to a new chain's run (``mlflow.parentRunId``
     among them nests it under another run, a sweep's). ``share_stages``: a stage that another
     chain in the same storage root finished from the same inputs is reused (runtime/execution/shared.py)."""
     started = time.perf_counter()
     index = build_source_index(cfg.data)  # bad data fails here, before a cluster or a run exists
-    uri = tracking_uri(cfg, tracking)
+    uri = tracking_uri(cfg, services.tracking)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     fingerprint = config_fingerprint(cfg.model_dump(mode="json"))
     resume_id = _parent_run(cfg, client, resume_run_id, new, fingerprint, say)
     use_experiment(cfg.tracking.experiment)  # a server that refuses these credentials stops the chain here
     t = time.perf_counter()
-    init_ray(cfg, address, verbose=verbose)
+    init_ray(cfg, services.address, verbose=services.verbose)
     ray_start_s = time.perf_counter() - t  # logged below, beside source_seconds (benchmarks/throughput.py reads it)
     for note in check_resources(cfg):
         say(note)
-    storage.check_writable(cfg.storage.root)  # before any stage; after the resource check, which writes nothing
+    root = storage.StorageRoot.of(cfg.storage.root)
+    root.check_writable()  # before any stage; after the resource check, which writes nothing
     plan = plan_chain(cfg)
     run_args = dict(run_id=resume_id) if resume_id else dict(
         run_name=cfg.name, tags={KIND: "chain", FINGERPRINT: fingerprint, **(tags or {})})
     with mlflow.start_run(**run_args) as parent:
-        run_dir = _open_run_dir(cfg, parent, resume_id, plan)
+        run_dir = _open_run_dir(cfg, root, parent, resume_id, plan)
         mlflow.log_metric("ray_start_seconds", ray_start_s)
         counts = index.clips["split"].value_counts()
         say(f"dataset {cfg.data.name} at {cfg.data.path}: {len(index.labels)} classes, "
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
         say(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
         source_dir = storage.join(run_dir, "source")
-        with step("source", "decode", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
+        with step("source", "decode", storage_root=root, chain_run_id=parent.info.run_id):
             source = _source(index, cfg, source_dir, say)
         chain = Chain(cfg, client, parent.info.run_id, parent.info.experiment_id, run_dir,
                       source=source, labels=index.labels,
                       validation=load_split_arrays(source_dir, "validation"), test=load_split_arrays(source_dir, "test"),
                       noise=noise_bank(index, cfg, say), progress=progress_queue(), say=say,
-                      resuming=bool(resume_id), rooms=room_bank(cfg, say), share=share_stages,
+                      resuming=bool(resume_id), root=root, rooms=room_bank(cfg, say), share=share_stages,
                       source_id=source_identity(index) if share_stages else "")
         result = ChainResult(parent.info.run_id, run_dir)
         for i, stage in enumerate(plan, start=1):  # (a step's own errors say which step; this catches the rest)
-            with step(stage.name, "its MLflow run", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
+            with step(stage.name, "its MLflow run", storage_root=root, chain_run_id=parent.info.run_id):
                 result.rows.append(run_stage(chain, stage, f"{i}/{len(plan)}"))
         result.model_dirs = {name: teacher.model_dir for name, teacher in chain.models.items()}
-        with step("held-out parts", "evaluate", storage_root=cfg.storage.root, chain_run_id=parent.info.run_id):
+        with step("held-out parts", "evaluate", storage_root=root, chain_run_id=parent.info.run_id):
             held_out = evaluate_held_out_parts(cfg, result.model_dirs, {r["stage"]: r["run_id"] for r in result.rows},
                                                index.labels, say)
         result.table = _log_summary(cfg, result, held_out,
@@ -126,12 +127,12 @@ def _log_summary(cfg: ExperimentConfig, result: ChainResult, held_out: list[dict
     return table
 
 
-def _open_run_dir(cfg: ExperimentConfig, parent, resume_id: str | None, plan) -> str:
+def _open_run_dir(cfg: ExperimentConfig, root: storage.StorageRoot, parent, resume_id: str | None, plan) -> str:
     """The chain's run directory: a resumed chain's own, or a new one recorded in its run."""
     if resume_id:
         run_dir = parent.data.tags[RUN_DIR]
     else:
-        run_dir = storage.join(storage.resolve(cfg.storage.root), f"{cfg.name}-{parent.info.run_id}")
+        run_dir = root.join(f"{cfg.name}-{parent.info.run_id}")
         mlflow.log_params(cfg.flat_params())
         mlflow.log_dict(cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
         mlflow.set_tags({RUN_DIR: str(run_dir), STAGES: ",".join(s.name for s in plan)})

@@ -22,7 +22,6 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
     import torch
 
     from distill.core.checkpoint import load_model_dir
-    from distill.names import SILENCE, UNKNOWN
     from distill.core.detection import keyword_spotting_metrics
     from distill.core.models import count_macs, latency_per_decision
     from distill.runtime.infra import storage
@@ -42,8 +41,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
         np.add.at(confusion, (np.asarray(labels, dtype=np.int64), pred.astype(np.int64)), 1)
         out["confusion"][protocol] = confusion.tolist()
-    kws = keyword_spotting_metrics(model, waveforms, np.asarray(labels), list(spec.labels), input_samples, hop_samples,
-                                   spec.features["sample_rate"], negative=(SILENCE, UNKNOWN), batch_size=batch_size,
+    kws = keyword_spotting_metrics(model, spec, waveforms, np.asarray(labels), hop_samples, batch_size=batch_size,
                                    device=device, stream_posteriors=posteriors["stream"])
     if kws is not None:
         out.update({"test_fa_per_hour_at_90_recall": kws["fa_per_hour_at_recall"],

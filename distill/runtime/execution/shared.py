@@ -64,13 +64,13 @@ def stage_key(cfg: ExperimentConfig, stage: StageSpec, source_id: str, teacher_k
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pointer_path(storage_root: str, key: str) -> str:
-    return storage.join(storage.resolve(storage_root), SHARED_DIR, f"{key}.json")
+def pointer_path(root: storage.StorageRoot, key: str) -> str:
+    return root.join(SHARED_DIR, f"{key}.json")
 
 
-def find_shared(storage_root: str, key: str, client: mlflow.MlflowClient) -> dict | None:
+def find_shared(root: storage.StorageRoot, key: str, client: mlflow.MlflowClient) -> dict | None:
     """The finished stage this key points at, if its model is intact and its run FINISHED."""
-    path = pointer_path(storage_root, key)
+    path = pointer_path(root, key)
     if not storage.is_file(path):
         return None
     try:
@@ -80,9 +80,9 @@ def find_shared(storage_root: str, key: str, client: mlflow.MlflowClient) -> dic
     return finished_stage(pointer["stage_dir"], client)
 
 
-def publish(storage_root: str, key: str, stage_dir: str) -> None:
+def publish(root: storage.StorageRoot, key: str, stage_dir: str) -> None:
     """Point ``key`` at a stage that has just finished (its ``stage.json`` written)."""
-    storage.write_text(pointer_path(storage_root, key), json.dumps({"stage_dir": str(stage_dir)}))
+    storage.write_text(pointer_path(root, key), json.dumps({"stage_dir": str(stage_dir)}))
 
 
 def log_reused_stage(record: dict, client: mlflow.MlflowClient) -> None:

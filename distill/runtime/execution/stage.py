@@ -56,6 +56,7 @@ class Chain:
     progress: object  # the Ray queue through which training workers report epochs
     say: Callable[[str], None]
     resuming: bool
+    root: storage.StorageRoot  # storage.root, resolved: the shared stages' pointers live under it
     rooms: RoomBank | None = None  # room responses for train.augment's reverberation (None: none)
     share: bool = False  # reuse a stage that another chain finished from the same inputs (runtime/execution/shared.py)
     source_id: str = ""  # shared.source_identity of the corpus the source was read from
@@ -80,13 +81,13 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
             chain.models[stage.name] = Teacher(record["model_dir"], record["run_id"])
             return record["row"]
         retire_unfinished_runs(chain.client, chain.run_id, chain.experiment_id, stage.name)
-    if chain.share and (shared := find_shared(chain.cfg.storage.root, key, chain.client)):
+    if chain.share and (shared := find_shared(chain.root, key, chain.client)):
         return reuse_shared_stage(chain, stage, stage_dir, shared, position, teacher)
     with mlflow.start_run(run_name=stage.name, nested=True, tags=stage_tags(stage, teacher and teacher.run_id)) as run:
         chain.say(f"== [{position}] {stage.name}: {stage.input_ms} ms, labels from "
                   f"{stage.teacher or 'the clips'} ({stage.epochs} epochs)")
         seconds = {}
-        on = partial(step, stage.name, storage_root=chain.cfg.storage.root, chain_run_id=chain.run_id)
+        on = partial(step, stage.name, storage_root=chain.root, chain_run_id=chain.run_id)
         t = time.perf_counter()
         with on("relabel"):
             manifest = relabel_step(chain, stage, stage_dir, teacher)
@@ -102,7 +103,7 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
             row = log_step(chain, stage, model_dir, manifest, summary, metrics, seconds)
     write_record(stage_dir, run.info.run_id, row, model_dir)  # after the run is FINISHED
     if chain.share:  # other sharing chains may reuse it from now on
-        publish(chain.cfg.storage.root, key, stage_dir)
+        publish(chain.root, key, stage_dir)
     chain.models[stage.name] = Teacher(model_dir, run.info.run_id)
     return row
 

@@ -139,8 +139,9 @@ def tracking_message(exc: BaseException, chain_run_id: str | None) -> str:
 
 
 @contextmanager
-def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
-    """Run one step of a stage; a full disk or a failed file operation becomes a ``StepError``."""
+def step(stage: str, name: str, *, storage_root: object, chain_run_id: str):
+    """Run one step of a stage; a full disk or a failed file operation becomes a ``StepError``.
+    ``storage_root``: a ``StorageRoot`` or its location, named in the message."""
     try:
         yield
     except StepError:
@@ -148,7 +149,7 @@ def step(stage: str, name: str, *, storage_root: str, chain_run_id: str):
     except Exception as exc:
         if any(NO_SPACE.search(str(e)) or (isinstance(e, OSError) and e.errno == errno.ENOSPC) for e in _chain(exc)):
             raise StepError(f"stage {stage}, {name}: no space left on device under storage.root {storage_root} "
-                            f"({_free_mib(storage_root)}); free space there (or set storage.root to a larger disk "
+                            f"({_free_mib(str(storage_root))}); free space there (or set storage.root to a larger disk "
                             f"for a new chain), then finish this one with: pld resume {chain_run_id}") from exc
         if isinstance(exc, ResourceWaitTimeout):
             raise StepError(f"stage {stage}, {name}: {exc}; then finish the chain with: pld resume {chain_run_id}") from exc

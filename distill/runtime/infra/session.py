@@ -5,10 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import ExperimentConfig
 from distill.credentials import TRACKING_CREDENTIALS, refuse_credentials, split_credentials
+
+
+@dataclass(frozen=True)
+class Services:
+    """The MLflow store and the Ray cluster a command uses, as its command line names them
+    (None: the config's, then the environment's, then a local one), and whether their own
+    console output is shown (``--verbose``)."""
+
+    tracking: str | None = None
+    address: str | None = None
+    verbose: bool = False
 
 
 def tracking_uri(cfg: ExperimentConfig, override: str | None = None) -> str:

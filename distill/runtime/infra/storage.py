@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -32,6 +33,31 @@ def resolve(root: str | Path) -> str:
 
 def join(location: str | Path, *parts: str) -> str:
     return "/".join([str(location).rstrip("/"), *parts])
+
+
+@dataclass(frozen=True)
+class StorageRoot:
+    """The storage root a config names (``storage.root``): a local directory or a URI, resolved
+    once. Everything a chain, a sweep or a study keeps lives under it, as locations it joins."""
+
+    location: str  # absolute: a local path, or a URI without a trailing slash
+
+    @classmethod
+    def of(cls, root: str | Path) -> StorageRoot:
+        return cls(resolve(root))
+
+    @property
+    def is_uri(self) -> bool:
+        return is_uri(self.location)
+
+    def join(self, *parts: str) -> str:
+        return join(self.location, *parts)
+
+    def check_writable(self) -> None:
+        check_writable(self.location)
+
+    def __str__(self) -> str:
+        return self.location
 
 
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from distill.core.checkpoint import ModelSpec
 from distill.core.detection import count_events, false_alarm_metrics, keyword_spotting_metrics
 from distill.core.protocols import protocol_starts, window_posteriors
 
@@ -49,17 +50,16 @@ def test_keyword_spotting_metrics_score_windows_of_the_negative_stream():
     waves[3, 600:900] = 3000  # a loud one (0.99)
     waves[1, 400:550] = 3000  # a blip in the unknown clip (0.65): one false accept at 90 % recall
     labels = np.array([0, 1, 2, 2])
-    m = keyword_spotting_metrics(Loudness(), waves, labels, ["_silence_", "_unknown_", "yes"], 500, 100, sr,
-                                 negative=("_silence_", "_unknown_"))
+    spec = ModelSpec(model="loudness", options={}, labels=["_silence_", "_unknown_", "yes"], input_ms=500,
+                     features={"sample_rate": sr})
+    m = keyword_spotting_metrics(Loudness(), spec, waves, labels, 100)
     assert m["negative_hours"] == pytest.approx(2 / 3600) and m["keyword_clips"] == 2
     assert m["fa_per_hour_at_recall"] == pytest.approx(1 / (2 / 3600))
     assert m["recall_at_fa_budget"] == pytest.approx(0.5)  # no false accept allowed: only the loud keyword
     # the evaluation hands over the stream protocol's posteriors instead of computing them twice
     post = window_posteriors(Loudness(), waves, 500, protocol_starts(waves, 500, "stream", 100))
-    assert keyword_spotting_metrics(Loudness(), waves, labels, ["_silence_", "_unknown_", "yes"], 500, 100, sr,
-                                    negative=("_silence_", "_unknown_"), stream_posteriors=post) == m
-    assert keyword_spotting_metrics(Loudness(), waves[2:], labels[2:], ["_silence_", "_unknown_", "yes"], 500, 100, sr,
-                                    negative=("_silence_", "_unknown_")) is None
+    assert keyword_spotting_metrics(Loudness(), spec, waves, labels, 100, stream_posteriors=post) == m
+    assert keyword_spotting_metrics(Loudness(), spec, waves[2:], labels[2:], 100) is None
 
 
 def test_operating_points_follow_the_false_alarm_envelope_and_recall():

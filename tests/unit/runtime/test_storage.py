@@ -62,3 +62,20 @@ def test_an_unwritable_storage_root_fails_before_any_work(tmp_path, s3):
         storage.check_writable("nosuchscheme://x/y")
     storage.check_writable(str(tmp_path / "fine"))
     storage.check_writable(storage.join(s3["bucket"], "fine"))
+
+
+def test_a_storage_root_is_resolved_once_and_joins_local_paths_and_uris_alike(tmp_path, monkeypatch, s3):
+    from distill.config import ExperimentConfig
+    from distill.runtime.analysis.sweep import sweeps_location
+
+    monkeypatch.chdir(tmp_path)
+    local = storage.StorageRoot.of("runs/")
+    assert local.location == str(tmp_path / "runs") and not local.is_uri  # absolute, from the directory it was named in
+    assert local.join("shared-stages", "k.json") == str(tmp_path / "runs" / "shared-stages" / "k.json")
+    remote = storage.StorageRoot.of(storage.join(s3["bucket"], "runs") + "/")
+    assert remote.is_uri and str(remote) == storage.join(s3["bucket"], "runs")  # no trailing slash, no local path
+    remote.check_writable()
+    # a sweep keeps its trials under the root, a URI as a URI (Path.resolve once made it a local directory)
+    cfg = ExperimentConfig.model_validate({"name": "x", "data": {"name": "speech_commands", "path": "d"},
+                                           "storage": {"root": "s3://bucket/pld"}})
+    assert sweeps_location(cfg) == "s3://bucket/pld/sweeps"
