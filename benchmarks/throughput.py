@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.util.queue import Queue
 
     from distill.core.augment import AugmentConfig
-    from distill.core.labels import TeacherView
+    from distill.core.labels import LabelSpec
     from distill.runtime.execution.relabel import Teacher, read_training_crops, relabel_crops
     from distill.runtime.infra.session import init_ray
     from distill.runtime.execution.train import StageData, train_stage
@@ -425,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     k, seed = cfg.chain.crops_per_clip, cfg.seed
     # the one_shot baseline's relabel: the final length's random crops, labelled by the teacher
     one_shot = StageSpec("bench", "baseline", "one_shot", final_ms, "teacher", cfg.train.epochs, sample_rate=sr,
-                         placement="random", crops_per_clip=k, seed=seed, view=TeacherView(),
-                         temperature=cfg.labels.temperature)
+                         placement="random", crops_per_clip=k, seed=seed,
+                         labels=LabelSpec(temperature=cfg.labels.temperature))
 
     def platform_relabel(src: Path, out: Path) -> int:
         return relabel_crops(src, out, one_shot, cfg.relabel, Teacher(teacher, qs["teacher_run_id"]))["rows"]

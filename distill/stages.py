@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from distill.config import STAGE_GROUPS, ExperimentConfig, LabelsConfig, TrainConfig
 from distill.core.crops import num_samples, sliding_crop_offsets
-from distill.core.labels import TeacherView
+from distill.core.labels import LabelSpec
 from distill.methods import PLD, get_method
 
 TEACHER = "teacher"
@@ -37,11 +37,8 @@ class StageSpec:
     crops_per_clip: int = 1  # rows per training clip (sliding: the number of positions)
     stride_ms: int | None = None  # sliding: the hop between a clip's crops
     seed: int = 0
-    # the labels: how a teacher reads a crop, and the loss the stage learns them with
-    view: TeacherView | None = None  # None without a teacher
-    label_mode: Literal["hard", "soft"] = "hard"  # clip labels are one-hot: hard is their exact loss
-    temperature: float = 1.0
-    original_weight: float = 0.0  # weight of the clip's own label beside the teacher's
+    # the labels: how a teacher reads a crop, which it keeps, and the loss the stage learns them with
+    labels: LabelSpec = LabelSpec()  # clip labels (no teacher): one-hot, and hard is their exact loss
     # the stage's own train settings over the chain's `train` section (from `stages:`), as (key, value)
     train: tuple[tuple[str, Any], ...] = ()
 
@@ -77,11 +74,12 @@ def _stage(cfg: ExperimentConfig, name: str, kind: str, method: str, input_ms: i
     per_clip = 1 if whole else cfg.chain.crops_per_clip if placement == "random" else len(
         sliding_crop_offsets(num_samples(cfg.data.clip_ms, sr), num_samples(input_ms, sr), num_samples(stride_ms, sr)))
     own_epochs, labels, train = stage_recipe(cfg, name, kind)
-    taught = dict(view=TeacherView(cfg.chain.teacher_view, cfg.chain.pad_position, cfg.seed, labels.min_confidence),
-                  label_mode=labels.mode, original_weight=labels.original_weight) if teacher else {}
+    label_spec = LabelSpec(view=cfg.chain.teacher_view, pad_position=cfg.chain.pad_position,
+                           min_confidence=labels.min_confidence, mode=labels.mode, temperature=labels.temperature,
+                           original_weight=labels.original_weight) if teacher else LabelSpec()
     return StageSpec(name, kind, method, input_ms, teacher, own_epochs or epochs, sample_rate=sr, placement=placement,
-                     crops_per_clip=per_clip, stride_ms=stride_ms, seed=cfg.seed, temperature=labels.temperature,
-                     train=tuple(sorted(train.items())), **taught)
+                     crops_per_clip=per_clip, stride_ms=stride_ms, seed=cfg.seed, labels=label_spec,
+                     train=tuple(sorted(train.items())))
 
 
 def stage_train(train: TrainConfig, stage: StageSpec) -> TrainConfig:
@@ -125,9 +123,10 @@ def describe_plan(cfg: ExperimentConfig, train_clips: int | None) -> str:
 
 def describe_recipe(stage: StageSpec) -> str:
     """A stage's loss and its own train settings, as the plan prints them."""
+    spec = stage.labels
     labels = "" if stage.teacher is None else (
-        f"{stage.label_mode} T={stage.temperature:g} clip weight {stage.original_weight:g}"
-        + (f" confidence ≥ {stage.view.min_confidence:g}" if stage.view and stage.view.min_confidence else ""))
+        f"{spec.mode} T={spec.temperature:g} clip weight {spec.original_weight:g}"
+        + (f" confidence ≥ {spec.min_confidence:g}" if spec.min_confidence else ""))
     return "; ".join(p for p in (labels, " ".join(f"{k}={v}" for k, v in stage.train)) if p) or "-"
 
 

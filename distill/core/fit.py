@@ -11,20 +11,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable, Protocol
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from distill.core.augment import NoiseBank, RoomBank, augment_waveforms, batch_generator, spectrogram_masks
-from distill.core.labels import student_loss
+from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator,
+                                  spectrogram_masks)
+from distill.core.labels import LabelSpec, student_loss
 from distill.core.models import autocast
 from distill.core.protocols import predict
 
-if TYPE_CHECKING:  # typed arguments without importing the config (which imports core)
-    from distill.config import TrainConfig
-    from distill.stages import StageSpec
+class TrainConfig(Protocol):
+    """What the loop reads of a stage's training settings: the config's ``train`` section (with
+    the stage's own settings over it) has these. Core does not import the config."""
+    optimizer: str  # sgd or adamw
+    lr: float
+    momentum: float
+    weight_decay: float
+    precision: str  # fp32, bf16 or fp16
+    keep: str  # best or average
+    augment: AugmentConfig
+
+
+class StageSpec(Protocol):
+    """What the loop reads of a stage (``stages.StageSpec``): the seed of its augmentation and
+    the labels its loss reads."""
+    seed: int
+    labels: LabelSpec
 
 
 def configure_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -120,9 +135,10 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
                                      train.augment, augmentation.hop_ms, g)
         with autocast(device, train.precision):
             logits = fit.model(waves, mask)
-        loss = student_loss(logits.float(), mode=stage.label_mode, hard=batch["teacher_label_index"],
-                            soft=batch["teacher_probs"], temperature=stage.temperature,
-                            original=batch["source_label_index"], original_weight=stage.original_weight)
+        labels = stage.labels
+        loss = student_loss(logits.float(), mode=labels.mode, hard=batch["teacher_label_index"],
+                            soft=batch["teacher_probs"], temperature=labels.temperature,
+                            original=batch["source_label_index"], original_weight=labels.original_weight)
         fit.optimizer.zero_grad(set_to_none=True)
         fit.scaler.scale(loss).backward()
         fit.scaler.step(fit.optimizer)

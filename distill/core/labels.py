@@ -75,12 +75,17 @@ def student_loss(logits: torch.Tensor, *, mode: LabelMode, hard: torch.Tensor | 
 
 
 @dataclass(frozen=True)
-class TeacherView:
-    """How the teacher reads a crop shorter than its own input and which of its labels are kept."""
-    mode: str = "native"  # native: the crop as it is; pad: zero-padded to the teacher's input length
-    pad_position: str = "center"  # pad: center, or random (seeded per crop)
-    seed: int = 0
+class LabelSpec:
+    """A stage's labels under one set of names: how its teacher reads a crop shorter than its
+    own input, which of the teacher's labels are kept, and how the stage's loss reads them. The
+    config's ``labels:`` section (and ``chain.teacher_view``) resolved for one stage; a stage on
+    the clips' own labels has the defaults: one-hot labels, the hard loss, nothing mixed in."""
+    view: str = "native"  # native: the crop as it is; pad: zero-padded to the teacher's input length
+    pad_position: str = "center"  # pad: center, or random (seeded per crop by the stage's seed)
     min_confidence: float = 0.0  # crops labelled with less confidence are dropped
+    mode: str = "hard"  # the loss: hard (the teacher's argmax) or soft (its probabilities at temperature)
+    temperature: float = 1.0  # the teacher's softmax temperature, and the soft loss's
+    original_weight: float = 0.0  # weight of the clip's own label beside the teacher's
 
 
 def label_stats(source: np.ndarray, teacher: np.ndarray, labels: list[str]) -> dict:

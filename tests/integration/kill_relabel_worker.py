@@ -14,7 +14,7 @@ import ray
 from ray.util.state import list_tasks
 
 from distill.config import RelabelConfig
-from distill.core.labels import TeacherView
+from distill.core.labels import LabelSpec
 from distill.runtime.execution.relabel import Teacher, relabel_crops
 from distill.stages import StageSpec
 
@@ -24,7 +24,7 @@ box, killed = {}, []
 
 
 def work():
-    stage = StageSpec("student_750ms", "student", "pld", 750, "teacher", 1, crops_per_clip=4, seed=0, view=TeacherView())
+    stage = StageSpec("student_750ms", "student", "pld", 750, "teacher", 1, crops_per_clip=4, seed=0, labels=LabelSpec())
     box["manifest"] = relabel_crops(f"{root}/source", out, stage, RelabelConfig(batch_size=32, actors=1, cpus_per_actor=1),
                                     Teacher(f"{root}/teacher", "teacher-run"))
 

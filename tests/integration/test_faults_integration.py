@@ -24,7 +24,7 @@ from ray.util.queue import Queue
 from conftest import write_sc_layout
 from distill.config import EvalConfig, RelabelConfig, TrainConfig, load_config
 from distill.core.checkpoint import ModelSpec, save_model_dir
-from distill.core.labels import TeacherView
+from distill.core.labels import LabelSpec
 from distill.data.base import build_source_index
 from distill.runtime.infra.manifest import IntegrityError, is_sealed, read_manifest, seal
 from distill.runtime.execution.relabel import Teacher, read_training_crops, relabel_crops
@@ -53,8 +53,8 @@ def setup(tmp_path_factory):
     ray.shutdown()
 
 
-def relabel(setup, out, seed=0, view=TeacherView(), labels=None, precision="fp32"):
-    stage = StageSpec("student_750ms", "student", "pld", 750, "teacher", 1, crops_per_clip=4, seed=seed, view=view)
+def relabel(setup, out, seed=0, view=LabelSpec(), labels=None, precision="fp32"):
+    stage = StageSpec("student_750ms", "student", "pld", 750, "teacher", 1, crops_per_clip=4, seed=seed, labels=view)
     return relabel_crops(setup["root"] / "source", out, stage,
                          RelabelConfig(batch_size=32, actors=1, cpus_per_actor=1, precision=precision),
                          Teacher(str(setup["root"] / "teacher"), "teacher-run"), labels)
@@ -63,8 +63,8 @@ def relabel(setup, out, seed=0, view=TeacherView(), labels=None, precision="fp32
 def train(root, name, spec, rows, data_dir, epochs, progress, on_epoch, *, label_mode="hard", temperature=1.0,
           seed=0, weight_decay=0.0, precision="fp32", max_failures=0, runner="auto", keep="best"):
     """One stage's training as the chain runs it, without augmentation (the tests compare runs)."""
-    stage = StageSpec(name, "student", "pld", 750, "teacher", epochs, seed=seed, label_mode=label_mode,
-                      temperature=temperature)
+    stage = StageSpec(name, "student", "pld", 750, "teacher", epochs, seed=seed,
+                      labels=LabelSpec(mode=label_mode, temperature=temperature))
     data = StageData(read_training_crops(Path(data_dir).parent, root / "source"), rows, load_split_arrays(root / "source", "validation"),
                      storage_dir=root / f"{name}-train", model_dir=root / f"{name}-model")
     cfg = TrainConfig(batch_size=32, lr=0.01, weight_decay=weight_decay, precision=precision, max_failures=max_failures,
@@ -97,7 +97,7 @@ def test_confidence_filter_and_padded_view_on_ray(setup, reference):
     counts the rest); a padded teacher view labels the same crops from different inputs."""
     _, ref = reference
     threshold = float(np.median(ref.teacher_confidence))
-    manifest = relabel(setup, setup["root"] / "confident", view=TeacherView(min_confidence=threshold))
+    manifest = relabel(setup, setup["root"] / "confident", view=LabelSpec(min_confidence=threshold))
     kept = table(setup["root"] / "confident" / "data")
     expected = ref[ref.teacher_confidence >= threshold].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, expected)
@@ -105,7 +105,7 @@ def test_confidence_filter_and_padded_view_on_ray(setup, reference):
     assert manifest["crops"] == len(ref) and manifest["min_confidence"] == threshold
     assert "label_stats" not in manifest  # only when the caller names the labels
 
-    padded = relabel(setup, setup["root"] / "padded", view=TeacherView("pad", "center"), labels=setup["labels"])
+    padded = relabel(setup, setup["root"] / "padded", view=LabelSpec("pad", "center"), labels=setup["labels"])
     pad = table(setup["root"] / "padded" / "data")
     assert padded["teacher_view"] == {"mode": "pad", "pad_position": "center"}
     assert (pad.clip_id == ref.clip_id).all() and (pad.offset == ref.offset).all()  # the same crops are referenced
@@ -115,7 +115,7 @@ def test_confidence_filter_and_padded_view_on_ray(setup, reference):
     assert set(stats) == {"agreement", "to_silence", "to_unknown"}
 
     with pytest.raises(ValueError, match=f"min_confidence 0.999 dropped all {len(ref)} crops"):
-        relabel(setup, setup["root"] / "none", view=TeacherView(min_confidence=0.999))
+        relabel(setup, setup["root"] / "none", view=LabelSpec(min_confidence=0.999))
 
 
 def test_relabeling_is_reproducible_exactly(setup, reference):

@@ -32,7 +32,7 @@ def test_a_new_baseline_is_one_registration(from_750ms):
     stage = plan_chain(cfg)[-1]
     assert (stage.name, stage.kind, stage.method, stage.teacher) == ("from_750ms_500ms", "baseline", "from_750ms",
                                                                       "student_750ms")
-    assert stage.view is not None and stage.input_ms == 500  # a taught stage: the teacher's view and loss apply
+    assert stage.labels == plan_chain(cfg)[1].labels and stage.input_ms == 500  # a taught stage: the chain's labels apply
 
     from distill.runtime.analysis.plots import _styles
     from distill.runtime.execution.tracking import headline_metrics

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from distill.config import ConfigError, load_config
+from distill.core.labels import LabelSpec
 from distill.stages import plan_chain
 
 
@@ -73,9 +74,11 @@ def test_a_stage_recipe_overrides_its_group_which_overrides_the_chain():
     plan = {s.name: s for s in plan_chain(cfg)}
     teacher, s750, s500 = plan["teacher"], plan["student_750ms"], plan["student_500ms"]
     assert (teacher.epochs, s750.epochs, s500.epochs, plan["direct_500ms"].epochs) == (30, 12, 20, 8)
-    assert (s750.temperature, s750.original_weight) == (4.0, 0.5)  # group over the chain
-    assert (s500.temperature, s500.original_weight) == (4.0, 0.0)  # the stage over its group
-    assert (plan["one_shot_500ms"].temperature, plan["one_shot_500ms"].original_weight) == (2.0, 0.5)
+    assert (s750.labels.temperature, s750.labels.original_weight) == (4.0, 0.5)  # group over the chain
+    assert (s500.labels.temperature, s500.labels.original_weight) == (4.0, 0.0)  # the stage over its group
+    one_shot = plan["one_shot_500ms"].labels
+    assert (one_shot.mode, one_shot.temperature, one_shot.original_weight) == ("soft", 2.0, 0.5)
+    assert plan["direct_500ms"].labels == teacher.labels == LabelSpec()  # clip labels: one-hot, hard, nothing mixed
     assert stage_train(cfg.train, teacher).lr == 0.005 and stage_train(cfg.train, s750).lr == cfg.train.lr
     assert stage_train(cfg.train, s500).batch_size == 32 and stage_train(cfg.train, s750).batch_size == 64
     assert stage_train(cfg.train, plan["direct_500ms"]).optimizer == "sgd"

@@ -27,7 +27,7 @@ import ray.data
 
 from distill.names import MANIFEST
 from distill.core.crops import crop_batch, cut_crops, pad_to
-from distill.core.labels import TeacherView, label_stats
+from distill.core.labels import LabelSpec, label_stats
 from distill.config import RelabelConfig
 from distill.runtime.infra import storage
 from distill.runtime.infra.manifest import IntegrityError, read_manifest, verify
@@ -54,12 +54,12 @@ def label_with_clip_labels(batch: dict[str, np.ndarray], n_classes: int) -> dict
 
 @dataclass(frozen=True)
 class LabelJob:
-    """How a teacher labels crops: which run it is, its softmax temperature and precision, and
-    how it reads a crop (``view``)."""
+    """How a teacher labels crops: which run it is, its precision, the stage's labels (how the
+    teacher reads a crop, its temperature, the confidence kept) and the seed of random padding."""
     run_id: str
-    temperature: float = 1.0
     precision: str = "fp32"
-    view: TeacherView = TeacherView()
+    labels: LabelSpec = LabelSpec()
+    seed: int = 0
 
 
 def _apply_teacher(batch: dict[str, np.ndarray], model, labels: np.ndarray, device, teacher_samples: int,
@@ -69,22 +69,22 @@ def _apply_teacher(batch: dict[str, np.ndarray], model, labels: np.ndarray, devi
     from distill.core.labels import keep_confident, teacher_labels
     from distill.core.models import autocast
 
-    view = job.view
+    spec = job.labels
     x = batch["waveform"]
-    if view.mode == "pad" and x.shape[1] < teacher_samples:
+    if spec.view == "pad" and x.shape[1] < teacher_samples:
         keys = [f"{c}/{i}" for c, i in zip(batch["clip_id"], batch["crop_index"])]
-        x = pad_to(x, teacher_samples, view.pad_position, view.seed, keys)
+        x = pad_to(x, teacher_samples, spec.pad_position, job.seed, keys)
     with torch.inference_mode(), autocast(device, job.precision):
         logits = model(torch.from_numpy(x).to(device))
-    out = teacher_labels(logits.float(), job.temperature)
+    out = teacher_labels(logits.float(), spec.temperature)
     index = out.label.cpu().numpy()
     batch["teacher_label"] = labels[index]
     batch["teacher_label_index"] = index.astype(np.int64)
     batch["teacher_probs"] = out.probs.cpu().numpy().astype(np.float32)
     batch["teacher_confidence"] = out.confidence.cpu().numpy().astype(np.float32)
     batch["teacher_run_id"] = np.full(len(index), job.run_id, dtype=object)
-    if view.min_confidence > 0:
-        keep = keep_confident(batch["teacher_confidence"], view.min_confidence)
+    if spec.min_confidence > 0:
+        keep = keep_confident(batch["teacher_confidence"], spec.min_confidence)
         batch = {k: v[keep] for k, v in batch.items()}
     return batch
 
@@ -149,7 +149,7 @@ class Teacher(NamedTuple):
 def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec, relabel: RelabelConfig,
                   teacher: Teacher | None = None, labels: list[str] | None = None) -> dict:
     """Write the distilled dataset of one stage to ``out_dir/data``: the crops ``stage`` asks
-    for, labelled by ``teacher`` (None: the clips' own labels) as ``stage.view`` says. Returns
+    for, labelled by ``teacher`` (None: the clips' own labels) as ``stage.labels`` says. Returns
     its manifest, written last to ``out_dir/manifest.json`` (beside the Parquet, so any Parquet
     reader can open the data directory); with ``labels`` it holds ``label_stats``."""
     data_dir = storage.join(out_dir, "data")
@@ -161,9 +161,8 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec,
         raise ValueError(f"{stage.name}: placement {stage.placement!r} with {crop_samples}-sample crops of "
                          f"{source['clip_samples']}-sample clips (plan the stage with the source's clip length)")
     k = stage.crops_per_clip  # the plan's count: 1 for the whole clip, every position when sliding
-    view = (stage.view or TeacherView()) if teacher else None
     threads = int(max(1, relabel.cpus_per_actor))
-    job = LabelJob(teacher.run_id, stage.temperature, relabel.precision, view) if teacher else None
+    job = LabelJob(teacher.run_id, relabel.precision, stage.labels, stage.seed) if teacher else None
     ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
     ds = ds.map_batches(crop_batch, batch_format="numpy", batch_size=64,
                         fn_kwargs=dict(crop_samples=crop_samples, k=k, seed=stage.seed, stride_samples=stride_samples))
@@ -183,7 +182,7 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec,
             fn_constructor_kwargs=dict(model_dir=str(teacher.model_dir), job=job, threads=threads, use_gpu=True))
     ds.select_columns(list(COLUMNS)).write_parquet(data_dir)
     clips = source["rows"].get("train", 0)
-    min_confidence = view.min_confidence if view else 0.0
+    min_confidence = stage.labels.min_confidence if teacher else 0.0
     if not storage.list_files(data_dir):  # Ray writes no file for a dataset without rows
         raise ValueError(f"{out_dir}: no crops left to train on: "
                          + (f"labels.min_confidence {min_confidence} dropped all {clips * k} crops "
@@ -210,11 +209,11 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec,
 def dataset_recipe(stage: StageSpec, teacher: Teacher | None) -> dict:
     """What a stage's distilled dataset is made of, as its manifest records it (and as a resumed
     chain checks it before reusing the dataset)."""
-    view = (stage.view or TeacherView()) if teacher else None
+    spec = stage.labels
     return {"format": FORMAT, "crop_samples": stage.input_samples, "crops_per_clip": stage.crops_per_clip, "placement": stage.placement,
             "stride_samples": stage.stride_samples,
-            "teacher_view": {"mode": view.mode, "pad_position": view.pad_position} if view else None,
-            "min_confidence": view.min_confidence if view else 0.0, "temperature": stage.temperature,
+            "teacher_view": {"mode": spec.view, "pad_position": spec.pad_position} if teacher else None,
+            "min_confidence": spec.min_confidence if teacher else 0.0, "temperature": spec.temperature,
             "seed": stage.seed, "teacher_run_id": teacher.run_id if teacher else ""}
 
 

@@ -55,8 +55,6 @@ def stage_key(cfg: ExperimentConfig, stage: StageSpec, source_id: str, teacher_k
     spec = dataclasses.asdict(stage)
     spec.pop("name")  # the same stage may be named differently in two plans
     spec.pop("teacher")  # ... and its teacher: teacher_key says which model that is
-    if stage.teacher is None:
-        spec.pop("temperature")  # clip labels are one-hot: the temperature is not read
     if not stage.train:
         spec.pop("train")  # no settings of its own: the key a stage had before `stages:` existed
     text = json.dumps({"config": config, "stage": spec, "source": source_id, "teacher": teacher_key},

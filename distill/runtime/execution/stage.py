@@ -143,18 +143,18 @@ def relabel_step(chain: Chain, stage: StageSpec, stage_dir: str, teacher: Teache
 
 
 def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) -> None:
-    view = stage.view
+    spec = stage.labels
     log_distilled_dataset(storage.join(stage_dir, "data"), manifest, name=f"{stage.name}-crops")
     train = stage_train(chain.cfg.train, stage)
     mlflow.log_params({"stage": stage.name, "input_ms": stage.input_ms, "teacher_stage": stage.teacher or "",
                        "epochs": stage.epochs, "rows": manifest["rows"], "model": chain.cfg.model_for(stage.kind).name,
-                       "label_mode": stage.label_mode, "crop_placement": chain.cfg.chain.crop_placement,
+                       "label_mode": spec.mode, "crop_placement": chain.cfg.chain.crop_placement,
                        # the stage's recipe as it trained: its own settings from `stages:` included
                        "optimizer": train.optimizer, "lr": train.lr, "batch_size": train.batch_size,
                        "weight_decay": train.weight_decay, "keep": train.keep,
-                       **({"teacher_view": view.mode, "pad_position": view.pad_position,
-                           "temperature": stage.temperature, "original_weight": stage.original_weight,
-                           "min_confidence": view.min_confidence}
+                       **({"teacher_view": spec.view, "pad_position": spec.pad_position,
+                           "temperature": spec.temperature, "original_weight": spec.original_weight,
+                           "min_confidence": spec.min_confidence}
                           if stage.teacher else {})})
     stats = manifest.get("label_stats", {})
     mlflow.log_metrics({"crops": manifest["crops"], "dropped_low_confidence": manifest["dropped_low_confidence"],
@@ -163,8 +163,8 @@ def log_relabel(chain: Chain, stage: StageSpec, stage_dir: str, manifest: dict) 
         chain.say(f"   relabel: {manifest['rows']} crops, teacher agrees with the clip label on "
                   f"{stats.get('agreement', float('nan')):.1%}"
                   + "".join(f", {k.replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k != "agreement")
-                  + (f"; {manifest['dropped_low_confidence']} dropped below confidence {view.min_confidence}"
-                     if view.min_confidence else ""))
+                  + (f"; {manifest['dropped_low_confidence']} dropped below confidence {spec.min_confidence}"
+                     if spec.min_confidence else ""))
 
 
 def train_step(chain: Chain, stage: StageSpec, stage_dir: str, rows: int, run_id: str) -> dict:

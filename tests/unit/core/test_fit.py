@@ -10,6 +10,7 @@ import torch
 from distill.config import TrainConfig
 from distill.core.fit import (Augmentation, fit_state, kept_model, load_fit_state, start_fit, steps_per_epoch,
                               train_epoch, validate)
+from distill.core.labels import LabelSpec
 from distill.core.models import build_model
 from distill.stages import StageSpec
 
@@ -39,7 +40,7 @@ def new_fit(train: TrainConfig, epochs: int):
     return start_fit(model, train, epochs=epochs, steps_per_epoch=steps_per_epoch(ROWS, 1, BATCH), device=CPU)
 
 
-STAGE = StageSpec("s", "student", "pld", 250, "teacher", 4, label_mode="soft", temperature=2.0, original_weight=0.5)
+STAGE = StageSpec("s", "student", "pld", 250, "teacher", 4, labels=LabelSpec(mode="soft", temperature=2.0, original_weight=0.5))
 NO_AUGMENT = Augmentation(None, None, 16000, 10.0, 40)
 
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from distill.core.labels import keep_confident, TeacherView
+from distill.core.labels import keep_confident, LabelSpec
 from distill.runtime.execution.relabel import _apply_teacher, dataset_label_stats, LabelJob
 
 
@@ -35,9 +35,9 @@ def test_the_teacher_sees_native_crops_or_crops_padded_to_its_length():
     labels = np.array(["no", "yes", "up"], dtype=object)
     model = _Recorder()
     _apply_teacher(_crops([1.0, -1.0]), model, labels, "cpu", 16000, LabelJob("r"))
-    _apply_teacher(_crops([1.0, -1.0]), model, labels, "cpu", 16000, LabelJob("r", view=TeacherView("pad")))
+    _apply_teacher(_crops([1.0, -1.0]), model, labels, "cpu", 16000, LabelJob("r", labels=LabelSpec("pad")))
     out = _apply_teacher(_crops([1.0, -1.0]), model, labels, "cpu", 16000,
-                         LabelJob("r", view=TeacherView("pad", "random", seed=3)))
+                         LabelJob("r", labels=LabelSpec("pad", "random"), seed=3))
     assert model.seen == [8000, 16000, 16000]
     assert out["waveform"].shape == (2, 8000)  # the dataset keeps the crop; only the teacher's view is padded
     assert out["teacher_label"].tolist() == ["yes", "no"]
@@ -47,7 +47,7 @@ def test_confidence_filter_drops_unsure_crops():
     labels = np.array(["no", "yes", "up"], dtype=object)
     # mean 0.5 → logits (-5, 5, 0): confident; mean 0.01 → (-0.1, 0.1, 0): unsure
     out = _apply_teacher(_crops([0.5, 0.01, -0.5]), _Recorder(), labels, "cpu", 8000,
-                         LabelJob("r", view=TeacherView(min_confidence=0.6)))
+                         LabelJob("r", labels=LabelSpec(min_confidence=0.6)))
     assert out["clip_id"].tolist() == ["c0", "c2"] and out["teacher_label"].tolist() == ["yes", "no"]
     assert all(len(v) == 2 for v in out.values())
     assert keep_confident(np.array([0.2, 0.6, 0.9]), 0.6).tolist() == [False, True, True]
