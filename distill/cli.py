@@ -2,6 +2,7 @@
 
   pld run CONFIG [--set a.b=c …] [--tracking-uri URI] [--address ADDR] [--verbose] [--new] [--share-stages] [--dry-run]
   pld resume RUN_ID [--tracking-uri URI] [--address ADDR] [--verbose]
+  pld submit [--address http://HOST:8265] [--working-dir DIR] [--env NAME=VALUE …] [--no-wait] -- COMMAND …
   pld sweep CONFIG --grid KEY=[V1,V2,…] [--grid …] [--set a.b=c …] [--max-concurrent N] [--tracking-uri URI]
   pld eval RUN_ID --data SPEC [--split test] [--name PREFIX] [--json] [--tracking-uri URI]
   pld report RUN_ID [--out DIR] [--tracking-uri URI]
@@ -32,6 +33,7 @@ from typing import Any
 import yaml
 
 from distill.corpus.command import add_synth_arguments
+from distill.runtime.infra.submit import add_submit_arguments
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -95,6 +97,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     cfg = chain_config(args.run_id, args.tracking_uri)
     run_chain(cfg, _services(args), resume_run_id=args.run_id)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from distill.runtime.infra.submit import parse_env, submit
+
+    entrypoint = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    submit(entrypoint, args.address, working_dir=args.working_dir, env=parse_env(args.env), wait=not args.no_wait)
     return 0
 
 
@@ -242,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_args(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
+    sm = sub.add_parser("submit", help="run a command as a Ray job on a cluster and follow its output "
+                                       "(ray job submit, with one-line refusals)")
+    add_submit_arguments(sm)
+    add_verbose(sm, ray=True)
+    sm.set_defaults(func=cmd_submit)
+
     resume = sub.add_parser("resume", help="continue an unfinished chain at its first unfinished stage")
     resume.add_argument("run_id", metavar="RUN_ID", help="the chain's MLflow parent run id")
     add_connection_args(resume)
@@ -327,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     from distill.config import ConfigError
 
     from distill.runtime.infra.errors import StepError, describe_os_error
+    from distill.runtime.infra.submit import SubmitError
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, StepError, OSError) as exc:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, StepError, OSError,
+            SubmitError) as exc:
         if getattr(args, "verbose", False):
             traceback.print_exc()
         if isinstance(exc, KeyError) and exc.args:

@@ -253,6 +253,15 @@ def test_without_the_clusters_token_a_job_and_a_driver_are_refused_at_once(clust
     assert ("Missing authentication token" if token == "no token" else "Invalid authentication token") in job.stderr
     assert "RAY_AUTH_TOKEN" in job.stderr.strip().splitlines()[-1]
     assert time.monotonic() - started < 60
+    # pld submit: the same refusal in one line that says what to set
+    submitted = subprocess.run([sys.executable, "-m", "distill.cli", "submit", "--address", cluster["dashboard"], "--",
+                                "echo", "RAN"], env=env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 2 and "RAN" not in submitted.stdout and "Traceback" not in submitted.stderr
+    assert submitted.stderr.strip().splitlines()[-1] == (
+        f"pld: error: the Ray job server at {cluster['dashboard']} did not accept this submission: "
+        + ("no token was given, and a cluster with token authentication refuses a submission without one"
+           if token == "no token" else "it refused the token given (a wrong token, or a cluster of another Ray version)")
+        + "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or RAY_AUTH_TOKEN")
 
     speakers = [f"{i:08x}" for i in range(4)]
     corpus = write_sc_layout(tmp_path / "corpus", KEYWORDS + ["bed"], speakers, val={speakers[0]}, test={speakers[1]})
@@ -271,7 +280,27 @@ def test_without_the_clusters_token_a_job_and_a_driver_are_refused_at_once(clust
                      + "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or "
                        "RAY_AUTH_TOKEN"), error
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+    assert "InvalidAuthToken" not in proc.stderr and "gcs_client" not in proc.stderr  # Ray's retry lines: --verbose
     assert time.monotonic() - started < 120  # Ray's own ~25 s of attempts, then this line
+
+
+def test_pld_submit_runs_a_job_with_the_token_and_reports_a_failed_one_in_one_line(cluster):
+    def pld_submit(*command):
+        return subprocess.run([sys.executable, "-m", "distill.cli", "submit", "--address", cluster["dashboard"],
+                               "--env", "GREETING=hello", "--", *command], env=cluster["env"], capture_output=True,
+                              text=True, timeout=300)
+
+    for _ in range(30):  # the job agent comes up a few seconds after the dashboard
+        ok = pld_submit(sys.executable, "-c", "import os; print('RAN', os.environ['GREETING'])")
+        if "No available agent to submit job" not in ok.stderr:
+            break
+        time.sleep(2)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    assert "RAN hello" in ok.stdout and ok.stdout.strip().splitlines()[-1].endswith("succeeded")
+    failed = pld_submit(sys.executable, "-c", "import sys; sys.exit(3)")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith("pld: error: job ") and " failed" in line and "ray job logs --address" in line, line
 
 
 def test_a_driver_nothing_answers_for_fails_at_once(tmp_path):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +96,10 @@ class _DropMessages(logging.Filter):
 # in a chain that is the last relabel tasks giving their CPUs back, never a job waiting for
 # a CPU nothing frees (the resource check refuses plans the cluster cannot place, before any work).
 _NOT_A_HANG = _DropMessages("does not have any available CPUs. The Dataset job will hang")
+# Ray ≥ 2.52 says on every start that it found a token in ~/.ray and uses it: news only with
+# --verbose. Its warning that authentication is *disabled* stays.
+_TOKEN_IN_USE = _DropMessages("Token authentication is enabled for this Ray cluster")
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def quiet_logs() -> None:
@@ -111,9 +118,9 @@ def quiet_logs() -> None:
     for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
-    dataset_log = logging.getLogger("ray.data.dataset")
-    if _NOT_A_HANG not in dataset_log.filters:
-        dataset_log.addFilter(_NOT_A_HANG)
+    for name, drop in (("ray.data.dataset", _NOT_A_HANG), (_AUTH_LOGGER, _TOKEN_IN_USE)):
+        if drop not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(drop)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -152,12 +159,35 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
     if address is not None and (problem := not_listening(address)):
         raise ConnectionError(problem)  # at once: Ray itself would wait over two minutes
     try:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+        # joining a cluster that refuses the token, Ray's core worker writes ~25 retry lines to
+        # the process's stderr before it gives up: kept out of the console unless --verbose
+        with native_stderr_held(address is not None and not verbose):
+            ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
     except ConnectionError:
         if address is None:
             raise
         raise ConnectionError(not_joined_message(address)) from None
     configure_data(progress_bars=verbose)
+
+
+@contextmanager
+def native_stderr_held(hold: bool):
+    """While ``hold``, what anything in this process writes to file descriptor 2 (Python and
+    native code alike) goes to a temporary file, dropped afterwards. Only around joining a
+    remote cluster: a local Ray starts its own processes, which would inherit the file."""
+    if not hold:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def not_listening(address: str) -> str | None:

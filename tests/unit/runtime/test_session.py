@@ -52,6 +52,24 @@ def test_quiet_logs_drop_the_false_hang_warning_and_keep_the_others(caplog):
                     "unless more CPUs are freed up.")
         log.warning("Some other warning")
     assert [r.getMessage() for r in caplog.records] == ["Some other warning"]
+    caplog.clear()
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    assert len(auth.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=auth.name):  # the token in use is news; an open cluster is not
+        auth.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        auth.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+    assert [r.getMessage()[:45] for r in caplog.records] == ["Token authentication is disabled for this Ray"]
+
+
+def test_native_stderr_is_held_only_when_asked(capfd):
+    from distill.runtime.infra.session import native_stderr_held
+
+    with native_stderr_held(True):
+        os.write(2, b"gcs_client.cc: InvalidAuthToken, retrying\n")  # as Ray's native code writes
+    with native_stderr_held(False):
+        os.write(2, b"shown\n")
+    os.write(2, b"after\n")  # the descriptor is back
+    assert capfd.readouterr().err == "shown\nafter\n"
 
 
 def test_ray_data_progress_bars_only_when_verbose():
