@@ -340,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):  # before any MLflow or Ray call: their INFO lines only with --verbose
+        from distill.runtime.infra.session import quiet_logs
+
+        quiet_logs()
     from distill.config import ConfigError
 
     from distill.runtime.infra.errors import StepError, describe_os_error

@@ -165,3 +165,21 @@ def test_every_subcommand_takes_verbose_and_then_prints_the_traceback(tmp_path, 
     loud = capsys.readouterr().err
     assert "Traceback" not in quiet and quiet.strip().startswith("pld: error: MODEL")
     assert "Traceback (most recent call last)" in loud and loud.strip().splitlines()[-1] == quiet.strip()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_mlflows_info_lines_reach_the_console_only_with_verbose(tmp_path, verbose):
+    """A command's first MLflow call on a new store logs 'Creating initial MLflow database tables' at
+    INFO; pld quiets the libraries before dispatching, not after the first call."""
+    script = (
+        "import sys, mlflow\n"
+        "from distill import cli\n"
+        "def touch(args):\n"
+        f"    mlflow.set_tracking_uri('sqlite:///{tmp_path / 'm.db'}')\n"
+        "    mlflow.MlflowClient().search_experiments()\n"
+        "    return 0\n"
+        "cli.cmd_run = touch\n"
+        f"sys.exit(cli.main(['run', 'x.yaml'] + {['--verbose'] if verbose else []!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("Creating initial MLflow database tables" in proc.stderr) == verbose, proc.stderr[-2000:]
