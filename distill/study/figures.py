@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from distill.methods import methods
 from distill.study.records import TEST
@@ -18,6 +19,7 @@ ACCURACY_FIGURE = "accuracy_by_length.png"
 CONTRAST_FIGURE = "contrasts.png"
 CURVES_FIGURE = "curves.png"
 WORD_SHARE_FIGURE = "labels_by_word_share.png"
+HEADLINE_FIGURE = "headline.png"  # the README's: PLD's own contrasts, the headline protocol only
 FIGURE_PROTOCOL = "stream"  # the headline protocol, where a study has it
 
 
@@ -78,14 +80,16 @@ def accuracy_figure(data: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def contrast_figure(data: dict[str, Any], path: Path) -> Path:
-    """A forest plot: one panel per contrast, one row per cell (named by what differs from the
-    first), the difference paired by seed with its 95 % CI on the test split, one marker per
-    protocol (the headline protocol drawn solid). Readable at a page's width."""
-    names = list(dict.fromkeys(c["contrast"] for c in data["contrasts"])) or ["(no contrasts)"]
+def contrast_figure(data: dict[str, Any], path: Path, names: list[str] | None = None,
+                    protocols: list[str] | None = None) -> Path:
+    """A forest plot: one panel per contrast (``names``: all), one row per cell (named by what
+    differs from the first), the difference paired by seed with its 95 % CI on the test split,
+    one marker per protocol (``protocols``: all, the headline protocol drawn solid). Readable at a
+    page's width."""
+    names = names or list(dict.fromkeys(c["contrast"] for c in data["contrasts"])) or ["(no contrasts)"]
     cells = [c for c in data["cells"] if c["seeds"]] or data["cells"]
     headline = headline_protocol(data)
-    protocols = [headline] + [p for p in data["protocols"] if p != headline]
+    protocols = protocols or [headline] + [p for p in data["protocols"] if p != headline]
     height = 0.42 * len(cells) + 1.9
     fig, axes = _plt().subplots(1, len(names), squeeze=False, sharey=True, sharex=True,
                                 figsize=(min(3.6 * len(names) + 2.2, 12), height))
@@ -102,6 +106,7 @@ def contrast_figure(data: dict[str, Any], path: Path) -> Path:
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(f"difference on {TEST} (paired by seed, 95 % CI)", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # tick labels that do not run into each other
         ax.grid(alpha=0.3)
     axes[0][0].set_yticks(range(len(cells)))
     axes[0][0].set_yticklabels([c.get("label", c["cell"]) for c in cells], fontsize=8)
@@ -158,9 +163,17 @@ def word_share_figure(data: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def headline_figure(data: dict[str, Any], path: Path) -> Path | None:
+    """The figure a front page shows: PLD's contrasts (at most two: the first term PLD's) in the
+    headline protocol; None when the study has no such contrast."""
+    names = [n for n in dict.fromkeys(c["contrast"] for c in data["contrasts"]) if n.startswith("pld@")][:2]
+    return contrast_figure(data, path, names, [headline_protocol(data)]) if names else None
+
+
 def figures(data: dict[str, Any], out: Path) -> list[Path]:
     paths = [accuracy_figure(data, out / ACCURACY_FIGURE), contrast_figure(data, out / CONTRAST_FIGURE),
-             curves_figure(data, out / CURVES_FIGURE), word_share_figure(data, out / WORD_SHARE_FIGURE)]
+             headline_figure(data, out / HEADLINE_FIGURE), curves_figure(data, out / CURVES_FIGURE),
+             word_share_figure(data, out / WORD_SHARE_FIGURE)]
     return [p for p in paths if p is not None]
 
 

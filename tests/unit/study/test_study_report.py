@@ -214,3 +214,22 @@ def test_the_summary_gives_each_cells_contrast_on_test_in_the_headline_protocol(
     for cell, label in (("labels=mixed", "first cell"), ("labels=teacher", "labels=teacher")):
         (row,) = [c for c in data["contrasts"] if c["cell"] == cell and c["eval"] == "test" and c["protocol"] == "stream"]
         assert f"| {label} | 3 | {row['mean']:+.3f} ± {row['ci95']:.3f} |" in summary
+
+
+def test_the_headline_figure_shows_at_most_two_pld_contrasts_in_one_protocol(study_records, monkeypatch, tmp_path):
+    from distill.study import figures
+    from distill.study.report import compute
+
+    study, records, _ = study_records
+    data = compute(study, records, n_boot=50)
+    rows = data["contrasts"]
+    data["contrasts"] = rows + [dict(c, contrast=name) for name in ("direct@500 - pld@500", "pld@500 - x@500",
+                                                                    "pld@500 - y@500") for c in rows]
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, bottom=0.0: drawn.append(fig) or path)
+    assert figures.headline_figure(data, tmp_path / "h.png") == tmp_path / "h.png"
+    (fig,) = drawn
+    assert [ax.get_title() for ax in fig.axes] == ["pld@500 - direct@500", "pld@500 - x@500"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["stream"]  # each name once
+    data["contrasts"] = [dict(c, contrast="direct@500 - one_shot@500") for c in rows]
+    assert figures.headline_figure(data, tmp_path / "none.png") is None
