@@ -31,6 +31,7 @@ from distill.data.base import build_source_index
 from distill.data.check import describe
 from distill.names import CONFIG_ARTIFACT, FINGERPRINT, KIND, QUARANTINE, RUN_CONFIG, RUN_DIR, STAGES, SUMMARY_ARTIFACT
 from distill.runtime.infra import storage
+from distill.runtime.infra.progress import heartbeat
 from distill.runtime.execution.chain_eval import evaluate_held_out_parts
 from distill.runtime.infra.errors import find_run, step
 from distill.runtime.infra.manifest import config_fingerprint, is_sealed, seal, verify
@@ -85,7 +86,8 @@ def run_chain(cfg: ExperimentConfig, services: Services = Services(), *, say: Ca
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "validation", "test")) + " clips")
         say(f"MLflow: {uri} (experiment {cfg.tracking.experiment!r}, chain run {parent.info.run_id})")
         source_dir = storage.join(run_dir, "source")
-        with step("source", "decode", storage_root=root, chain_run_id=parent.info.run_id):
+        with step("source", "decode", storage_root=root, chain_run_id=parent.info.run_id), \
+                heartbeat(say, "source decode"):
             source = _source(index, cfg, source_dir, say)
         chain = Chain(cfg, client, parent.info.run_id, parent.info.experiment_id, run_dir,
                       source=source, labels=index.labels,
@@ -98,7 +100,8 @@ def run_chain(cfg: ExperimentConfig, services: Services = Services(), *, say: Ca
             with step(stage.name, "its MLflow run", storage_root=root, chain_run_id=parent.info.run_id):
                 result.rows.append(run_stage(chain, stage, f"{i}/{len(plan)}"))
         result.model_dirs = {name: teacher.model_dir for name, teacher in chain.models.items()}
-        with step("held-out parts", "evaluate", storage_root=root, chain_run_id=parent.info.run_id):
+        with step("held-out parts", "evaluate", storage_root=root, chain_run_id=parent.info.run_id), \
+                heartbeat(say, "held-out parts"):
             held_out = evaluate_held_out_parts(cfg, result.model_dirs, {r["stage"]: r["run_id"] for r in result.rows},
                                                index.labels, say)
         result.table = _log_summary(cfg, result, held_out,

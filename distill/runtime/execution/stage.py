@@ -28,6 +28,7 @@ from distill.core.checkpoint import ModelSpec, load_model_dir
 from distill.core.crops import num_samples
 from distill.names import CONFUSION_ARTIFACT
 from distill.runtime.infra import storage
+from distill.runtime.infra.progress import heartbeat
 from distill.runtime.infra.errors import step
 from distill.runtime.execution.evaluate import evaluate_model_dir, evaluate_task
 from distill.runtime.infra.manifest import is_sealed, seal, tree_sha256, verify
@@ -89,14 +90,14 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
         seconds = {}
         on = partial(step, stage.name, storage_root=chain.root, chain_run_id=chain.run_id)
         t = time.perf_counter()
-        with on("relabel"):
+        with on("relabel"), heartbeat(chain.say, f"{stage.name} relabel"):
             manifest = relabel_step(chain, stage, stage_dir, teacher)
         seconds["relabel_seconds"] = time.perf_counter() - t
         with on("train"):
             summary = train_step(chain, stage, stage_dir, manifest["rows"], run.info.run_id)
         seconds["train_seconds"] = summary["seconds"]
         t = time.perf_counter()
-        with on("evaluate"):
+        with on("evaluate"), heartbeat(chain.say, f"{stage.name} evaluate"):
             metrics = evaluate_step(chain, stage, model_dir)
         seconds["eval_seconds"] = time.perf_counter() - t
         with on("log"):
