@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distill.config import ExperimentConfig
 from distill.credentials import TRACKING_CREDENTIALS, refuse_credentials, split_credentials
+from distill.runtime.infra.submit import TOKEN_HELP
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def not_joined_message(address: str) -> str:
     return (f"the Ray cluster at {address} answers but did not let this driver in: "
             + (f"it refused {given} (a wrong token, or a cluster of another Ray version)" if given
                else "no token was given, and a cluster with token authentication refuses a driver without one")
-            + "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or RAY_AUTH_TOKEN")
+            + f"; {TOKEN_HELP}")
 
 
 def configure_data(progress_bars: bool = False) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 POLL_S = 1.0
+# what a driver (session.not_joined_message) or a submission without the cluster's token must do
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or "
               "RAY_AUTH_TOKEN")
 
