@@ -67,7 +67,7 @@ from distill.core.checkpoint import ModelSpec, load_model_dir  # noqa: E402
 from distill.config import ChainConfig, load_config  # noqa: E402
 from distill.core.crops import cut_crops, sample_crop_offsets  # noqa: E402
 from distill.core.features import FeatureConfig, num_samples  # noqa: E402
-from distill.core.fit import Augmentation, fit_state, start_fit, steps_per_epoch, train_epoch, validate  # noqa: E402
+from distill.core.fit import Augmentation, fit_state, start_fit, steps_per_epoch, train_epoch, Validation  # noqa: E402
 from distill.core.models import autocast, build_model, count_macs  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
@@ -207,13 +207,14 @@ def plain_train(data_dir: Path, source_dir: Path, spec: ModelSpec, validation, s
                     device=device)
     augmentation = Augmentation(None, None, spec.features["sample_rate"], spec.features["hop_ms"],
                                 spec.features["n_mels"])
+    scorer = Validation(validation, input_samples=stage.input_samples, hop_samples=hop_samples,
+                        silence_index=spec.silence_index, batch_size=eval_batch_size, device=device,
+                        precision=train.precision)
     best = -1.0
     for epoch in range(stage.epochs):
         batches = ({k: v[idx].to(device) for k, v in columns.items()} for idx in torch.randperm(rows).split(train.batch_size))
         train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=0, device=device)
-        correct, clips = validate(fit.net, validation, input_samples=stage.input_samples,
-                                  hop_samples=hop_samples, silence_index=spec.silence_index,
-                                  batch_size=eval_batch_size, device=device, precision=train.precision)
+        correct, clips = scorer.counts(fit.net)
         acc = float(correct / max(clips, 1))
         torch.save(fit_state(fit, epoch), out_dir / f"epoch{epoch}.pt")  # as the platform checkpoints every epoch
         if acc > best:

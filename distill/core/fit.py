@@ -9,6 +9,7 @@ Ray adds (a dataset shard, the all-reduce of counts, reports, checkpoints and re
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
@@ -21,7 +22,7 @@ from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_wa
                                   spectrogram_masks)
 from distill.core.labels import LabelSpec, student_loss
 from distill.core.models import autocast
-from distill.core.protocols import predict
+from distill.core.protocols import decide, protocol_starts, window_batches
 
 class TrainConfig(Protocol):
     """What the loop reads of a stage's training settings: the config's ``train`` section (with
@@ -162,14 +163,44 @@ def kept_model(fit: Fit, epoch: int, epochs: int, average_epochs: int) -> torch.
     return fit.averaged.module.eval() if epoch == epochs - 1 else fit.net
 
 
-def validate(net: torch.nn.Module, clips: tuple[np.ndarray, np.ndarray], *, input_samples: int, hop_samples: int,
-             silence_index: int | None, batch_size: int, device: torch.device, precision: str) -> torch.Tensor:
-    """(correct, clips) of ``net`` on validation ``clips`` (waveforms at full length, labels),
-    stream protocol: counts, so several workers' sum to the split's."""
-    waves, labels = clips
-    if not len(labels):
-        return torch.zeros(2, dtype=torch.float64)
-    with autocast(device, precision):
-        pred = predict(net, waves, input_samples, "stream", hop_samples=hop_samples, silence_index=silence_index,
-                       batch_size=batch_size, device=device)
-    return torch.tensor([float((pred == labels).sum()), float(len(pred))], dtype=torch.float64)
+# Validation features past this size are computed again each epoch instead of kept (Speech
+# Commands' validation split at 500 ms, stream protocol, is about half of it).
+VALIDATION_CACHE_BYTES = 1 << 30
+
+
+class Validation:
+    """A stage's validation split, scored every epoch under the stream protocol with true labels.
+
+    The front end has no weights, so the windows' features are the same every epoch: they are
+    computed once, by the first ``counts`` call, and kept on ``device``; each epoch then runs only
+    the network. The counts are the ones ``predict`` gives, to the bit."""
+
+    def __init__(self, clips: tuple[np.ndarray, np.ndarray], *, input_samples: int, hop_samples: int,
+                 silence_index: int | None, batch_size: int, device: torch.device, precision: str):
+        self.waves, self.labels = clips
+        self.input_samples, self.batch_size, self.silence_index = input_samples, batch_size, silence_index
+        self.device, self.precision = device, precision
+        self.starts = protocol_starts(self.waves, input_samples, "stream", hop_samples) if len(self.labels) else None
+        self._features: list[torch.Tensor] | None = None
+
+    def _feature_batches(self, net: torch.nn.Module) -> Iterable[torch.Tensor]:
+        if self._features is not None:
+            return self._features
+        batches = (net.features(x.to(self.device))
+                   for x in window_batches(self.waves, self.input_samples, self.starts, self.batch_size))
+        first = next(iter(batches))
+        if first.element_size() * first[0].numel() * self.starts.size > VALIDATION_CACHE_BYTES:
+            return itertools.chain([first], batches)  # too large to keep: this epoch's, computed as it goes
+        self._features = [first, *batches]
+        return self._features
+
+    @torch.no_grad()
+    def counts(self, net: torch.nn.Module) -> torch.Tensor:
+        """(correct, clips) of ``net`` (a ``KeywordSpotter``): counts, so several workers' sum to
+        the split's."""
+        if not len(self.labels):
+            return torch.zeros(2, dtype=torch.float64)
+        with autocast(self.device, self.precision):
+            post = [torch.softmax(net.net(f).float(), dim=-1).cpu() for f in self._feature_batches(net)]
+        pred = decide(torch.cat(post).reshape(*self.starts.shape, -1), "stream", self.silence_index)
+        return torch.tensor([float((pred == self.labels).sum()), float(len(pred))], dtype=torch.float64)

@@ -69,13 +69,17 @@ def window_posteriors(model: Callable[[torch.Tensor], torch.Tensor], waveforms: 
                       starts: np.ndarray, *, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
     """Softmax posteriors (clips, windows, classes) of the windows at ``starts`` (clips, windows),
     ``batch_size`` windows per forward pass whatever the number of windows per clip."""
+    out = [torch.softmax(model(x.to(device)).float(), dim=-1).cpu()
+           for x in window_batches(waveforms, input_samples, starts, batch_size)]
+    return torch.cat(out).reshape(*starts.shape, -1)
+
+
+def window_batches(waveforms: np.ndarray, input_samples: int, starts: np.ndarray, batch_size: int):
+    """The windows at ``starts`` (clips, windows), clip by clip, ``batch_size`` to a tensor."""
     n, n_windows = starts.shape
     rows, offsets = np.repeat(np.arange(n), n_windows), starts.reshape(-1)
-    out = []
     for lo in range(0, len(offsets), batch_size):
-        x = torch.from_numpy(cut_crops(waveforms, offsets[lo:lo + batch_size], input_samples, rows[lo:lo + batch_size]))
-        out.append(torch.softmax(model(x.to(device)).float(), dim=-1).cpu())
-    return torch.cat(out).reshape(n, n_windows, -1)
+        yield torch.from_numpy(cut_crops(waveforms, offsets[lo:lo + batch_size], input_samples, rows[lo:lo + batch_size]))
 
 
 def predict(model: Callable[[torch.Tensor], torch.Tensor], waveforms: np.ndarray, input_samples: int,

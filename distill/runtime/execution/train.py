@@ -44,7 +44,7 @@ TRAIN_STATE = "train_state.pt"
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker (or, runner local, in the driver): core/fit.py's loop, plus
     the dataset shard, the all-reduce of counts, a report and a checkpoint per epoch."""
-    from distill.core.fit import kept_model, load_fit_state, start_fit, steps_per_epoch, train_epoch, validate
+    from distill.core.fit import Validation, kept_model, load_fit_state, start_fit, steps_per_epoch, train_epoch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -68,12 +68,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     shard = ray.train.get_dataset_shard("train")
     # The validation split is small and fixed: each worker scores its every world-th clip.
     val_waves, val_labels = config["validation"]
-    val_waves, val_labels = val_waves[rank::world], val_labels[rank::world]
-
-    def validate_here(net: torch.nn.Module) -> torch.Tensor:
-        return validate(net, (val_waves, val_labels), input_samples=stage.input_samples, hop_samples=config["hop_samples"],
-                        silence_index=config["silence_index"], batch_size=config["eval_batch_size"], device=device,
-                        precision=train.precision)
+    validation = Validation((val_waves[rank::world], val_labels[rank::world]), input_samples=stage.input_samples,
+                            hop_samples=config["hop_samples"], silence_index=config["silence_index"],
+                            batch_size=config["eval_batch_size"], device=device, precision=train.precision)
 
     for epoch in range(fit.start_epoch, epochs):
         started = time.perf_counter()
@@ -82,8 +79,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                                            local_shuffle_seed=stage.seed + 1000 * epoch + rank)
         total_loss, seen = train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=rank, device=device)
         kept = kept_model(fit, epoch, epochs, train.average_epochs)
-        counts = validate_here(fit.net)
-        kept_counts = validate_here(kept) if kept is not fit.net else counts
+        counts = validation.counts(fit.net)
+        kept_counts = validation.counts(kept) if kept is not fit.net else counts
         losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
         counts, kept_counts, losses = _summed_over_workers([counts, kept_counts, losses], world, device)
         metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1)),

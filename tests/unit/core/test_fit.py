@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from distill.config import TrainConfig
-from distill.core.fit import (Augmentation, fit_state, kept_model, load_fit_state, start_fit, steps_per_epoch,
-                              train_epoch, validate)
+import distill.core.fit as fit_module
+from distill.core.fit import (Augmentation, Validation, fit_state, kept_model, load_fit_state, start_fit,
+                              steps_per_epoch, train_epoch)
+from distill.core.protocols import predict
 from distill.core.labels import LabelSpec
 from distill.core.models import build_model
 from distill.stages import StageSpec
@@ -101,13 +103,41 @@ def test_average_keeps_the_mean_of_the_last_epochs_and_best_keeps_the_network():
 
 def test_validation_counts_correct_clips():
     class Always(torch.nn.Module):  # answers class 2 for every window
-        def forward(self, x, mask=None):
+        features = torch.nn.Identity()
+
+        def net(self, x):
             return torch.nn.functional.one_hot(torch.full((len(x),), 2), CLASSES).float()
 
     waves = np.zeros((5, 16000), np.float32)
     labels = np.array([2, 2, 0, 1, 2])
-    counts = validate(Always(), (waves, labels), input_samples=8000, hop_samples=1600, silence_index=None, batch_size=4,
-                      device=CPU, precision="fp32")
-    assert counts.tolist() == [3.0, 5.0]
-    assert validate(Always(), (waves[:0], labels[:0]), input_samples=8000, hop_samples=1600, silence_index=None,
-                    batch_size=4, device=CPU, precision="fp32").tolist() == [0.0, 0.0]
+
+    def validation(n: int) -> Validation:
+        return Validation((waves[:n], labels[:n]), input_samples=8000, hop_samples=1600, silence_index=None,
+                          batch_size=4, device=CPU, precision="fp32")
+
+    assert validation(5).counts(Always()).tolist() == [3.0, 5.0]
+    assert validation(0).counts(Always()).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("cache_bytes", [fit_module.VALIDATION_CACHE_BYTES, 0])
+def test_validation_computes_the_features_once_and_counts_what_predict_counts(monkeypatch, cache_bytes):
+    """Every epoch's counts equal the stream protocol's ``predict`` on the whole model, to the
+    bit; the front end runs once per stage while the features fit the cache, every epoch past it."""
+    monkeypatch.setattr(fit_module, "VALIDATION_CACHE_BYTES", cache_bytes)
+    rng = np.random.default_rng(0)
+    waves = (rng.standard_normal((9, 16000)) * 3000).astype(np.int16)
+    labels = rng.integers(0, CLASSES, 9)
+    train = TrainConfig(batch_size=BATCH, lr=0.05, augment={"enabled": False})
+    fit = new_fit(train, 2)
+    calls = []
+    fit.net.features.register_forward_hook(lambda *_: calls.append(1))
+    validation = Validation((waves, labels), input_samples=8000, hop_samples=1600, silence_index=1, batch_size=7,
+                            device=CPU, precision="fp32")
+    batches = -(-9 * 6 // 7)  # six 500 ms windows a clip at a 100 ms hop, 7 to a batch
+    for epoch in range(2):  # the weights change between the two validations
+        run(fit, train, 2, start=epoch, stop=epoch + 1)
+        fit.net.eval()
+        predicted = predict(fit.net, waves, 8000, "stream", hop_samples=1600, silence_index=1, batch_size=7)
+        before = len(calls)
+        assert validation.counts(fit.net).tolist() == [float((predicted == labels).sum()), 9.0]
+        assert len(calls) - before == (batches if epoch == 0 or not cache_bytes else 0)
