@@ -16,6 +16,8 @@ FESTIVAL := festival festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-
 # voices (non-free: free for non-commercial use), less us3, de1 and sw2 (they lack diphones the
 # corpus's words need). contrib and non-free are enabled in their own sources file when absent.
 MBROLA := espeak-ng mbrola $(addprefix mbrola-,us1 us2 en1 af1 de2 de3 de4 de5 de6 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1)
+# RHVoice (distill/corpus/rhvoice.py): its engine and English voices (non-free).
+RHVOICE := rhvoice rhvoice-english
 APT_EXTRA := /etc/apt/sources.list.d/pld-contrib-non-free.sources
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -24,13 +26,13 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: system $(VENV)/.installed
 
 system:
-	@dpkg -s $(FESTIVAL) $(MBROLA) >/dev/null 2>&1 || { echo "installing Festival, MBROLA and their voices with apt-get"; \
+	@dpkg -s $(FESTIVAL) $(MBROLA) $(RHVOICE) >/dev/null 2>&1 || { echo "installing Festival, MBROLA, RHVoice and their voices with apt-get"; \
 	  if ! apt-cache policy mbrola | grep -q 'Candidate: [0-9]' && [ ! -e $(APT_EXTRA) ]; then \
 	    . /etc/os-release; [ "$$ID" = debian ] || { echo "enable the contrib and non-free components for mbrola"; exit 1; }; \
 	    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
 	      "$$VERSION_CODENAME" | $(SUDO) tee $(APT_EXTRA) >/dev/null; fi; \
 	  $(SUDO) apt-get update -q >/dev/null && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(FESTIVAL) $(MBROLA) >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(FESTIVAL) $(MBROLA) $(RHVOICE) >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

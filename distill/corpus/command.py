@@ -35,7 +35,8 @@ def add_synth_arguments(synth: argparse.ArgumentParser) -> None:
     synth.add_argument("--val-fraction", type=float, help="share of the seen speakers in validation (default 0.1)")
     synth.add_argument("--test-fraction", type=float, help="share of the seen speakers in test (default 0.1)")
     synth.add_argument("--engines", metavar="ENGINE=W,...",
-                       help="engines of the seen speakers and their weights, of espeak, festival, pico, hibari "
+                       help="engines of the seen speakers and their weights, of espeak, festival, pico, hibari, mbrola, "
+                            "openjtalk, rhvoice "
                             "(default espeak=2,festival=1,pico=1)")
     synth.add_argument("--heldout-engine-val", metavar="ENGINE[:FAMILY]",
                        help="engine or voice family of the validation unseen-engine part (default festival:czech)")

@@ -7,9 +7,12 @@
 | pico     | SVOX Pico, HMM-based parametric             | en-US, en-GB                               | the py-nanotts wheel |
 | hibari   | neural (int8 ONNX, distilled from Kokoro)   | heart (US English)                         | the hibari-tts wheel |
 | mbrola   | diphones of real speakers (MBR-PSOLA)       | MBROLA_VOICES (english: us1-3, en1; 9 other languages' -en voices) | Debian espeak-ng, mbrola + mbrola-* (distill.corpus.mbrola) |
+| openjtalk | HMM-based parametric (HTS), Japanese       | mei, the words as Japanese loanwords       | the pyopenjtalk-plus wheel (distill.corpus.openjtalk) |
+| rhvoice  | HMM-based parametric (HTS), its own vocoder | evgeniy-eng, lyubov (English, Russian speakers) | Debian rhvoice + rhvoice-english (distill.corpus.rhvoice) |
 
 Never used, by design: flite (any voice), piper, and Festival's kal_diphone and
-cmu_us_slt_arctic_hts voices: they are kept for held-out evaluation outside the project.
+cmu_us_slt_arctic_hts voices: they are kept for held-out evaluation outside the project; nor
+RHVoice's voices built from the CMU ARCTIC speakers, whom those engines speak with.
 
 A *family* is a group of voices built alike (one language, one group of builders); a corpus
 holds out whole engines or whole families as its unseen-engine parts (`parse_family`).
@@ -31,6 +34,8 @@ import numpy as np
 
 from distill.corpus.festival import FESTIVAL_VOICES, festival_synthesize
 from distill.corpus.mbrola import MBROLA_VOICES, mbrola_synthesize
+from distill.corpus.openjtalk import OPENJTALK_VOICES, openjtalk_synthesize
+from distill.corpus.rhvoice import RHVOICE_VOICES, rhvoice_synthesize
 
 ESPEAK_FAMILY = "english"
 PICO_VOICES = {"en-US": "english", "en-GB": "english"}
@@ -51,10 +56,14 @@ def engine_voices(engine: str, espeak_voices: Sequence[str] = ()) -> dict[str, s
         return dict(HIBARI_VOICES)
     if engine == "mbrola":
         return dict(MBROLA_VOICES)
+    if engine == "openjtalk":
+        return dict(OPENJTALK_VOICES)
+    if engine == "rhvoice":
+        return dict(RHVOICE_VOICES)
     raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
 
 
-ENGINES = ("espeak", "festival", "pico", "hibari", "mbrola")
+ENGINES = ("espeak", "festival", "pico", "hibari", "mbrola", "openjtalk", "rhvoice")
 
 
 def parse_family(spec: str, espeak_voices: Sequence[str] = ()) -> tuple[str, tuple[str, ...]]:
@@ -127,14 +136,20 @@ def check_engine(engine: str, voices: Sequence[str]) -> None:
     elif engine == "mbrola":
         from distill.corpus.mbrola import check_voices
         check_voices(voices)
+    elif engine == "openjtalk":
+        from distill.corpus.openjtalk import check_voices
+        check_voices(voices)
+    elif engine == "rhvoice":
+        from distill.corpus.rhvoice import check_voices
+        check_voices(voices)
 
 
 def speak_batch(engine: str, voice: str, texts: Sequence[str], tempos: Sequence[float],
                 pitches: Sequence[float] | None = None, seeds: Sequence[int] | None = None
                 ) -> list[tuple[np.ndarray, int]]:
-    """Each text spoken by `voice` of `engine` (festival, pico, hibari or mbrola): (float64 samples
-    in [-1, 1], sample rate). tempo: duration factor; pitch: pico's and mbrola's pitch factor;
-    seed: hibari's."""
+    """Each text spoken by `voice` of `engine` (festival, pico, hibari, mbrola, openjtalk or
+    rhvoice): (float64 samples in [-1, 1], sample rate). tempo: duration factor; pitch: the
+    pitch factor of pico, mbrola, openjtalk and rhvoice; seed: hibari's."""
     n = len(texts)
     pitches = list(pitches) if pitches is not None else [1.0] * n
     seeds = list(seeds) if seeds is not None else [0] * n
@@ -154,7 +169,12 @@ def speak_batch(engine: str, voice: str, texts: Sequence[str], tempos: Sequence[
                 for t, tempo, s in zip(texts, tempos, seeds)]
     if engine == "mbrola":
         return mbrola_synthesize(voice, texts, tempos, pitches)
-    raise ValueError(f"speak_batch: engine {engine!r} is not a batch engine (festival, pico, hibari, mbrola)")
+    if engine == "openjtalk":
+        return openjtalk_synthesize(voice, texts, tempos, pitches)
+    if engine == "rhvoice":
+        return rhvoice_synthesize(voice, texts, tempos, pitches)
+    raise ValueError(f"speak_batch: engine {engine!r} is not a batch engine (festival, pico, hibari, mbrola, "
+                     "openjtalk, rhvoice)")
 
 
 if __name__ == "__main__":  # the fresh process of _pico_in_fresh_process

@@ -30,9 +30,10 @@ HELDOUT_CANDIDATES: tuple[str, ...] = ("en-gb-x-rp", "en-gb-scotland", "en-gb-x-
 EXCLUDED_VOICES = {("festival", "upc_ca_ona_hts"), ("festival", "czech_machac"), ("mbrola", "us3"),
                    ("mbrola", "de1"), ("mbrola", "sw2")}
 TEMPO_RANGE = {"festival": (1.4, 2.1), "pico": (1.1, 1.6), "hibari": (1.1, 1.6),  # duration factor
-               "mbrola": (1.8, 2.8)}    # of espeak-ng's 175 words/min: median word ~560 ms
-PICO_PITCH_RANGE = (0.8, 1.25)          # pico's and mbrola's pitch factor per speaker
-PITCHED_ENGINES = ("pico", "mbrola")    # engines with a per-speaker pitch factor
+               "mbrola": (1.8, 2.8),    # of espeak-ng's 175 words/min: median word ~560 ms
+               "openjtalk": (1.3, 2.0), "rhvoice": (1.0, 1.4)}  # (their own median words: 340, 475-590 ms)
+PICO_PITCH_RANGE = (0.8, 1.25)          # the pitch factor per speaker of the PITCHED_ENGINES
+PITCHED_ENGINES = ("pico", "mbrola", "openjtalk", "rhvoice")  # engines with a per-speaker pitch factor
 # Timbre variants (files in espeak-ng-data/voices/!v). Left out on purpose: the robotic or
 # effect voices, and those whose output clips at full scale or runs much slower than the rest.
 VARIANTS: tuple[str, ...] = (

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.corpus import festival, layout, mbrola, options, voices
+from distill.corpus import festival, layout, mbrola, options, rhvoice, voices
 from distill.corpus.engines import ENGINES, parse_family, speak_batch
 from distill.corpus.options import CorpusOptions
 from distill.corpus.sound import speech_bounds
@@ -41,11 +41,12 @@ def _digest(root: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("engine, voice", [("festival", "ked_diphone"), ("festival", "hy_fi_mv_diphone"),
                                            ("pico", "en-US"), ("pico", "en-GB"), ("hibari", "heart"),
-                                           ("mbrola", "us1"), ("mbrola", "de4"), ("mbrola", "fr4")])
+                                           ("mbrola", "us1"), ("mbrola", "de4"), ("mbrola", "fr4"),
+                                           ("openjtalk", "mei"), ("rhvoice", "evgeniy-eng"), ("rhvoice", "lyubov")])
 def test_each_engine_speaks_a_word(engine: str, voice: str) -> None:
     (x, rate), (slow, slow_rate) = speak_batch(engine, voice, ["yes", "yes"], [1.0, 1.8], pitches=[1.0, 1.0],
                                                seeds=[0, 0])
-    assert rate == slow_rate and rate in (16000, 22050, 24000, 32000, 44100)
+    assert rate == slow_rate and rate in (16000, 22050, 24000, 32000, 44100, 48000)
     for wave in (x, slow):
         assert wave.dtype == np.float64 and wave.ndim == 1
         assert np.abs(wave).max() < 0.999  # no clipping (pico clips at its default volume)
@@ -56,7 +57,8 @@ def test_each_engine_speaks_a_word(engine: str, voice: str) -> None:
 
 
 def test_engines_are_deterministic() -> None:
-    for engine, voice in (("festival", "czech_dita"), ("pico", "en-GB"), ("hibari", "heart"), ("mbrola", "en1")):
+    for engine, voice in (("festival", "czech_dita"), ("pico", "en-GB"), ("hibari", "heart"), ("mbrola", "en1"),
+                          ("openjtalk", "mei"), ("rhvoice", "lyubov")):
         a = speak_batch(engine, voice, ["stop", "go"], [1.2, 1.5], [1.1, 0.9], [3, 4])
         b = speak_batch(engine, voice, ["stop", "go"], [1.2, 1.5], [1.1, 0.9], [3, 4])
         assert all(np.array_equal(p[0], q[0]) for p, q in zip(a, b)), engine
@@ -92,6 +94,41 @@ def test_every_mbrola_voice_offered_says_every_word() -> None:
             for word, (x, rate) in zip(words, clips):
                 start, end = speech_bounds(x, frame=rate // 200)
                 assert 0.15 < (end - start) / rate < 1.2 and np.abs(x).max() < 0.999, (voice, word)
+
+
+def test_openjtalk_and_rhvoice_say_every_word_and_pitch_moves_the_voice() -> None:
+    words = list(KEYWORDS) + list(layout.UNKNOWN_WORDS)
+    for engine, voice in (("openjtalk", "mei"), ("rhvoice", "evgeniy-eng")):
+        slowest = voices.TEMPO_RANGE[engine][0]  # the corpus's fastest speaker
+        spoken = speak_batch(engine, voice, words, [slowest] * len(words), pitches=[1.0] * len(words))
+        for word, (x, rate) in zip(words, spoken):
+            start, end = speech_bounds(x, frame=rate // 200)
+            assert 0.12 < (end - start) / rate < 1.6, (engine, word, (end - start) / rate)  # openjtalk's "on": 0.14
+        (low, rate), (high, _) = speak_batch(engine, voice, ["five", "five"], [1.0, 1.0], pitches=[0.8, 1.25])
+        assert _pitch_hz(high, rate) > 1.25 * _pitch_hz(low, rate), engine
+
+
+def _pitch_hz(x: np.ndarray, rate: int) -> float:
+    """The strongest autocorrelation lag between 60 and 500 Hz over the word's voiced middle."""
+    start, end = speech_bounds(x, frame=rate // 200)
+    mid = x[start + (end - start) // 4: end - (end - start) // 4]
+    ac = np.correlate(mid, mid, "full")[len(mid) - 1:]
+    lo, hi = rate // 500, rate // 60
+    return rate / (lo + int(np.argmax(ac[lo:hi])))
+
+
+def test_rhvoice_offers_no_arctic_speaker_and_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not set(rhvoice.ARCTIC_VOICES) & set(rhvoice.RHVOICE_VOICES)
+    for voice in rhvoice.ARCTIC_VOICES:
+        with pytest.raises(ValueError, match="unknown rhvoice voice"):
+            rhvoice.rhvoice_synthesize(voice, ["yes"], [1.0], [1.0])
+    rhvoice.binary.cache_clear()
+    monkeypatch.setattr(rhvoice.shutil, "which", lambda name: None)
+    try:
+        with pytest.raises(RuntimeError, match="apt-get install rhvoice rhvoice-english"):
+            rhvoice.check_voices(["lyubov"])
+    finally:
+        rhvoice.binary.cache_clear()
 
 
 def test_mbrola_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
