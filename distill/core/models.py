@@ -52,6 +52,40 @@ class Res8(nn.Module):
         return self.output(x.mean(dim=(2, 3)))
 
 
+class CausalRes8(nn.Module):
+    """res8 made to stream, as Google's kws_streaming makes its models: every convolution pads
+    time on the left only (causal), the pooling's time stride (5 frames) divides a 100 ms hop
+    (10 frames), and the input is normalised by a batch norm, fixed after training, instead of by
+    each window's own statistics (so ``features.normalize: none``). On a crop it is a windowed
+    model like the others; ``core.streaming.CausalStream`` runs it on a stream, each hop computing
+    only its new frames and columns, with the same answer as ``forward`` on all the audio so far
+    with ``columns`` (the window's) averaged."""
+
+    def __init__(self, n_classes: int, channels: int = 45, pool: tuple[int, int] = (3, 5), n_layers: int = 6):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(1)  # one affine map of the log-mel after training: frame by frame
+        self.conv0 = nn.Conv2d(1, channels, 3, padding=(1, 0), bias=False)  # time padded on the left, in forward
+        self.pool = nn.AvgPool2d(pool)
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=(1, 0), bias=False)
+                                   for _ in range(n_layers))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(channels, affine=False) for _ in range(n_layers))
+        self.output = nn.Linear(channels, n_classes)
+
+    def forward(self, x: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+        """Features ``(batch, 1, mels, frames)`` → logits of the average of the last ``columns``
+        time columns of the last layer (None: all of them, as in training)."""
+        x = self.pool(F.relu(self.conv0(F.pad(self.norm(x), (2, 0)))))
+        residual = x
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
+            y = F.relu(conv(F.pad(x, (2, 0))))
+            if i % 2 == 0:
+                y = y + residual
+                residual = y
+            x = bn(y)
+        x = x if columns is None else x[..., -columns:]
+        return self.output(x.mean(dim=(2, 3)))
+
+
 class Tiny(nn.Module):
     """Two convolutions; enough to learn the synthetic corpus a little, fast enough for tests."""
 
@@ -75,6 +109,16 @@ def build_res8(n_classes: int, channels: int = 45) -> nn.Module:
 @MODELS.register("res8_narrow")
 def build_res8_narrow(n_classes: int, channels: int = 19) -> nn.Module:
     return Res8(n_classes, channels=channels)
+
+
+@MODELS.register("res8_causal")
+def build_res8_causal(n_classes: int, channels: int = 45) -> nn.Module:
+    return CausalRes8(n_classes, channels=channels)
+
+
+@MODELS.register("res8_narrow_causal")
+def build_res8_narrow_causal(n_classes: int, channels: int = 19) -> nn.Module:
+    return CausalRes8(n_classes, channels=channels)
 
 
 @MODELS.register("res15")

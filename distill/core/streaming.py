@@ -90,3 +90,101 @@ class StreamingSpotter:
             self.mel = torch.cat([new[:, :lo], self.mel[:, lo + self.shift:hi + self.shift], new[:, lo:]], dim=1)
         features = log_and_normalize(self.mel.transpose(1, 2), f.cfg.normalize)
         return torch.softmax(self.net(features), dim=-1)
+
+
+class CausalStream:
+    """A ``CausalRes8`` on a stream, as kws_streaming runs its streaming models: every layer keeps
+    what its next output needs of its past (the front end the audio of a frame's taps, each
+    causal convolution its last two input columns, the pooling the frames of an unfinished
+    column, the output the last ``columns`` columns of the final layer), so a hop computes only
+    its new frames and columns. ``step(chunk)`` with ``chunk`` ``(batch, hop_samples)`` →
+    posteriors ``(batch, classes)`` of the last window, or None until a window of columns exists.
+
+    Its answer after any hop equals the network's ``forward`` on the features of all the audio
+    so far (their frames whose taps the audio holds) with the window's columns averaged: the same
+    function, computed once per frame instead of once per window."""
+
+    def __init__(self, model: KeywordSpotter, input_samples: int, hop_samples: int):
+        from distill.core.models import CausalRes8
+
+        net = model.net
+        if not isinstance(net, CausalRes8):
+            raise ValueError(f"{type(net).__name__} is not a streaming network: choose res8_causal or "
+                             "res8_narrow_causal (StreamingSpotter runs the windowed ones)")
+        if model.features.cfg.normalize != "none":
+            raise ValueError(f"features.normalize is {model.features.cfg.normalize!r}: a streaming network reads "
+                             "features no window's statistics changed; train it with features.normalize: none")
+        self.front = FoldedLogMel(model.features)
+        self.net = net.eval()
+        self.pool_frames = net.pool.kernel_size[1]
+        if hop_samples % (self.front.hop * self.pool_frames):
+            raise ValueError(f"hop of {hop_samples} samples: must be whole pooled columns of "
+                             f"{self.front.hop * self.pool_frames} samples")
+        self.columns = model.features.frames(input_samples) // self.pool_frames  # the window's, as trained
+        self.hop = hop_samples
+        self.reset()
+
+    def reset(self) -> None:
+        self.audio: torch.Tensor | None = None  # reflect-padded stream from the next frame's first tap
+        self.frames = 0  # frames computed so far
+        self.pending: torch.Tensor | None = None  # conv0 outputs of the unfinished column
+        self.states: list[torch.Tensor] | None = None  # each causal convolution's last two input columns
+        self.window: torch.Tensor | None = None  # the last layer's columns, averaged over frequency
+
+    @torch.inference_mode()
+    def step(self, chunk: torch.Tensor) -> torch.Tensor | None:
+        if chunk.dtype == torch.int16:
+            chunk = chunk.float() / 32768.0
+        if chunk.dim() == 1:
+            chunk = chunk.unsqueeze(0)
+        if chunk.shape[1] != self.hop:
+            raise ValueError(f"a chunk of {chunk.shape[1]} samples: this stream moves {self.hop} at a time")
+        f, net = self.front, self.net
+        if self.audio is None:  # the stream's start is reflected as the windowed front end reflects it
+            self.audio = torch.nn.functional.pad(chunk.unsqueeze(1), (f.left, 0), mode="reflect").squeeze(1)
+        else:
+            self.audio = torch.cat([self.audio, chunk], dim=1)
+        width = f.blocks * f.hop
+        n = (self.audio.shape[1] - width) // f.hop + 1 if self.audio.shape[1] >= width else 0
+        if n <= 0:
+            return None
+        frames = self.audio[:, :f.hop * (n - 1) + width].unfold(1, width, f.hop)
+        self.audio = self.audio[:, f.hop * n:]
+        x = log_and_normalize(f.mel(frames).transpose(1, 2), "none")  # (batch, 1, mels, n)
+        x = net.norm(x)
+        batch = x.shape[0]
+        if self.states is None:  # zeros: what the causal padding puts before the stream
+            self.states = [x.new_zeros(batch, 1, x.shape[2], 2)]
+        x, self.states[0] = _causal(net.conv0, self.states[0], x)
+        x = torch.relu(x)
+        x = x if self.pending is None else torch.cat([self.pending, x], dim=3)
+        whole = x.shape[3] // self.pool_frames * self.pool_frames
+        self.pending = x[..., whole:]
+        if not whole:
+            return self._answer()
+        x = net.pool(x[..., :whole])
+        if len(self.states) == 1:
+            self.states += [x.new_zeros(batch, x.shape[1], x.shape[2], 2) for _ in net.convs]
+        residual = x
+        for i, (conv, bn) in enumerate(zip(net.convs, net.bns), start=1):
+            y, self.states[i] = _causal(conv, self.states[i], x)
+            y = torch.relu(y)
+            if i % 2 == 0:
+                y = y + residual
+                residual = y
+            x = bn(y)
+        new = x.mean(dim=2)  # (batch, channels, new columns)
+        self.window = new if self.window is None else torch.cat([self.window, new], dim=2)[..., -self.columns:]
+        return self._answer()
+
+    def _answer(self) -> torch.Tensor | None:
+        if self.window is None or self.window.shape[2] < self.columns:
+            return None
+        return torch.softmax(self.net.output(self.window.mean(dim=2)), dim=-1)
+
+
+def _causal(conv: torch.nn.Conv2d, state: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A causal 3-wide convolution's new columns, and its state after them: the input's last two
+    columns (those before ``x`` come from ``state``)."""
+    joined = torch.cat([state, x], dim=3)
+    return conv(joined), joined[..., -2:]

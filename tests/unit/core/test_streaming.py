@@ -1,5 +1,7 @@
 """The streaming spotter: every hop's posteriors equal the network's on the same window, for every
-Res8-family network registered, while a hop computes only its new log-mel frames and the window's edges."""
+Res8-family network registered, while a hop computes only its new log-mel frames and the window's edges.
+The causal stream: every hop of a streaming network equals the network on all the audio so far,
+while a hop computes only its new frames and columns."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import pytest
 import torch
 
 from distill.core.features import FeatureConfig, FoldedLogMel
-from distill.core.models import MODELS, Res8, build_model
-from distill.core.streaming import StreamingSpotter
+from distill.core.models import MODELS, CausalRes8, Res8, build_model
+from distill.core.streaming import CausalStream, StreamingSpotter
 
 RES8_FAMILY = [name for name in MODELS.names() if isinstance(build_model(name, 12).net, Res8)]
+CAUSAL = [name for name in MODELS.names() if isinstance(build_model(name, 12).net, CausalRes8)]
 
 
 def speech(samples: int, seed: int = 0) -> torch.Tensor:
@@ -24,11 +27,11 @@ def speech(samples: int, seed: int = 0) -> torch.Tensor:
 
 def test_the_family_is_the_res8_networks():
     assert {"res8", "res8_narrow", "res15"} <= set(RES8_FAMILY) and "tiny" not in RES8_FAMILY
+    assert {"res8_causal", "res8_narrow_causal"} <= set(CAUSAL)
 
 
-@pytest.mark.parametrize("normalize", ["utterance", "band", "none"])
-@pytest.mark.parametrize("name", RES8_FAMILY)
-def test_each_hop_equals_the_network_on_its_window(name, normalize):
+def trained_looking(name: str, normalize: str) -> torch.nn.Module:
+    """An untrained network whose batch norms hold statistics (and affine maps) as after training."""
     torch.manual_seed(0)
     model = build_model(name, 12, {}, FeatureConfig(normalize=normalize)).eval()
     with torch.no_grad():
@@ -36,6 +39,16 @@ def test_each_hop_equals_the_network_on_its_window(name, normalize):
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("normalize", ["utterance", "band", "none"])
+@pytest.mark.parametrize("name", RES8_FAMILY)
+def test_each_hop_equals_the_network_on_its_window(name, normalize):
+    model = trained_looking(name, normalize)
     n, hop, hops = 8000, 1600, 6
     audio = torch.stack([speech(n + hops * hop, seed) for seed in (1, 2)])  # two streams at once
     stream = StreamingSpotter(model, n, hop)
@@ -61,3 +74,53 @@ def test_a_hop_computes_only_its_new_frames_and_the_edges():
     stream.step(torch.zeros(1, 1600))
     with pytest.raises(ValueError, match="moves 1600"):
         stream.step(torch.zeros(1, 800))
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_each_causal_hop_equals_the_network_on_all_the_audio_so_far(name):
+    model = trained_looking(name, "none")
+    model.net.norm.running_mean.fill_(-8.0)  # about the log-mel's own level
+    model.net.norm.running_var.fill_(9.0)
+    n, hop, hops = 8000, 1600, 12
+    audio = torch.stack([speech(hops * hop, seed) for seed in (3, 4)])
+    stream = CausalStream(model, n, hop)
+    outputs = [stream.step(audio[:, i:i + hop]) for i in range(0, audio.shape[1], hop)]
+    columns, frame_hop = stream.columns, stream.front.hop
+    assert columns == 10  # 51 frames of a 500 ms window, 5 to a column
+    answered = 0
+    with torch.no_grad():
+        for k, post in enumerate(outputs, start=1):
+            heard = audio[:, :k * hop]
+            frames = (k * hop + stream.front.left - stream.front.blocks * frame_hop) // frame_hop + 1  # taps all heard
+            feats = model.features(heard)[..., :frames]  # the windowed front end; its last frames reflect the end
+            if frames // 5 < columns:
+                assert post is None
+                continue
+            reference = torch.softmax(model.net(feats, columns=columns), -1)
+            assert torch.allclose(post, reference, atol=1e-5), (k, (post - reference).abs().max())
+            answered += 1
+    assert answered == hops - 5  # from the sixth hop on: 59 frames, 11 columns
+
+
+def test_a_causal_hop_computes_a_fifth_of_the_windows_work():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = trained_looking("res8_narrow_causal", "none")
+    stream = CausalStream(model, 8000, 1600)
+    audio = speech(8 * 1600)
+    for i in range(7):
+        stream.step(audio[None, i * 1600:(i + 1) * 1600])
+    counted = {}
+    for name, run in (("hop", lambda: stream.step(audio[None, 7 * 1600:])),
+                      # the folded front end both ways: torch.stft's FFT is not counted
+                      ("window", lambda: model.net(FoldedLogMel(model.features)(audio[None, :8000])))):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            run()
+        counted[name] = counter.get_total_flops()
+    assert 0.15 < counted["hop"] / counted["window"] < 0.25, counted  # front end and network: 0.198
+    with pytest.raises(ValueError, match="not a streaming network"):
+        CausalStream(build_model("res8_narrow", 12), 8000, 1600)
+    with pytest.raises(ValueError, match="features.normalize: none"):
+        CausalStream(build_model("res8_narrow_causal", 12), 8000, 1600)
+    with pytest.raises(ValueError, match="whole pooled columns"):
+        CausalStream(model, 8000, 1200)
