@@ -43,7 +43,8 @@ def add_synth_arguments(synth: argparse.ArgumentParser) -> None:
     synth.add_argument("--heldout-engine-test", metavar="ENGINE[:FAMILY]",
                        help="engine or voice family of the test unseen-engine part (default hibari)")
     synth.add_argument("--unseen-engine-speakers", type=int, metavar="N",
-                       help="speakers of each unseen-engine part, 12 clips each (default 36; 0: no such parts)")
+                       help="speakers of each unseen-engine part, 12 clips each (default 36; 0: no such parts, and "
+                            "their engines or families are dealt to training speakers like the others)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
 
