@@ -9,7 +9,9 @@ window's log-mel frames, the network runs on the whole window) and ``CausalStrea
 streaming ones (res8_narrow_causal, res8_causal: each layer computes only its new frames and
 columns). Multiply-adds are counted with ``torch.utils.flop_counter`` with the folded front end
 both ways (torch.stft's FFT is not counted). Times are medians over ``repeats`` calls, the window
-and the hop interleaved call by call, so that the machine's load reaches both alike.
+and the hop interleaved call by call, so that the machine's load reaches both alike. For the
+streaming networks the same under onnxruntime (one thread): the window as ``pld export`` writes
+it against the hop as ``export_stream_step`` writes it.
 """
 
 from __future__ import annotations
@@ -60,9 +62,32 @@ def measure(name: str, normalize: str, repeats: int) -> dict:
                 if i >= 50:
                     times[key].append(time.perf_counter() - t)
     window_us, hop_us = (statistics.median(times[k]) * 1e6 for k in ("window", "hop"))
-    return {"network": name, "streaming": "CausalStream" if causal else "StreamingSpotter",
-            "window_flops": window_flops, "hop_flops": step_flops, "flops_ratio": step_flops / window_flops,
-            "window_us": window_us, "hop_us": hop_us, "time_ratio": hop_us / window_us}
+    row = {"network": name, "streaming": "CausalStream" if causal else "StreamingSpotter",
+           "window_flops": window_flops, "hop_flops": step_flops, "flops_ratio": step_flops / window_flops,
+           "window_us": window_us, "hop_us": hop_us, "time_ratio": hop_us / window_us}
+    if causal:
+        row.update(onnx_times(model, audio.numpy(), repeats))
+    return row
+
+
+def onnx_times(model, audio, repeats: int) -> dict:
+    import tempfile
+
+    from distill.core.export import OnnxSpotter, OnnxStream, export_onnx, export_stream_step
+
+    tmp = Path(tempfile.mkdtemp(prefix="pld-stream-"))
+    spotter = OnnxSpotter(export_onnx(model, WINDOW, tmp / "window.onnx"))
+    stream = OnnxStream(export_stream_step(model, WINDOW, HOP, tmp / "step.onnx"))
+    window, chunk = audio[:, :WINDOW], audio[:, WINDOW:WINDOW + HOP]
+    times = {"window": [], "hop": []}
+    for i in range(repeats + 50):
+        for key, run in (("window", lambda: spotter(window)), ("hop", lambda: stream.step(chunk))):
+            t = time.perf_counter()
+            run()
+            if i >= 50:
+                times[key].append(time.perf_counter() - t)
+    window_us, hop_us = (statistics.median(times[k]) * 1e6 for k in ("window", "hop"))
+    return {"onnx_window_us": window_us, "onnx_hop_us": hop_us, "onnx_time_ratio": hop_us / window_us}
 
 
 def main() -> int:
@@ -77,6 +102,11 @@ def main() -> int:
     for r in rows:
         print(f"{r['network']:<20} {r['streaming']:<17} {r['window_flops'] / 1e6:>12.2f} {r['hop_flops'] / 1e6:>10.2f} "
               f"{r['flops_ratio']:>6.3f} {r['window_us']:>10.0f} {r['hop_us']:>8.0f} {r['time_ratio']:>6.3f}")
+    print("\nonnxruntime, batch 1, one thread (the window as pld export writes it, the hop as export_stream_step does):")
+    for r in rows:
+        if "onnx_hop_us" in r:
+            print(f"{r['network']:<20} window {r['onnx_window_us']:>6.0f} µs  hop {r['onnx_hop_us']:>6.0f} µs  "
+                  f"ratio {r['onnx_time_ratio']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

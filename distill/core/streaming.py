@@ -188,3 +188,63 @@ def _causal(conv: torch.nn.Conv2d, state: torch.Tensor, x: torch.Tensor) -> tupl
     columns (those before ``x`` come from ``state``)."""
     joined = torch.cat([state, x], dim=3)
     return conv(joined), joined[..., -2:]
+
+
+class CausalStep(torch.nn.Module):
+    """One steady-state hop of ``CausalStream`` as a module of tensors in and out, the form an
+    ONNX file takes (``core.export.export_stream_step``): ``forward(chunk, *state)`` →
+    ``(posteriors, *new_state)``, every state a fixed shape but the batch (``state_shapes``).
+    The state is the stream's: the audio of the frames to come, conv0's last two input frames,
+    the frames of the unfinished column, each convolution's last two input columns, and the last
+    window's columns. From all-zero state (``zero_state``) its answers equal ``CausalStream``'s
+    once the zeros have left the network's reach (``warmup_hops``)."""
+
+    def __init__(self, model: KeywordSpotter, input_samples: int, hop_samples: int):
+        super().__init__()
+        probe = CausalStream(model, input_samples, hop_samples)  # the shapes a warm stream's state has
+        self.front, self.net = probe.front, probe.net
+        self.frames_per_hop = hop_samples // self.front.hop
+        self.columns, self.pool_frames = probe.columns, probe.pool_frames
+        chunk = torch.zeros(1, hop_samples)
+        while probe.step(chunk) is None:
+            pass
+        probe.step(chunk)
+        self.tail, self.pending = probe.audio.shape[1], probe.pending.shape[3]
+        channels, mels, bands = self.net.output.in_features, probe.states[0].shape[2], probe.states[1].shape[2]
+        self.state_shapes = [(self.tail,), (1, mels, 2), (channels, mels, self.pending),
+                             *[(channels, bands, 2)] * len(self.net.convs), (channels, self.columns)]
+        self.hop = hop_samples
+
+    def zero_state(self, batch: int = 1) -> list[torch.Tensor]:
+        return [torch.zeros(batch, *shape) for shape in self.state_shapes]
+
+    def warmup_hops(self) -> int:
+        """Hops after which nothing of the starting state reaches the answer: the window's
+        columns and, behind each, the receptive field of the layers and the buffered frames."""
+        reach_columns = self.columns + 2 * len(self.net.convs) + 1
+        reach_frames = reach_columns * self.pool_frames + 2 + self.pending + -(-self.tail // self.front.hop)
+        return -(-reach_frames // self.frames_per_hop) + 1
+
+    def forward(self, chunk: torch.Tensor, tail: torch.Tensor, conv0: torch.Tensor, pending: torch.Tensor,
+                *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f, net, n = self.front, self.net, self.frames_per_hop
+        audio = torch.cat([tail, chunk], dim=1)
+        blocks = audio[:, :f.hop * (n - 1 + f.blocks)].reshape(audio.shape[0], n - 1 + f.blocks, f.hop)
+        frames = torch.cat([blocks[:, i:i + n] for i in range(f.blocks)], dim=2)  # frame i: blocks i .. i + blocks - 1
+        x = net.norm(log_and_normalize(f.mel(frames).transpose(1, 2), "none"))
+        x, conv0 = _causal(net.conv0, conv0, x)
+        x = torch.cat([pending, torch.relu(x)], dim=3)
+        whole = x.shape[3] // self.pool_frames * self.pool_frames
+        x, pending = net.pool(x[..., :whole]), x[..., whole:]
+        states, window = list(rest[:-1]), rest[-1]
+        residual = x
+        for i, (conv, bn) in enumerate(zip(net.convs, net.bns)):
+            y, states[i] = _causal(conv, states[i], x)
+            y = torch.relu(y)
+            if i % 2 == 1:
+                y = y + residual
+                residual = y
+            x = bn(y)
+        window = torch.cat([window, x.mean(dim=2)], dim=2)[..., -self.columns:]
+        posteriors = torch.softmax(net.output(window.mean(dim=2)), dim=-1)
+        return (posteriors, audio[:, f.hop * n:], conv0, pending, *states, window)

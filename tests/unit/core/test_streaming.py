@@ -124,3 +124,31 @@ def test_a_causal_hop_computes_a_fifth_of_the_windows_work():
         CausalStream(build_model("res8_narrow_causal", 12), 8000, 1600)
     with pytest.raises(ValueError, match="whole pooled columns"):
         CausalStream(model, 8000, 1200)
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_the_exported_step_streams_what_the_causal_stream_does(name, tmp_path):
+    """The ONNX step from zero state, hop by hop under onnxruntime, gives CausalStream's answers
+    once the zeros are out of the network's reach; so does the step in PyTorch."""
+    from distill.core.export import OnnxStream, export_stream_step
+    from distill.core.streaming import CausalStep
+
+    model = trained_looking(name, "none")
+    model.net.norm.running_mean.fill_(-8.0)
+    model.net.norm.running_var.fill_(9.0)
+    hop, hops = 1600, 24
+    audio = torch.stack([speech(hops * hop, seed) for seed in (5, 6)])
+    step = CausalStep(model, 8000, hop)
+    warm = step.warmup_hops()
+    assert 5 < warm < hops - 4
+    stream, onnx = CausalStream(model, 8000, hop), OnnxStream(export_stream_step(model, 8000, hop, tmp_path / "s.onnx"))
+    state = step.zero_state(2)
+    for k in range(hops):
+        chunk = audio[:, k * hop:(k + 1) * hop]
+        expected = stream.step(chunk)
+        with torch.no_grad():
+            posteriors, *state = step(chunk, *state)
+        exported = onnx.step(chunk.numpy())
+        if k + 1 >= warm:
+            assert torch.allclose(posteriors, expected, atol=1e-5), (k, (posteriors - expected).abs().max())
+            assert np.allclose(exported, expected.numpy(), atol=1e-5), k
