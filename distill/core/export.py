@@ -313,6 +313,28 @@ INT8_MIN_SPEEDUP = 1.3  # an int8 file is written only when it decides this much
 INT8_OPS = ("Conv",)
 
 
+def check_stream_equivalence(model: KeywordSpotter, stream: "OnnxStream", audio: np.ndarray, input_samples: int,
+                             hop_samples: int) -> Equivalence:
+    """The exported step (from zero state) against ``CausalStream`` (from the stream's start) on
+    ``audio`` ``(streams, samples)``, hop by hop once the zeros are out of the network's reach:
+    each compared hop is one of ``clips``."""
+    from distill.core.streaming import CausalStep, CausalStream
+
+    warm = CausalStep(model, input_samples, hop_samples).warmup_hops()
+    x = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+    reference = CausalStream(model, input_samples, hop_samples)
+    gaps, disagreements, compared = [0.0], 0, 0
+    for k in range(x.shape[1] // hop_samples):
+        chunk = x[:, k * hop_samples:(k + 1) * hop_samples]
+        expected, exported = reference.step(torch.from_numpy(chunk)), stream.step(chunk)
+        if k + 1 >= warm:
+            expected = expected.numpy()
+            gaps.append(float(np.abs(exported - expected).max()))
+            disagreements += int((exported.argmax(-1) != expected.argmax(-1)).sum())
+            compared += len(chunk)
+    return Equivalence(compared, max(gaps), disagreements)
+
+
 def quantize_int8(fp32: str | Path, int8: str | Path, calibration: np.ndarray, *, per_channel: bool = True,
                   qdq: bool = False, activations: str = "uint8", ops: tuple[str, ...] | None = INT8_OPS) -> Path:
     """Static int8 quantization of the network, calibrated on ``calibration`` crops; the front end

@@ -20,9 +20,10 @@ import numpy as np
 from distill.core.checkpoint import load_model_dir
 from distill.core.crops import num_samples
 from distill.core.detection import keyword_spotting_metrics, threshold_for
-from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, check_equivalence, export_onnx,
-                                 latencies, onnx_latency, quantize_int8)
-from distill.core.models import count_macs, latency_per_decision
+from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, OnnxStream, check_equivalence,
+                                 check_stream_equivalence, export_onnx, export_stream_step, latencies, onnx_latency,
+                                 quantize_int8)
+from distill.core.models import CausalRes8, count_macs, latency_per_decision
 from distill.core.protocols import predict
 from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, TEACHER_RUN
 from distill.runtime.infra import storage
@@ -31,6 +32,8 @@ from distill.runtime.deployment.serving import LogPosteriors
 from distill.runtime.infra.errors import find_run
 
 ONNX_FILE, INT8_FILE, LABELS_FILE, CARD_FILE, CARD_JSON = "model.onnx", "model.int8.onnx", "labels.json", "model.md", "card.json"
+STREAM_FILE = "stream.onnx"  # a streaming network's hop, with its state (core.export.export_stream_step)
+STREAM_CHECK = (8, 10)  # streams x test clips each that check the stream step
 ALIAS = "current"  # MLflow reserves "latest"; models:/NAME/latest is MLflow's own newest version
 CHECK_CROPS = 400
 
@@ -113,6 +116,8 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
                                     say)
         if int8_check["kept"]:
             variants["int8"] = out / INT8_FILE
+    streaming = exported_stream(model, splits["test"][0], n, hop, out / STREAM_FILE, run.info.run_name, say) \
+        if isinstance(model.net, CausalRes8) and model.features.cfg.normalize == "none" else None
     measured, curve = measure_variants(variants, splits["test"], spec, hop, say)
     manifest = json.loads(storage.read_text(storage.join(chain.data.tags[RUN_DIR], "stages", run.info.run_name,
                                                          "manifest.json")))
@@ -123,6 +128,7 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
             "macs": count_macs(model, n), "test_clips": int(len(splits["test"][1])),
             "test_acc_checkpoint": {p: run.data.metrics.get(f"test_acc_{p}") for p in PROTOCOLS},
             "onnx": measured, "torch_latency_us": latency_per_decision(model, n) * 1e6, "int8_check": int8_check,
+            "stream": streaming,
             "threshold": (measured["fp32"]["threshold_at_90_recall"] or 0.5),
             # thresholds by false accepts per hour on the test split's silence and unknown clips,
             # with the test keywords' recall: what pld predict --max-fa-per-hour chooses from
@@ -163,6 +169,39 @@ def checked_equivalence(model, onnx_path: Path, crops: np.ndarray, name: str, sa
         raise ExportError(f"export of {name} refused: onnxruntime and the PyTorch checkpoint disagree on "
                           f"{equivalence.describe()}, argmax must agree everywhere")
     return equivalence
+
+
+def exported_stream(model, test_waves: np.ndarray, n: int, hop: int, path: Path, name: str,
+                    say: Callable[[str], None]) -> dict:
+    """A streaming network's hop as ONNX beside the windowed export, checked against
+    ``CausalStream`` on streams of test clips end to end, and timed (batch 1, one thread)."""
+    import statistics
+    import time
+
+    export_stream_step(model, n, hop, path)
+    streams, per_stream = STREAM_CHECK
+    clips = test_waves[:streams * per_stream]
+    if len(clips) < streams * per_stream:
+        path.unlink()
+        raise ExportError(f"export of {name}: the test split has {len(clips)} clips, {streams * per_stream} are "
+                          "needed to check the stream step")
+    audio = clips.reshape(streams, -1)
+    equivalence = check_stream_equivalence(model, OnnxStream(path), audio, n, hop)
+    said = equivalence.describe().replace(" clips:", " hops:", 1)  # each compared hop of each stream
+    say(f"   stream step, onnxruntime vs PyTorch: {said}")
+    if not equivalence.ok:
+        path.unlink()
+        raise ExportError(f"export of {name} refused: the stream step and CausalStream disagree on {said}, argmax "
+                          "must agree everywhere")
+    stream, chunk, times = OnnxStream(path), np.zeros((1, hop), np.float32), []
+    for i in range(220):
+        t = time.perf_counter()
+        stream.step(chunk)
+        if i >= 20:
+            times.append(time.perf_counter() - t)
+    return {"file": path.name, "hop_samples": hop, "state": [i.name for i in stream.spotter.session.get_inputs()],
+            "latency_us": statistics.median(times) * 1e6,
+            "equivalence": {"hops": equivalence.clips, "max_abs_diff": equivalence.max_abs_diff}}
 
 
 def int8_if_faster(onnx_path: Path, int8_path: Path, calibration: np.ndarray, n: int,
@@ -228,6 +267,10 @@ def model_card(card: dict) -> str:
                  + f" (false accepts counted on {card['negative_hours'] * 60:.1f} min of the test split's silence "
                    f"and unknown words: one is {1 / card['negative_hours']:.0f} per hour)")]
                if card.get("operating_points") else []),
+             *([("streaming", f"{card['stream']['file']}: one {card['stream']['hop_samples']}-sample hop a call, "
+                  f"its state in and out; {card['stream']['latency_us']:.0f} µs a hop (onnxruntime, batch 1, one "
+                  f"thread); equal to the stream in PyTorch on {card['stream']['equivalence']['hops']} hops, max "
+                  f"|Δ posterior| {card['stream']['equivalence']['max_abs_diff']:.2e}")] if card.get("stream") else []),
              ("export check", f"{card['equivalence']['clips']} crops, max |Δ posterior| "
               f"{card['equivalence']['max_abs_diff']:.2e}, argmax differs on {card['equivalence']['argmax_disagreements']}"),
              ("chain run", card["chain_run_id"]), ("stage run", card["stage_run_id"]),
