@@ -73,7 +73,8 @@ def measure(name: str, normalize: str, repeats: int) -> dict:
 def onnx_times(model, audio, repeats: int) -> dict:
     import tempfile
 
-    from distill.core.export import OnnxSpotter, OnnxStream, export_onnx, export_stream_step
+    from distill.core.export import OnnxSpotter, export_onnx
+    from distill.core.stream_export import OnnxStream, export_stream_step
 
     tmp = Path(tempfile.mkdtemp(prefix="pld-stream-"))
     spotter = OnnxSpotter(export_onnx(model, WINDOW, tmp / "window.onnx"))

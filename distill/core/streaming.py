@@ -192,7 +192,7 @@ def _causal(conv: torch.nn.Conv2d, state: torch.Tensor, x: torch.Tensor) -> tupl
 
 class CausalStep(torch.nn.Module):
     """One steady-state hop of ``CausalStream`` as a module of tensors in and out, the form an
-    ONNX file takes (``core.export.export_stream_step``): ``forward(chunk, *state)`` →
+    ONNX file takes (``core.stream_export.export_stream_step``): ``forward(chunk, *state)`` →
     ``(posteriors, *new_state)``, every state a fixed shape but the batch (``state_shapes``).
     The state is the stream's: the audio of the frames to come, conv0's last two input frames,
     the frames of the unfinished column, each convolution's last two input columns, and the last

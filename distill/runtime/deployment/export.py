@@ -20,9 +20,9 @@ import numpy as np
 from distill.core.checkpoint import load_model_dir
 from distill.core.crops import num_samples
 from distill.core.detection import keyword_spotting_metrics, threshold_for
-from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, OnnxStream, check_equivalence,
-                                 check_stream_equivalence, export_onnx, export_stream_step, latencies, onnx_latency,
-                                 quantize_int8)
+from distill.core.export import (INT8_MIN_SPEEDUP, ExportError, OnnxSpotter, check_equivalence, export_onnx,
+                                 latencies, onnx_latency, quantize_int8)
+from distill.core.stream_export import OnnxStream, check_stream_equivalence, export_stream_step
 from distill.core.models import CausalRes8, count_macs, latency_per_decision
 from distill.core.protocols import predict
 from distill.names import INPUT_MS, KIND, METHOD, PROTOCOLS, RUN_DIR, SILENCE, TEACHER_RUN
@@ -32,7 +32,7 @@ from distill.runtime.deployment.serving import LogPosteriors
 from distill.runtime.infra.errors import find_run
 
 ONNX_FILE, INT8_FILE, LABELS_FILE, CARD_FILE, CARD_JSON = "model.onnx", "model.int8.onnx", "labels.json", "model.md", "card.json"
-STREAM_FILE = "stream.onnx"  # a streaming network's hop, with its state (core.export.export_stream_step)
+STREAM_FILE = "stream.onnx"  # a streaming network's hop, with its state (core.stream_export.export_stream_step)
 STREAM_CHECK = (8, 10)  # streams x test clips each that check the stream step
 ALIAS = "current"  # MLflow reserves "latest"; models:/NAME/latest is MLflow's own newest version
 CHECK_CROPS = 400
@@ -110,12 +110,9 @@ def export_run(run_id: str, *, stage: str | None = None, out: str | Path | None 
     crops = check_crops(np.concatenate([w for w, _ in splits.values() if len(w)]), n, hop)
     equivalence = checked_equivalence(model, onnx_path, crops, run.info.run_name, say)
     (out / LABELS_FILE).write_text(json.dumps(spec.labels, indent=2))
-    variants, int8_check = {"fp32": onnx_path}, None
-    if int8:
-        int8_check = int8_if_faster(onnx_path, out / INT8_FILE, check_crops(splits["train"][0], n, hop, limit=200), n,
-                                    say)
-        if int8_check["kept"]:
-            variants["int8"] = out / INT8_FILE
+    int8_check = int8_if_faster(onnx_path, out / INT8_FILE, check_crops(splits["train"][0], n, hop, limit=200), n,
+                                say) if int8 else None
+    variants = {"fp32": onnx_path, **({"int8": out / INT8_FILE} if int8_check and int8_check["kept"] else {})}
     streaming = exported_stream(model, splits["test"][0], n, hop, out / STREAM_FILE, run.info.run_name, say) \
         if isinstance(model.net, CausalRes8) and model.features.cfg.normalize == "none" else None
     measured, curve = measure_variants(variants, splits["test"], spec, hop, say)

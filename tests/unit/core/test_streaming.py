@@ -130,7 +130,7 @@ def test_a_causal_hop_computes_a_fifth_of_the_windows_work():
 def test_the_exported_step_streams_what_the_causal_stream_does(name, tmp_path):
     """The ONNX step from zero state, hop by hop under onnxruntime, gives CausalStream's answers
     once the zeros are out of the network's reach; so does the step in PyTorch."""
-    from distill.core.export import OnnxStream, export_stream_step
+    from distill.core.stream_export import OnnxStream, export_stream_step
     from distill.core.streaming import CausalStep
 
     model = trained_looking(name, "none")
