@@ -124,6 +124,19 @@ def load_split_arrays(source_dir: str | Path, split: str) -> tuple[np.ndarray, n
     return waves, labels
 
 
+def iter_split_arrays(source_dir: str | Path, split: str, clips: int = 4096):
+    """(waveforms, label indices) of a split, ``clips`` at a time, in the split's order: what a
+    pass over a whole training split holds in memory is one batch of it, at any size."""
+    import pyarrow.dataset as ds
+
+    fs, path = storage.filesystem(_split_dir(source_dir, split))
+    for batch in ds.dataset(path, filesystem=fs, format="parquet").to_batches(
+            columns=["waveform", "label_index"], batch_size=clips):
+        if batch.num_rows:
+            yield (np.stack(batch.column("waveform").to_numpy(zero_copy_only=False)).astype(np.int16, copy=False),
+                   batch.column("label_index").to_numpy().astype(np.int64))
+
+
 def load_split_clips(source_dir: str | Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(clip ids, waveforms, label indices) of a whole split: ``load_split_arrays`` with each
     clip's id, in the same order (``pld study`` records predictions clip by clip)."""

@@ -35,7 +35,7 @@ from distill.runtime.infra.manifest import is_sealed, seal, tree_sha256, verify
 from distill.runtime.execution.relabel import Teacher, dataset_recipe, read_training_crops, relabel_crops
 from distill.runtime.infra.resume import finished_stage, retire_unfinished_runs, write_record
 from distill.runtime.execution.shared import find_shared, log_reused_stage, publish, stage_key
-from distill.runtime.execution.source import load_split_arrays
+from distill.runtime.execution.source import iter_split_arrays
 from distill.runtime.execution.tracking import fmt, log_distilled_dataset, log_model, stage_tags, summary_row
 from distill.runtime.execution.train import StageData, train_stage
 from distill.stages import StageSpec, stage_train
@@ -227,14 +227,16 @@ def train_clip_agreement(chain: Chain, model_dir: str) -> float:
     from distill.core.protocols import predict
 
     model, spec = load_model_dir(storage.local_copy(model_dir))
-    waves, labels = load_split_arrays(chain.source_dir, "train")
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(chain.cfg.train.cpus_per_worker)))
-    try:
-        pred = predict(model.eval(), waves, spec.input_samples, "window", batch_size=chain.cfg.eval.batch_size)
+    correct = seen = 0
+    try:  # a few thousand clips at a time: at Speech Commands' size the split whole would not fit
+        for waves, labels in iter_split_arrays(chain.source_dir, "train"):
+            pred = predict(model.eval(), waves, spec.input_samples, "window", batch_size=chain.cfg.eval.batch_size)
+            correct, seen = correct + int((pred == labels).sum()), seen + len(labels)
     finally:
         torch.set_num_threads(threads)
-    return float((pred == labels).mean()) if len(labels) else float("nan")
+    return correct / seen if seen else float("nan")
 
 
 def log_step(chain: Chain, stage: StageSpec, model_dir: str, manifest: dict, summary: dict, metrics: dict,
