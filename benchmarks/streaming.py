@@ -41,6 +41,18 @@ def flops(run) -> int:
     return counter.get_total_flops()
 
 
+def interleaved_medians_us(runs, repeats: int, warmup: int = 50) -> list[float]:
+    """Median µs of each of ``runs``, called in turn ``warmup + repeats`` times (the warm-up untimed)."""
+    times = [[] for _ in runs]
+    for i in range(warmup + repeats):
+        for timed, run in zip(times, runs):
+            t = time.perf_counter()
+            run()
+            if i >= warmup:
+                timed.append(time.perf_counter() - t)
+    return [statistics.median(t) * 1e6 for t in times]
+
+
 def measure(name: str, normalize: str, repeats: int) -> dict:
     torch.manual_seed(0)
     model = build_model(name, 12, {}, FeatureConfig(normalize=normalize)).eval()
@@ -53,15 +65,8 @@ def measure(name: str, normalize: str, repeats: int) -> dict:
     folded = FoldedLogMel(model.features)
     step_flops = flops(lambda: stream.step(chunk))
     window_flops = flops(lambda: model.net(folded(window)))
-    times = {"window": [], "hop": []}
     with torch.inference_mode():
-        for i in range(repeats + 50):
-            for key, run in (("window", lambda: model(window)), ("hop", lambda: stream.step(chunk))):
-                t = time.perf_counter()
-                run()
-                if i >= 50:
-                    times[key].append(time.perf_counter() - t)
-    window_us, hop_us = (statistics.median(times[k]) * 1e6 for k in ("window", "hop"))
+        window_us, hop_us = interleaved_medians_us([lambda: model(window), lambda: stream.step(chunk)], repeats)
     row = {"network": name, "streaming": "CausalStream" if causal else "StreamingSpotter",
            "window_flops": window_flops, "hop_flops": step_flops, "flops_ratio": step_flops / window_flops,
            "window_us": window_us, "hop_us": hop_us, "time_ratio": hop_us / window_us}
@@ -80,14 +85,7 @@ def onnx_times(model, audio, repeats: int) -> dict:
     spotter = OnnxSpotter(export_onnx(model, WINDOW, tmp / "window.onnx"))
     stream = OnnxStream(export_stream_step(model, WINDOW, HOP, tmp / "step.onnx"))
     window, chunk = audio[:, :WINDOW], audio[:, WINDOW:WINDOW + HOP]
-    times = {"window": [], "hop": []}
-    for i in range(repeats + 50):
-        for key, run in (("window", lambda: spotter(window)), ("hop", lambda: stream.step(chunk))):
-            t = time.perf_counter()
-            run()
-            if i >= 50:
-                times[key].append(time.perf_counter() - t)
-    window_us, hop_us = (statistics.median(times[k]) * 1e6 for k in ("window", "hop"))
+    window_us, hop_us = interleaved_medians_us([lambda: spotter(window), lambda: stream.step(chunk)], repeats)
     return {"onnx_window_us": window_us, "onnx_hop_us": hop_us, "onnx_time_ratio": hop_us / window_us}
 
 

@@ -30,6 +30,17 @@ from distill.core.features import FoldedLogMel, log_and_normalize
 from distill.core.models import KeywordSpotter
 
 
+def hop_chunk(chunk: torch.Tensor, hop: int) -> torch.Tensor:
+    """A hop's new audio as ``(batch, hop)`` float (int16 read as LogMel reads it), or a ValueError."""
+    if chunk.dtype == torch.int16:
+        chunk = chunk.float() / 32768.0
+    if chunk.dim() == 1:
+        chunk = chunk.unsqueeze(0)
+    if chunk.shape[1] != hop:
+        raise ValueError(f"a chunk of {chunk.shape[1]} samples: this stream moves {hop} at a time")
+    return chunk
+
+
 class StreamingSpotter:
     """``spotter.step(chunk)`` with ``chunk`` ``(batch, hop_samples)`` of new audio (float, or int16
     read as LogMel reads it) → posteriors ``(batch, classes)`` of the last ``input_samples``, or
@@ -70,12 +81,7 @@ class StreamingSpotter:
 
     @torch.inference_mode()
     def step(self, chunk: torch.Tensor) -> torch.Tensor | None:
-        if chunk.dtype == torch.int16:
-            chunk = chunk.float() / 32768.0
-        if chunk.dim() == 1:
-            chunk = chunk.unsqueeze(0)
-        if chunk.shape[1] != self.hop:
-            raise ValueError(f"a chunk of {chunk.shape[1]} samples: this stream moves {self.hop} at a time")
+        chunk = hop_chunk(chunk, self.hop)
         full = self.audio is not None and self.audio.shape[1] == self.n
         self.audio = chunk if self.audio is None else torch.cat([self.audio[:, -(self.n - self.hop):], chunk], dim=1)
         if self.audio.shape[1] < self.n:
@@ -133,12 +139,7 @@ class CausalStream:
 
     @torch.inference_mode()
     def step(self, chunk: torch.Tensor) -> torch.Tensor | None:
-        if chunk.dtype == torch.int16:
-            chunk = chunk.float() / 32768.0
-        if chunk.dim() == 1:
-            chunk = chunk.unsqueeze(0)
-        if chunk.shape[1] != self.hop:
-            raise ValueError(f"a chunk of {chunk.shape[1]} samples: this stream moves {self.hop} at a time")
+        chunk = hop_chunk(chunk, self.hop)
         f, net = self.front, self.net
         if self.audio is None:  # the stream's start is reflected as the windowed front end reflects it
             self.audio = torch.nn.functional.pad(chunk.unsqueeze(1), (f.left, 0), mode="reflect").squeeze(1)
