@@ -75,15 +75,24 @@ class CausalRes8(nn.Module):
         """Features ``(batch, 1, mels, frames)`` → logits of the average of the last ``columns``
         time columns of the last layer (None: all of them, as in training)."""
         x = self.pool(F.relu(self.conv0(F.pad(self.norm(x), (2, 0)))))
-        residual = x
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
-            y = F.relu(conv(F.pad(x, (2, 0))))
-            if i % 2 == 0:
+        x, _ = self.residual_stack(x, [x.new_zeros(*x.shape[:3], 2)] * len(self.convs))
+        x = x if columns is None else x[..., -columns:]
+        return self.output(x.mean(dim=(2, 3)))
+
+    def residual_stack(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The convolutions after the pooling on new columns ``x``, each causal: ``states`` holds
+        each one's last two input columns before ``x`` (zeros: the causal padding at the start).
+        Returns the last layer's columns and each convolution's state after ``x``."""
+        residual, after = x, []
+        for i, (conv, bn, state) in enumerate(zip(self.convs, self.bns, states), start=1):
+            joined = torch.cat([state, x], dim=3)
+            after.append(joined[..., -2:])
+            y = F.relu(conv(joined))
+            if i % 2 == 0:  # every second layer closes a residual block
                 y = y + residual
                 residual = y
             x = bn(y)
-        x = x if columns is None else x[..., -columns:]
-        return self.output(x.mean(dim=(2, 3)))
+        return x, after
 
 
 class Tiny(nn.Module):

@@ -132,7 +132,6 @@ class CausalStream:
 
     def reset(self) -> None:
         self.audio: torch.Tensor | None = None  # reflect-padded stream from the next frame's first tap
-        self.frames = 0  # frames computed so far
         self.pending: torch.Tensor | None = None  # conv0 outputs of the unfinished column
         self.states: list[torch.Tensor] | None = None  # each causal convolution's last two input columns
         self.window: torch.Tensor | None = None  # the last layer's columns, averaged over frequency
@@ -166,14 +165,7 @@ class CausalStream:
         x = net.pool(x[..., :whole])
         if len(self.states) == 1:
             self.states += [x.new_zeros(batch, x.shape[1], x.shape[2], 2) for _ in net.convs]
-        residual = x
-        for i, (conv, bn) in enumerate(zip(net.convs, net.bns), start=1):
-            y, self.states[i] = _causal(conv, self.states[i], x)
-            y = torch.relu(y)
-            if i % 2 == 0:
-                y = y + residual
-                residual = y
-            x = bn(y)
+        x, self.states[1:] = net.residual_stack(x, self.states[1:])
         new = x.mean(dim=2)  # (batch, channels, new columns)
         self.window = new if self.window is None else torch.cat([self.window, new], dim=2)[..., -self.columns:]
         return self._answer()
@@ -185,8 +177,8 @@ class CausalStream:
 
 
 def _causal(conv: torch.nn.Conv2d, state: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A causal 3-wide convolution's new columns, and its state after them: the input's last two
-    columns (those before ``x`` come from ``state``)."""
+    """conv0's new columns, causal, and its state after them: the input's last two columns (those
+    before ``x`` come from ``state``); the convolutions after it: ``CausalRes8.residual_stack``."""
     joined = torch.cat([state, x], dim=3)
     return conv(joined), joined[..., -2:]
 
@@ -237,15 +229,7 @@ class CausalStep(torch.nn.Module):
         x = torch.cat([pending, torch.relu(x)], dim=3)
         whole = x.shape[3] // self.pool_frames * self.pool_frames
         x, pending = net.pool(x[..., :whole]), x[..., whole:]
-        states, window = list(rest[:-1]), rest[-1]
-        residual = x
-        for i, (conv, bn) in enumerate(zip(net.convs, net.bns)):
-            y, states[i] = _causal(conv, states[i], x)
-            y = torch.relu(y)
-            if i % 2 == 1:
-                y = y + residual
-                residual = y
-            x = bn(y)
-        window = torch.cat([window, x.mean(dim=2)], dim=2)[..., -self.columns:]
+        x, states = net.residual_stack(x, list(rest[:-1]))
+        window = torch.cat([rest[-1], x.mean(dim=2)], dim=2)[..., -self.columns:]
         posteriors = torch.softmax(net.output(window.mean(dim=2)), dim=-1)
         return (posteriors, audio[:, f.hop * n:], conv0, pending, *states, window)

@@ -183,14 +183,15 @@ def exported_stream(model, test_waves: np.ndarray, n: int, hop: int, path: Path,
         raise ExportError(f"export of {name}: the test split has {len(clips)} clips, {streams * per_stream} are "
                           "needed to check the stream step")
     audio = clips.reshape(streams, -1)
-    equivalence = check_stream_equivalence(model, OnnxStream(path), audio, n, hop)
+    stream = OnnxStream(path)
+    equivalence = check_stream_equivalence(model, stream, audio, n, hop)
     said = equivalence.describe().replace(" clips:", " hops:", 1)  # each compared hop of each stream
     say(f"   stream step, onnxruntime vs PyTorch: {said}")
     if not equivalence.ok:
         path.unlink()
         raise ExportError(f"export of {name} refused: the stream step and CausalStream disagree on {said}, argmax "
                           "must agree everywhere")
-    stream, chunk, times = OnnxStream(path), np.zeros((1, hop), np.float32), []
+    stream.state, chunk, times = None, np.zeros((1, hop), np.float32), []  # a new stream of one, from zeros
     for i in range(220):
         t = time.perf_counter()
         stream.step(chunk)
