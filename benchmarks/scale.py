@@ -11,9 +11,10 @@ corpus has 1,440 training clips, so F = 45 is Speech Commands' size (about 65 k)
 Per stage, from its MLflow run and its folder: rows, bytes written (distilled dataset, model,
 Ray Train's or the local runner's checkpoints), relabel crops/s and train samples/s. Over the
 chain, sampled every 0.5 s: peak resident memory of the driver and of the largest Ray worker
-process, and peak use of /dev/shm above its level before the run (where Ray's object store
-lives). Then, across factors: seconds and bytes per training clip (flat = linear) and the
-memory peaks (flat = bounded).
+process (all its resident pages, and its private ones: a worker's RSS also counts the
+object-store pages it maps), and peak use of /dev/shm above its level before the run (where Ray's
+object store lives, up to the cap Ray sets). Then, across factors: seconds and bytes per
+training clip (flat = linear) and the memory peaks (flat = bounded).
 """
 
 from __future__ import annotations
@@ -79,48 +80,64 @@ def shm_used() -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def rss(pid: int | str) -> int:
-    """Resident bytes of a process (Linux /proc; 0 once it is gone)."""
+def memory(pid: int | str) -> dict[str, int]:
+    """Resident bytes of a process (Linux /proc; zeros once it is gone): ``rss`` all of it,
+    ``private`` its anonymous pages (what it allocated itself), ``shared`` the pages of /dev/shm it
+    has mapped (Ray's object store, capped by Ray and counted once in ``shm_above_start``)."""
+    fields = {"VmRSS:": "rss", "RssAnon:": "private", "RssShmem:": "shared"}
+    out = dict.fromkeys(fields.values(), 0)
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in fields:
+                out[fields[key]] = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return out
 
 
-def ray_worker_pids() -> list[str]:
-    """Processes whose command line is a Ray worker's (``ray::…``)."""
-    pids = []
+def ray_worker_pids() -> dict[str, str]:
+    """Processes whose command line is a Ray worker's (``ray::…``), with the task or actor it runs."""
+    pids = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::"):
-                    pids.append(entry.name)
+                cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
+            if cmdline.startswith(b"ray::"):
+                pids[entry.name] = cmdline.split(b"\0")[0].decode(errors="replace").split()[0]
     return pids
 
 
 def run_sampled(cmd: list[str], env: dict, cwd: Path, log: Path) -> dict:
-    """Run ``cmd``; every 0.5 s read the driver's RSS, every Ray worker's RSS and /dev/shm."""
+    """Run ``cmd``; every 0.5 s read the driver's and every Ray worker's memory and /dev/shm.
+    A worker's RSS counts the object-store pages it maps; its private (anonymous) bytes do not."""
     base = shm_used()
-    peak = {"driver_rss": 0, "worker_rss": 0, "workers_rss_sum": 0, "shm_above_start": 0}
+    peak = {"driver_rss": 0, "driver_private": 0, "worker_rss": 0, "worker_private": 0, "workers_rss_sum": 0,
+            "workers_private_sum": 0, "shm_above_start": 0}
+    largest = {"worker_rss": "", "worker_private": ""}
     started = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            peak["driver_rss"] = max(peak["driver_rss"], rss(proc.pid))
-            workers = [rss(pid) for pid in ray_worker_pids()]
-            if workers:
-                peak["worker_rss"] = max(peak["worker_rss"], max(workers))
-                peak["workers_rss_sum"] = max(peak["workers_rss_sum"], sum(workers))
+            driver = memory(proc.pid)
+            peak["driver_rss"] = max(peak["driver_rss"], driver["rss"])
+            peak["driver_private"] = max(peak["driver_private"], driver["private"])
+            workers = {pid: (name, memory(pid)) for pid, name in ray_worker_pids().items()}
+            for key, field in (("worker_rss", "rss"), ("worker_private", "private")):
+                for name, m in workers.values():
+                    if m[field] > peak[key]:
+                        peak[key], largest[key] = m[field], name
+            peak["workers_rss_sum"] = max(peak["workers_rss_sum"], sum(m["rss"] for _, m in workers.values()))
+            peak["workers_private_sum"] = max(peak["workers_private_sum"],
+                                              sum(m["private"] for _, m in workers.values()))
             peak["shm_above_start"] = max(peak["shm_above_start"], shm_used() - base)
             time.sleep(0.5)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); its console: {log}")
-    return {**peak, "wall_s": time.perf_counter() - started}
+    return {**peak, "largest_worker": largest["worker_rss"], "largest_private_worker": largest["worker_private"],
+            "wall_s": time.perf_counter() - started}
 
 
 def chain_stages(uri: str) -> tuple[dict, list[dict]]:
@@ -168,19 +185,21 @@ def report(results: list[dict]) -> str:
             out.append(f"{r['train_clips']:>7} {s['stage']:<16} {s['rows']:>7} {mb(s['dataset_bytes']):>10.2f} "
                        f"{mb(s['checkpoint_bytes']):>8.2f} {s['relabel_crops_per_s']:>9.0f} {s['train_samples_per_s']:>8.0f}")
     out += ["", f"{'clips':>7} {'chain s':>8} {'s/clip':>7} {'run MB':>8} {'source MB':>9} {'run/source':>10} "
-                f"{'driver MB':>9} {'worker MB':>9} {'shm MB':>7}"]
+                f"{'driver MB':>9} {'private':>7} {'worker MB':>9} {'private':>7} {'shm MB':>7}"]
     for r in results:
         m = r["memory"]
         out.append(f"{r['train_clips']:>7} {r['chain_s']:>8.0f} {r['chain_s'] / r['train_clips']:>7.3f} "
                    f"{mb(r['run_bytes']):>8.1f} {mb(r['source_bytes']):>9.1f} {r['run_bytes'] / r['source_bytes']:>10.2f} "
-                   f"{mb(m['driver_rss']):>9.0f} {mb(m['worker_rss']):>9.0f} {mb(m['shm_above_start']):>7.0f}")
+                   f"{mb(m['driver_rss']):>9.0f} {mb(m.get('driver_private', 0)):>7.0f} {mb(m['worker_rss']):>9.0f} "
+                   f"{mb(m.get('worker_private', 0)):>7.0f} {mb(m['shm_above_start']):>7.0f}")
     if len(results) > 1:
         a, b = results[0], results[-1]
         per = lambda r, k: r[k] / r["train_clips"]  # noqa: E731
         out.append(f"\nfrom {a['train_clips']} to {b['train_clips']} clips: seconds per clip ×"
                    f"{per(b, 'chain_s') / per(a, 'chain_s'):.2f}, bytes per clip ×{per(b, 'run_bytes') / per(a, 'run_bytes'):.2f}, "
                    f"driver peak ×{b['memory']['driver_rss'] / a['memory']['driver_rss']:.2f}, "
-                   f"largest worker peak ×{b['memory']['worker_rss'] / max(a['memory']['worker_rss'], 1):.2f}")
+                   f"largest worker peak ×{b['memory']['worker_rss'] / max(a['memory']['worker_rss'], 1):.2f} "
+                   f"(private ×{b['memory'].get('worker_private', 0) / max(a['memory'].get('worker_private', 0), 1):.2f})")
     return "\n".join(out)
 
 

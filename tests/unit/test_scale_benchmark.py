@@ -1,0 +1,58 @@
+"""benchmarks/scale.py's memory sampling: a process's private bytes apart from the object-store
+pages it maps, and the Ray workers found by their command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+spec = importlib.util.spec_from_file_location("scale", Path(__file__).resolve().parents[2] / "benchmarks" / "scale.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+MB = 1 << 20
+
+
+def test_private_bytes_grow_with_an_allocation_and_shared_ones_with_a_mapped_shm_file():
+    before = bench.memory(os.getpid())
+    assert before["rss"] >= before["private"] > 0
+    block = np.ones(64 * MB // 8)  # 64 MB written: anonymous pages
+    grown = bench.memory(os.getpid())
+    assert grown["private"] - before["private"] > 60 * MB
+    with tempfile.NamedTemporaryFile(dir="/dev/shm") as f:
+        f.truncate(64 * MB)
+        with mmap.mmap(f.fileno(), 64 * MB) as mapped:
+            mapped[:] = b"\1" * (64 * MB)  # touched: resident, and shared, not private
+            mapped_in = bench.memory(os.getpid())
+            assert mapped_in["shared"] - grown["shared"] > 60 * MB
+            assert mapped_in["private"] - grown["private"] < 16 * MB
+            assert mapped_in["rss"] - grown["rss"] > 60 * MB  # RSS counts both
+    del block
+
+
+def test_a_gone_process_reads_as_zeros():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    assert bench.memory(proc.stdout.strip()) == {"rss": 0, "private": 0, "shared": 0}
+
+
+def test_ray_workers_are_found_by_their_command_line_with_their_task_name():
+    # Ray names a worker's process after its task or actor; `exec -a` gives `sleep` such a name
+    proc = subprocess.Popen(["bash", "-c", "exec -a ray::TrainWorker.run_train_fn sleep 30"])
+    try:
+        for _ in range(100):
+            found = bench.ray_worker_pids()
+            if str(proc.pid) in found:
+                break
+            time.sleep(0.05)
+        assert found[str(proc.pid)] == "ray::TrainWorker.run_train_fn"
+        assert str(os.getpid()) not in found
+    finally:
+        proc.kill()
