@@ -222,14 +222,14 @@ class CausalStep(torch.nn.Module):
                 *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f, net, n = self.front, self.net, self.frames_per_hop
         audio = torch.cat([tail, chunk], dim=1)
-        blocks = audio[:, :f.hop * (n - 1 + f.blocks)].reshape(audio.shape[0], n - 1 + f.blocks, f.hop)
+        blocks = audio[:, :f.hop * (n - 1 + f.blocks)].reshape(-1, n - 1 + f.blocks, f.hop)  # a constant shape
         frames = torch.cat([blocks[:, i:i + n] for i in range(f.blocks)], dim=2)  # frame i: blocks i .. i + blocks - 1
         x = net.norm(log_and_normalize(f.mel(frames).transpose(1, 2), "none"))
         x, conv0 = _causal(net.conv0, conv0, x)
         x = torch.cat([pending, torch.relu(x)], dim=3)
-        whole = x.shape[3] // self.pool_frames * self.pool_frames
-        x, pending = net.pool(x[..., :whole]), x[..., whole:]
-        x, states = net.residual_stack(x, list(rest[:-1]))
+        whole = (self.pending + n) // self.pool_frames * self.pool_frames  # a constant, not the graph's arithmetic
+        x, pending = torch.split(x, [whole, self.pending + n - whole], dim=3)
+        x, states = net.residual_stack(net.pool(x), list(rest[:-1]))
         window = torch.cat([rest[-1], x.mean(dim=2)], dim=2)[..., -self.columns:]
         posteriors = torch.softmax(net.output(window.mean(dim=2)), dim=-1)
         return (posteriors, audio[:, f.hop * n:], conv0, pending, *states, window)

@@ -152,3 +152,21 @@ def test_the_exported_step_streams_what_the_causal_stream_does(name, tmp_path):
         if k + 1 >= warm:
             assert torch.allclose(posteriors, expected, atol=1e-5), (k, (posteriors - expected).abs().max())
             assert np.allclose(exported, expected.numpy(), atol=1e-5), k
+
+
+def test_the_exported_step_computes_no_shapes_and_copies_no_state_it_holds(tmp_path):
+    """Every operator of a hop costs a call under onnxruntime (most of a hop's time): the step's
+    sizes are constants (no Shape arithmetic in the graph), and a convolution whose new input
+    is exactly its two state columns hands those on as they are (no Slice makes its next state)."""
+    import onnx
+
+    from distill.core.stream_export import export_stream_step
+
+    graph = onnx.load(str(export_stream_step(trained_looking("res8_narrow_causal", "none"), 8000, 1600,
+                                             tmp_path / "s.onnx"))).graph
+    ops = [node.op_type for node in graph.node]
+    assert "Shape" not in ops and "Gather" not in ops
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    conv_states = [o.name for o in graph.output][4:-1]  # next_state3 … : the pooled convolutions' states
+    assert len(conv_states) == 6 and all(made_by[name] != "Slice" for name in conv_states), \
+        {name: made_by[name] for name in conv_states}
