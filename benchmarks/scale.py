@@ -116,27 +116,24 @@ def run_sampled(cmd: list[str], env: dict, cwd: Path, log: Path) -> dict:
     base = shm_used()
     peak = {"driver_rss": 0, "driver_private": 0, "worker_rss": 0, "worker_private": 0, "workers_rss_sum": 0,
             "workers_private_sum": 0, "shm_above_start": 0}
-    largest = {"worker_rss": "", "worker_private": ""}
+    largest = {"rss": "", "private": ""}  # the task or actor of the largest worker by each measure
     started = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         while proc.poll() is None:
             driver = memory(proc.pid)
-            peak["driver_rss"] = max(peak["driver_rss"], driver["rss"])
-            peak["driver_private"] = max(peak["driver_private"], driver["private"])
-            workers = {pid: (name, memory(pid)) for pid, name in ray_worker_pids().items()}
-            for key, field in (("worker_rss", "rss"), ("worker_private", "private")):
-                for name, m in workers.values():
-                    if m[field] > peak[key]:
-                        peak[key], largest[key] = m[field], name
-            peak["workers_rss_sum"] = max(peak["workers_rss_sum"], sum(m["rss"] for _, m in workers.values()))
-            peak["workers_private_sum"] = max(peak["workers_private_sum"],
-                                              sum(m["private"] for _, m in workers.values()))
+            workers = [(name, memory(pid)) for pid, name in ray_worker_pids().items()]
+            for field in ("rss", "private"):
+                peak[f"driver_{field}"] = max(peak[f"driver_{field}"], driver[field])
+                peak[f"workers_{field}_sum"] = max(peak[f"workers_{field}_sum"], sum(m[field] for _, m in workers))
+                for name, m in workers:
+                    if m[field] > peak[f"worker_{field}"]:
+                        peak[f"worker_{field}"], largest[field] = m[field], name
             peak["shm_above_start"] = max(peak["shm_above_start"], shm_used() - base)
             time.sleep(0.5)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); its console: {log}")
-    return {**peak, "largest_worker": largest["worker_rss"], "largest_private_worker": largest["worker_private"],
+    return {**peak, "largest_worker": largest["rss"], "largest_private_worker": largest["private"],
             "wall_s": time.perf_counter() - started}
 
 
@@ -190,8 +187,8 @@ def report(results: list[dict]) -> str:
         m = r["memory"]
         out.append(f"{r['train_clips']:>7} {r['chain_s']:>8.0f} {r['chain_s'] / r['train_clips']:>7.3f} "
                    f"{mb(r['run_bytes']):>8.1f} {mb(r['source_bytes']):>9.1f} {r['run_bytes'] / r['source_bytes']:>10.2f} "
-                   f"{mb(m['driver_rss']):>9.0f} {mb(m.get('driver_private', 0)):>7.0f} {mb(m['worker_rss']):>9.0f} "
-                   f"{mb(m.get('worker_private', 0)):>7.0f} {mb(m['shm_above_start']):>7.0f}")
+                   f"{mb(m['driver_rss']):>9.0f} {mb(m['driver_private']):>7.0f} {mb(m['worker_rss']):>9.0f} "
+                   f"{mb(m['worker_private']):>7.0f} {mb(m['shm_above_start']):>7.0f}")
     if len(results) > 1:
         a, b = results[0], results[-1]
         per = lambda r, k: r[k] / r["train_clips"]  # noqa: E731
@@ -199,7 +196,7 @@ def report(results: list[dict]) -> str:
                    f"{per(b, 'chain_s') / per(a, 'chain_s'):.2f}, bytes per clip ×{per(b, 'run_bytes') / per(a, 'run_bytes'):.2f}, "
                    f"driver peak ×{b['memory']['driver_rss'] / a['memory']['driver_rss']:.2f}, "
                    f"largest worker peak ×{b['memory']['worker_rss'] / max(a['memory']['worker_rss'], 1):.2f} "
-                   f"(private ×{b['memory'].get('worker_private', 0) / max(a['memory'].get('worker_private', 0), 1):.2f})")
+                   f"(private ×{b['memory']['worker_private'] / max(a['memory']['worker_private'], 1):.2f})")
     return "\n".join(out)
 
 

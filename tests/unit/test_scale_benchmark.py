@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import mmap
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -56,3 +57,13 @@ def test_ray_workers_are_found_by_their_command_line_with_their_task_name():
         assert str(os.getpid()) not in found
     finally:
         proc.kill()
+
+
+def test_a_sampled_run_names_its_largest_worker_and_counts_its_own_bytes(tmp_path):
+    """run_sampled on a command that starts a worker-named process holding 64 MB of its own."""
+    hold = "import numpy as np, time; a = np.ones(64 * 2**20 // 8); time.sleep(2)"
+    worker = shlex.join(["bash", "-c", f"exec -a ray::MapBatches {shlex.join([sys.executable, '-c', hold])}"])
+    peak = bench.run_sampled(["bash", "-c", f"{worker} & wait"], dict(os.environ), tmp_path, tmp_path / "console.log")
+    assert peak["largest_worker"] == peak["largest_private_worker"] == "ray::MapBatches"
+    assert peak["worker_private"] > 60 * MB and peak["worker_rss"] >= peak["worker_private"]
+    assert peak["workers_private_sum"] >= peak["worker_private"] and peak["driver_rss"] > 0
