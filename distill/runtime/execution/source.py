@@ -124,6 +124,11 @@ def load_split_arrays(source_dir: str | Path, split: str) -> tuple[np.ndarray, n
     return waves, labels
 
 
+def _waveforms(column) -> np.ndarray:
+    """A waveform column (Arrow lists of int16 samples) as one ``(clips, samples)`` int16 array."""
+    return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.int16, copy=False)
+
+
 def iter_split_arrays(source_dir: str | Path, split: str, clips: int = 4096):
     """(waveforms, label indices) of a split, ``clips`` at a time, in the split's order: what a
     pass over a whole training split holds in memory is one batch of it, at any size."""
@@ -133,8 +138,7 @@ def iter_split_arrays(source_dir: str | Path, split: str, clips: int = 4096):
     for batch in ds.dataset(path, filesystem=fs, format="parquet").to_batches(
             columns=["waveform", "label_index"], batch_size=clips):
         if batch.num_rows:
-            yield (np.stack(batch.column("waveform").to_numpy(zero_copy_only=False)).astype(np.int16, copy=False),
-                   batch.column("label_index").to_numpy().astype(np.int64))
+            yield _waveforms(batch.column("waveform")), batch.column("label_index").to_numpy().astype(np.int64)
 
 
 def load_split_clips(source_dir: str | Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -144,6 +148,5 @@ def load_split_clips(source_dir: str | Path, split: str) -> tuple[list[str], np.
     table = pq.read_table(path, filesystem=fs, columns=["clip_id", "waveform", "label_index"])
     if table.num_rows == 0:
         return [], np.zeros((0, 0), np.int16), np.zeros(0, np.int64)
-    waves = np.stack(table.column("waveform").to_numpy(zero_copy_only=False)).astype(np.int16, copy=False)
-    return ([str(c) for c in table.column("clip_id").to_pylist()], waves,
+    return ([str(c) for c in table.column("clip_id").to_pylist()], _waveforms(table.column("waveform")),
             table.column("label_index").to_numpy().astype(np.int64))
