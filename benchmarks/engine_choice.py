@@ -32,6 +32,7 @@ SETTINGS: dict[str, list[str]] = {
     "band": [AUG + "band_prob=0.5"],
     "codec": [AUG + "codec_prob=0.3"],
     "specaug": [AUG + "spec_time_masks=2", AUG + "spec_freq_masks=2"],
+    "warp": [AUG + "warp_prob=0.5"],
 }
 
 

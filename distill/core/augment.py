@@ -17,7 +17,11 @@ and channels (each on a share ``*_prob`` of the inputs, in this order: speech â†
   pyroomacoustics) convolved in, the input's RMS kept;
 - gain: a level in dB from ``gain_db_range`` before the noise, so it moves the SNR;
 - band-limiting: a high-pass and a low-pass edge per input, as an FFT-domain mask;
-- codec: 8-bit mu-law encode and decode.
+- codec: 8-bit mu-law encode and decode;
+- frequency warp (vocal tract length perturbation, Jaitly & Hinton 2013): the spectrum's
+  frequency axis scaled by a factor per input, drawn uniformly from ``warp_range``, so formants
+  and pitch move while tempo does not (speed moves all three). It warps the mel filterbank, so
+  it is drawn here (``frequency_warps``, after the SpecAugment masks) and applied in the front end.
 
 Every random draw comes from a ``torch.Generator`` seeded by (seed, epoch, rank, batch)
 (``batch_generator``), made on the CPU, so a run is reproducible on CPUs and GPUs alike; the
@@ -70,14 +74,19 @@ class AugmentConfig(BaseModel):
                                                   "drawn uniformly: nothing passes above it.")
     codec_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs through 8-bit mu-law (G.711-like) "
                               "encoding and decoding, last.")
+    warp_prob: float = Field(0.0, ge=0, le=1, description="Share of inputs whose spectrum's frequency axis is "
+                             "scaled (vocal tract length perturbation): formants and pitch move, tempo does not.")
+    warp_range: tuple[float, float] = Field((0.9, 1.1), description="Frequency warp factors [low, high] (> 0), "
+                                            "drawn uniformly; 1.1 moves every frequency up by 10 %.")
 
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentConfig":
-        for name in ("speed_range", "reverb_rt60_range", "gain_db_range", "highpass_hz_range", "lowpass_hz_range"):
+        for name in ("speed_range", "reverb_rt60_range", "gain_db_range", "highpass_hz_range", "lowpass_hz_range",
+                     "warp_range"):
             low, high = getattr(self, name)
             if not (np.isfinite(low) and np.isfinite(high) and low <= high):
                 raise ValueError(f"{name} must be [low, high], finite, low <= high; got {[low, high]}")
-        for name in ("speed_range", "reverb_rt60_range", "highpass_hz_range", "lowpass_hz_range"):
+        for name in ("speed_range", "reverb_rt60_range", "highpass_hz_range", "lowpass_hz_range", "warp_range"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"{name} must be > 0; got {list(getattr(self, name))}")
         if self.highpass_hz_range[1] >= self.lowpass_hz_range[0]:
@@ -98,7 +107,8 @@ class AugmentConfig(BaseModel):
         return self.mixes_noise or self.enabled and (self.time_shift_ms > 0 or self.spec_time_masks > 0
                                                      or self.spec_freq_masks > 0 or self.speed_prob > 0
                                                      or self.reverb_prob > 0 or self.gain_prob > 0
-                                                     or self.band_prob > 0 or self.codec_prob > 0)
+                                                     or self.band_prob > 0 or self.codec_prob > 0
+                                                     or self.warp_prob > 0)
 
 
 def batch_generator(seed: int, epoch: int, rank: int, batch: int) -> torch.Generator:
@@ -351,3 +361,13 @@ def spectrogram_masks(shape: tuple[int, int, int, int], cfg: AugmentConfig, hop_
     if cfg.spec_time_masks:
         mask |= bands(cfg.spec_time_masks, max(1, int(round(cfg.spec_time_mask_ms / hop_ms))), frames)[:, None, :]
     return mask[:, None]
+
+
+def frequency_warps(n: int, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor | None:
+    """Frequency warp factors ``(n,)`` for a batch (1.0 where an input is not warped), for the
+    front end (``LogMel(waveform, warp)``); None when the option is off, and then nothing is drawn."""
+    if not cfg.enabled or cfg.warp_prob <= 0:
+        return None
+    warped = torch.rand(n, generator=generator) < cfg.warp_prob
+    factors = _uniform(n, cfg.warp_range, generator).float()
+    return torch.where(warped, factors, torch.ones(n))

@@ -70,12 +70,18 @@ class LogMel(torch.nn.Module):
             center=True,
         )
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """``warp`` (training only: ``train.augment.warp_prob``): a frequency warp factor per input."""
         if waveform.dtype == torch.int16:
             waveform = waveform.float() / 32768.0
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
-        mel = self.melspec.mel_scale(self.power_spectrum(waveform))  # (batch, n_mels, frames)
+        power = self.power_spectrum(waveform)
+        if warp is None:
+            mel = self.melspec.mel_scale(power)  # (batch, n_mels, frames)
+        else:
+            filters = warped_filterbank(self.melspec.mel_scale.fb, warp.to(power.device))
+            mel = torch.matmul(power.transpose(1, 2), filters).transpose(1, 2)
         return log_and_normalize(mel, self.cfg.normalize)
 
     def frames(self, samples: int) -> int:
@@ -90,6 +96,20 @@ class LogMel(torch.nn.Module):
         spec = torchaudio.functional.spectrogram(waveform, s.pad, s.window, s.n_fft, s.hop_length, s.win_length, None,
                                                  s.normalized, s.center, s.pad_mode, s.onesided)
         return spec.real.square() + spec.imag.square()
+
+
+def warped_filterbank(fb: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """The mel filterbank ``fb`` ``(bins, n_mels)`` warped per input: ``(n, bins, n_mels)`` whose
+    filter k reads frequency f with the weight the plain filter gives ``factor * f`` (linear
+    interpolation between bins), so what the input has at f is heard at ``factor * f``: vocal
+    tract length perturbation (Jaitly & Hinton 2013). A factor of 1 gives ``fb`` exactly."""
+    bins = fb.shape[0]
+    pos = factors.to(fb)[:, None] * torch.arange(bins, device=fb.device, dtype=fb.dtype)  # (n, bins)
+    low = pos.floor().long().clamp(max=bins - 1)
+    frac = (pos - low).clamp(max=1)[..., None]
+    above = fb[(low + 1).clamp(max=bins - 1)]
+    filters = fb[low] * (1 - frac) + above * frac
+    return filters * (pos <= bins - 1)[..., None]  # past the top bin the spectrum has nothing to give
 
 
 def stft_geometry(logmel: "LogMel") -> tuple:

@@ -149,10 +149,12 @@ class KeywordSpotter(nn.Module):
         self.features = LogMel(features)
         self.net = net
 
-    def forward(self, waveform: torch.Tensor, feature_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, feature_mask: torch.Tensor | None = None,
+                frequency_warp: torch.Tensor | None = None) -> torch.Tensor:
         """``feature_mask`` (training only: SpecAugment) is True where a log-mel value is set to 0,
-        the per-input mean; it goes through ``forward`` so that a DDP-wrapped model sees it."""
-        feats = self.features(waveform)
+        the per-input mean; ``frequency_warp`` (training only) a warp factor per input. Both go
+        through ``forward`` so that a DDP-wrapped model sees them."""
+        feats = self.features(waveform, frequency_warp)
         if feature_mask is not None:
             feats = feats.masked_fill(feature_mask.to(feats.device), 0.0)
         return self.net(feats)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.core.augment import AugmentConfig, NoiseBank, augment_waveforms, batch_generator, spectrogram_masks
+from distill.core.augment import (AugmentConfig, NoiseBank, augment_waveforms, batch_generator, frequency_warps,
+                                  spectrogram_masks)
 from distill.core.models import build_model
 
 SR = 16000
@@ -304,3 +305,60 @@ def test_new_ranges_are_checked():
         with pytest.raises(ValidationError):
             AugmentConfig(**bad)
     assert AugmentConfig(speed_range=[0.8, 1.2]).speed_range == (0.8, 1.2)
+
+
+def band_centroid(mel_power: torch.Tensor) -> torch.Tensor:
+    """Each input's mean mel band, weighted by its power: (batch, n_mels, frames) → (batch,)."""
+    power = mel_power.sum(dim=2)
+    return (power * torch.arange(power.shape[1])).sum(dim=1) / power.sum(dim=1)
+
+
+def test_frequency_warp_off_draws_nothing_and_on_follows_its_seed_and_share():
+    g = batch_generator(3, 0, 0, 0)
+    assert frequency_warps(8, AugmentConfig(warp_range=(0.5, 2.0)), g) is None
+    assert frequency_warps(8, AugmentConfig(enabled=False, warp_prob=1.0), g) is None
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=batch_generator(3, 0, 0, 0)))
+    cfg = AugmentConfig(warp_prob=0.5, warp_range=(0.9, 1.1))
+    assert cfg.active
+    a = frequency_warps(2000, cfg, batch_generator(1, 0, 0, 0))
+    assert torch.equal(a, frequency_warps(2000, cfg, batch_generator(1, 0, 0, 0)))
+    assert not torch.equal(a, frequency_warps(2000, cfg, batch_generator(1, 0, 0, 1)))
+    warped = a != 1.0
+    assert 0.45 < warped.float().mean() < 0.55  # the asked share, the others exactly 1
+    assert a[warped].min() >= 0.9 and a[warped].max() <= 1.1 and a[warped].std() > 0.05
+
+
+def test_frequency_warp_moves_a_tone_by_its_factor_and_factor_one_is_the_plain_front_end():
+    from distill.core.features import FeatureConfig, LogMel, warped_filterbank
+
+    front = LogMel(FeatureConfig(normalize="none"))
+    fb = front.melspec.mel_scale.fb
+    assert torch.equal(warped_filterbank(fb, torch.ones(3)), fb.expand(3, *fb.shape))
+    x = sine(1000.0, n=3)
+    assert torch.allclose(front(x, torch.ones(3)), front(x), atol=1e-4)
+    for factor in (0.9, 1.1):
+        warped = front(x, torch.full((3,), factor)).squeeze(1).exp()  # log-mel back to mel power
+        moved = front(sine(1000.0 * factor, n=3)).squeeze(1).exp()
+        plain = front(x).squeeze(1).exp()
+        shift = band_centroid(warped) - band_centroid(plain)
+        assert (shift.sign() == np.sign(factor - 1)).all() and (shift.abs() > 0.8).all()  # about a band or more
+        assert torch.allclose(band_centroid(warped), band_centroid(moved), atol=0.05)  # where the moved tone is
+        assert warped.shape == plain.shape  # frames and bands kept
+
+
+def test_frequency_warp_reaches_the_network_through_forward():
+    model = build_model("res8_narrow", 12).eval()
+    x = sine(700.0, n=4, length=8000) + 0.01 * torch.randn(4, 8000, generator=torch.Generator().manual_seed(0))
+    warp = torch.tensor([1.0, 1.1, 1.0, 0.9])
+    with torch.no_grad():
+        plain, out = model(x), model(x, None, warp)
+    assert torch.allclose(out[[0, 2]], plain[[0, 2]], atol=1e-5)
+    assert (out[[1, 3]] - plain[[1, 3]]).abs().max() > 1e-3
+
+
+def test_warp_range_is_checked():
+    from pydantic import ValidationError
+
+    for bad in ({"warp_range": (1.1, 0.9)}, {"warp_range": (0.0, 1.1)}, {"warp_prob": 1.5}):
+        with pytest.raises(ValidationError):
+            AugmentConfig(**bad)
