@@ -188,11 +188,9 @@ class CausalStep(torch.nn.Module):
     ONNX file takes (``core.stream_export.export_stream_step``): ``forward(chunk, *state)`` →
     ``(posteriors, *new_state)``, every state a fixed shape but the batch (``state_shapes``).
     The state is the stream's: the audio of the frames to come, conv0's last two input frames,
-    the frames of the unfinished column, the pooled convolutions' last two input columns each,
-    side by side in one tensor (one input and one output instead of one per convolution: a
-    call's inputs and outputs cost about as much as its operators), and the last window's
-    columns. From all-zero state (``zero_state``) its answers equal ``CausalStream``'s once the
-    zeros have left the network's reach (``warmup_hops``)."""
+    the frames of the unfinished column, each convolution's last two input columns, and the last
+    window's columns. From all-zero state (``zero_state``) its answers equal ``CausalStream``'s
+    once the zeros have left the network's reach (``warmup_hops``)."""
 
     def __init__(self, model: KeywordSpotter, input_samples: int, hop_samples: int):
         super().__init__()
@@ -207,7 +205,7 @@ class CausalStep(torch.nn.Module):
         self.tail, self.pending = probe.audio.shape[1], probe.pending.shape[3]
         channels, mels, bands = self.net.output.in_features, probe.states[0].shape[2], probe.states[1].shape[2]
         self.state_shapes = [(self.tail,), (1, mels, 2), (channels, mels, self.pending),
-                             (channels, bands, 2 * len(self.net.convs)), (channels, self.columns)]
+                             *[(channels, bands, 2)] * len(self.net.convs), (channels, self.columns)]
         self.hop = hop_samples
 
     def zero_state(self, batch: int = 1) -> list[torch.Tensor]:
@@ -221,7 +219,7 @@ class CausalStep(torch.nn.Module):
         return -(-reach_frames // self.frames_per_hop) + 1
 
     def forward(self, chunk: torch.Tensor, tail: torch.Tensor, conv0: torch.Tensor, pending: torch.Tensor,
-                convs: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f, net, n = self.front, self.net, self.frames_per_hop
         audio = torch.cat([tail, chunk], dim=1)
         blocks = audio[:, :f.hop * (n - 1 + f.blocks)].reshape(-1, n - 1 + f.blocks, f.hop)  # a constant shape
@@ -231,7 +229,7 @@ class CausalStep(torch.nn.Module):
         x = torch.cat([pending, torch.relu(x)], dim=3)
         whole = (self.pending + n) // self.pool_frames * self.pool_frames  # a constant, not the graph's arithmetic
         x, pending = torch.split(x, [whole, self.pending + n - whole], dim=3)
-        x, states = net.residual_stack(net.pool(x), list(torch.split(convs, 2, dim=3)))
-        window = torch.cat([window, x.mean(dim=2)], dim=2)[..., -self.columns:]
+        x, states = net.residual_stack(net.pool(x), list(rest[:-1]))
+        window = torch.cat([rest[-1], x.mean(dim=2)], dim=2)[..., -self.columns:]
         posteriors = torch.softmax(net.output(window.mean(dim=2)), dim=-1)
-        return (posteriors, audio[:, f.hop * n:], conv0, pending, torch.cat(states, dim=3), window)
+        return (posteriors, audio[:, f.hop * n:], conv0, pending, *states, window)
