@@ -26,20 +26,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from distill.core.checkpoint import load_model_dir  # noqa: E402
 from distill.data.base import parse_dataset_options  # noqa: E402
-from distill.runtime.execution.chain_eval import eval_set_clips  # noqa: E402
+from distill.runtime.execution.chain_eval import HELD_OUT_PARTS, eval_set_clips  # noqa: E402
 from distill.runtime.execution.evaluate import evaluate_model_dir  # noqa: E402
 
 
 def parts(corpus: str, test: bool) -> dict[str, tuple[dict, str]]:
+    """(dataset options, split) of each part scored: the corpus's own splits and its held-out parts
+    as a chain reads them (``HELD_OUT_PARTS``)."""
     chosen = {"validation": ({"name": "speech_commands", "path": corpus}, "validation"),
-              "unseen_engine_validation": ({"name": "speech_commands_test",
-                                            "path": f"{corpus}/_unseen_engine_validation_"}, "test")}
+              "unseen_engine_validation": (HELD_OUT_PARTS["unseen_engine_validation"](corpus), "test")}
     if test:
         chosen |= {"test": ({"name": "speech_commands", "path": corpus}, "test"),
-                   "unseen_accent_test": ({"name": "speech_commands", "path": corpus,
-                                           "testing_list": "testing_unseen_voice_list.txt"}, "test"),
-                   "unseen_engine_test": ({"name": "speech_commands_test",
-                                           "path": f"{corpus}/_unseen_engine_test_"}, "test")}
+                   **{part: (HELD_OUT_PARTS[part](corpus), "test")
+                      for part in ("unseen_accent_test", "unseen_engine_test")}}
     return chosen
 
 
