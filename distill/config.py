@@ -195,7 +195,7 @@ STAGE_GROUPS = {"teacher": "teacher", "student": "students", "baseline": "baseli
 class RelabelConfig(_Strict):
     batch_size: int = Field(256, ge=1, description="Crops per teacher forward pass.")
     actors: int = Field(1, ge=1, description="GPU relabeling: teacher actors in the Ray Data actor pool. On CPUs the "
-                        "teacher runs in Ray Data tasks (fused with reading and cropping) on every free CPU instead.")
+                        "teacher runs in Ray Data tasks (fused with cropping) on every free CPU instead.")
     cpus_per_actor: float = Field(1, gt=0, description="CPUs per teacher actor or task (also its torch threads).")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Autocast precision of the teacher's forward pass: bf16 (CPUs or GPUs) or fp16 (GPUs).")

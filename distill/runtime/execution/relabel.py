@@ -9,7 +9,7 @@ their clip's label (the teacher stage and the ``direct`` baseline). The manifest
 relabeling did to the data: agreement with the clips' own labels and the share turned into
 silence or unknown.
 
-On CPUs the teacher runs in Ray Data tasks fused with reading and cropping, each worker
+On CPUs the teacher runs in Ray Data tasks fused with cropping, each worker
 process keeping the teacher it loaded (``_cached_teacher``); with GPUs, on an actor pool, one
 model per actor on its GPU (docs/design-notes.md: why tasks on CPUs)."""
 
@@ -164,6 +164,9 @@ def relabel_crops(source_dir: str | Path, out_dir: str | Path, stage: StageSpec,
     threads = int(max(1, relabel.cpus_per_actor))
     job = LabelJob(teacher.run_id, relabel.precision, stage.labels, stage.seed) if teacher else None
     ds = read_split(source_dir, "train").select_columns(["clip_id", "label", "label_index", "speaker", "waveform"])
+    # Ray Data reserves every running operator one task's CPUs: the read held one of 2 CPUs while
+    # the teacher labelled on the other alone (docs/design-notes.md: no per-operator reservation).
+    ds.context.op_resource_reservation_enabled = False
     ds = ds.map_batches(crop_batch, batch_format="numpy", batch_size=64,
                         fn_kwargs=dict(crop_samples=crop_samples, k=k, seed=stage.seed, stride_samples=stride_samples))
     if teacher is None:
