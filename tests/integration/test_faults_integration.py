@@ -246,6 +246,45 @@ def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, r
                     "from the last whole epoch checkpoint"]  # a restart is said, never silent
 
 
+def test_the_local_runner_trains_in_the_callers_thread_and_stops_when_a_report_fails(setup, reference,
+                                                                                     monkeypatch):
+    """The loop runs in the thread that calls it (tensors a helper thread allocates come from a
+    glibc arena of its own, which gives pages back and faults them in again: validation ran 1.8x
+    slower there, docs/design-notes.md); the reports go to ``on_epoch`` from a helper thread. If
+    one fails (the tracking server gone), the loop stops after its epoch and the error is raised."""
+    import threading
+
+    import distill.core.fit
+
+    root, loops = setup["root"], []
+    real_epoch = distill.core.fit.train_epoch
+
+    def spy(*args, **kwargs):
+        loops.append(threading.current_thread())
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(distill.core.fit, "train_epoch", spy)
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    reports = []
+    train(root, "in-thread", spec, reference[0]["rows"], root / "ref" / "data", 2, Queue(actor_options={"num_cpus": 0}),
+          lambda m: reports.append((m["epoch"], threading.current_thread())), runner="local")
+    assert loops == [threading.current_thread()] * 2
+    assert [epoch for epoch, _ in reports] == [0, 1] and all(t is not loops[0] for _, t in reports)
+
+    loops.clear()
+    seen = []
+
+    def tracking_gone(m):
+        seen.append(m["epoch"])
+        raise ConnectionError("the tracking server did not answer")
+
+    with pytest.raises(ConnectionError, match="did not answer"):
+        train(root, "report-fails", spec, reference[0]["rows"], root / "ref" / "data", 6,
+              Queue(actor_options={"num_cpus": 0}), tracking_gone, runner="local")
+    assert seen == [0]  # the first error is raised; later reports are not handed on
+    assert 1 <= len(loops) <= 2, len(loops)  # stopped after the epoch it was in, not after all 6
+
+
 def test_the_local_runner_trains_the_weights_a_worker_trains(setup, reference):
     """One loop: in the driver (Ray Train's local mode) or in a Ray Train worker, the same
     epochs, metrics and kept weights, to the bit."""

@@ -8,7 +8,8 @@ on validation becomes the stage's model. The same code runs on CPUs and GPUs:
 
 One CPU worker on a one-node cluster trains in the driver instead (``train.runner``: Ray Train's
 local mode): the same loop, without starting a controller, a worker and three helper actors
-(each a new process, about 13 s a stage on 2 cores, docs/benchmarks.md).
+(each a new process, about 13 s a stage on 2 cores, docs/benchmarks.md), in the driver's own
+thread while a helper thread hands the epochs' reports on (docs/design-notes.md: why).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
             metrics["kept_val_acc"] = float(kept_counts[0] / max(kept_counts[1], 1))
         fit.history.append(metrics)
         _checkpoint_and_report(config, spec, fit, kept, metrics, rank=rank, resumed_at=resumed_at)
+        if _stop_requested(config):  # runner local: the driver could not take this epoch's report
+            break
     return fit.history
 
 
@@ -280,26 +283,76 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
     return box["result"]
 
 
+_STOPS: dict[str, threading.Event] = {}  # runner local: stop_key -> set when the loop should stop after its epoch
+
+
+def _stop_requested(config: dict[str, Any]) -> bool:
+    stop = _STOPS.get(config.get("stop_key", ""))
+    return stop is not None and stop.is_set()
+
+
+def _fit_in_this_thread(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None],
+                        stop: threading.Event) -> tuple[Any, BaseException | None]:
+    """``trainer.fit()`` of Ray Train's local mode in this thread, the loop's too, while a helper
+    thread hands the epochs' reports to ``on_epoch``. Tensors a helper thread allocates come from
+    a glibc arena of its own, which gives its pages back and faults them in again: validation ran
+    1.8x slower there (docs/design-notes.md). If ``on_epoch`` fails (the tracking server gone, say),
+    ``stop`` tells the loop to end after its epoch; returns (the fit's result, that error)."""
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def hand_on() -> None:
+        while not done.is_set() or not progress.empty():
+            try:
+                report = progress.get(timeout=0.5)
+            except Empty:
+                continue
+            if failed:
+                continue  # drained: the chain stops with the first error
+            try:
+                on_epoch(report)
+            except BaseException as exc:  # raised in the caller's thread once the loop has stopped
+                failed.append(exc)
+                stop.set()
+
+    reports = threading.Thread(target=hand_on, name="pld-epoch-reports", daemon=True)
+    reports.start()
+    try:
+        result = trainer.fit()
+    finally:
+        done.set()
+        reports.join()
+    return result, (failed[0] if failed else None)
+
+
 def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, progress: Queue,
                  on_epoch: Callable[[dict], None]) -> tuple[list[dict], str]:
     """Ray Train's local mode (``num_workers=0``: the loop runs in this process), which keeps no
     checkpoint and restarts nothing: each epoch's checkpoint goes to ``checkpoint_dir``, and a
     failure (up to ``train.max_failures``), like a new driver after a killed one, continues from
     the last. Returns the loop's history and the kept checkpoint."""
-    for attempt in range(train.max_failures + 1):
-        saved = local_checkpoints(checkpoint_dir)
-        resume_dir = storage.local_copy(saved[-1]) if saved else None
-        try:
-            result = _fit_with_progress(trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir), progress,
-                                        on_epoch, train.resource_wait_s)
-            break
-        except Exception as exc:
-            if attempt == train.max_failures:
-                raise
-            # said, never silent: a restart repeats the epochs after the last whole checkpoint
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            print(f"   training failed ({type(exc).__name__}: {reason}); restart {attempt + 1} of "
-                  f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
+    stop_key = f"{checkpoint_dir}#{time.monotonic_ns()}"
+    _STOPS[stop_key] = stop = threading.Event()
+    try:
+        for attempt in range(train.max_failures + 1):
+            saved = local_checkpoints(checkpoint_dir)
+            resume_dir = storage.local_copy(saved[-1]) if saved else None
+            try:
+                result, report_error = _fit_in_this_thread(
+                    trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir, stop_key=stop_key), progress,
+                    on_epoch, stop)
+                break
+            except Exception as exc:
+                if attempt == train.max_failures:
+                    raise
+                # said, never silent: a restart repeats the epochs after the last whole checkpoint
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                print(f"   training failed ({type(exc).__name__}: {reason}); restart {attempt + 1} of "
+                      f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
+    finally:
+        del _STOPS[stop_key]
+    if report_error is not None:
+        raise report_error
     saved = local_checkpoints(checkpoint_dir)
     if not saved:
         raise RuntimeError(f"{checkpoint_dir}: training reported no checkpoint")
