@@ -247,7 +247,7 @@ def test_the_local_runner_continues_from_its_checkpoint_after_a_failure(setup, r
 
 
 def test_the_local_runner_trains_in_the_callers_thread_and_stops_when_a_report_fails(setup, reference,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, capsys):
     """The loop runs in the thread that calls it (tensors a helper thread allocates come from a
     glibc arena of its own, which gives pages back and faults them in again: validation ran 1.8x
     slower there, docs/design-notes.md); the reports go to ``on_epoch`` from a helper thread. If
@@ -280,9 +280,10 @@ def test_the_local_runner_trains_in_the_callers_thread_and_stops_when_a_report_f
 
     with pytest.raises(ConnectionError, match="did not answer"):
         train(root, "report-fails", spec, reference[0]["rows"], root / "ref" / "data", 6,
-              Queue(actor_options={"num_cpus": 0}), tracking_gone, runner="local")
+              Queue(actor_options={"num_cpus": 0}), tracking_gone, runner="local", max_failures=1)
     assert seen == [0]  # the first error is raised; later reports are not handed on
     assert 1 <= len(loops) <= 2, len(loops)  # stopped after the epoch it was in, not after all 6
+    assert "training failed" not in capsys.readouterr().out  # a failed report is not retried as training
 
 
 def test_the_local_runner_trains_the_weights_a_worker_trains(setup, reference):

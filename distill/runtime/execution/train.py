@@ -292,12 +292,12 @@ def _stop_requested(config: dict[str, Any]) -> bool:
 
 
 def _fit_in_this_thread(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None],
-                        stop: threading.Event) -> tuple[Any, BaseException | None]:
+                        stop: threading.Event) -> Any:
     """``trainer.fit()`` of Ray Train's local mode in this thread, the loop's too, while a helper
     thread hands the epochs' reports to ``on_epoch``. Tensors a helper thread allocates come from
     a glibc arena of its own, which gives its pages back and faults them in again: validation ran
     1.8x slower there (docs/design-notes.md). If ``on_epoch`` fails (the tracking server gone, say),
-    ``stop`` tells the loop to end after its epoch; returns (the fit's result, that error)."""
+    ``stop`` tells the loop to end after its epoch, and that error is raised here."""
     failed: list[BaseException] = []
     done = threading.Event()
 
@@ -322,7 +322,9 @@ def _fit_in_this_thread(trainer: TorchTrainer, progress: Queue, on_epoch: Callab
     finally:
         done.set()
         reports.join()
-    return result, (failed[0] if failed else None)
+        if failed:
+            raise failed[0]  # what stopped the loop, whatever else the fit raised
+    return result
 
 
 def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, progress: Queue,
@@ -338,12 +340,12 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
             saved = local_checkpoints(checkpoint_dir)
             resume_dir = storage.local_copy(saved[-1]) if saved else None
             try:
-                result, report_error = _fit_in_this_thread(
+                result = _fit_in_this_thread(
                     trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir, stop_key=stop_key), progress,
                     on_epoch, stop)
                 break
             except Exception as exc:
-                if attempt == train.max_failures:
+                if attempt == train.max_failures or stop.is_set():  # a report that failed is no training failure
                     raise
                 # said, never silent: a restart repeats the epochs after the last whole checkpoint
                 reason = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -351,8 +353,6 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
                       f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
     finally:
         del _STOPS[stop_key]
-    if report_error is not None:
-        raise report_error
     saved = local_checkpoints(checkpoint_dir)
     if not saved:
         raise RuntimeError(f"{checkpoint_dir}: training reported no checkpoint")
