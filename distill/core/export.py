@@ -142,6 +142,8 @@ def frontend_onnx(front: FoldedLogMel, output: str = FEATURES) -> "onnx.ModelPro
     power = op("Add", [op("Mul", [re, re], "re2"), op("Mul", [im, im], "im2")], "power")
     mel = op("MatMul", [power, const("fb", front.fb.numpy())], "mel")  # (batch, frames, mels)
     feats = op("Log", [op("Add", [mel, const("log_offset", np.array(1e-6, np.float32))], "mel_offset")], "log_mel")
+    if front.smoothing is not None:  # symmetric: the same matrix on (frames, mels) rows
+        feats = op("MatMul", [feats, const("smoothing", front.smoothing.numpy())], "smoothed")
     normalize = front.cfg.normalize
     if normalize == "band":
         feats = op("Sub", [feats, op("ReduceMean", [feats], "band_mean", axes=[1], keepdims=1)], "band_centred")

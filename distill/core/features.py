@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 import torchaudio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distill.core.crops import num_samples  # noqa: F401  (re-exported: features are read in samples)
 
@@ -31,12 +31,34 @@ class FeatureConfig(BaseModel):
         "utterance", description="utterance: zero-mean, unit-variance log-mel per input (CMVN); band: also each "
                                  "mel band's own mean over time removed (cepstral mean normalisation: a fixed "
                                  "spectral colouring, such as a voice's or a channel's tilt, cancels); none: raw log-mel.")
+    cepstra: int | None = Field(None, gt=0, description="Keep the first N cepstral coefficients of each frame's "
+                                "log-mel (orthonormal DCT-II) and transform back, before the normalisation: the "
+                                "spectral envelope without the ripple of resolved pitch harmonics (cepstral "
+                                "smoothing; the shape stays n_mels). None: the log-mel as it is.")
+
+    @model_validator(mode="after")
+    def _cepstra_within_bands(self) -> "FeatureConfig":
+        if self.cepstra is not None and self.cepstra > self.n_mels:
+            raise ValueError(f"features.cepstra is {self.cepstra}: at most features.n_mels ({self.n_mels})")
+        return self
 
 
-def log_and_normalize(mel: torch.Tensor, normalize: str) -> torch.Tensor:
-    """mel power ``(batch, n_mels, frames)`` → features ``(batch, 1, n_mels, frames)``."""
+def cepstral_smoothing(cfg: FeatureConfig) -> torch.Tensor | None:
+    """``(n_mels, n_mels)`` symmetric matrix that keeps a log-mel frame's first ``cfg.cepstra``
+    cepstral coefficients (the projection onto the first DCT-II bases), or None when off."""
+    if cfg.cepstra is None:
+        return None
+    dct = torchaudio.functional.create_dct(cfg.n_mels, cfg.n_mels, norm="ortho").double()[:, :cfg.cepstra]
+    return (dct @ dct.T).float()
+
+
+def log_and_normalize(mel: torch.Tensor, normalize: str, smoothing: torch.Tensor | None = None) -> torch.Tensor:
+    """mel power ``(batch, n_mels, frames)`` → features ``(batch, 1, n_mels, frames)``;
+    ``smoothing``: ``cepstral_smoothing``'s matrix, applied to each frame's log-mel."""
     # log(x + eps) keeps silence finite; the offset matches common KWS front ends.
     feats = torch.log(mel + 1e-6).unsqueeze(1)
+    if smoothing is not None:
+        feats = torch.matmul(smoothing, feats)
     if normalize == "band":  # each band's mean over time: a time-invariant filter is additive in log-mel
         feats = feats - feats.mean(dim=3, keepdim=True)
     if normalize in ("utterance", "band"):
@@ -69,6 +91,7 @@ class LogMel(torch.nn.Module):
             power=2.0,
             center=True,
         )
+        self.register_buffer("smoothing", cepstral_smoothing(cfg), persistent=False)  # None when off
 
     def forward(self, waveform: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
         """``warp`` (training only: ``train.augment.warp_prob``): a frequency warp factor per input."""
@@ -82,7 +105,7 @@ class LogMel(torch.nn.Module):
         else:
             filters = warped_filterbank(self.melspec.mel_scale.fb, warp.to(power.device))
             mel = torch.matmul(power.transpose(1, 2), filters).transpose(1, 2)
-        return log_and_normalize(mel, self.cfg.normalize)
+        return log_and_normalize(mel, self.cfg.normalize, self.smoothing)
 
     def frames(self, samples: int) -> int:
         """Feature frames of an input of ``samples`` samples (centred STFT)."""
@@ -142,6 +165,7 @@ class ConvLogMel(torch.nn.Module):
         basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window[first:last]  # (2·bins, taps)
         self.register_buffer("basis", basis.float().unsqueeze(1), persistent=False)
         self.register_buffer("fb", fb[:bins].float(), persistent=False)
+        self.register_buffer("smoothing", cepstral_smoothing(self.cfg), persistent=False)
         # the taps past ``last`` are zero: pad less on the right so the frame count is the STFT's
         self.pad, self.right, self.first, self.stride, self.bins = n_fft // 2, n_fft // 2 - (n_fft - last), first, hop, bins
 
@@ -151,7 +175,7 @@ class ConvLogMel(torch.nn.Module):
         spec = torch.nn.functional.conv1d(x, self.basis, stride=self.stride)  # (batch, 2·bins, frames)
         power = spec[:, :self.bins].square() + spec[:, self.bins:].square()
         mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)  # (batch, n_mels, frames)
-        return log_and_normalize(mel, self.cfg.normalize)
+        return log_and_normalize(mel, self.cfg.normalize, self.smoothing)
 
 
 class FoldedLogMel(torch.nn.Module):
@@ -186,6 +210,7 @@ class FoldedLogMel(torch.nn.Module):
         self.register_buffer("cos", cos.float(), persistent=False)  # (half + 1, bins)
         self.register_buffer("sin", sin.float(), persistent=False)
         self.register_buffer("fb", fb[:bins].float(), persistent=False)  # (bins, n_mels)
+        self.register_buffer("smoothing", cepstral_smoothing(self.cfg), persistent=False)
         self.blocks = -(-(last - first) // hop)  # hop-long blocks per frame
         # reflect-pad so the first frame's first non-zero tap is sample 0 (torch pads n_fft // 2 and
         # starts there); k·hop samples in all, so that samples // hop + k blocks fit for any length
@@ -212,4 +237,4 @@ class FoldedLogMel(torch.nn.Module):
         if waveform.dtype == torch.int16:
             waveform = waveform.float() / 32768.0
         mel = self.mel(self.frames(waveform)).transpose(1, 2)  # (batch, n_mels, frames)
-        return log_and_normalize(mel, self.cfg.normalize)
+        return log_and_normalize(mel, self.cfg.normalize, self.smoothing)

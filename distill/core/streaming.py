@@ -94,7 +94,7 @@ class StreamingSpotter:
             lo, hi = self.kept.start, self.kept.stop
             new = f.mel(torch.cat([self._frames(padded, 0, lo), self._frames(padded, hi, self.frames)], dim=1))
             self.mel = torch.cat([new[:, :lo], self.mel[:, lo + self.shift:hi + self.shift], new[:, lo:]], dim=1)
-        features = log_and_normalize(self.mel.transpose(1, 2), f.cfg.normalize)
+        features = log_and_normalize(self.mel.transpose(1, 2), f.cfg.normalize, f.smoothing)
         return torch.softmax(self.net(features), dim=-1)
 
 
@@ -150,7 +150,7 @@ class CausalStream:
             return None
         frames = self.audio[:, :f.hop * (n - 1) + width].unfold(1, width, f.hop)
         self.audio = self.audio[:, f.hop * n:]
-        x = log_and_normalize(f.mel(frames).transpose(1, 2), "none")  # (batch, 1, mels, n)
+        x = log_and_normalize(f.mel(frames).transpose(1, 2), "none", f.smoothing)  # (batch, 1, mels, n)
         x = net.norm(x)
         batch = x.shape[0]
         if self.states is None:  # zeros: what the causal padding puts before the stream
@@ -224,7 +224,7 @@ class CausalStep(torch.nn.Module):
         audio = torch.cat([tail, chunk], dim=1)
         blocks = audio[:, :f.hop * (n - 1 + f.blocks)].reshape(-1, n - 1 + f.blocks, f.hop)  # a constant shape
         frames = torch.cat([blocks[:, i:i + n] for i in range(f.blocks)], dim=2)  # frame i: blocks i .. i + blocks - 1
-        x = net.norm(log_and_normalize(f.mel(frames).transpose(1, 2), "none"))
+        x = net.norm(log_and_normalize(f.mel(frames).transpose(1, 2), "none", f.smoothing))
         x, conv0 = _causal(net.conv0, conv0, x)
         x = torch.cat([pending, torch.relu(x)], dim=3)
         whole = (self.pending + n) // self.pool_frames * self.pool_frames  # a constant, not the graph's arithmetic
