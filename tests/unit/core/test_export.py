@@ -54,11 +54,20 @@ def test_the_folded_front_end_equals_torchaudio_in_pytorch_and_as_onnx(normalize
     assert features.shape == reference.shape and np.abs(features - reference.numpy()).max() <= 1e-5
 
 
-@pytest.mark.parametrize("options", [{"win_ms": 25.0}, {"f_max": 8000.0}, {"hop_ms": 20.0}, {"win_ms": 32.0}])
-def test_the_folded_front_end_follows_the_feature_config(options):
+@pytest.mark.parametrize("options", [{"win_ms": 25.0}, {"f_max": 8000.0}, {"hop_ms": 20.0}, {"win_ms": 32.0},
+                                     {"cepstra": 13}])
+def test_the_folded_front_end_follows_the_feature_config(options, tmp_path):
     logmel = LogMel(FeatureConfig(**options))
-    x = torch.from_numpy(speechlike(3, 8000))
-    assert (FoldedLogMel(logmel)(x) - logmel(x)).abs().max() <= 1e-5
+    x = speechlike(3, 8000)
+    reference = logmel(torch.from_numpy(x))
+    assert (FoldedLogMel(logmel)(torch.from_numpy(x)) - reference).abs().max() <= 1e-5
+    assert (ConvLogMel(logmel)(torch.from_numpy(x)) - reference).abs().max() <= 1e-5
+    path = tmp_path / "front.onnx"
+    onnx.save(frontend_onnx(FoldedLogMel(logmel)), str(path))
+    import onnxruntime as ort
+
+    features = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"waveform": x})[0]
+    assert np.abs(features - reference.numpy()).max() <= 1e-5
 
 
 def test_the_front_end_keeps_only_the_bins_a_mel_filter_reads():

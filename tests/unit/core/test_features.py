@@ -46,3 +46,27 @@ def test_band_normalisation_cancels_a_fixed_colouring_that_utterance_cmvn_keeps(
     assert not torch.allclose(log_and_normalize(mel, "utterance"), log_and_normalize(mel * tilt, "utterance"), atol=0.1)
     assert band[0].mean().abs() < 1e-5 and (band[0].std() - 1).abs() < 1e-3  # still zero-mean, unit-variance
     assert torch.allclose(band[0].mean(dim=3), torch.zeros(2, 1, 40), atol=1e-5)  # each band: zero mean over time
+
+
+def test_cepstral_smoothing_keeps_the_envelope_and_drops_the_harmonic_ripple():
+    from distill.core.features import cepstral_smoothing, log_and_normalize
+    basis = lambda k: torch.cos(torch.pi * (torch.arange(40) + 0.5) * k / 40)  # noqa: E731  (DCT-II, 40 bands)
+    envelope = 2.0 * basis(1) - 0.7 * basis(4) + 0.3 * basis(12)  # a slow spectral shape: the first 13 bases
+    ripple = 0.8 * basis(30)  # a fast alternation across bands: resolved harmonics
+    mel = torch.exp(envelope + ripple)[None, :, None].expand(2, 40, 7)
+    smoothing = cepstral_smoothing(FeatureConfig(cepstra=13, normalize="none"))
+    smoothed = log_and_normalize(mel, "none", smoothing)[0, 0, :, 0]
+    assert (smoothed - envelope).abs().max() < 1e-4 and (torch.log(mel[0, :, 0]) - envelope).abs().max() > 0.5
+    # every coefficient kept: the log-mel as it is; none asked for: no matrix and no buffer in checkpoints
+    assert torch.allclose(cepstral_smoothing(FeatureConfig(cepstra=40)), torch.eye(40), atol=1e-5)
+    assert cepstral_smoothing(FeatureConfig()) is None
+    assert set(LogMel(FeatureConfig(cepstra=13)).state_dict()) == set(LogMel().state_dict())
+    # before the normalisation: the features stay zero-mean, unit-variance per input
+    feats = LogMel(FeatureConfig(cepstra=13))(torch.randn(2, 8000) * 0.1)
+    assert feats.mean(dim=(2, 3)).abs().max() < 1e-5 and (feats.std(dim=(2, 3)) - 1).abs().max() < 1e-3
+
+
+def test_more_cepstra_than_bands_is_refused_naming_the_field():
+    import pytest
+    with pytest.raises(ValueError, match="features.cepstra is 41: at most features.n_mels"):
+        FeatureConfig(cepstra=41)

@@ -30,10 +30,10 @@ def test_the_family_is_the_res8_networks():
     assert {"res8_causal", "res8_narrow_causal"} <= set(CAUSAL)
 
 
-def trained_looking(name: str, normalize: str) -> torch.nn.Module:
+def trained_looking(name: str, normalize: str, cepstra: int | None = None) -> torch.nn.Module:
     """An untrained network whose batch norms hold statistics (and affine maps) as after training."""
     torch.manual_seed(0)
-    model = build_model(name, 12, {}, FeatureConfig(normalize=normalize)).eval()
+    model = build_model(name, 12, {}, FeatureConfig(normalize=normalize, cepstra=cepstra)).eval()
     with torch.no_grad():
         for module in model.net.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -45,10 +45,10 @@ def trained_looking(name: str, normalize: str) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("normalize", ["utterance", "band", "none"])
+@pytest.mark.parametrize("normalize, cepstra", [("utterance", None), ("band", None), ("none", None), ("utterance", 13)])
 @pytest.mark.parametrize("name", RES8_FAMILY)
-def test_each_hop_equals_the_network_on_its_window(name, normalize):
-    model = trained_looking(name, normalize)
+def test_each_hop_equals_the_network_on_its_window(name, normalize, cepstra):
+    model = trained_looking(name, normalize, cepstra)
     n, hop, hops = 8000, 1600, 6
     audio = torch.stack([speech(n + hops * hop, seed) for seed in (1, 2)])  # two streams at once
     stream = StreamingSpotter(model, n, hop)
@@ -76,9 +76,10 @@ def test_a_hop_computes_only_its_new_frames_and_the_edges():
         stream.step(torch.zeros(1, 800))
 
 
+@pytest.mark.parametrize("cepstra", [None, 13])
 @pytest.mark.parametrize("name", CAUSAL)
-def test_each_causal_hop_equals_the_network_on_all_the_audio_so_far(name):
-    model = trained_looking(name, "none")
+def test_each_causal_hop_equals_the_network_on_all_the_audio_so_far(name, cepstra):
+    model = trained_looking(name, "none", cepstra)
     model.net.norm.running_mean.fill_(-8.0)  # about the log-mel's own level
     model.net.norm.running_var.fill_(9.0)
     n, hop, hops = 8000, 1600, 12
@@ -126,14 +127,15 @@ def test_a_causal_hop_computes_a_fifth_of_the_windows_work():
         CausalStream(model, 8000, 1200)
 
 
+@pytest.mark.parametrize("cepstra", [None, 13])
 @pytest.mark.parametrize("name", CAUSAL)
-def test_the_exported_step_streams_what_the_causal_stream_does(name, tmp_path):
+def test_the_exported_step_streams_what_the_causal_stream_does(name, cepstra, tmp_path):
     """The ONNX step from zero state, hop by hop under onnxruntime, gives CausalStream's answers
     once the zeros are out of the network's reach; so does the step in PyTorch."""
     from distill.core.stream_export import OnnxStream, export_stream_step
     from distill.core.streaming import CausalStep
 
-    model = trained_looking(name, "none")
+    model = trained_looking(name, "none", cepstra)
     model.net.norm.running_mean.fill_(-8.0)
     model.net.norm.running_var.fill_(9.0)
     hop, hops = 1600, 24
