@@ -5,9 +5,10 @@
 For 500 ms and 1000 ms inputs, one process: the median time of a training step (forward,
 backward, AdamW) without augmentation, of the augmentation alone (shift + noise + SpecAugment
 masks, seeded per batch, on the step's device), and their ratio. ``--each`` adds a row per
-augmentation that is off by default (speed, reverb, gain, band, codec, warp), each alone on every
-input (prob 1: its worst case) with shift and noise off. The frequency warp runs in the front
-end, inside the step: its cost is a step with it less a step without. Doing the same work in Ray
+augmentation that is off by default (speed, reverb, gain, band, codec, warp, mixstyle), each alone on
+every input (prob 1: its worst case) with shift and noise off. The frequency warp (in the front
+end) and Freq-MixStyle (on the features) run inside the step: their cost is a step with them less
+a step without. Doing the same work in Ray
 Data instead would add a map task per block and a new copy of every epoch's rows (augmented
 rows differ per epoch), on top of the same arithmetic.
 """
@@ -21,7 +22,7 @@ import time
 import torch
 
 from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator,
-                                  frequency_warps, spectrogram_masks)
+                                  frequency_warps, spectrogram_masks, style_mixes)
 from distill.core.models import build_model
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     if args.each:
         alone = dict(time_shift_ms=0, noise_prob=0)
         configs |= {name: AugmentConfig(**alone, **{f"{name}_prob": 1.0})
-                    for name in ("speed", "reverb", "gain", "band", "codec", "warp")}
+                    for name in ("speed", "reverb", "gain", "band", "codec", "warp", "mixstyle")}
     bank = NoiseBank.generated(0, 30 * 16000)
     rooms = RoomBank.generated(0, 64, 16000) if args.each else None
     print(f"{'input_ms':>8}  {'augmentation':>12}  {'step_ms':>8}  {'augment_ms':>10}  {'augment/step':>12}")
@@ -65,8 +66,8 @@ def main() -> None:
             waves = augment_waveforms(x, cfg, bank, 16000, g, rooms)
             return waves, spectrogram_masks((args.batch, 1, 40, model.features.frames(samples)), cfg, 10.0, g)
 
-        def step(warp: torch.Tensor | None = None):
-            loss = torch.nn.functional.cross_entropy(model(x, None, warp), y)
+        def step(warp: torch.Tensor | None = None, mix: tuple[torch.Tensor, torch.Tensor] | None = None):
+            loss = torch.nn.functional.cross_entropy(model(x, None, warp, mix), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -75,6 +76,9 @@ def main() -> None:
         for name, cfg in configs.items():
             if cfg.warp_prob > 0:  # in the front end: a warped step less a plain one
                 aug_s = timed(lambda: step(frequency_warps(args.batch, cfg, batch_generator(0, 0, 0, 0))),
+                              args.seconds) - step_s
+            elif cfg.mixstyle_prob > 0:  # on the features: a mixed step less a plain one
+                aug_s = timed(lambda: step(None, style_mixes(args.batch, cfg, batch_generator(0, 0, 0, 0))),
                               args.seconds) - step_s
             else:
                 aug_s = timed(lambda: augment(cfg), args.seconds)

@@ -33,6 +33,7 @@ SETTINGS: dict[str, list[str]] = {
     "codec": [AUG + "codec_prob=0.3"],
     "specaug": [AUG + "spec_time_masks=2", AUG + "spec_freq_masks=2"],
     "warp": [AUG + "warp_prob=0.5"],
+    "mixstyle": [AUG + "mixstyle_prob=0.5"],
 }
 
 

@@ -21,7 +21,12 @@ and channels (each on a share ``*_prob`` of the inputs, in this order: speech �
 - frequency warp (vocal tract length perturbation, Jaitly & Hinton 2013): the spectrum's
   frequency axis scaled by a factor per input, drawn uniformly from ``warp_range``, so formants
   and pitch move while tempo does not (speed moves all three). It warps the mel filterbank, so
-  it is drawn here (``frequency_warps``, after the SpecAugment masks) and applied in the front end.
+  it is drawn here (``frequency_warps``, after the SpecAugment masks) and applied in the front end;
+- Freq-MixStyle (Kim et al. 2022, for devices a model never heard): each log-mel band's mean and
+  deviation over time, the timbre of a voice and its channel, mixed with those of another input
+  of the batch by a weight drawn from Beta(``mixstyle_alpha``, ``mixstyle_alpha``), so a word is
+  heard in another speaker's colouring. Drawn here (``style_mixes``, after the warps) and applied
+  to the features, before the SpecAugment masks.
 
 Every random draw comes from a ``torch.Generator`` seeded by (seed, epoch, rank, batch)
 (``batch_generator``), made on the CPU, so a run is reproducible on CPUs and GPUs alike; the
@@ -78,6 +83,10 @@ class AugmentConfig(BaseModel):
                              "scaled (vocal tract length perturbation): formants and pitch move, tempo does not.")
     warp_range: tuple[float, float] = Field((0.9, 1.1), description="Frequency warp factors [low, high] (> 0), "
                                             "drawn uniformly; 1.1 moves every frequency up by 10 %.")
+    mixstyle_prob: float = Field(0.0, ge=0, le=1, description="Freq-MixStyle: share of inputs whose log-mel bands "
+                                 "take a mix of their own and another input's mean and deviation over time.")
+    mixstyle_alpha: float = Field(0.3, gt=0, description="Freq-MixStyle: the own statistics' weight is drawn from "
+                                  "Beta(alpha, alpha); small alphas give weights near 0 or 1.")
 
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentConfig":
@@ -108,7 +117,7 @@ class AugmentConfig(BaseModel):
                                                      or self.spec_freq_masks > 0 or self.speed_prob > 0
                                                      or self.reverb_prob > 0 or self.gain_prob > 0
                                                      or self.band_prob > 0 or self.codec_prob > 0
-                                                     or self.warp_prob > 0)
+                                                     or self.warp_prob > 0 or self.mixstyle_prob > 0)
 
 
 def batch_generator(seed: int, epoch: int, rank: int, batch: int) -> torch.Generator:
@@ -371,3 +380,30 @@ def frequency_warps(n: int, cfg: AugmentConfig, generator: torch.Generator) -> t
     warped = torch.rand(n, generator=generator) < cfg.warp_prob
     factors = _uniform(n, cfg.warp_range, generator).float()
     return torch.where(warped, factors, torch.ones(n))
+
+
+def style_mixes(n: int, cfg: AugmentConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Freq-MixStyle's draw for a batch of ``n``: (partner index ``(n,)``, own weight ``(n,)``),
+    the weight 1.0 where an input keeps its own statistics; None when the option is off, and then
+    nothing is drawn."""
+    if not cfg.enabled or cfg.mixstyle_prob <= 0:
+        return None
+    mixed = torch.rand(n, generator=generator) < cfg.mixstyle_prob
+    partner = torch.randperm(n, generator=generator)
+    # Beta from two gammas; numpy's generator, seeded from this batch's, since torch's Beta takes none
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    weight = torch.from_numpy(rng.beta(cfg.mixstyle_alpha, cfg.mixstyle_alpha, n)).float()
+    return partner, torch.where(mixed, weight, torch.ones(n))
+
+
+def mix_styles(feats: torch.Tensor, partner: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Freq-MixStyle on features ``(batch, 1, mels, frames)``: each input's bands normalised by
+    their own mean and deviation over time, then given ``weight`` × its own + (1 − ``weight``) ×
+    its partner's. The statistics carry no gradient (as in MixStyle); inputs of weight 1 come back
+    unchanged."""
+    partner, weight = partner.to(feats.device), weight.to(feats.device, feats.dtype)
+    mean = feats.mean(dim=-1, keepdim=True).detach()
+    std = (feats.var(dim=-1, keepdim=True, unbiased=False) + eps).sqrt().detach()
+    w = weight.view(-1, 1, 1, 1)
+    mixed = (feats - mean) / std * (w * std + (1 - w) * std[partner]) + w * mean + (1 - w) * mean[partner]
+    return torch.where(w == 1, feats, mixed)

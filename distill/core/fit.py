@@ -19,7 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator,
-                                  frequency_warps, spectrogram_masks)
+                                  frequency_warps, spectrogram_masks, style_mixes)
 from distill.core.labels import LabelSpec, student_loss
 from distill.core.models import autocast
 from distill.core.protocols import decide, protocol_starts, window_batches
@@ -127,7 +127,7 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
     fit.model.train()
     total_loss, seen = 0.0, 0
     for step, batch in enumerate(batches):
-        waves, mask, warp = batch["waveform"], None, None
+        waves, mask, warp, mix = batch["waveform"], None, None, None
         if train.augment.active:  # on the worker's device, inside the step: no extra pass over the data
             g = batch_generator(stage.seed, epoch, rank, step)
             waves = augment_waveforms(waves, train.augment, augmentation.noise, augmentation.sample_rate, g,
@@ -135,8 +135,9 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
             mask = spectrogram_masks((len(waves), 1, augmentation.n_mels, fit.net.features.frames(waves.shape[1])),
                                      train.augment, augmentation.hop_ms, g)
             warp = frequency_warps(len(waves), train.augment, g)
+            mix = style_mixes(len(waves), train.augment, g)
         with autocast(device, train.precision):
-            logits = fit.model(waves, mask, warp)
+            logits = fit.model(waves, mask, warp, mix)
         labels = stage.labels
         loss = student_loss(logits.float(), mode=labels.mode, hard=batch["teacher_label_index"],
                             soft=batch["teacher_probs"], temperature=labels.temperature,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.core.augment import mix_styles
 from distill.core.features import FeatureConfig, LogMel
 from distill.core.registry import Registry
 
@@ -150,11 +151,15 @@ class KeywordSpotter(nn.Module):
         self.net = net
 
     def forward(self, waveform: torch.Tensor, feature_mask: torch.Tensor | None = None,
-                frequency_warp: torch.Tensor | None = None) -> torch.Tensor:
+                frequency_warp: torch.Tensor | None = None,
+                style_mix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``feature_mask`` (training only: SpecAugment) is True where a log-mel value is set to 0,
-        the per-input mean; ``frequency_warp`` (training only) a warp factor per input. Both go
+        the per-input mean; ``frequency_warp`` (training only) a warp factor per input;
+        ``style_mix`` (training only: Freq-MixStyle) each input's partner and own weight. All go
         through ``forward`` so that a DDP-wrapped model sees them."""
         feats = self.features(waveform, frequency_warp)
+        if style_mix is not None:
+            feats = mix_styles(feats, *style_mix)
         if feature_mask is not None:
             feats = feats.masked_fill(feature_mask.to(feats.device), 0.0)
         return self.net(feats)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distill.core.augment import (AugmentConfig, NoiseBank, augment_waveforms, batch_generator, frequency_warps,
-                                  spectrogram_masks)
+                                  mix_styles, spectrogram_masks, style_mixes)
 from distill.core.models import build_model
 
 SR = 16000
@@ -362,3 +362,57 @@ def test_warp_range_is_checked():
     for bad in ({"warp_range": (1.1, 0.9)}, {"warp_range": (0.0, 1.1)}, {"warp_prob": 1.5}):
         with pytest.raises(ValidationError):
             AugmentConfig(**bad)
+
+
+def test_style_mix_off_draws_nothing_and_on_follows_its_seed_and_share():
+    g = batch_generator(3, 0, 0, 0)
+    assert style_mixes(8, AugmentConfig(), g) is None
+    assert style_mixes(8, AugmentConfig(enabled=False, mixstyle_prob=1.0), g) is None
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=batch_generator(3, 0, 0, 0)))
+    cfg = AugmentConfig(mixstyle_prob=0.5)
+    assert cfg.active
+    partner, weight = style_mixes(2000, cfg, batch_generator(1, 0, 0, 0))
+    again = style_mixes(2000, cfg, batch_generator(1, 0, 0, 0))
+    assert torch.equal(partner, again[0]) and torch.equal(weight, again[1])
+    assert not torch.equal(weight, style_mixes(2000, cfg, batch_generator(1, 0, 0, 1))[1])
+    assert torch.equal(partner.sort().values, torch.arange(2000))  # a permutation of the batch
+    mixed = weight != 1.0
+    assert 0.45 < mixed.float().mean() < 0.55  # the asked share, the others exactly 1
+    w = weight[mixed]
+    assert w.min() >= 0 and w.max() <= 1
+    assert ((w < 0.1) | (w > 0.9)).float().mean() > 0.4  # Beta(0.3, 0.3): most weights near an end
+    flat = style_mixes(4000, AugmentConfig(mixstyle_prob=1.0, mixstyle_alpha=50.0), batch_generator(1, 0, 0, 0))[1]
+    assert abs(flat.mean() - 0.5) < 0.01 and flat.std() < 0.1  # a large alpha: weights near 1/2
+
+
+def test_style_mix_gives_each_band_its_mixed_statistics_and_keeps_the_rest():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 1, 40, 51, generator=gen) * (torch.rand(3, 1, 40, 1, generator=gen) * 3 + 0.5) \
+        + torch.randn(3, 1, 40, 1, generator=gen) * 2
+    partner, weight = torch.tensor([1, 2, 0]), torch.tensor([0.25, 1.0, 0.0])
+    out = mix_styles(feats, partner, weight)
+    assert out.shape == feats.shape
+    assert torch.equal(out[1], feats[1])  # weight 1: unchanged, to the bit
+    mean, std = feats.mean(-1), feats.std(-1, unbiased=False)
+    for row, w in ((0, 0.25), (2, 0.0)):
+        p = partner[row]
+        assert torch.allclose(out[row].mean(-1), w * mean[row] + (1 - w) * mean[p], atol=1e-4)
+        assert torch.allclose(out[row].std(-1, unbiased=False), w * std[row] + (1 - w) * std[p], atol=1e-3)
+        # the time course within each band is the input's own, only its level and spread change
+        own = (feats[row] - mean[row][..., None]) / std[row][..., None]
+        new = (out[row] - out[row].mean(-1, keepdim=True)) / out[row].std(-1, unbiased=False, keepdim=True)
+        assert torch.allclose(own, new, atol=1e-3)
+    feats.requires_grad_(True)
+    mix_styles(feats, partner, weight).sum().backward()  # statistics detached: gradient flows only through x
+    assert torch.isfinite(feats.grad).all()
+
+
+def test_style_mix_reaches_the_network_through_forward():
+    model = build_model("res8_narrow", 12).eval()
+    x = sine(700.0, n=4, length=8000) + 0.05 * torch.randn(4, 8000, generator=torch.Generator().manual_seed(0))
+    x[2:] = sine(2500.0, n=2, length=8000) + 0.05 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
+    mix = (torch.tensor([2, 3, 0, 1]), torch.tensor([1.0, 0.0, 1.0, 0.5]))
+    with torch.no_grad():
+        plain, out = model(x), model(x, None, None, mix)
+    assert torch.equal(out[[0, 2]], plain[[0, 2]])
+    assert (out[[1, 3]] - plain[[1, 3]]).abs().max() > 1e-3
