@@ -5,9 +5,9 @@
 
 Each setting trains the quickstart's 1000 ms teacher (a chain 1000 -> 500 ms with a 1-epoch
 student and no baselines, so that only the teacher matters) and evaluates it with `pld eval` on
-the multi-engine corpus's validation split, its unseen-engine validation part (what chooses),
-and, for the record only, the test split, its unseen-accent part and the unseen-engine test
-part. "before" trains on the espeak-only corpus (another seed, so no speaker is shared). Every
+the multi-engine corpus's validation split, its unseen-accent validation part, its unseen-engine
+validation part (what chooses), and, for the record only, the test split, its unseen-accent part
+and the unseen-engine test part. "before" trains on the espeak-only corpus (another seed, so no speaker is shared). Every
 setting's numbers go to WORK/NAME.json as it finishes; finished settings are skipped.
 """
 
@@ -81,6 +81,9 @@ def main() -> int:
     unseen_accent = work / "unseen_accent_test.yaml"
     unseen_accent.write_text(f"data:\n  name: speech_commands\n  path: {corpus}\n"
                              "  testing_list: testing_unseen_voice_list.txt\n")
+    unseen_accent_val = work / "unseen_accent_validation.yaml"
+    unseen_accent_val.write_text(f"data:\n  name: speech_commands\n  path: {corpus}\n"
+                                 "  validation_list: validation_unseen_voice_list.txt\n")
     for name in args.only or settings:
         out = work / f"{name}.json"
         if out.exists():
@@ -99,6 +102,7 @@ def main() -> int:
         result = {"setting": name, "sets": settings[name], "corpus": data, "run_id": run_id,
                   "train_s": round(time.time() - t0, 1)}
         for key, spec, split in (("validation", f"speech_commands:{corpus}", "validation"),
+                                 ("unseen_accent_validation", str(unseen_accent_val), "validation"),
                                  ("unseen_engine_validation", f"speech_commands_test:{corpus}/_unseen_engine_validation_", "test"),
                                  ("test", f"speech_commands:{corpus}", "test"),
                                  ("unseen_accent_test", str(unseen_accent), "test"),

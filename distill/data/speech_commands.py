@@ -35,6 +35,7 @@ V1_WORDS = list(KEYWORDS) + ["zero", "one", "two", "three", "four", "five", "six
 V2_WORDS = V1_WORDS + ["backward", "follow", "forward", "learn", "visual"]
 RELEASE_WORDS = {1: V1_WORDS, 2: V2_WORDS}
 TESTING_LIST = "testing_list.txt"
+VALIDATION_LIST = "validation_list.txt"
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class SpeechCommandsOptions(DatasetOptions):
     testing_list: str = Field(TESTING_LIST, min_length=1, description=(
         "List file (under path) naming the test split, e.g. testing_unseen_voice_list.txt: the synthetic corpus's "
         "test clips of voices no training speaker has. Clips of testing_list.txt that it leaves out are dropped."))
+    validation_list: str = Field(VALIDATION_LIST, min_length=1, description=(
+        "List file (under path) naming the validation split, e.g. validation_unseen_voice_list.txt: the synthetic "
+        "corpus's validation clips of voices no training speaker has. Clips of validation_list.txt that it leaves "
+        "out are dropped."))
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -134,21 +139,32 @@ def _word_folders(root: Path, version: int | None) -> list[str]:
     return words
 
 
-def _split_lists(root: Path, testing_list: str) -> tuple[set[str], set[str], set[str]]:
-    """The validation and test clips, and the official test clips left out of every split when
-    ``testing_list`` names a subset of them."""
-    validation, testing = read_list(root, "validation_list.txt"), read_list(root, TESTING_LIST)
-    if testing_list == TESTING_LIST:
-        return validation, testing, set()
-    if not (root / testing_list).is_file():
-        raise FileNotFoundError(f"data.testing_list: {root / testing_list} does not exist; name a list file "
-                                f"under {root} (e.g. testing_unseen_voice_list.txt of `pld data synth`) or "
-                                f"unset it to use {TESTING_LIST}")
-    chosen = read_list(root, testing_list)
-    dropped = testing - chosen - validation
-    log.info("data.testing_list %s: %d test clip(s), %d clip(s) of %s not in it left out of every split",
-             testing_list, len(chosen - validation), len(dropped), TESTING_LIST)
-    return validation, chosen, dropped
+def _chosen_list(root: Path, field: str, name: str) -> set[str]:
+    if not (root / name).is_file():
+        raise FileNotFoundError(f"data.{field}: {root / name} does not exist; name a list file under {root} "
+                                f"(e.g. {field.split('_')[0]}_unseen_voice_list.txt of `pld data synth`) or unset "
+                                f"it to use {field}.txt")
+    return read_list(root, name)
+
+
+def _split_lists(root: Path, testing_list: str, validation_list: str = VALIDATION_LIST
+                 ) -> tuple[set[str], set[str], set[str]]:
+    """The validation and test clips, and the official validation and test clips left out of every
+    split when ``validation_list`` / ``testing_list`` name a subset of them."""
+    validation, testing = read_list(root, VALIDATION_LIST), read_list(root, TESTING_LIST)
+    dropped: set[str] = set()
+    if validation_list != VALIDATION_LIST:
+        chosen = _chosen_list(root, "validation_list", validation_list)
+        dropped, validation = validation - chosen, chosen
+        log.info("data.validation_list %s: %d validation clip(s), %d clip(s) of %s not in it left out of every "
+                 "split", validation_list, len(chosen), len(dropped), VALIDATION_LIST)
+    if testing_list != TESTING_LIST:
+        chosen = _chosen_list(root, "testing_list", testing_list)
+        left_out = testing - chosen - validation
+        log.info("data.testing_list %s: %d test clip(s), %d clip(s) of %s not in it left out of every split",
+                 testing_list, len(chosen - validation), len(left_out), TESTING_LIST)
+        dropped, testing = dropped | left_out, chosen
+    return validation, testing, dropped - validation - testing
 
 
 @register_dataset("speech_commands", SpeechCommandsOptions)
@@ -159,7 +175,7 @@ def build_speech_commands(opts: SpeechCommandsOptions) -> SourceIndex:
         absent = [k for k in opts.keywords if k not in words]
         if absent:
             raise ValueError(f"data.keywords: folder(s) {absent} missing under {root}; found {words}")
-    validation, testing, dropped = _split_lists(root, opts.testing_list)
+    validation, testing, dropped = _split_lists(root, opts.testing_list, opts.validation_list)
     rows = []
     for word in words:
         for f in label_files(root / word):

@@ -302,6 +302,16 @@ def test_speech_commands_testing_list_option(corpus: tuple[Path, dict]) -> None:
     with pytest.raises(FileNotFoundError, match="data.testing_list: .*no_such_list.txt"):
         split_of(testing_list="no_such_list.txt")
 
+    unseen_val = set(_lines(out / "validation_unseen_voice_list.txt"))
+    assert unseen_val and unseen_val < val
+    only_unseen_val = split_of(validation_list="validation_unseen_voice_list.txt")
+    assert {c for c, s in only_unseen_val.items() if s == "validation"} == unseen_val
+    assert {c for c, s in only_unseen_val.items() if s == "test"} == test
+    assert set(only_unseen_val) == set(default) - (val - unseen_val)  # seen-voice validation clips: in no split
+    assert {c for c, s in only_unseen_val.items() if s == "train"} == {c for c, s in default.items() if s == "train"}
+    with pytest.raises(FileNotFoundError, match="data.validation_list: .*no_such_list.txt"):
+        split_of(validation_list="no_such_list.txt")
+
 
 def test_existing_corpus_and_overwrite(tmp_path: Path, corpus: tuple[Path, dict]) -> None:
     with pytest.raises(FileExistsError, match="synth.json"):
