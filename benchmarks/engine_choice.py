@@ -8,7 +8,8 @@ student and no baselines, so that only the teacher matters) and evaluates it wit
 the multi-engine corpus's validation split, its unseen-accent validation part, its unseen-engine
 validation part (what chooses), and, for the record only, the test split, its unseen-accent part
 and the unseen-engine test part. "before" trains on the espeak-only corpus (another seed, so no speaker is shared). Every
-setting's numbers go to WORK/NAME.json as it finishes; finished settings are skipped.
+setting's numbers go to WORK/NAME.json as it finishes; a finished setting gets only the parts it
+lacks (a part added since), from its run in WORK/mlflow.db.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def _eval_json(run_id: str, spec: str, name: str, split: str, tracking: str) -> 
     return out[out.index("["):out.rindex("]") + 1]
 
 
+def score(result: dict, parts: tuple[tuple[str, str, str], ...], tracking: str) -> dict:
+    """``result`` with the teacher's accuracy on each of ``parts`` (key, data spec, split) it lacks."""
+    for key, spec, split in parts:
+        if key not in result:
+            rows = json.loads(_eval_json(result["run_id"], spec, key, split, tracking))
+            teacher = next(r for r in rows if r["stage"] == "teacher")
+            result[key] = {p: round(teacher[f"acc_{p}"], 4) for p in ("window", "stream", "center")}
+    return result
+
+
 def finished_chain(tracking: str, name: str) -> str | None:
     import mlflow
     client = mlflow.MlflowClient(tracking)
@@ -86,10 +97,20 @@ def main() -> int:
                                  "  validation_list: validation_unseen_voice_list.txt\n")
     for name in args.only or settings:
         out = work / f"{name}.json"
-        if out.exists():
+        tracking = f"sqlite:///{work / 'mlflow.db'}"
+        parts = (("validation", f"speech_commands:{corpus}", "validation"),
+                 ("unseen_accent_validation", str(unseen_accent_val), "validation"),
+                 ("unseen_engine_validation", f"speech_commands_test:{corpus}/_unseen_engine_validation_", "test"),
+                 ("test", f"speech_commands:{corpus}", "test"),
+                 ("unseen_accent_test", str(unseen_accent), "test"),
+                 ("unseen_engine_test", f"speech_commands_test:{corpus}/_unseen_engine_test_", "test"))
+        if out.exists():  # finished: only the parts it lacks (a part added since) are scored
+            result = json.loads(out.read_text())
+            if all(key in result for key, _, _ in parts):
+                continue
+            out.write_text(json.dumps(score(result, parts, tracking), indent=2) + "\n")
             continue
         data = str(Path(args.before_corpus if name == "before" else args.corpus).resolve())
-        tracking = f"sqlite:///{work / 'mlflow.db'}"
         sets = BASE + [f"data.path={data}", f"storage.root={work / 'runs'}", f"tracking.uri={tracking}",
                        f"name=choice-{name}"] + settings[name]
         if args.epochs:
@@ -101,15 +122,7 @@ def main() -> int:
             run_id = re.findall(r"chain run id: ([0-9a-f]{32})", log)[0]
         result = {"setting": name, "sets": settings[name], "corpus": data, "run_id": run_id,
                   "train_s": round(time.time() - t0, 1)}
-        for key, spec, split in (("validation", f"speech_commands:{corpus}", "validation"),
-                                 ("unseen_accent_validation", str(unseen_accent_val), "validation"),
-                                 ("unseen_engine_validation", f"speech_commands_test:{corpus}/_unseen_engine_validation_", "test"),
-                                 ("test", f"speech_commands:{corpus}", "test"),
-                                 ("unseen_accent_test", str(unseen_accent), "test"),
-                                 ("unseen_engine_test", f"speech_commands_test:{corpus}/_unseen_engine_test_", "test")):
-            rows = json.loads(_eval_json(run_id, spec, key, split, tracking))
-            teacher = next(r for r in rows if r["stage"] == "teacher")
-            result[key] = {p: round(teacher[f"acc_{p}"], 4) for p in ("window", "stream", "center")}
+        result = score(result, parts, tracking)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{name}: " + ", ".join(f"{k} {v['stream']:.3f}" for k, v in result.items() if isinstance(v, dict)),
               flush=True)
