@@ -96,11 +96,31 @@ def memory(pid: int | str) -> dict[str, int]:
     return out
 
 
-def ray_worker_pids() -> dict[str, str]:
-    """Processes whose command line is a Ray worker's (``ray::…``), with the task or actor it runs."""
-    pids = {}
+def descendants(root: int) -> set[str]:
+    """``root``'s process and every process below it, as /proc names."""
+    children: dict[str, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
+            try:  # the parent is the field after the command's closing parenthesis and the state
+                parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(entry.name)
+    found, todo = set(), [str(root)]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def ray_worker_pids(under: int | None = None) -> dict[str, str]:
+    """Processes whose command line is a Ray worker's (``ray::…``), with the task or actor it runs;
+    with ``under``, only those below that process (a run's own, not another cluster's on the machine)."""
+    pids = {}
+    mine = descendants(under) if under is not None else None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (mine is None or entry.name in mine):
             try:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
@@ -111,7 +131,8 @@ def ray_worker_pids() -> dict[str, str]:
 
 
 def run_sampled(cmd: list[str], env: dict, cwd: Path, log: Path) -> dict:
-    """Run ``cmd``; every 0.5 s read the driver's and every Ray worker's memory and /dev/shm.
+    """Run ``cmd``; every 0.5 s read the driver's and each of its Ray workers' memory and /dev/shm
+    (the driver starts its own cluster, so its workers are its descendants).
     A worker's RSS counts the object-store pages it maps; its private (anonymous) bytes do not."""
     base = shm_used()
     peak = {"driver_rss": 0, "driver_private": 0, "worker_rss": 0, "worker_private": 0, "workers_rss_sum": 0,
@@ -122,7 +143,7 @@ def run_sampled(cmd: list[str], env: dict, cwd: Path, log: Path) -> dict:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         while proc.poll() is None:
             driver = memory(proc.pid)
-            workers = [(name, memory(pid)) for pid, name in ray_worker_pids().items()]
+            workers = [(name, memory(pid)) for pid, name in ray_worker_pids(under=proc.pid).items()]
             for field in ("rss", "private"):
                 peak[f"driver_{field}"] = max(peak[f"driver_{field}"], driver[field])
                 peak[f"workers_{field}_sum"] = max(peak[f"workers_{field}_sum"], sum(m[field] for _, m in workers))

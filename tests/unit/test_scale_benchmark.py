@@ -63,7 +63,16 @@ def test_a_sampled_run_names_its_largest_worker_and_counts_its_own_bytes(tmp_pat
     """run_sampled on a command that starts a worker-named process holding 64 MB of its own."""
     hold = "import numpy as np, time; a = np.ones(64 * 2**20 // 8); time.sleep(2)"
     worker = shlex.join(["bash", "-c", f"exec -a ray::MapBatches {shlex.join([sys.executable, '-c', hold])}"])
-    peak = bench.run_sampled(["bash", "-c", f"{worker} & wait"], dict(os.environ), tmp_path, tmp_path / "console.log")
+    # another cluster's worker on the machine, larger, and not the run's: not counted
+    big = "import numpy as np, time; a = np.ones(160 * 2**20 // 8); time.sleep(8)"
+    foreign = subprocess.Popen(["bash", "-c", f"exec -a ray::IDLE {shlex.join([sys.executable, '-c', big])}"])
+    try:
+        time.sleep(1.5)
+        peak = bench.run_sampled(["bash", "-c", f"{worker} & wait"], dict(os.environ), tmp_path,
+                                 tmp_path / "console.log")
+    finally:
+        foreign.kill()
     assert peak["largest_worker"] == peak["largest_private_worker"] == "ray::MapBatches"
     assert peak["worker_private"] > 60 * MB and peak["worker_rss"] >= peak["worker_private"]
     assert peak["workers_private_sum"] >= peak["worker_private"] and peak["driver_rss"] > 0
+    assert peak["workers_private_sum"] < 100 * MB  # the foreign worker's 160 MB are not in it
