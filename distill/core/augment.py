@@ -22,7 +22,8 @@ and channels (each on a share ``*_prob`` of the inputs, in this order: speech â†
   frequency axis scaled by a factor per input, drawn uniformly from ``warp_range``, so formants
   and pitch move while tempo does not (speed moves all three). It warps the mel filterbank, so
   it is drawn here (``frequency_warps``, after the SpecAugment masks) and applied in the front end;
-- Freq-MixStyle (Kim et al. 2022, for devices a model never heard): each log-mel band's mean and
+- Freq-MixStyle (MixStyle, Zhou et al. 2021, over frequency bands; used in acoustic scene
+  classification for recording devices a model never heard): each log-mel band's mean and
   deviation over time, the timbre of a voice and its channel, mixed with those of another input
   of the batch by a weight drawn from Beta(``mixstyle_alpha``, ``mixstyle_alpha``), so a word is
   heard in another speaker's colouring. Drawn here (``style_mixes``, after the warps) and applied
