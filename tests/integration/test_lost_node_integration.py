@@ -15,13 +15,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import write_sc_layout
-from test_cluster_integration import BIN, KEYWORDS, free_port, kill_processes, pids_mentioning
+from test_cluster_integration import BIN, KEYWORDS, free_port, kill_processes, pids_mentioning, ray_cli
 
 pytestmark = pytest.mark.integration
 EPOCHS = 6
@@ -36,15 +37,23 @@ def two_nodes():
     common = ["--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
 
     def start_worker() -> None:
-        subprocess.run([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs}", "--dashboard-agent-listen-port",
-                        str(free_port()), "--metrics-export-port", str(free_port()), "--temp-dir", str(temp / "worker"),
-                        *common], env=env, check=True, capture_output=True, timeout=300)
+        ray_cli(env, "start", "--address", f"127.0.0.1:{gcs}", "--dashboard-agent-listen-port", str(free_port()),
+                "--metrics-export-port", str(free_port()), "--temp-dir", str(temp / "worker"), *common)
+
+    def start_head() -> None:
+        ray_cli(env, "start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+                "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
+                "--temp-dir", str(temp / "head"), *common)
 
     try:
-        subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-                        "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-                        "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
-                        "--temp-dir", str(temp / "head"), *common], env=env, check=True, capture_output=True, timeout=300)
+        try:
+            start_head()
+        except RuntimeError as first:  # a port picked free may be taken before Ray binds it: once more, new ports
+            warnings.warn(f"the head node did not start; trying again on other ports: {first}")
+            kill_processes(str(temp / "head"))
+            gcs = free_port()
+            start_head()
         start_worker()
         yield dict(address=f"127.0.0.1:{gcs}", env=env, start_worker=start_worker,
                    kill_worker=lambda: kill_processes(str(temp / "worker")))
