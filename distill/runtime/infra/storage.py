@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
 def check_writable(root: str | Path) -> None:
     """Fail before any work when the storage root cannot be written (bad URI, no bucket, no
     credentials, read-only mount), naming the root and the reason."""
-    marker = join(resolve(root), ".pld-write-check")
+    marker = join(resolve(root), f".pld-write-check-{uuid.uuid4().hex}")  # its own: chains may start together
     try:
         write_text(marker, "ok")
         fs, path = filesystem(marker)

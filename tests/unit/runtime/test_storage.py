@@ -64,6 +64,19 @@ def test_an_unwritable_storage_root_fails_before_any_work(tmp_path, s3):
     storage.check_writable(storage.join(s3["bucket"], "fine"))
 
 
+def test_chains_starting_at_once_on_one_root_all_find_it_writable(tmp_path):
+    """A sweep starts chains together on one storage root: no chain's check may take another's probe file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(_: int) -> None:
+        for _ in range(40):
+            storage.check_writable(str(tmp_path))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(8)))  # raises what a check raised
+    assert not list(tmp_path.iterdir())  # every probe removed
+
+
 def test_a_storage_root_is_resolved_once_and_joins_local_paths_and_uris_alike(tmp_path, monkeypatch, s3):
     from distill.config import ExperimentConfig
     from distill.runtime.analysis.sweep import sweeps_location
