@@ -7,9 +7,9 @@ Each setting trains the quickstart's 1000 ms teacher (a chain 1000 -> 500 ms wit
 student and no baselines, so that only the teacher matters) and evaluates it with `pld eval` on
 the multi-engine corpus's validation split, its unseen-accent validation part, its unseen-engine
 validation part (what chooses), and, for the record only, the test split, its unseen-accent part
-and the unseen-engine test part. "before" trains on the espeak-only corpus (another seed, so no speaker is shared). Every
-setting's numbers go to WORK/NAME.json as it finishes; a finished setting gets only the parts it
-lacks (a part added since), from its run in WORK/mlflow.db.
+and the unseen-engine test part. "before" trains on the espeak-only corpus (another seed, so no
+speaker is shared). Every setting's numbers go to WORK/NAME.json as it finishes; a finished
+setting gets only the parts it lacks (a part added since), from its run in WORK/mlflow.db.
 """
 
 from __future__ import annotations
@@ -95,15 +95,15 @@ def main() -> int:
     unseen_accent_val = work / "unseen_accent_validation.yaml"
     unseen_accent_val.write_text(f"data:\n  name: speech_commands\n  path: {corpus}\n"
                                  "  validation_list: validation_unseen_voice_list.txt\n")
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    parts = (("validation", f"speech_commands:{corpus}", "validation"),
+             ("unseen_accent_validation", str(unseen_accent_val), "validation"),
+             ("unseen_engine_validation", f"speech_commands_test:{corpus}/_unseen_engine_validation_", "test"),
+             ("test", f"speech_commands:{corpus}", "test"),
+             ("unseen_accent_test", str(unseen_accent), "test"),
+             ("unseen_engine_test", f"speech_commands_test:{corpus}/_unseen_engine_test_", "test"))
     for name in args.only or settings:
         out = work / f"{name}.json"
-        tracking = f"sqlite:///{work / 'mlflow.db'}"
-        parts = (("validation", f"speech_commands:{corpus}", "validation"),
-                 ("unseen_accent_validation", str(unseen_accent_val), "validation"),
-                 ("unseen_engine_validation", f"speech_commands_test:{corpus}/_unseen_engine_validation_", "test"),
-                 ("test", f"speech_commands:{corpus}", "test"),
-                 ("unseen_accent_test", str(unseen_accent), "test"),
-                 ("unseen_engine_test", f"speech_commands_test:{corpus}/_unseen_engine_test_", "test"))
         if out.exists():  # finished: only the parts it lacks (a part added since) are scored
             result = json.loads(out.read_text())
             if all(key in result for key, _, _ in parts):
