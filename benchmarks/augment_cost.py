@@ -5,7 +5,7 @@
 For 500 ms and 1000 ms inputs, one process: the median time of a training step (forward,
 backward, AdamW) without augmentation, of the augmentation alone (shift + noise + SpecAugment
 masks, seeded per batch, on the step's device), and their ratio. ``--each`` adds a row per
-augmentation that is off by default (speed, reverb, gain, band, codec, warp, mixstyle), each alone on
+augmentation that is off by default (speed, reverb, gain, band, codec, warp, mixstyle, mixup), each alone on
 every input (prob 1: its worst case) with shift and noise off. The frequency warp (in the front
 end) and Freq-MixStyle (on the features) run inside the step: their cost is a step with them less
 a step without. Doing the same work in Ray
@@ -22,7 +22,7 @@ import time
 import torch
 
 from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator,
-                                  frequency_warps, spectrogram_masks, style_mixes)
+                                  frequency_warps, mix_inputs, mixups, spectrogram_masks, style_mixes)
 from distill.core.models import build_model
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     if args.each:
         alone = dict(time_shift_ms=0, noise_prob=0)
         configs |= {name: AugmentConfig(**alone, **{f"{name}_prob": 1.0})
-                    for name in ("speed", "reverb", "gain", "band", "codec", "warp", "mixstyle")}
+                    for name in ("speed", "reverb", "gain", "band", "codec", "warp", "mixstyle", "mixup")}
     bank = NoiseBank.generated(0, 30 * 16000)
     rooms = RoomBank.generated(0, 64, 16000) if args.each else None
     print(f"{'input_ms':>8}  {'augmentation':>12}  {'step_ms':>8}  {'augment_ms':>10}  {'augment/step':>12}")
@@ -64,6 +64,9 @@ def main() -> None:
         def augment(cfg: AugmentConfig):
             g = batch_generator(0, 0, 0, next(step_no))
             waves = augment_waveforms(x, cfg, bank, 16000, g, rooms)
+            mixup = mixups(args.batch, cfg, g)
+            if mixup is not None:  # on the waveforms, after the rest (its second loss term is not counted)
+                waves = mix_inputs(waves, *mixup)
             return waves, spectrogram_masks((args.batch, 1, 40, model.features.frames(samples)), cfg, 10.0, g)
 
         def step(warp: torch.Tensor | None = None, mix: tuple[torch.Tensor, torch.Tensor] | None = None):

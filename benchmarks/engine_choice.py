@@ -35,6 +35,7 @@ SETTINGS: dict[str, list[str]] = {
     "specaug": [AUG + "spec_time_masks=2", AUG + "spec_freq_masks=2"],
     "warp": [AUG + "warp_prob=0.5"],
     "mixstyle": [AUG + "mixstyle_prob=0.5"],
+    "mixup": [AUG + "mixup_prob=0.5"],
 }
 
 

@@ -27,7 +27,11 @@ and channels (each on a share ``*_prob`` of the inputs, in this order: speech �
   deviation over time, the timbre of a voice and its channel, mixed with those of another input
   of the batch by a weight drawn from Beta(``mixstyle_alpha``, ``mixstyle_alpha``), so a word is
   heard in another speaker's colouring. Drawn here (``style_mixes``, after the warps) and applied
-  to the features, before the SpecAugment masks.
+  to the features, before the SpecAugment masks;
+- mixup (Zhang et al. 2018): an input's waveform, after the augmentations above, becomes
+  ``w`` × its own + (1 − ``w``) × another input's of the batch, with ``w`` drawn from
+  Beta(``mixup_alpha``, ``mixup_alpha``), and the loss is weighted the same way between the two
+  inputs' labels. Drawn here (``mixups``, after the style mixes), applied in the training step.
 
 Every random draw comes from a ``torch.Generator`` seeded by (seed, epoch, rank, batch)
 (``batch_generator``), made on the CPU, so a run is reproducible on CPUs and GPUs alike; the
@@ -88,6 +92,10 @@ class AugmentConfig(BaseModel):
                                  "take a mix of their own and another input's mean and deviation over time.")
     mixstyle_alpha: float = Field(0.3, gt=0, description="Freq-MixStyle: the own statistics' weight is drawn from "
                                   "Beta(alpha, alpha); small alphas give weights near 0 or 1.")
+    mixup_prob: float = Field(0.0, ge=0, le=1, description="mixup: share of inputs whose waveform is mixed with "
+                              "another input's of the batch, the loss weighted between their labels alike.")
+    mixup_alpha: float = Field(0.3, gt=0, description="mixup: the own input's weight is drawn from "
+                               "Beta(alpha, alpha).")
 
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentConfig":
@@ -118,7 +126,8 @@ class AugmentConfig(BaseModel):
                                                      or self.spec_freq_masks > 0 or self.speed_prob > 0
                                                      or self.reverb_prob > 0 or self.gain_prob > 0
                                                      or self.band_prob > 0 or self.codec_prob > 0
-                                                     or self.warp_prob > 0 or self.mixstyle_prob > 0)
+                                                     or self.warp_prob > 0 or self.mixstyle_prob > 0
+                                                     or self.mixup_prob > 0)
 
 
 def batch_generator(seed: int, epoch: int, rank: int, batch: int) -> torch.Generator:
@@ -389,12 +398,33 @@ def style_mixes(n: int, cfg: AugmentConfig, generator: torch.Generator) -> tuple
     nothing is drawn."""
     if not cfg.enabled or cfg.mixstyle_prob <= 0:
         return None
-    mixed = torch.rand(n, generator=generator) < cfg.mixstyle_prob
+    return _partners(n, cfg.mixstyle_prob, cfg.mixstyle_alpha, generator)
+
+
+def mixups(n: int, cfg: AugmentConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """mixup's draw for a batch of ``n``: (partner index ``(n,)``, own weight ``(n,)``), the
+    weight 1.0 where an input is not mixed; None when the option is off, and then nothing is drawn."""
+    if not cfg.enabled or cfg.mixup_prob <= 0:
+        return None
+    return _partners(n, cfg.mixup_prob, cfg.mixup_alpha, generator)
+
+
+def _partners(n: int, prob: float, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A partner in the batch for each input and its own weight: Beta(alpha, alpha) on a share
+    ``prob`` of the inputs, 1.0 on the rest."""
+    mixed = torch.rand(n, generator=generator) < prob
     partner = torch.randperm(n, generator=generator)
     # Beta from two gammas; numpy's generator, seeded from this batch's, since torch's Beta takes none
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-    weight = torch.from_numpy(rng.beta(cfg.mixstyle_alpha, cfg.mixstyle_alpha, n)).float()
+    weight = torch.from_numpy(rng.beta(alpha, alpha, n)).float()
     return partner, torch.where(mixed, weight, torch.ones(n))
+
+
+def mix_inputs(waves: torch.Tensor, partner: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """mixup on waveforms ``(batch, samples)``: ``weight`` × each input + (1 − ``weight``) × its
+    partner's; inputs of weight 1 come back unchanged."""
+    partner, w = partner.to(waves.device), weight.to(waves.device, waves.dtype)[:, None]
+    return torch.where(w == 1, waves, w * waves + (1 - w) * waves[partner])
 
 
 def mix_styles(feats: torch.Tensor, partner: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -19,7 +19,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator,
-                                  frequency_warps, spectrogram_masks, style_mixes)
+                                  frequency_warps, mix_inputs, mixups, spectrogram_masks,
+                                  style_mixes)
 from distill.core.labels import LabelSpec, student_loss
 from distill.core.models import autocast
 from distill.core.protocols import decide, protocol_starts, window_batches
@@ -127,7 +128,7 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
     fit.model.train()
     total_loss, seen = 0.0, 0
     for step, batch in enumerate(batches):
-        waves, mask, warp, mix = batch["waveform"], None, None, None
+        waves, mask, warp, mix, mixup = batch["waveform"], None, None, None, None
         if train.augment.active:  # on the worker's device, inside the step: no extra pass over the data
             g = batch_generator(stage.seed, epoch, rank, step)
             waves = augment_waveforms(waves, train.augment, augmentation.noise, augmentation.sample_rate, g,
@@ -136,12 +137,12 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
                                      train.augment, augmentation.hop_ms, g)
             warp = frequency_warps(len(waves), train.augment, g)
             mix = style_mixes(len(waves), train.augment, g)
+            mixup = mixups(len(waves), train.augment, g)
+            if mixup is not None:
+                waves = mix_inputs(waves, *mixup)
         with autocast(device, train.precision):
             logits = fit.model(waves, mask, warp, mix)
-        labels = stage.labels
-        loss = student_loss(logits.float(), mode=labels.mode, hard=batch["teacher_label_index"],
-                            soft=batch["teacher_probs"], temperature=labels.temperature,
-                            original=batch["source_label_index"], original_weight=labels.original_weight)
+        loss = batch_loss(logits.float(), batch, stage.labels, mixup)
         fit.optimizer.zero_grad(set_to_none=True)
         fit.scaler.scale(loss).backward()
         fit.scaler.step(fit.optimizer)
@@ -152,6 +153,22 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
         seen += len(logits)
     fit.model.eval()
     return total_loss, seen
+
+
+def batch_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], labels: LabelSpec,
+               mixup: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The stage's loss on a batch. With mixup (partner, own weight): each input's loss against
+    its own labels and against its partner's, weighted as its waveform was."""
+    def loss(of: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+        pick = (lambda t: t) if of is None else (lambda t: None if t is None else t[of])
+        return student_loss(logits, mode=labels.mode, hard=pick(batch["teacher_label_index"]),
+                            soft=pick(batch["teacher_probs"]), temperature=labels.temperature,
+                            original=pick(batch["source_label_index"]), original_weight=labels.original_weight,
+                            reduction=reduction)
+    if mixup is None:
+        return loss()
+    partner, weight = (t.to(logits.device) for t in mixup)
+    return (weight * loss(reduction="none") + (1 - weight) * loss(partner, "none")).mean()
 
 
 def kept_model(fit: Fit, epoch: int, epochs: int, average_epochs: int) -> torch.nn.Module:

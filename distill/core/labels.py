@@ -46,8 +46,8 @@ def keep_confident(confidence: np.ndarray, min_confidence: float) -> np.ndarray:
 
 def student_loss(logits: torch.Tensor, *, mode: LabelMode, hard: torch.Tensor | None = None,
                  soft: torch.Tensor | None = None, temperature: float = 1.0, original: torch.Tensor | None = None,
-                 original_weight: float = 0.0) -> torch.Tensor:
-    """Mean loss of a student batch.
+                 original_weight: float = 0.0, reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+    """Mean loss of a student batch (``reduction="none"``: each input's, ``(batch,)``).
 
     hard: cross-entropy against the class indices ``hard``.
     soft: ``T² · KL(soft ‖ softmax(logits / T))``; the T² keeps gradient scale comparable
@@ -57,19 +57,24 @@ def student_loss(logits: torch.Tensor, *, mode: LabelMode, hard: torch.Tensor | 
     """
     if not 0 <= original_weight <= 1:
         raise ValueError(f"original_weight must be in [0, 1], got {original_weight}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     if original_weight > 0:
         if original is None:
             raise ValueError("mixing in the original label needs its class indices")
-        teacher = student_loss(logits, mode=mode, hard=hard, soft=soft, temperature=temperature) if original_weight < 1 else 0
-        return (1 - original_weight) * teacher + original_weight * F.cross_entropy(logits, original)
+        teacher = (student_loss(logits, mode=mode, hard=hard, soft=soft, temperature=temperature, reduction=reduction)
+                   if original_weight < 1 else 0)
+        return (1 - original_weight) * teacher + original_weight * F.cross_entropy(logits, original, reduction=reduction)
     if mode == "hard":
         if hard is None:
             raise ValueError("hard-label loss needs class indices")
-        return F.cross_entropy(logits, hard)
+        return F.cross_entropy(logits, hard, reduction=reduction)
     if mode == "soft":
         if soft is None:
             raise ValueError("soft-label loss needs teacher probabilities")
         log_p = F.log_softmax(logits / temperature, dim=-1)
+        if reduction == "none":
+            return F.kl_div(log_p, soft, reduction="none").sum(dim=-1) * temperature**2
         return F.kl_div(log_p, soft, reduction="batchmean") * temperature**2
     raise ValueError(f"unknown label mode {mode!r}; use 'hard' or 'soft'")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distill.core.augment import (AugmentConfig, NoiseBank, augment_waveforms, batch_generator, frequency_warps,
-                                  mix_styles, spectrogram_masks, style_mixes)
+                                  mix_inputs, mix_styles, mixups, spectrogram_masks, style_mixes)
 from distill.core.models import build_model
 
 SR = 16000
@@ -416,3 +416,44 @@ def test_style_mix_reaches_the_network_through_forward():
         plain, out = model(x), model(x, None, None, mix)
     assert torch.equal(out[[0, 2]], plain[[0, 2]])
     assert (out[[1, 3]] - plain[[1, 3]]).abs().max() > 1e-3
+
+
+def test_mixup_off_draws_nothing_and_on_follows_its_seed_share_and_alpha():
+    g = batch_generator(3, 0, 0, 0)
+    assert mixups(8, AugmentConfig(), g) is None
+    assert mixups(8, AugmentConfig(enabled=False, mixup_prob=1.0), g) is None
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=batch_generator(3, 0, 0, 0)))
+    cfg = AugmentConfig(mixup_prob=0.5)
+    assert not AugmentConfig(time_shift_ms=0, noise_prob=0).active
+    assert AugmentConfig(time_shift_ms=0, noise_prob=0, mixup_prob=0.5).active  # mixup alone runs the step's augmentation
+    partner, weight = mixups(2000, cfg, batch_generator(1, 0, 0, 0))
+    again = mixups(2000, cfg, batch_generator(1, 0, 0, 0))
+    assert torch.equal(partner, again[0]) and torch.equal(weight, again[1])
+    assert not torch.equal(weight, mixups(2000, cfg, batch_generator(1, 0, 0, 1))[1])
+    assert torch.equal(partner.sort().values, torch.arange(2000))  # a permutation of the batch
+    mixed = weight != 1.0
+    assert 0.45 < mixed.float().mean() < 0.55  # the asked share, the others exactly 1
+    w = weight[mixed]
+    assert w.min() >= 0 and w.max() <= 1
+    assert ((w < 0.1) | (w > 0.9)).float().mean() > 0.4  # Beta(0.3, 0.3): most weights near an end
+    flat = mixups(4000, AugmentConfig(mixup_prob=1.0, mixup_alpha=50.0), batch_generator(1, 0, 0, 0))[1]
+    assert abs(flat.mean() - 0.5) < 0.01 and flat.std() < 0.1  # a large alpha: weights near 1/2
+    # drawn after the style mixes: turning mixup on leaves the other draws as they were
+    both = AugmentConfig(mixstyle_prob=0.5, mixup_prob=0.5)
+    g1, g2 = batch_generator(5, 1, 0, 2), batch_generator(5, 1, 0, 2)
+    assert torch.equal(style_mixes(64, both, g1)[1], style_mixes(64, AugmentConfig(mixstyle_prob=0.5), g2)[1])
+    with pytest.raises(Exception):
+        AugmentConfig(mixup_prob=1.5)
+    with pytest.raises(Exception):
+        AugmentConfig(mixup_alpha=0.0)
+
+
+def test_mixup_mixes_each_waveform_with_its_partner_by_its_weight():
+    x = ramp(4, 8000) - 0.5
+    partner, weight = torch.tensor([1, 0, 3, 2]), torch.tensor([1.0, 0.25, 0.0, 0.6])
+    out = mix_inputs(x, partner, weight)
+    assert out.shape == x.shape
+    assert torch.equal(out[0], x[0])  # weight 1: unchanged, to the bit
+    assert torch.allclose(out[1], 0.25 * x[1] + 0.75 * x[0])
+    assert torch.allclose(out[2], x[3])
+    assert torch.allclose(out[3], 0.6 * x[3] + 0.4 * x[2])

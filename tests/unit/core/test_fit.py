@@ -141,3 +141,35 @@ def test_validation_computes_the_features_once_and_counts_what_predict_counts(mo
         before = len(calls)
         assert validation.counts(fit.net).tolist() == [float((predicted == labels).sum()), 9.0]
         assert len(calls) - before == (batches if epoch == 0 or not cache_bytes else 0)
+
+
+def test_mixup_weights_the_loss_between_each_input_and_its_partner():
+    from distill.core.fit import batch_loss
+    torch.manual_seed(3)
+    logits = torch.randn(4, CLASSES)
+    labels = torch.tensor([0, 1, 2, 3])
+    batch = {"teacher_label_index": labels, "teacher_probs": torch.softmax(torch.randn(4, CLASSES), -1),
+             "source_label_index": labels.flip(0)}
+    spec = STAGE.labels
+    plain = batch_loss(logits, batch, spec)
+    assert torch.allclose(batch_loss(logits, batch, spec, (torch.tensor([1, 0, 3, 2]), torch.ones(4))), plain)
+    partner, weight = torch.tensor([1, 0, 3, 2]), torch.tensor([0.3, 1.0, 0.0, 0.5])
+    swapped = {k: v[partner] for k, v in batch.items()}
+    each = lambda b: torch.stack([batch_loss(logits[i:i + 1], {k: v[i:i + 1] for k, v in b.items()}, spec)
+                                  for i in range(4)])
+    want = (weight * each(batch) + (1 - weight) * each(swapped)).mean()
+    assert torch.allclose(batch_loss(logits, batch, spec, (partner, weight)), want)
+
+
+def test_mixup_changes_training_and_off_leaves_it_as_it_was():
+    aug = Augmentation(None, None, 16000, 10.0, 40)
+    def first_loss(**augment):
+        train = TrainConfig(batch_size=BATCH, lr=0.05, augment={"time_shift_ms": 0, "noise_prob": 0, **augment})
+        fit = new_fit(train, 1)
+        return train_epoch(fit, tone_batches(1, 0), STAGE, train, aug, epoch=0, rank=0, device=CPU)[0], fit
+    base, fit_base = first_loss()
+    off, fit_off = first_loss(mixup_prob=0.0)
+    on, fit_on = first_loss(mixup_prob=1.0)
+    assert base == off
+    assert all(torch.equal(a, b) for a, b in zip(fit_base.net.state_dict().values(), fit_off.net.state_dict().values()))
+    assert on != base

@@ -73,3 +73,19 @@ def test_mixing_in_the_original_label_weights_the_two_losses():
                           0.5 * student_loss(logits, mode="soft", soft=soft) + 0.5 * original_loss)
     with pytest.raises(ValueError, match="original label"):
         student_loss(logits, mode="hard", hard=hard, original_weight=0.5)
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+@pytest.mark.parametrize("original_weight", [0.0, 0.5])
+def test_each_inputs_loss_averages_to_the_batch_loss(mode, original_weight):
+    torch.manual_seed(2)
+    logits, hard, original = torch.randn(6, 4), torch.randint(0, 4, (6,)), torch.randint(0, 4, (6,))
+    soft = torch.softmax(torch.randn(6, 4), dim=-1)
+    kw = dict(mode=mode, hard=hard, soft=soft, temperature=2.0, original=original, original_weight=original_weight)
+    each = student_loss(logits, **kw, reduction="none")
+    assert each.shape == (6,)
+    assert torch.allclose(each.mean(), student_loss(logits, **kw))
+    assert torch.allclose(each[2], student_loss(logits[2:3], **{**kw, "hard": hard[2:3], "soft": soft[2:3],
+                                                                "original": original[2:3]}))
+    with pytest.raises(ValueError, match="reduction"):
+        student_loss(logits, **kw, reduction="sum")
