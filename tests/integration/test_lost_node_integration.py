@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import write_sc_layout
-from test_cluster_integration import BIN, KEYWORDS, free_port, kill_processes, pids_mentioning, ray_cli
+from test_cluster_integration import KEYWORDS, free_port, kill_processes, pids_mentioning, ray_cli
 
 pytestmark = pytest.mark.integration
 EPOCHS = 6
