@@ -364,24 +364,25 @@ def test_warp_range_is_checked():
             AugmentConfig(**bad)
 
 
-def test_style_mix_off_draws_nothing_and_on_follows_its_seed_and_share():
+@pytest.mark.parametrize("draw, option", [(style_mixes, "mixstyle"), (mixups, "mixup")])
+def test_a_partner_draw_off_draws_nothing_and_on_follows_its_seed_share_and_alpha(draw, option):
     g = batch_generator(3, 0, 0, 0)
-    assert style_mixes(8, AugmentConfig(), g) is None
-    assert style_mixes(8, AugmentConfig(enabled=False, mixstyle_prob=1.0), g) is None
+    assert draw(8, AugmentConfig(), g) is None
+    assert draw(8, AugmentConfig(enabled=False, **{f"{option}_prob": 1.0}), g) is None
     assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=batch_generator(3, 0, 0, 0)))
-    cfg = AugmentConfig(mixstyle_prob=0.5)
+    cfg = AugmentConfig(**{f"{option}_prob": 0.5})
     assert cfg.active
-    partner, weight = style_mixes(2000, cfg, batch_generator(1, 0, 0, 0))
-    again = style_mixes(2000, cfg, batch_generator(1, 0, 0, 0))
+    partner, weight = draw(2000, cfg, batch_generator(1, 0, 0, 0))
+    again = draw(2000, cfg, batch_generator(1, 0, 0, 0))
     assert torch.equal(partner, again[0]) and torch.equal(weight, again[1])
-    assert not torch.equal(weight, style_mixes(2000, cfg, batch_generator(1, 0, 0, 1))[1])
+    assert not torch.equal(weight, draw(2000, cfg, batch_generator(1, 0, 0, 1))[1])
     assert torch.equal(partner.sort().values, torch.arange(2000))  # a permutation of the batch
     mixed = weight != 1.0
     assert 0.45 < mixed.float().mean() < 0.55  # the asked share, the others exactly 1
     w = weight[mixed]
     assert w.min() >= 0 and w.max() <= 1
     assert ((w < 0.1) | (w > 0.9)).float().mean() > 0.4  # Beta(0.3, 0.3): most weights near an end
-    flat = style_mixes(4000, AugmentConfig(mixstyle_prob=1.0, mixstyle_alpha=50.0), batch_generator(1, 0, 0, 0))[1]
+    flat = draw(4000, AugmentConfig(**{f"{option}_prob": 1.0, f"{option}_alpha": 50.0}), batch_generator(1, 0, 0, 0))[1]
     assert abs(flat.mean() - 0.5) < 0.01 and flat.std() < 0.1  # a large alpha: weights near 1/2
 
 
@@ -418,30 +419,9 @@ def test_style_mix_reaches_the_network_through_forward():
     assert (out[[1, 3]] - plain[[1, 3]]).abs().max() > 1e-3
 
 
-def test_mixup_off_draws_nothing_and_on_follows_its_seed_share_and_alpha():
-    g = batch_generator(3, 0, 0, 0)
-    assert mixups(8, AugmentConfig(), g) is None
-    assert mixups(8, AugmentConfig(enabled=False, mixup_prob=1.0), g) is None
-    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=batch_generator(3, 0, 0, 0)))
-    cfg = AugmentConfig(mixup_prob=0.5)
+def test_mixup_alone_runs_the_augmentation_and_its_values_are_checked():
     assert not AugmentConfig(time_shift_ms=0, noise_prob=0).active
-    assert AugmentConfig(time_shift_ms=0, noise_prob=0, mixup_prob=0.5).active  # mixup alone runs the step's augmentation
-    partner, weight = mixups(2000, cfg, batch_generator(1, 0, 0, 0))
-    again = mixups(2000, cfg, batch_generator(1, 0, 0, 0))
-    assert torch.equal(partner, again[0]) and torch.equal(weight, again[1])
-    assert not torch.equal(weight, mixups(2000, cfg, batch_generator(1, 0, 0, 1))[1])
-    assert torch.equal(partner.sort().values, torch.arange(2000))  # a permutation of the batch
-    mixed = weight != 1.0
-    assert 0.45 < mixed.float().mean() < 0.55  # the asked share, the others exactly 1
-    w = weight[mixed]
-    assert w.min() >= 0 and w.max() <= 1
-    assert ((w < 0.1) | (w > 0.9)).float().mean() > 0.4  # Beta(0.3, 0.3): most weights near an end
-    flat = mixups(4000, AugmentConfig(mixup_prob=1.0, mixup_alpha=50.0), batch_generator(1, 0, 0, 0))[1]
-    assert abs(flat.mean() - 0.5) < 0.01 and flat.std() < 0.1  # a large alpha: weights near 1/2
-    # drawn after the style mixes: turning mixup on leaves the other draws as they were
-    both = AugmentConfig(mixstyle_prob=0.5, mixup_prob=0.5)
-    g1, g2 = batch_generator(5, 1, 0, 2), batch_generator(5, 1, 0, 2)
-    assert torch.equal(style_mixes(64, both, g1)[1], style_mixes(64, AugmentConfig(mixstyle_prob=0.5), g2)[1])
+    assert AugmentConfig(time_shift_ms=0, noise_prob=0, mixup_prob=0.5).active
     with pytest.raises(Exception):
         AugmentConfig(mixup_prob=1.5)
     with pytest.raises(Exception):
