@@ -33,7 +33,7 @@ def part_errors(model_dir: str, corpus: Path, part: str, top: int = 12) -> dict:
     model, spec = load_model_dir(model_dir)
     index = build_source_index(parse_data_spec(f"speech_commands_test:{corpus / part}"))
     clips = index.clips.copy()
-    rate = 16000
+    rate = spec.features["sample_rate"]  # the model's own rate: clips resampled to it as `pld eval` does
     waves = np.stack([decode_clip(p, s, rate, rate) for p, s in zip(clips.path, clips.start)])
     with torch.no_grad():
         pred = predict(model.eval(), waves, spec.input_samples, "stream", silence_index=spec.silence_index)
