@@ -34,10 +34,12 @@ system:
 	  $(SUDO) apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(FESTIVAL) $(MBROLA) $(RHVOICE) >/dev/null; }
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH) -e ".[test]"
+	# benchmarks/speech_embedding.py: Google's speech embedding as ONNX, inside this wheel (its deps unneeded)
+	$(BIN)/python -m pip install -q --no-deps openwakeword==0.5.1
 	touch $@
 
 data: $(DATA)/synth.json

@@ -1,0 +1,49 @@
+"""benchmarks/speech_embedding.py: the frozen speech embedding's shapes on real ONNX files, the
+head keeping its best validation epoch, and a clear error where the model files are missing."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+spec = importlib.util.spec_from_file_location("speech_embedding",
+                                              Path(__file__).resolve().parents[2] / "benchmarks" / "speech_embedding.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_a_clip_becomes_a_sequence_of_96_number_embeddings_that_depends_on_the_sound():
+    embed = bench.SpeechEmbedding(threads=1)
+    t = np.arange(16000) / 16000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    noise = 0.3 * np.random.default_rng(0).standard_normal(16000)
+    out = embed(np.stack([tone, noise]).astype(np.float32))
+    # 1.8 s padded: 177 frames of 10 ms, windows of 76 frames every 8
+    assert out.shape == (2, 13, bench.DIM)
+    assert np.isfinite(out).all()
+    assert np.abs(out[0] - out[1]).max() > 1e-2
+    np.testing.assert_allclose(embed(tone[None].astype(np.float32))[0], out[0], rtol=1e-4, atol=1e-4)
+
+
+def test_the_head_learns_separable_classes_and_keeps_its_best_validation_epoch(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, bench.DIM, generator=g) * 3
+    y = torch.arange(300) % 3
+    x = centres[y][:, None, :] + torch.randn(300, 5, bench.DIM, generator=g)
+    val = (x[:60], y[:60])
+    seen = []
+    real_accuracy = bench.accuracy
+    monkeypatch.setattr(bench, "accuracy", lambda p, t: seen.append(real_accuracy(p, t)) or seen[-1])
+    head, epoch = bench.train_head(x[60:], y[60:], val, classes=3, seed=0, epochs=4)
+    assert epoch == int(np.argmax(seen))  # the first best, on a tie
+    assert bench.accuracy(bench.posteriors(head, val[0]), val[1]) == max(seen) > 0.9
+
+
+def test_missing_model_files_say_how_to_install_them(monkeypatch):
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="openwakeword==0.5.1"):
+        bench.model_files()
