@@ -159,7 +159,8 @@ def embedded(name: str, spec: str, split: str, work: Path, embed: SpeechEmbeddin
         frame, _ = clips(spec, split)
         started = time.perf_counter()
         emb = np.concatenate([embed(waveforms(frame[i:i + 64])) for i in range(0, len(frame), 64)])
-        np.savez(cache, emb=emb.astype(np.float32), label=np.array(frame.label), clip=np.array(frame.clip_id))
+        np.savez(cache, emb=emb.astype(np.float32), label=np.array(frame.label, dtype=str),
+                 clip=np.array(frame.clip_id, dtype=str))
         print(f"{name}: {len(frame)} clips embedded in {time.perf_counter() - started:.0f} s", flush=True)
     data = np.load(cache, allow_pickle=False)
     unknown = sorted(set(data["label"]) - set(labels))

@@ -47,3 +47,30 @@ def test_missing_model_files_say_how_to_install_them(monkeypatch):
     monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="openwakeword==0.5.1"):
         bench.model_files()
+
+
+def test_a_part_is_embedded_once_and_read_back_from_its_cache(tmp_path):
+    import soundfile as sf
+    from distill.names import SILENCE, UNKNOWN
+    labels = [SILENCE, UNKNOWN, "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+    for label in labels:
+        (tmp_path / "part" / label).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("yes/a_nohash_0.wav", "no/b_nohash_0.wav", "no/c_nohash_0.wav"):
+        sf.write(tmp_path / "part" / name, (rng.standard_normal(16000) * 1000).astype(np.int16), 16000, subtype="PCM_16")
+    calls = []
+
+    def embed(waves):
+        calls.append(len(waves))
+        return np.repeat(waves[:, :bench.DIM][:, None, :], 2, axis=1)
+
+    spec_ = f"speech_commands_test:{tmp_path / 'part'}"
+    first = bench.embedded("part", spec_, "test", tmp_path, embed, labels)
+    again = bench.embedded("part", spec_, "test", tmp_path, embed, labels)
+    assert calls == [3]
+    assert first[0].shape == (3, 2, bench.DIM)
+    assert sorted(labels[i] for i in first[1]) == ["no", "no", "yes"]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="not among"):
+        bench.embedded("part", spec_, "test", tmp_path, embed, labels[:3])
