@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    name: str = Field("res8", description="Registered network: res8, res8_narrow, tiny, or your own.")
+    name: str = Field("res8", description="Registered network: res8, res8_narrow, res15, speech_embedding (a teacher on a frozen embedding of human speech), tiny, or your own.")
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the network's builder.")
 
 
@@ -288,12 +288,30 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
         from distill.stages import plan_chain  # the plan names the stages (stages.py imports this module)
 
-        names = [s.name for s in plan_chain(self)]
+        plan = plan_chain(self)
+        names = [s.name for s in plan]
+        for stage in plan:
+            self._check_waveform_model(stage)
         for key in self.stages:
             if key not in names and key not in STAGE_GROUPS.values():
                 raise ValueError(f"stages.{key}: no such stage in this chain; its stages are {', '.join(names)}, and "
                                  f"the groups {', '.join(STAGE_GROUPS.values())}")
         return self
+
+    def _check_waveform_model(self, stage: Any) -> None:
+        """A network with its own front end cannot take the augmentations that act on the log-mel."""
+        from distill.core.models import MODELS
+
+        net, augment = self.model_for(stage.kind), self.train.augment
+        try:
+            waveform = getattr(MODELS.get(net.name), "takes_waveform", False)
+        except KeyError:
+            return  # an unknown name is refused, with the registered ones, where the network is built
+        if waveform and augment.enabled and (augment.spec_time_masks or augment.spec_freq_masks
+                                             or augment.warp_prob > 0 or augment.mixstyle_prob > 0):
+            raise ValueError(f"stage {stage.name}: model {net.name} takes the waveform, and SpecAugment, the frequency "
+                             "warp and Freq-MixStyle act on the log-mel it does not read: set "
+                             "train.augment.spec_time_masks and spec_freq_masks to 0, warp_prob and mixstyle_prob to 0")
 
     def model_for(self, kind: str) -> ModelConfig:
         """The network of a stage of this kind (teacher, student or baseline)."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from distill.core.features import ConvLogMel, FoldedLogMel
-from distill.core.models import KeywordSpotter
+from distill.core.models import KeywordSpotter, takes_waveform
 
 INPUT, OUTPUT = "waveform", "posteriors"
 FEATURES = "features"  # where the front end's graph meets the network's
@@ -47,13 +47,14 @@ class Posteriors(torch.nn.Module):
 
     def __init__(self, model: KeywordSpotter):
         super().__init__()
-        self.frontend = ConvLogMel(model.features)
+        self.frontend = torch.nn.Identity() if takes_waveform(model.net) else ConvLogMel(model.features)
         self.net = model.net
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.net(self.frontend(waveform)), dim=-1)
 
 
+NET_FRONTEND = "/net/frontend/"  # the front end of a network that takes the waveform (speech_embedding): fp32 too
 NCHWC_BLOCK = 16  # onnxruntime's blocked-channel convolutions (NCHWc): 16 channels a block with AVX-512, 8 with AVX2
 MAX_PADDING = 0.125  # pad a network's channels to whole blocks when that adds at most this share of channels
 
@@ -176,7 +177,7 @@ def export_onnx(model: KeywordSpotter, input_samples: int, path: str | Path, fro
     path = Path(path)
     model = model.eval()
     try:
-        folded = FoldedLogMel(model.features) if frontend == "folded" else None
+        folded = FoldedLogMel(model.features) if frontend == "folded" and not takes_waveform(model.net) else None
     except ValueError:
         folded = None
     if folded is None:
@@ -296,7 +297,8 @@ def quantize_int8(fp32: str | Path, int8: str | Path, calibration: np.ndarray, *
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     # only the network's operators: the front end and the softmax (posteriors in steps of 1/255
     # would blunt the detection threshold) stay fp32
-    outside = [n.name for n in onnx.load(str(prepared)).graph.node if not n.name.startswith("/net/")]
+    outside = [n.name for n in onnx.load(str(prepared)).graph.node
+               if not n.name.startswith("/net/") or n.name.startswith(NET_FRONTEND)]
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR  # per-channel notes on batch-norm constants, logged on root
     try:

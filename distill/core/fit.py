@@ -205,7 +205,7 @@ class Validation:
     def _feature_batches(self, net: torch.nn.Module) -> Iterable[torch.Tensor]:
         if self._features is not None:
             return self._features
-        batches = (net.features(x.to(self.device))
+        batches = (net.net_input(x.to(self.device))
                    for x in window_batches(self.waves, self.input_samples, self.starts, self.batch_size))
         first = next(iter(batches))
         if first.element_size() * first[0].numel() * self.starts.size > VALIDATION_CACHE_BYTES:

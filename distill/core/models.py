@@ -7,7 +7,9 @@ non-affine batch norm, global average pooling and a linear layer. ``res8_narrow`
 paper's 19-map variant. ``res15`` is the paper's most accurate network: no pooling, six residual
 blocks and a 13th convolution, the i-th dilated 2^⌊i/3⌋ (45 maps, 238K parameters as in the paper
 and in its authors' Honk; about 25× res8's MACs: a GPU's model).
-``tiny`` exists for fast tests.
+``speech_embedding`` is a small head on a frozen speech embedding learned from human speech
+(distill.core.speech_embedding): it takes the waveform, not the log-mel, and is a teacher's
+network, not a student's. ``tiny`` exists for fast tests.
 """
 
 from __future__ import annotations
@@ -136,6 +138,15 @@ def build_res15(n_classes: int, channels: int = 45) -> nn.Module:
     return Res8(n_classes, channels=channels, pool=None, n_layers=13, dilate=True)
 
 
+@MODELS.register("speech_embedding")
+def build_speech_embedding(n_classes: int, width: int = 128, dropout: float = 0.3, pad_ms: float = 400.0) -> nn.Module:
+    from distill.core.speech_embedding import SpeechEmbeddingSpotter  # reads openWakeWord's files: only when asked
+    return SpeechEmbeddingSpotter(n_classes, width=width, dropout=dropout, pad_ms=pad_ms)
+
+
+build_speech_embedding.takes_waveform = True  # known before it is built: the config refuses log-mel augmentations
+
+
 @MODELS.register("tiny")
 def build_tiny(n_classes: int, channels: int = 8) -> nn.Module:
     return Tiny(n_classes, channels=channels)
@@ -157,12 +168,27 @@ class KeywordSpotter(nn.Module):
         the per-input mean; ``frequency_warp`` (training only) a warp factor per input;
         ``style_mix`` (training only: Freq-MixStyle) each input's partner and own weight. All go
         through ``forward`` so that a DDP-wrapped model sees them."""
+        if takes_waveform(self.net):
+            if feature_mask is not None or frequency_warp is not None or style_mix is not None:
+                raise ValueError(f"{type(self.net).__name__} takes the waveform: SpecAugment, the frequency warp "
+                                 "and Freq-MixStyle act on the log-mel it does not use; turn them off "
+                                 "(train.augment.spec_*_masks, warp_prob, mixstyle_prob)")
+            return self.net(waveform)
         feats = self.features(waveform, frequency_warp)
         if style_mix is not None:
             feats = mix_styles(feats, *style_mix)
         if feature_mask is not None:
             feats = feats.masked_fill(feature_mask.to(feats.device), 0.0)
         return self.net(feats)
+
+    def net_input(self, waveform: torch.Tensor) -> torch.Tensor:
+        """What the network reads: the log-mel of ``waveform``, or the waveform for a net that takes it."""
+        return waveform if takes_waveform(self.net) else self.features(waveform)
+
+
+def takes_waveform(net: nn.Module) -> bool:
+    """A network with its own front end (``takes_waveform = True``) is handed the waveform."""
+    return bool(getattr(net, "takes_waveform", False))
 
 
 def build_model(name: str, n_classes: int, options: dict[str, Any] | None = None,
@@ -185,7 +211,7 @@ def count_macs(model: KeywordSpotter, input_samples: int) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        feats = model.features(torch.zeros(1, input_samples))
+        feats = model.net_input(torch.zeros(1, input_samples))
         counter = FlopCounterMode(display=False)
         with counter:
             model.net(feats)

@@ -58,6 +58,10 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "train: {runner: local, num_workers: 2}": "train: train.runner: local trains in the driver's one",
         "train: {runner: local, use_gpu: true}": "set runner: workers (or auto) for several workers or GPUs",
         "train: {runner: ray}": "train.runner: Input should be 'auto', 'local' or 'workers'",
+        "teacher_model: {name: speech_embedding}\ntrain: {augment: {spec_time_masks: 2}}":
+            "stage teacher: model speech_embedding takes the waveform",
+        "model: {name: speech_embedding}\ntrain: {augment: {warp_prob: 0.5}}":
+            "set train.augment.spec_time_masks and spec_freq_masks to 0",
     }
     for text, message in cases.items():
         path = tmp_path / "c.yaml"
@@ -65,6 +69,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_config(path)
         assert message in str(info.value), (text, str(info.value))
+    path.write_text("teacher_model: {name: speech_embedding}\ntrain: {augment: {gain_prob: 0.5}}\n")  # the waveform's own: taken
+    assert load_config(path).teacher_model.name == "speech_embedding"
 
 
 def test_configs_never_evaluate_code(tmp_path, capsys):

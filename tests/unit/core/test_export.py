@@ -12,9 +12,9 @@ import torch
 from onnx import numpy_helper
 
 from distill.core.export import (MAX_POSTERIOR_GAP, OnnxSpotter, check_equivalence, export_onnx, frontend_onnx,
-                                 latencies, onnx_posteriors, pad_channels, quantize_int8)
+                                 NET_FRONTEND, latencies, onnx_posteriors, pad_channels, quantize_int8)
 from distill.core.features import ConvLogMel, FeatureConfig, FoldedLogMel, LogMel
-from distill.core.models import MODELS, build_model
+from distill.core.models import MODELS, build_model, takes_waveform
 
 
 def speechlike(n: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -113,7 +113,7 @@ def test_padded_channels_compute_what_the_network_computes(name):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
         padded = pad_channels(net)
-        x = LogMel()(torch.from_numpy(speechlike(4, 8000)))
+        x = build_model(name, 12, {}, FeatureConfig()).net_input(torch.from_numpy(speechlike(4, 8000)))
         assert (padded(x) - net(x)).abs().max() <= 1e-5
     widths = {"res8": 48, "res15": 48}  # 45 maps → 3 blocks of 16; res8_narrow's 19 would need 68 % more
     if name in widths:
@@ -146,6 +146,10 @@ def test_a_broken_export_fails_the_check(exported, tmp_path):
         bent[:, :32] *= 2.0  # the lowest quarter of the bins twice as loud (a uniform gain would vanish in the
         # per-input normalisation; a smaller bend slips under the gap of an untrained tiny network)
         basis.CopyFrom(numpy_helper.from_array(bent, basis.name))
+    for mel in (t for t in graph.graph.initializer if t.name == "net.frontend.mel"):  # a net with its own front end
+        bent = numpy_helper.to_array(mel).copy()
+        bent[:, :8] *= 2.0
+        mel.CopyFrom(numpy_helper.from_array(bent, mel.name))
     broken = tmp_path / "broken.onnx"
     onnx.save(graph, str(broken))
     result = check_equivalence(model, OnnxSpotter(broken), speechlike(200, 8000, seed=3))
@@ -160,15 +164,18 @@ def test_int8_quantizes_the_network_and_not_the_front_end(exported, tmp_path, qd
     int8 = quantize_int8(path, tmp_path / "m.int8.onnx", (speechlike(40, 8000, seed=4) * 32768).astype(np.int16), qdq=qdq)
     nodes = onnx.load(str(int8)).graph.node
     dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    frontend = [n for n in nodes if n.name.startswith("/frontend")]
-    assert sum(n.op_type in ("MatMul", "Log") for n in frontend) == 4  # re, im, mel, log: fp32 features
+    frontend = [n for n in nodes if n.name.startswith(("/frontend", NET_FRONTEND))]
+    if takes_waveform(model.net):  # its own front end: the DFT as a convolution, mel, log
+        assert [n.op_type for n in frontend if n.op_type in ("Conv", "MatMul", "Log")] == ["Conv", "MatMul", "Log"]
+    else:
+        assert sum(n.op_type in ("MatMul", "Log") for n in frontend) == 4  # re, im, mel, log: fp32 features
     assert not any(n.op_type.startswith("QLinear") or i in dequantized for n in frontend for i in n.input)
     if qdq:  # every network convolution reads dequantized int8
-        network = [n for n in nodes if n.name.startswith("/net") and n.op_type == "Conv"]
+        network = [n for n in nodes if n.name.startswith("/net") and n.op_type == "Conv" and n not in frontend]
         assert network and all(any(i in dequantized for i in n.input) for n in network)
     else:  # QOperator: the convolutions alone become QLinearConv; Add, pooling and the output layer stay fp32
-        assert any(n.op_type == "QLinearConv" for n in nodes) and not any(n.op_type == "Conv" and n.name.startswith("/net")
-                                                                         for n in nodes)
+        assert any(n.op_type == "QLinearConv" for n in nodes) and not any(
+            n.op_type == "Conv" and n.name.startswith("/net") and n not in frontend for n in nodes)
         assert not any(n.op_type in ("QLinearAdd", "QLinearAveragePool", "QGemm") for n in nodes)
     x = speechlike(20, 8000, seed=5)
     post = onnx_posteriors(OnnxSpotter(int8), x)

@@ -1,0 +1,164 @@
+"""``speech_embedding``: a keyword spotter that is a small head on a speech embedding learned
+from human speech, frozen.
+
+Why: every other network here learns sound from the corpus's synthesizers alone, and hears
+those synthesizers. Google's speech embedding (Lin et al. 2020, "Training keyword spotters with
+limited and synthesized speech data") was trained on human speech so that keyword spotters
+trained on synthesized speech hear people; openWakeWord ships it as ONNX (Apache 2.0) in its
+0.5 wheels, which `make install` installs without its dependencies. This module is its exact
+port to PyTorch, weights read from those files, so that it trains in the platform's one loop
+and exports like any network. Measured as a teacher: docs/benchmarks.md.
+
+The pipeline, as the ONNX files compute it:
+- a 512-tap STFT every 10 ms (a convolution with the window in its weights), power, 32 mel
+  bands, 10·log10 floored at 80 dB under the loudest value (per clip here; the ONNX file takes
+  the loudest of its whole batch), then x / 10 + 2 (openWakeWord's match to the TF original);
+- 20 convolutions with leaky ReLU (0.2) floored at −0.4 and 5 max-pools, over 76 frames:
+  96 numbers per 775 ms window. Its time axis is convolutional with a stride of 8 frames, so
+  one pass over a clip's frames gives the embedding of every window 80 ms apart, as the
+  sliding windows would, at a tenth of their cost;
+- the head (trained): layer norm, two convolutions over the windows, max over time, a linear
+  layer. The input is padded with ``pad_ms`` of zeros either side, so a word anywhere in the
+  clip fills some window.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SAMPLE_RATE = 16_000
+WINDOW_FRAMES, EMBEDDING_DIM, MEL_BANDS = 76, 96, 32
+INSTALL_HINT = "pip install --no-deps openwakeword==0.5.1 (`make install` does)"
+
+
+def model_files() -> tuple[Path, Path]:
+    """openWakeWord 0.5's melspectrogram.onnx and embedding_model.onnx, or a clear error."""
+    spec = importlib.util.find_spec("openwakeword")  # located, not imported: its dependencies are not needed
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"model speech_embedding needs openWakeWord's model files: {INSTALL_HINT}")
+    models = Path(next(iter(spec.submodule_search_locations))) / "resources" / "models"
+    files = models / "melspectrogram.onnx", models / "embedding_model.onnx"
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise RuntimeError(f"model speech_embedding: {missing} not found (openWakeWord 0.6 and later "
+                           f"download them at run time): {INSTALL_HINT}")
+    return files
+
+
+def _onnx_graph(path: Path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    return graph, weights
+
+
+class EmbeddingLogMel(nn.Module):
+    """Waveform (batch, samples) at 16 kHz in [-1, 1] -> log-mel (batch, frames, 32) as the embedding expects."""
+
+    def __init__(self, dft_real: np.ndarray, dft_imag: np.ndarray, mel: np.ndarray):
+        super().__init__()
+        self.register_buffer("dft", torch.tensor(np.concatenate([dft_real, dft_imag]), dtype=torch.float32))
+        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32))
+        self.bins = dft_real.shape[0]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        spec = F.conv1d(waveform.unsqueeze(1) * 32767.0, self.dft, stride=160)  # int16 scale, as trained
+        power = spec[:, :self.bins] ** 2 + spec[:, self.bins:] ** 2
+        db = 10.0 * torch.log10(torch.clamp(power.transpose(1, 2) @ self.mel, min=1e-10))
+        db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - 80.0)
+        return db / 10.0 + 2.0
+
+
+class EmbeddingNet(nn.Module):
+    """Log-mel (batch, frames, 32) -> embeddings (batch, windows, 96), one per 8 frames."""
+
+    def __init__(self, layers: list[tuple[str, dict]]):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        for kind, spec in layers:
+            if kind == "conv":
+                conv = nn.Conv2d(spec["weight"].shape[1], spec["weight"].shape[0], spec["weight"].shape[2:],
+                                 padding=spec["padding"], bias=spec["bias"] is not None)
+                conv.weight.data.copy_(torch.tensor(spec["weight"]))
+                if spec["bias"] is not None:
+                    conv.bias.data.copy_(torch.tensor(spec["bias"]))
+                self.layers.append(conv)
+            else:
+                self.layers.append(nn.MaxPool2d(spec["kernel"], spec["stride"]))
+        self.activated = [isinstance(m, nn.Conv2d) and i < len(self.layers) - 1 for i, m in enumerate(self.layers)]
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        x = logmel.unsqueeze(1)
+        for layer, activated in zip(self.layers, self.activated):
+            x = layer(x)
+            if activated:
+                x = torch.clamp(F.leaky_relu(x, 0.2), min=-0.4)  # the TF model's leaky ReLU, then max(x, -0.4)
+        return x.squeeze(-1).transpose(1, 2)
+
+
+def load_embedding() -> tuple[EmbeddingLogMel, EmbeddingNet]:
+    """The front end and the embedding network, their weights read from openWakeWord's ONNX files."""
+    from onnx import helper
+
+    mel_file, net_file = model_files()
+    _, w = _onnx_graph(mel_file)
+    frontend = EmbeddingLogMel(w["0.stft.conv_real.weight"], w["0.stft.conv_imag.weight"], w["1.melW"])
+    graph, w = _onnx_graph(net_file)
+    layers = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            pads = attrs.get("pads", [0, 0, 0, 0])  # [time begin, mel begin, time end, mel end]
+            layers.append(("conv", {"weight": w[node.input[1]], "padding": (pads[0], pads[1]),
+                                    "bias": w[node.input[2]] if len(node.input) > 2 else None}))
+        elif node.op_type == "MaxPool":
+            layers.append(("pool", {"kernel": tuple(attrs["kernel_shape"]), "stride": tuple(attrs["strides"])}))
+    if sum(kind == "conv" for kind, _ in layers) != 20 or layers[-1][1]["weight"].shape[0] != EMBEDDING_DIM:
+        raise RuntimeError(f"{net_file}: not the speech embedding this port reads (20 convolutions to "
+                           f"{EMBEDDING_DIM} numbers); {INSTALL_HINT}")
+    return frontend, EmbeddingNet(layers)
+
+
+class SpeechEmbeddingSpotter(nn.Module):
+    """Waveform -> logits: the frozen embedding and a trained head (see the module doc)."""
+
+    takes_waveform = True  # KeywordSpotter hands it the waveform, not the platform's log-mel
+
+    def __init__(self, n_classes: int, width: int = 128, dropout: float = 0.3, pad_ms: float = 400.0):
+        super().__init__()
+        if not 0 <= pad_ms <= 2000:
+            raise ValueError(f"pad_ms must be in [0, 2000], got {pad_ms}")
+        self.pad = int(round(pad_ms * SAMPLE_RATE / 1000))
+        self.frontend, self.embedding = load_embedding()
+        for p in [*self.frontend.parameters(), *self.embedding.parameters()]:
+            p.requires_grad_(False)  # frozen: what it learned from human speech is what it is for
+        self.norm = nn.LayerNorm(EMBEDDING_DIM)
+        self.conv = nn.Sequential(nn.Conv1d(EMBEDDING_DIM, width, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Conv1d(width, width, 3, padding=1), nn.ReLU())
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> (batch, windows, 96)."""
+        x = F.pad(waveform, (self.pad, self.pad))
+        short = WINDOW_FRAMES * 160 + 512 - 160 - x.shape[-1]
+        if short > 0:  # fewer frames than one window: pad the end to one
+            x = F.pad(x, (0, short))
+        return self.embedding(self.frontend(x))
+
+    def train(self, mode: bool = True) -> "SpeechEmbeddingSpotter":
+        super().train(mode)
+        self.frontend.eval(), self.embedding.eval()  # frozen: no dropout or batch statistics of its own either way
+        return self
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            emb = self.embed(waveform)
+        return self.out(self.conv(self.norm(emb).transpose(1, 2)).amax(-1))
