@@ -151,7 +151,9 @@ class SpeechEmbeddingSpotter(nn.Module):
         short = WINDOW_FRAMES * 160 + 512 - 160 - x.shape[-1]
         if short > 0:  # fewer frames than one window: pad the end to one
             x = F.pad(x, (0, short))
-        return self.embedding(self.frontend(x))
+        with torch.autocast(x.device.type, enabled=False):  # int16-scale power overflows fp16: the front end stays fp32
+            logmel = self.frontend(x.float())
+        return self.embedding(logmel)
 
     def train(self, mode: bool = True) -> "SpeechEmbeddingSpotter":
         super().train(mode)

@@ -71,6 +71,23 @@ def test_a_training_step_moves_the_head_and_not_the_embedding():
     assert not model.net.frontend.training and not model.net.embedding.training and model.net.out.training
 
 
+def test_under_mixed_precision_the_front_end_stays_fp32(spotter):
+    from distill.core.models import autocast
+
+    x = torch.from_numpy(speechlike(2, 16000, seed=2))
+    calls = []
+    hook = spotter.frontend.register_forward_hook(lambda m, i, out: calls.append(out))
+    try:
+        with torch.no_grad():
+            plain = spotter(x)
+            with autocast("cpu", "bf16"):
+                mixed = spotter(x)
+    finally:
+        hook.remove()
+    assert calls[1].dtype == torch.float32 and torch.equal(calls[0], calls[1])
+    assert torch.isfinite(mixed).all() and torch.allclose(mixed.float(), plain, atol=0.3)
+
+
 def test_log_mel_augmentations_are_refused_for_a_network_that_reads_the_waveform():
     model = build_model("speech_embedding", 12, {}, FeatureConfig())
     with pytest.raises(ValueError, match="takes the waveform"):
