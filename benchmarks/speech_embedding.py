@@ -14,8 +14,10 @@ same parts as `benchmarks/engine_choice.py`: validation, unseen-accent validatio
 unseen-engine validation part (what chooses), and, for the record, test, unseen accents and the
 unseen-engine test part; `--second-opinion` adds another corpus's unseen-engine validation part.
 
-A probe outside the chain: the platform's teacher is not this model yet. Each part's embeddings
-are cached in WORK as .npz (about 15 ms a clip on 2 cores).
+A probe outside the chain (the platform's network is `model: speech_embedding`, the same
+embedding ported to PyTorch). `--gain-db` scales the input first, as the model's
+`input_gain_db` does. Each part's embeddings are cached in WORK as .npz, per gain (about 15 ms
+a clip on 2 cores).
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ def model_files() -> tuple[Path, Path]:
 
 
 class SpeechEmbedding:
-    """Waveforms (n, samples) at 16 kHz in [-1, 1] -> embeddings (n, windows, 96)."""
+    """Waveforms (n, samples) at 16 kHz in [-1, 1] -> embeddings (n, windows, 96); ``gain_db`` on
+    the input first (the model's `input_gain_db`)."""
 
-    def __init__(self, threads: int = 2):
+    def __init__(self, threads: int = 2, gain_db: float = 0.0):
+        self.scale = 32767.0 * 10 ** (gain_db / 20)
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -69,7 +73,9 @@ class SpeechEmbedding:
         self.emb = ort.InferenceSession(str(emb), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, waves: np.ndarray) -> np.ndarray:
-        x = np.pad(np.asarray(waves, np.float32), ((0, 0), (PAD_SAMPLES, PAD_SAMPLES))) * 32767.0
+        if np.asarray(waves).dtype == np.int16:
+            raise ValueError("waveforms must be float in [-1, 1], not int16 samples")
+        x = np.pad(np.asarray(waves, np.float32), ((0, 0), (PAD_SAMPLES, PAD_SAMPLES))) * self.scale
         spec = self.mel.run(None, {"input": x})[0][:, 0] / 10 + 2  # openWakeWord's scaling to the TF original
         starts = range(0, spec.shape[1] - WINDOW_FRAMES + 1, STEP_FRAMES)
         windows = np.stack([spec[:, s:s + WINDOW_FRAMES] for s in starts], 1)
@@ -149,7 +155,9 @@ def clips(spec: str, split: str):
 
 
 def waveforms(frame) -> np.ndarray:
-    return np.stack([decode_clip(p, s, SAMPLE_RATE, SAMPLE_RATE) for p, s in zip(frame.path, frame.start)])
+    """The clips as float in [-1, 1] (decode_clip gives int16 samples)."""
+    return np.stack([decode_clip(p, s, SAMPLE_RATE, SAMPLE_RATE) for p, s in zip(frame.path, frame.start)]
+                    ).astype(np.float32) / 32768.0
 
 
 def embedded(name: str, spec: str, split: str, work: Path, embed: SpeechEmbedding, labels: list[str]):
@@ -190,17 +198,19 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="where embeddings are cached")
     ap.add_argument("--teacher", help="a 1000 ms model directory to ensemble with")
     ap.add_argument("--second-opinion", type=Path, help="a corpus whose unseen-engine validation part is scored too")
+    ap.add_argument("--gain-db", type=float, default=0.0, help="on the input before the embedding's front end")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     args.work.mkdir(parents=True, exist_ok=True)
-    embed = SpeechEmbedding()
+    embed = SpeechEmbedding(gain_db=args.gain_db)
+    tag = f"@{args.gain_db:+.1f}dB"  # the cache is per input gain
     train_frame_spec = f"speech_commands:{args.train.resolve()}"
     _, labels = clips(train_frame_spec, "train")
-    x, y, _ = embedded("train", train_frame_spec, "train", args.work, embed, labels)
-    scored = {name: embedded(name, spec, split, args.work, embed, labels)
+    x, y, _ = embedded("train" + tag, train_frame_spec, "train", args.work, embed, labels)
+    scored = {name: embedded(name + tag, spec, split, args.work, embed, labels)
               for name, (spec, split) in parts(args.corpus.resolve(), args.work, args.second_opinion).items()}
     specs = parts(args.corpus.resolve(), args.work, args.second_opinion)
     teacher = ({name: teacher_posteriors(args.teacher, *specs[name], labels, ids)
@@ -225,7 +235,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['seed']} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"train": str(args.train), "corpus": str(args.corpus),
+        args.json.write_text(json.dumps({"train": str(args.train), "corpus": str(args.corpus), "gain_db": args.gain_db,
                                          "teacher": args.teacher, "clips": {n: len(v[1]) for n, v in scored.items()},
                                          "rows": rows}, indent=1))
 

@@ -139,9 +139,10 @@ def build_res15(n_classes: int, channels: int = 45) -> nn.Module:
 
 
 @MODELS.register("speech_embedding")
-def build_speech_embedding(n_classes: int, width: int = 128, dropout: float = 0.3, pad_ms: float = 400.0) -> nn.Module:
+def build_speech_embedding(n_classes: int, **options: Any) -> nn.Module:
+    """Options: width, dropout, pad_ms, input_gain_db (distill.core.speech_embedding)."""
     from distill.core.speech_embedding import SpeechEmbeddingSpotter  # reads openWakeWord's files: only when asked
-    return SpeechEmbeddingSpotter(n_classes, width=width, dropout=dropout, pad_ms=pad_ms)
+    return SpeechEmbeddingSpotter(n_classes, **options)
 
 
 build_speech_embedding.takes_waveform = True  # known before it is built: the config refuses log-mel augmentations

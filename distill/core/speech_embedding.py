@@ -10,6 +10,7 @@ port to PyTorch, weights read from those files, so that it trains in the platfor
 and exports like any network. Measured as a teacher: docs/benchmarks.md.
 
 The pipeline, as the ONNX files compute it:
+- the waveform at int16 scale (times ``input_gain_db``, 0 by default: chosen on validation);
 - a 512-tap STFT every 10 ms (a convolution with the window in its weights), power, 32 mel
   bands, 10·log10 floored at 80 dB under the loudest value (per clip here; the ONNX file takes
   the loudest of its whole batch), then x / 10 + 2 (openWakeWord's match to the TF original);
@@ -34,6 +35,7 @@ from torch import nn
 
 SAMPLE_RATE = 16_000
 WINDOW_FRAMES, EMBEDDING_DIM, MEL_BANDS = 76, 96, 32
+INPUT_GAIN_DB = 0.0  # on the waveform before the front end: see docs/benchmarks.md, chosen on validation
 INSTALL_HINT = "pip install --no-deps openwakeword==0.5.1 (`make install` does)"
 
 
@@ -63,14 +65,15 @@ def _onnx_graph(path: Path):
 class EmbeddingLogMel(nn.Module):
     """Waveform (batch, samples) at 16 kHz in [-1, 1] -> log-mel (batch, frames, 32) as the embedding expects."""
 
-    def __init__(self, dft_real: np.ndarray, dft_imag: np.ndarray, mel: np.ndarray):
+    def __init__(self, dft_real: np.ndarray, dft_imag: np.ndarray, mel: np.ndarray, gain_db: float = 0.0):
         super().__init__()
+        self.scale = 32767.0 * 10 ** (gain_db / 20)  # int16 scale, as trained, times the input gain
         self.register_buffer("dft", torch.tensor(np.concatenate([dft_real, dft_imag]), dtype=torch.float32))
         self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32))
         self.bins = dft_real.shape[0]
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spec = F.conv1d(waveform.unsqueeze(1) * 32767.0, self.dft, stride=160)  # int16 scale, as trained
+        spec = F.conv1d(waveform.unsqueeze(1) * self.scale, self.dft, stride=160)
         power = spec[:, :self.bins] ** 2 + spec[:, self.bins:] ** 2
         db = 10.0 * torch.log10(torch.clamp(power.transpose(1, 2) @ self.mel, min=1e-10))
         db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - 80.0)
@@ -104,13 +107,14 @@ class EmbeddingNet(nn.Module):
         return x.squeeze(-1).transpose(1, 2)
 
 
-def load_embedding() -> tuple[EmbeddingLogMel, EmbeddingNet]:
-    """The front end and the embedding network, their weights read from openWakeWord's ONNX files."""
+def load_embedding(gain_db: float = 0.0) -> tuple[EmbeddingLogMel, EmbeddingNet]:
+    """The front end (``gain_db`` on its input) and the embedding network, their weights read
+    from openWakeWord's ONNX files."""
     from onnx import helper
 
     mel_file, net_file = model_files()
     _, w = _onnx_graph(mel_file)
-    frontend = EmbeddingLogMel(w["0.stft.conv_real.weight"], w["0.stft.conv_imag.weight"], w["1.melW"])
+    frontend = EmbeddingLogMel(w["0.stft.conv_real.weight"], w["0.stft.conv_imag.weight"], w["1.melW"], gain_db)
     graph, w = _onnx_graph(net_file)
     layers = []
     for node in graph.node:
@@ -132,12 +136,15 @@ class SpeechEmbeddingSpotter(nn.Module):
 
     takes_waveform = True  # KeywordSpotter hands it the waveform, not the platform's log-mel
 
-    def __init__(self, n_classes: int, width: int = 128, dropout: float = 0.3, pad_ms: float = 400.0):
+    def __init__(self, n_classes: int, width: int = 128, dropout: float = 0.3, pad_ms: float = 400.0,
+                 input_gain_db: float = INPUT_GAIN_DB):
         super().__init__()
         if not 0 <= pad_ms <= 2000:
             raise ValueError(f"pad_ms must be in [0, 2000], got {pad_ms}")
+        if not -40 <= input_gain_db <= 120:
+            raise ValueError(f"input_gain_db must be in [-40, 120] dB, got {input_gain_db}")
         self.pad = int(round(pad_ms * SAMPLE_RATE / 1000))
-        self.frontend, self.embedding = load_embedding()
+        self.frontend, self.embedding = load_embedding(input_gain_db)
         for p in [*self.frontend.parameters(), *self.embedding.parameters()]:
             p.requires_grad_(False)  # frozen: what it learned from human speech is what it is for
         self.norm = nn.LayerNorm(EMBEDDING_DIM)

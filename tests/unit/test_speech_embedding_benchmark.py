@@ -27,6 +27,10 @@ def test_a_clip_becomes_a_sequence_of_96_number_embeddings_that_depends_on_the_s
     assert np.isfinite(out).all()
     assert np.abs(out[0] - out[1]).max() > 1e-2
     np.testing.assert_allclose(embed(tone[None].astype(np.float32))[0], out[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not int16"):
+        embed((tone[None] * 32767).astype(np.int16))
+    louder = bench.SpeechEmbedding(threads=1, gain_db=20.0)(tone[None].astype(np.float32))
+    np.testing.assert_allclose(louder, embed((tone[None] * 10).astype(np.float32)), rtol=1e-4, atol=1e-3)
 
 
 def test_the_head_learns_separable_classes_and_keeps_its_best_validation_epoch(monkeypatch):
@@ -62,6 +66,7 @@ def test_a_part_is_embedded_once_and_read_back_from_its_cache(tmp_path):
 
     def embed(waves):
         calls.append(len(waves))
+        assert waves.dtype == np.float32 and np.abs(waves).max() <= 1  # the clips as float, not int16
         return np.repeat(waves[:, :bench.DIM][:, None, :], 2, axis=1)
 
     spec_ = f"speech_commands_test:{tmp_path / 'part'}"

@@ -99,6 +99,18 @@ def test_short_inputs_are_padded_to_one_window_and_bad_options_refused(spotter):
         assert spotter.embed(torch.zeros(1, 160)).shape == (1, 1, se.EMBEDDING_DIM)
     with pytest.raises(ValueError, match="pad_ms"):
         build_model("speech_embedding", 12, {"pad_ms": -1})
+    with pytest.raises(ValueError, match="input_gain_db"):
+        build_model("speech_embedding", 12, {"input_gain_db": 200})
+    with pytest.raises(ValueError, match="bad options"):
+        build_model("speech_embedding", 12, {"colour": "red"})
+
+
+def test_the_input_gain_scales_the_waveform_before_the_front_end(spotter):
+    louder = se.SpeechEmbeddingSpotter(12, input_gain_db=20.0).eval()
+    x = torch.from_numpy(speechlike(1, 16000, seed=3))
+    with torch.no_grad():
+        torch.testing.assert_close(louder.frontend(x), spotter.frontend(x * 10), atol=1e-4, rtol=1e-5)
+        assert not torch.allclose(louder.frontend(x), spotter.frontend(x))
 
 
 def test_missing_model_files_say_how_to_install_them(monkeypatch):
