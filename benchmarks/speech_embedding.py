@@ -23,7 +23,6 @@ a clip on 2 cores).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
@@ -35,6 +34,7 @@ import torch.nn as nn
 
 from distill.core.checkpoint import load_model_dir
 from distill.core.protocols import window_posteriors
+from distill.core.speech_embedding import model_files  # the same files the platform's network reads
 from distill.data.audio import decode_clip
 from distill.data.base import build_source_index, parse_data_spec
 
@@ -42,21 +42,6 @@ SAMPLE_RATE = 16_000
 PAD_SAMPLES = 6_400       # 0.4 s of zeros each side: a 775 ms window then covers every placement
 WINDOW_FRAMES, STEP_FRAMES, DIM = 76, 8, 96   # the embedding's window and hop in 10 ms frames
 WEIGHTS = (0.3, 0.5, 0.7)  # the embedding's share of an ensemble's posterior
-INSTALL = "pip install --no-deps openwakeword==0.5.1 (`make install` does)"
-
-
-def model_files() -> tuple[Path, Path]:
-    """The bundled melspectrogram and embedding ONNX files of openWakeWord 0.5.x, or a clear error."""
-    spec = importlib.util.find_spec("openwakeword")  # located, not imported: its deps are not needed
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the speech embedding needs openWakeWord's model files: {INSTALL}")
-    models = Path(next(iter(spec.submodule_search_locations))) / "resources" / "models"
-    files = models / "melspectrogram.onnx", models / "embedding_model.onnx"
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise RuntimeError(f"{missing} not found (openWakeWord 0.6 and later download them at run "
-                           f"time; this machine has no internet then): {INSTALL}")
-    return files
 
 
 class SpeechEmbedding:

@@ -1,5 +1,5 @@
 """benchmarks/speech_embedding.py: the frozen speech embedding's shapes on real ONNX files, the
-head keeping its best validation epoch, and a clear error where the model files are missing."""
+head keeping its best validation epoch, and a part's cache. (Missing model files: tests/unit/core/test_speech_embedding.py.)"""
 
 from __future__ import annotations
 
@@ -45,12 +45,6 @@ def test_the_head_learns_separable_classes_and_keeps_its_best_validation_epoch(m
     head, epoch = bench.train_head(x[60:], y[60:], val, classes=3, seed=0, epochs=4)
     assert epoch == int(np.argmax(seen))  # the first best, on a tie
     assert bench.accuracy(bench.posteriors(head, val[0]), val[1]) == max(seen) > 0.9
-
-
-def test_missing_model_files_say_how_to_install_them(monkeypatch):
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(RuntimeError, match="openwakeword==0.5.1"):
-        bench.model_files()
 
 
 def test_a_part_is_embedded_once_and_read_back_from_its_cache(tmp_path):
