@@ -195,9 +195,8 @@ def main() -> None:
     train_frame_spec = f"speech_commands:{args.train.resolve()}"
     _, labels = clips(train_frame_spec, "train")
     x, y, _ = embedded("train" + tag, train_frame_spec, "train", args.work, embed, labels)
-    scored = {name: embedded(name + tag, spec, split, args.work, embed, labels)
-              for name, (spec, split) in parts(args.corpus.resolve(), args.work, args.second_opinion).items()}
     specs = parts(args.corpus.resolve(), args.work, args.second_opinion)
+    scored = {name: embedded(name + tag, spec, split, args.work, embed, labels) for name, (spec, split) in specs.items()}
     teacher = ({name: teacher_posteriors(args.teacher, *specs[name], labels, ids)
                 for name, (_, _, ids) in scored.items()} if args.teacher else None)
     rows = []
