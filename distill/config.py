@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    name: str = Field("res8", description="Registered network: res8, res8_narrow, res15, speech_embedding (a teacher on a frozen embedding of human speech), tiny, or your own.")
+    name: str = Field("res8", description="Registered network: res8, res8_narrow, res15, speech_embedding (a teacher on a frozen embedding of human speech), ensemble (a teacher of several networks, options.members), tiny, or your own.")
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the network's builder.")
 
 
@@ -304,9 +304,16 @@ class ExperimentConfig(_Strict):
 
         net, augment = self.model_for(stage.kind), self.train.augment
         try:
-            waveform = getattr(MODELS.get(net.name), "takes_waveform", False)
+            builder = MODELS.get(net.name)
         except KeyError:
             return  # an unknown name is refused, with the registered ones, where the network is built
+        field = "teacher_model" if net is self.teacher_model else "model"
+        if hasattr(builder, "check_options"):  # options a builder can check without building (an ensemble's members)
+            try:
+                builder.check_options(net.options)
+            except ValueError as exc:
+                raise ValueError(f"{field}.options: {exc}") from None
+        waveform = getattr(builder, "takes_waveform", False)
         if waveform and augment.enabled and (augment.spec_time_masks or augment.spec_freq_masks
                                              or augment.warp_prob > 0 or augment.mixstyle_prob > 0):
             raise ValueError(f"stage {stage.name}: model {net.name} takes the waveform, and SpecAugment, the frequency "

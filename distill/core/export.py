@@ -175,6 +175,8 @@ def export_onnx(model: KeywordSpotter, input_samples: int, path: str | Path, fro
     if frontend not in FRONTENDS:
         raise ValueError(f"frontend {frontend!r}: one of {FRONTENDS}")
     path = Path(path)
+    if not getattr(model.net, "exportable", True):
+        raise ValueError(f"{type(model.net).__name__}: not exported: {model.net.exportable_note}")
     model = model.eval()
     try:
         folded = FoldedLogMel(model.features) if frontend == "folded" and not takes_waveform(model.net) else None

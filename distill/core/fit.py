@@ -44,20 +44,31 @@ class StageSpec(Protocol):
     labels: LabelSpec
 
 
+def parameter_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """The optimizer's groups: one at ``lr``, or the network's own (an ensemble's members, each
+    at its ``lr_scale``)."""
+    net = getattr(getattr(model, "module", model), "net", None)  # a KeywordSpotter's network, DDP-wrapped or not
+    if hasattr(net, "parameter_groups"):
+        return net.parameter_groups(lr)
+    return [{"params": list(model.parameters()), "lr": lr}]
+
+
 def configure_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay), or SGD with Nesterov momentum and L2 (Honk's recipe)."""
+    groups = parameter_groups(model, train.lr)
     if train.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, nesterov=True,
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, nesterov=True,
                                weight_decay=train.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
 
 
 def configure_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig,
                        total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """One cycle over the stage: 15 % warm-up to ``train.lr``, then cosine decay. SGD keeps the
-    momentum it is given; AdamW's beta1 follows the cycle."""
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total_steps + 1,
-                                               pct_start=0.15, cycle_momentum=train.optimizer != "sgd")
+    """One cycle over the stage: 15 % warm-up to each group's learning rate (``train.lr``), then
+    cosine decay. SGD keeps the momentum it is given; AdamW's beta1 follows the cycle."""
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                               total_steps=total_steps + 1, pct_start=0.15,
+                                               cycle_momentum=train.optimizer != "sgd")
 
 
 @dataclass
@@ -149,8 +160,8 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
         fit.scaler.update()
         if fit.schedule.last_epoch < fit.schedule.total_steps - 1:
             fit.schedule.step()
-        total_loss += loss.item() * len(logits)
-        seen += len(logits)
+        total_loss += loss.item() * len(waves)
+        seen += len(waves)
     fit.model.eval()
     return total_loss, seen
 
@@ -158,7 +169,12 @@ def train_epoch(fit: Fit, batches: Iterable[dict[str, torch.Tensor]], stage: Sta
 def batch_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], labels: LabelSpec,
                mixup: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The stage's loss on a batch. With mixup (partner, own weight): each input's loss against
-    its own labels and against its partner's, weighted as its waveform was."""
+    its own labels and against its partner's, weighted as its waveform was. Logits of several
+    members stacked (members, batch, classes; an ensemble in training): the sum of each's loss,
+    so that each member learns as it would alone."""
+    if logits.dim() == 3:
+        return sum(batch_loss(member, batch, labels, mixup) for member in logits)
+
     def loss(of: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
         pick = (lambda t: t) if of is None else (lambda t: None if t is None else t[of])
         return student_loss(logits, mode=labels.mode, hard=pick(batch["teacher_label_index"]),

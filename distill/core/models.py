@@ -9,7 +9,8 @@ blocks and a 13th convolution, the i-th dilated 2^⌊i/3⌋ (45 maps, 238K param
 and in its authors' Honk; about 25× res8's MACs: a GPU's model).
 ``speech_embedding`` is a small head on a frozen speech embedding learned from human speech
 (distill.core.speech_embedding): it takes the waveform, not the log-mel, and is a teacher's
-network, not a student's. ``tiny`` exists for fast tests.
+network, not a student's. ``ensemble`` averages several networks' posteriors, each trained on its
+own loss (distill.core.ensemble): a teacher's network. ``tiny`` exists for fast tests.
 """
 
 from __future__ import annotations
@@ -148,6 +149,30 @@ def build_speech_embedding(n_classes: int, **options: Any) -> nn.Module:
 build_speech_embedding.takes_waveform = True  # known before it is built: the config refuses log-mel augmentations
 
 
+@MODELS.register("ensemble")
+def build_ensemble(n_classes: int, features: FeatureConfig, members: list[dict] | None = None) -> nn.Module:
+    """Options: members, each {name, options, weight, lr_scale} (distill.core.ensemble)."""
+    from distill.core.ensemble import DEFAULT_MEMBERS, Ensemble
+    return Ensemble(n_classes, [dict(m) for m in (members or DEFAULT_MEMBERS)], features)
+
+
+build_ensemble.takes_waveform = True  # every member reads the waveform through its own front end
+build_ensemble.takes_features = True  # build_model hands it the chain's features, for its members
+build_ensemble.exportable = False  # a teacher's network (Ensemble.exportable_note says why)
+
+
+def _check_ensemble_options(options: dict[str, Any]) -> None:
+    from distill.core.ensemble import check_members
+    unknown = set(options) - {"members"}
+    if unknown:
+        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members")
+    if "members" in options:
+        check_members(options["members"])
+
+
+build_ensemble.check_options = _check_ensemble_options  # the config checks them before any work starts
+
+
 @MODELS.register("tiny")
 def build_tiny(n_classes: int, channels: int = 8) -> nn.Module:
     return Tiny(n_classes, channels=channels)
@@ -196,11 +221,14 @@ def build_model(name: str, n_classes: int, options: dict[str, Any] | None = None
                 features: FeatureConfig | None = None) -> KeywordSpotter:
     """Build a registered network behind the log-mel front end."""
     builder = MODELS.get(name)
+    features = features or FeatureConfig()
+    if getattr(builder, "takes_features", False):  # an ensemble builds its members' front ends
+        options = {**(options or {}), "features": features}
     try:
         net = builder(n_classes, **(options or {}))
     except TypeError as exc:
         raise ValueError(f"model {name!r}: bad options {options!r}: {exc}") from None
-    return KeywordSpotter(net, features or FeatureConfig())
+    return KeywordSpotter(net, features)
 
 
 def count_macs(model: KeywordSpotter, input_samples: int) -> int:

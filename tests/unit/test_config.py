@@ -62,6 +62,12 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
             "stage teacher: model speech_embedding takes the waveform",
         "model: {name: speech_embedding}\ntrain: {augment: {warp_prob: 0.5}}":
             "set train.augment.spec_time_masks and spec_freq_masks to 0",
+        "teacher_model: {name: ensemble, options: {members: [{name: res8}, {name: res9}]}}":
+            "teacher_model.options: ensemble: members[1]: unknown model 'res9'",
+        "model: {name: ensemble, options: {members: [{name: tiny}]}}":
+            "model.options: ensemble: members must be a list of at least two networks",
+        "teacher_model: {name: ensemble, options: {member: []}}": "teacher_model.options: ensemble: unknown options ['member']",
+        "teacher_model: {name: ensemble}\ntrain: {augment: {spec_freq_masks: 2}}": "model ensemble takes the waveform",
     }
     for text, message in cases.items():
         path = tmp_path / "c.yaml"
@@ -71,6 +77,9 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         assert message in str(info.value), (text, str(info.value))
     path.write_text("teacher_model: {name: speech_embedding}\ntrain: {augment: {gain_prob: 0.5}}\n")  # the waveform's own: taken
     assert load_config(path).teacher_model.name == "speech_embedding"
+    path.write_text("teacher_model: {name: ensemble, options: {members: [{name: res8, weight: 0.3}, "
+                    "{name: speech_embedding, weight: 0.7, lr_scale: 0.1}]}}\n")
+    assert load_config(path).teacher_model.options["members"][1]["lr_scale"] == 0.1
 
 
 def test_configs_never_evaluate_code(tmp_path, capsys):

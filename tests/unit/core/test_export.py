@@ -90,7 +90,18 @@ def test_a_window_off_the_centre_tap_is_exported_with_the_convolution(tmp_path):
     assert check_equivalence(model, OnnxSpotter(path), speechlike(200, 8000, seed=6)).ok
 
 
-@pytest.fixture(scope="module", params=MODELS.names())  # every registered model, plug-ins included
+EXPORTABLE = [n for n in MODELS.names() if getattr(MODELS.get(n), "exportable", True)]
+
+
+def test_a_network_that_is_not_deployed_is_refused_with_the_reason(tmp_path):
+    assert "ensemble" not in EXPORTABLE and {"res8", "speech_embedding"} <= set(EXPORTABLE)
+    with pytest.raises(ValueError, match="Ensemble: not exported: an ensemble is a teacher's network"):
+        export_onnx(build_model("ensemble", 12, {"members": [{"name": "tiny"}, {"name": "tiny"}]}), 8000,
+                    tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.fixture(scope="module", params=EXPORTABLE)  # every registered model that deploys, plug-ins included
 def exported(request, tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(request.param, 12, {}, FeatureConfig()).eval()

@@ -1,0 +1,96 @@
+"""``ensemble``: several networks that answer as one, a teacher's network.
+
+Why: no one network here hears every engine. A network on the platform's log-mel learns the
+corpus's words well; one on a speech embedding learned from human speech hears engines no
+training clip uses (docs/benchmarks.md). Their posteriors averaged are better than either on
+the validation parts, so the teacher that labels the students' crops can be both.
+
+- Each member is a registered network behind its own front end (a ``KeywordSpotter``), built
+  with the chain's ``features``.
+- Trained, each member learns on its own loss, as it would alone: in training ``forward``
+  returns the members' logits stacked (members, batch, classes), and the loss is their sum
+  (``core.fit.batch_loss``). The weights then change no member's training, only the answer.
+- Evaluated, it answers ``log Σ wᵢ softmax(zᵢ)``: logits whose softmax is the weighted mean of
+  the members' posteriors.
+- ``lr_scale`` gives a member its own learning rate (a multiple of ``train.lr``; a head on a
+  frozen embedding learns at a tenth of what a network learning from scratch can take).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.core.features import FeatureConfig
+
+MEMBER_KEYS = {"name", "options", "weight", "lr_scale"}
+# the house ensemble: the quickstart's network and the speech embedding, half and half
+DEFAULT_MEMBERS = ({"name": "res8_narrow", "weight": 0.5}, {"name": "speech_embedding", "weight": 0.5, "lr_scale": 0.1})
+
+
+def check_members(members: Any) -> list[dict]:
+    """``members`` as a list of dicts with a registered ``name``, or a ValueError naming the entry."""
+    from distill.core.models import MODELS
+
+    if not isinstance(members, (list, tuple)) or len(members) < 2:
+        raise ValueError(f"ensemble: members must be a list of at least two networks, got {members!r}")
+    out = []
+    for i, m in enumerate(members):
+        where = f"ensemble: members[{i}]"
+        if not isinstance(m, dict) or "name" not in m:
+            raise ValueError(f"{where}: a mapping with a network's name (and options, weight, lr_scale), got {m!r}")
+        unknown = set(m) - MEMBER_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(MEMBER_KEYS)}")
+        if m["name"] == "ensemble":
+            raise ValueError(f"{where}: an ensemble cannot hold an ensemble; list its networks here instead")
+        if m["name"] not in MODELS:
+            raise ValueError(f"{where}: unknown model {m['name']!r}; registered: {', '.join(MODELS.names())}")
+        for key in ("weight", "lr_scale"):
+            value = m.get(key, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+                raise ValueError(f"{where}.{key}: a positive number, got {value!r}")
+        if not isinstance(m.get("options", {}), dict):
+            raise ValueError(f"{where}.options: a mapping of the network's builder options, got {m['options']!r}")
+        out.append(dict(m))
+    return out
+
+
+class Ensemble(nn.Module):
+    """Members' posteriors averaged with normalised ``weight`` (see the module doc)."""
+
+    takes_waveform = True  # each member has its own front end
+    exportable = False  # a teacher's network: it labels crops on the cluster and is not deployed
+    exportable_note = ("an ensemble is a teacher's network, which labels crops and is not deployed; "
+                       "export a student, or train a member alone to deploy it")
+
+    def __init__(self, n_classes: int, members: list[dict], features: FeatureConfig):
+        super().__init__()
+        from distill.core.models import build_model
+
+        members = check_members(members)
+        self.members = nn.ModuleList(build_model(m["name"], n_classes, m.get("options"), features) for m in members)
+        total = sum(float(m.get("weight", 1.0)) for m in members)
+        # not a buffer: the weights are the model's options (model.json), never its trained state
+        self.weights = [float(m.get("weight", 1.0)) / total for m in members]
+        self.lr_scales = [float(m.get("lr_scale", 1.0)) for m in members]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(waveform).float() for member in self.members])
+        if self.training:
+            return logits  # (members, batch, classes): each member's loss apart
+        return mixture_logits(logits, self.weights)
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """One optimizer group per member, at ``lr`` times its ``lr_scale``."""
+        return [{"params": list(member.parameters()), "lr": lr * scale}
+                for member, scale in zip(self.members, self.lr_scales)]
+
+
+def mixture_logits(logits: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """(members, batch, classes) -> log Σ wᵢ softmax(zᵢ), (batch, classes)."""
+    w = torch.tensor(weights, dtype=logits.dtype, device=logits.device).log().view(-1, 1, 1)
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1) + w, dim=0)

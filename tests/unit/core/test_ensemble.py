@@ -1,0 +1,80 @@
+"""core/ensemble.py: the answer is the weighted mean of the members' posteriors; in the one
+training loop each member learns exactly as it would alone, at its own learning rate; bad
+members are refused naming the entry; a model directory keeps the weights its options give."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill.config import TrainConfig
+from distill.core.checkpoint import ModelSpec, load_model_dir, save_model_dir
+from distill.core.ensemble import check_members, mixture_logits
+from distill.core.fit import start_fit, train_epoch
+from distill.core.models import build_model
+from test_fit import BATCH, CLASSES, CPU, NO_AUGMENT, ROWS, STAGE, tone_batches  # the one-loop tests' tone batches
+
+TINIES = [{"name": "tiny", "weight": 1.0}, {"name": "tiny", "options": {"channels": 4}, "weight": 3.0}]
+
+
+def test_the_answer_is_the_weighted_mean_of_the_members_posteriors():
+    torch.manual_seed(0)
+    model = build_model("ensemble", CLASSES, {"members": TINIES}).eval()
+    x = torch.randn(5, 4000)
+    a, b = (torch.softmax(m(x), -1) for m in model.net.members)
+    assert model.net.weights == [0.25, 0.75]
+    assert torch.allclose(torch.softmax(model(x), -1), 0.25 * a + 0.75 * b, atol=1e-6)
+    assert torch.allclose(model(x).exp().sum(-1), torch.ones(5), atol=1e-5)  # log-posteriors: softmax is a no-op
+    logits = torch.tensor([[[0.0, 50.0]], [[50.0, 0.0]]])  # confident members: no overflow
+    assert torch.allclose(mixture_logits(logits, [0.5, 0.5]).exp(), torch.tensor([[0.5, 0.5]]))
+
+
+def test_in_training_each_member_learns_as_it_would_alone():
+    train = TrainConfig(batch_size=BATCH, lr=0.05, augment={"enabled": False})
+    members = [{"name": "tiny"}, {"name": "tiny", "options": {"channels": 4}, "lr_scale": 0.1}]
+    torch.manual_seed(0)
+    ensemble = start_fit(build_model("ensemble", CLASSES, {"members": members}), train, epochs=2,
+                         steps_per_epoch=ROWS // BATCH, device=CPU)
+    alone = []
+    for member, m in zip(ensemble.net.net.members, members):
+        solo = build_model("tiny", CLASSES, m.get("options"))
+        solo.load_state_dict(member.state_dict())  # the same initial weights
+        alone.append(start_fit(solo, train.model_copy(update={"lr": 0.05 * m.get("lr_scale", 1.0)}), epochs=2,
+                               steps_per_epoch=ROWS // BATCH, device=CPU))
+    assert [g["lr"] for g in ensemble.optimizer.param_groups] == pytest.approx([g.optimizer.param_groups[0]["lr"]
+                                                                                for g in alone])
+    total, seen = train_epoch(ensemble, tone_batches(1, 0), STAGE, train, NO_AUGMENT, epoch=0, rank=0, device=CPU)
+    solo_totals = [train_epoch(f, tone_batches(1, 0), STAGE, train, NO_AUGMENT, epoch=0, rank=0, device=CPU)[0]
+                   for f in alone]
+    assert seen == ROWS and total == pytest.approx(sum(solo_totals), rel=1e-5)  # the loss is the members' sum
+    for member, fit in zip(ensemble.net.net.members, alone):
+        for (name, p), q in zip(member.named_parameters(), fit.net.parameters()):
+            assert torch.allclose(p, q, atol=1e-6), name
+    moved = [m.net.conv1.weight for m in build_model("ensemble", CLASSES, {"members": members}).net.members]
+    assert not torch.allclose(ensemble.net.net.members[0].net.conv1.weight, moved[0])  # it did train
+
+
+@pytest.mark.parametrize("members, error", [
+    ([{"name": "tiny"}], r"at least two"),
+    ("tiny", r"at least two"),
+    ([{"name": "tiny"}, {"options": {}}], r"members\[1\]: a mapping with a network's name"),
+    ([{"name": "tiny"}, {"name": "nope"}], r"members\[1\]: unknown model 'nope'; registered: .*res8"),
+    ([{"name": "tiny"}, {"name": "ensemble"}], r"members\[1\]: an ensemble cannot hold an ensemble"),
+    ([{"name": "tiny", "weight": 0}, {"name": "tiny"}], r"members\[0\]\.weight: a positive number, got 0"),
+    ([{"name": "tiny", "lr_scale": "x"}, {"name": "tiny"}], r"members\[0\]\.lr_scale: a positive number"),
+    ([{"name": "tiny", "wieght": 1}, {"name": "tiny"}], r"members\[0\]: unknown keys \['wieght'\]"),
+    ([{"name": "tiny", "options": 3}, {"name": "tiny"}], r"members\[0\]\.options: a mapping"),
+])
+def test_bad_members_are_refused_naming_the_entry(members, error):
+    with pytest.raises(ValueError, match=error):
+        check_members(members)
+
+
+def test_a_model_directory_rebuilds_the_ensemble_with_its_weights(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("ensemble", CLASSES, {"members": TINIES}).eval()
+    spec = ModelSpec("ensemble", {"members": TINIES}, ["a", "b", "c", "d"], 250, model.features.cfg.model_dump())
+    save_model_dir(tmp_path, model, spec)
+    loaded, _ = load_model_dir(tmp_path)
+    x = torch.randn(3, 4000)
+    assert torch.equal(loaded(x), model(x)) and loaded.net.weights == [0.25, 0.75]
