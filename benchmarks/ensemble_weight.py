@@ -1,0 +1,92 @@
+"""Which weight should an ensemble teacher give each member? Chosen on the unseen-engine validation part.
+
+    python benchmarks/ensemble_weight.py --model RUN/stages/teacher/model --corpus data/synth-sc \
+        --work DIR [--second-opinion CORPUS] [--weights 0 0.3 0.5 0.7 1] [--json OUT]
+
+An ``ensemble``'s members each learn on their own loss, so its weights change no member's
+training, only its answer (distill/core/ensemble.py): one trained ensemble is scored at every
+weight. For two members, w is the second member's share (0: the first alone, 1: the second
+alone). Each member's posteriors on a part are computed once (stream protocol), then mixed.
+The parts are benchmarks/engine_choice.py's: validation, unseen-accent validation, the
+unseen-engine validation part (what chooses), and, for the record, test, unseen accents and the
+unseen-engine test part; ``--second-opinion`` adds another corpus's unseen-engine validation part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speech_embedding import clips, parts, waveforms  # noqa: E402 (the same parts, clips and scaling)
+
+from distill.core.checkpoint import load_model_dir  # noqa: E402
+from distill.core.protocols import decide, protocol_starts, window_posteriors  # noqa: E402
+
+CHOOSING_PART = "unseen_engine_validation"
+
+
+def member_posteriors(model_dir: str, spec: str, split: str) -> tuple[list[torch.Tensor], np.ndarray, int | None]:
+    """Each member's stream-protocol posteriors (clips, windows, classes) on a part, its labels as
+    the model's indices, and the model's silence class."""
+    model, mspec = load_model_dir(model_dir)
+    if mspec.model != "ensemble":
+        raise ValueError(f"{model_dir}: model {mspec.model!r}, not an ensemble")
+    frame, labels = clips(spec, split)
+    unknown = sorted(set(frame.label) - set(mspec.labels))
+    if unknown:
+        raise ValueError(f"{spec} ({split}): labels {unknown} are not among the model's {mspec.labels}")
+    waves = waveforms(frame)
+    starts = protocol_starts(waves, mspec.input_samples, "stream")
+    posts = [window_posteriors(member.eval(), waves, mspec.input_samples, starts) for member in model.net.members]
+    return posts, np.array([mspec.labels.index(v) for v in frame.label]), mspec.silence_index
+
+
+def mixed_decisions(posts: list[torch.Tensor], weights: list[float], silence: int | None) -> np.ndarray:
+    return decide(sum(w * p for w, p in zip(weights, posts)), "stream", silence)
+
+
+def mixed_accuracy(posts: list[torch.Tensor], weights: list[float], truth: np.ndarray, silence: int | None) -> float:
+    return round(float((mixed_decisions(posts, weights, silence) == truth).mean()), 4)
+
+
+def member_weights(w: float, members: int) -> list[float]:
+    if members != 2:
+        raise ValueError(f"--weights sweeps the second of two members' share; this ensemble has {members}")
+    return [1 - w, w]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="a trained ensemble's model directory")
+    ap.add_argument("--corpus", type=Path, required=True, help="the corpus whose parts score it")
+    ap.add_argument("--work", type=Path, required=True, help="where the unseen-accent parts' specs are written")
+    ap.add_argument("--second-opinion", type=Path)
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    args.work.mkdir(parents=True, exist_ok=True)
+    specs = parts(args.corpus.resolve(), args.work, args.second_opinion)
+    scored = {name: member_posteriors(args.model, spec, split) for name, (spec, split) in specs.items()}
+    members = len(next(iter(scored.values()))[0])
+    rows = [{"w": w, **{name: mixed_accuracy(posts, member_weights(w, members), truth, silence)
+                        for name, (posts, truth, silence) in scored.items()}} for w in args.weights]
+    chosen = max(rows, key=lambda r: (r[CHOOSING_PART], r["validation"]))  # validation breaks a tie
+    names = list(scored)
+    print("| w | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for r in rows:
+        print(f"| {r['w']:g}{' (chosen)' if r is chosen else ''} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "corpus": str(args.corpus), "chosen_w": chosen["w"],
+                                         "clips": {n: len(v[1]) for n, v in scored.items()}, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

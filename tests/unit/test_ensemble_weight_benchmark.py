@@ -1,0 +1,75 @@
+"""benchmarks/ensemble_weight.py: mixing the members' posteriors at a weight answers as the
+ensemble built with that weight does; w = 0 and 1 are the members alone; a model that is not an
+ensemble, or a part with labels the model lacks, is one clear error."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.core.checkpoint import ModelSpec, save_model_dir
+from distill.core.models import build_model
+from distill.core.protocols import predict
+from distill.names import SILENCE, UNKNOWN
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # it reads its parts with speech_embedding.py's helpers
+spec = importlib.util.spec_from_file_location("ensemble_weight", BENCHMARKS / "ensemble_weight.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+LABELS = [SILENCE, UNKNOWN, "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+
+def part(root: Path) -> str:
+    import soundfile as sf
+    for label in LABELS:
+        (root / label).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        label = LABELS[2 + i % 2]
+        sf.write(root / label / f"s{i}_nohash_0.wav", (rng.standard_normal(16000) * 3000 * (1 + i % 2)).astype(np.int16),
+                 16000, subtype="PCM_16")
+    return f"speech_commands_test:{root}"
+
+
+def ensemble_dir(path: Path, weights: tuple[float, float], model: str = "ensemble", labels: list[str] = LABELS) -> Path:
+    torch.manual_seed(0)
+    options = {"members": [{"name": "tiny", "weight": weights[0]}, {"name": "tiny", "weight": weights[1]}]}
+    options = options if model == "ensemble" else {}
+    net = build_model(model, len(labels), options).eval()
+    return save_model_dir(path, net, ModelSpec(model, options, labels, 1000, net.features.cfg.model_dump()))
+
+
+def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path):
+    spec_ = part(tmp_path / "part")
+    posts, truth, silence = bench.member_posteriors(str(ensemble_dir(tmp_path / "m", (0.5, 0.5))), spec_, "test")
+    assert len(posts) == 2 and posts[0].shape == (12, 1, len(LABELS)) and silence == 0
+    waves = bench.waveforms(bench.clips(spec_, "test")[0])
+    decisions = {}
+    for w in (0.0, 0.3, 1.0):
+        from distill.core.checkpoint import load_model_dir
+        model, mspec = load_model_dir(ensemble_dir(tmp_path / f"m{w}", (1 - w, w)) if 0 < w < 1 else tmp_path / "m")
+        reference = model if 0 < w < 1 else model.net.members[int(w)]
+        expected = predict(reference.eval(), waves, mspec.input_samples, "stream", silence_index=silence)
+        decisions[w] = bench.mixed_decisions(posts, bench.member_weights(w, 2), silence)
+        np.testing.assert_array_equal(decisions[w], expected)
+        assert bench.mixed_accuracy(posts, bench.member_weights(w, 2), truth, silence) == \
+            round(float((expected == truth).mean()), 4)
+    assert not np.array_equal(decisions[0.0], decisions[1.0])  # members that differ: the weight matters
+    with pytest.raises(ValueError, match="has 3"):
+        bench.member_weights(0.5, 3)
+
+
+def test_a_model_that_is_not_an_ensemble_and_labels_it_lacks_are_refused(tmp_path):
+    spec_ = part(tmp_path / "part")
+    with pytest.raises(ValueError, match="model 'tiny', not an ensemble"):
+        bench.member_posteriors(str(ensemble_dir(tmp_path / "t", (1, 1), model="tiny")), spec_, "test")
+    with pytest.raises(ValueError, match=r"labels \['no'\] are not among"):
+        bench.member_posteriors(str(ensemble_dir(tmp_path / "m", (1, 1), labels=[x for x in LABELS if x != "no"])),
+                                spec_, "test")
