@@ -154,7 +154,10 @@ class SpeechEmbeddingSpotter(nn.Module):
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
 
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, windows, 96)."""
+        """(batch, samples), float in [-1, 1] or int16 samples (as the platform's datasets hold
+        them, and as ``LogMel`` takes them) -> (batch, windows, 96)."""
+        if waveform.dtype == torch.int16:  # else int16 values times the int16 scale: +90 dB, a level it never learned
+            waveform = waveform.float() / 32768.0
         x = F.pad(waveform, (self.pad, self.pad))
         short = WINDOW_FRAMES * 160 + 512 - 160 - x.shape[-1]
         if short > 0:  # fewer frames than one window: pad the end to one

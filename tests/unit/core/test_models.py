@@ -18,6 +18,19 @@ def test_models_accept_any_input_length(name, ms):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("name", MODELS.names())  # every registered model, plug-ins included
+def test_int16_samples_and_float_waveforms_are_the_same_input(name):
+    """The datasets hold int16 samples and training's augmentation gives float in [-1, 1]: a
+    network must hear both alike, or it is evaluated at a level it was not trained at."""
+    torch.manual_seed(0)
+    model = build_model(name, n_classes=12).eval()
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(16000) / 16000
+    samples = (3000 * torch.sin(2 * torch.pi * 300 * t) + 300 * torch.randn(2, 16000, generator=g)).to(torch.int16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(samples), model(samples.float() / 32768.0), atol=1e-4, rtol=1e-4)
+
+
 def test_res8_matches_the_paper_size_and_macs_scale_with_input():
     model = build_model("res8", 12)
     params = sum(p.numel() for p in model.net.parameters())
