@@ -48,6 +48,8 @@ import torch
 import torchaudio.functional as AF
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from distill.core.features import float_waveform
+
 NOISE_RMS = 0.1  # generated noise is at the level of the synthetic corpus's noise files (-20 dBFS)
 
 
@@ -313,8 +315,7 @@ def augment_waveforms(x: torch.Tensor, cfg: AugmentConfig, noise: NoiseBank | No
     band-limit → codec. An option that is off draws nothing, so the others' draws do not
     depend on it. ``rooms`` is needed when ``cfg.reverb_prob`` > 0. Returns a new tensor of the
     same shape."""
-    if x.dtype == torch.int16:
-        x = x.float() / 32768.0
+    x = float_waveform(x)
     if not cfg.enabled:
         return x
     n, length = x.shape

@@ -70,6 +70,12 @@ def log_and_normalize(mel: torch.Tensor, normalize: str, smoothing: torch.Tensor
     return feats
 
 
+def float_waveform(waveform: torch.Tensor) -> torch.Tensor:
+    """int16 samples (as the datasets hold them) as float in [-1, 1]; float as it is. Every front
+    end reads its input through this, so that no network hears int16 at another level."""
+    return waveform.float() / 32768.0 if waveform.dtype == torch.int16 else waveform
+
+
 class LogMel(torch.nn.Module):
     """int16-scaled or float waveforms ``(batch, samples)`` → log-mel ``(batch, 1, n_mels, frames)``."""
 
@@ -95,8 +101,7 @@ class LogMel(torch.nn.Module):
 
     def forward(self, waveform: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
         """``warp`` (training only: ``train.augment.warp_prob``): a frequency warp factor per input."""
-        if waveform.dtype == torch.int16:
-            waveform = waveform.float() / 32768.0
+        waveform = float_waveform(waveform)
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
         power = self.power_spectrum(waveform)
@@ -234,7 +239,5 @@ class FoldedLogMel(torch.nn.Module):
         return torch.matmul(power, self.fb)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        if waveform.dtype == torch.int16:
-            waveform = waveform.float() / 32768.0
-        mel = self.mel(self.frames(waveform)).transpose(1, 2)  # (batch, n_mels, frames)
+        mel = self.mel(self.frames(float_waveform(waveform))).transpose(1, 2)  # (batch, n_mels, frames)
         return log_and_normalize(mel, self.cfg.normalize, self.smoothing)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.core.augment import mix_styles
-from distill.core.features import FeatureConfig, LogMel
+from distill.core.features import FeatureConfig, LogMel, float_waveform
 from distill.core.registry import Registry
 
 MODELS: Registry = Registry("model", plugins="pld.models")  # a package adds its own: registry.py
@@ -199,7 +199,7 @@ class KeywordSpotter(nn.Module):
                 raise ValueError(f"{type(self.net).__name__} takes the waveform: SpecAugment, the frequency warp "
                                  "and Freq-MixStyle act on the log-mel it does not use; turn them off "
                                  "(train.augment.spec_*_masks, warp_prob, mixstyle_prob)")
-            return self.net(waveform)
+            return self.net(float_waveform(waveform))  # its own front end reads float in [-1, 1], as LogMel does
         feats = self.features(waveform, frequency_warp)
         if style_mix is not None:
             feats = mix_styles(feats, *style_mix)
@@ -209,7 +209,7 @@ class KeywordSpotter(nn.Module):
 
     def net_input(self, waveform: torch.Tensor) -> torch.Tensor:
         """What the network reads: the log-mel of ``waveform``, or the waveform for a net that takes it."""
-        return waveform if takes_waveform(self.net) else self.features(waveform)
+        return float_waveform(waveform) if takes_waveform(self.net) else self.features(waveform)
 
 
 def takes_waveform(net: nn.Module) -> bool:

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.core.features import float_waveform
+
 SAMPLE_RATE = 16_000
 WINDOW_FRAMES, EMBEDDING_DIM = 76, 96
 INPUT_GAIN_DB = 0.0  # on the waveform before the front end: see docs/benchmarks.md, chosen on validation
@@ -154,11 +156,9 @@ class SpeechEmbeddingSpotter(nn.Module):
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
 
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(batch, samples), float in [-1, 1] or int16 samples (as the platform's datasets hold
-        them, and as ``LogMel`` takes them) -> (batch, windows, 96)."""
-        if waveform.dtype == torch.int16:  # else int16 values times the int16 scale: +90 dB, a level it never learned
-            waveform = waveform.float() / 32768.0
-        x = F.pad(waveform, (self.pad, self.pad))
+        """(batch, samples), float in [-1, 1] or int16 samples -> (batch, windows, 96)."""
+        # int16 read as float in [-1, 1]: else int16 values times the int16 scale, +90 dB, a level it never learned
+        x = F.pad(float_waveform(waveform), (self.pad, self.pad))
         short = WINDOW_FRAMES * 160 + 512 - 160 - x.shape[-1]
         if short > 0:  # fewer frames than one window: pad the end to one
             x = F.pad(x, (0, short))

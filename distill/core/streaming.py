@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import torch
 
-from distill.core.features import FoldedLogMel, log_and_normalize
+from distill.core.features import FoldedLogMel, float_waveform, log_and_normalize
 from distill.core.models import KeywordSpotter
 
 
 def hop_chunk(chunk: torch.Tensor, hop: int) -> torch.Tensor:
     """A hop's new audio as ``(batch, hop)`` float (int16 read as LogMel reads it), or a ValueError."""
-    if chunk.dtype == torch.int16:
-        chunk = chunk.float() / 32768.0
+    chunk = float_waveform(chunk)
     if chunk.dim() == 1:
         chunk = chunk.unsqueeze(0)
     if chunk.shape[1] != hop:

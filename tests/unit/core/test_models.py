@@ -31,6 +31,25 @@ def test_int16_samples_and_float_waveforms_are_the_same_input(name):
         torch.testing.assert_close(model(samples), model(samples.float() / 32768.0), atol=1e-4, rtol=1e-4)
 
 
+def test_a_network_with_its_own_front_end_is_handed_float_in_minus_one_to_one():
+    """Any such network, a plug-in's too: KeywordSpotter reads int16 as LogMel does."""
+    from distill.core.features import FeatureConfig
+    from distill.core.models import KeywordSpotter, takes_waveform
+
+    class Loudness(torch.nn.Module):
+        takes_waveform = True
+
+        def forward(self, waveform):
+            self.seen = waveform
+            return waveform.abs().amax(-1, keepdim=True).repeat(1, 12)
+
+    net = Loudness()
+    spotter = KeywordSpotter(net, FeatureConfig())
+    samples = torch.tensor([[16384, -32768, 0, 8]], dtype=torch.int16)
+    assert takes_waveform(net) and spotter(samples)[0, 0] == 1.0 and net.seen.dtype == torch.float32
+    torch.testing.assert_close(spotter.net_input(samples), samples.float() / 32768.0)
+
+
 def test_res8_matches_the_paper_size_and_macs_scale_with_input():
     model = build_model("res8", 12)
     params = sum(p.numel() for p in model.net.parameters())
