@@ -32,12 +32,17 @@ from distill.core.protocols import decide, protocol_starts, window_posteriors  #
 CHOOSING_PART = "unseen_engine_validation"
 
 
-def member_posteriors(model_dir: str, spec: str, split: str) -> tuple[list[torch.Tensor], np.ndarray, int | None]:
-    """Each member's stream-protocol posteriors (clips, windows, classes) on a part, its labels as
-    the model's indices, and the model's silence class."""
+def load_ensemble(model_dir: str):
+    """The trained ensemble and its spec, read once for every part, or a clear error."""
     model, mspec = load_model_dir(model_dir)
     if mspec.model != "ensemble":
         raise ValueError(f"{model_dir}: model {mspec.model!r}, not an ensemble")
+    return model, mspec
+
+
+def member_posteriors(model, mspec, spec: str, split: str) -> tuple[list[torch.Tensor], np.ndarray, int | None]:
+    """Each member's stream-protocol posteriors (clips, windows, classes) on a part, its labels as
+    the model's indices, and the model's silence class."""
     frame, labels = clips(spec, split)
     unknown = sorted(set(frame.label) - set(mspec.labels))
     if unknown:
@@ -74,7 +79,8 @@ def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     args.work.mkdir(parents=True, exist_ok=True)
     specs = parts(args.corpus.resolve(), args.work, args.second_opinion)
-    scored = {name: member_posteriors(args.model, spec, split) for name, (spec, split) in specs.items()}
+    model, mspec = load_ensemble(args.model)
+    scored = {name: member_posteriors(model, mspec, spec, split) for name, (spec, split) in specs.items()}
     members = len(next(iter(scored.values()))[0])
     rows = [{"w": w, **{name: mixed_accuracy(posts, member_weights(w, members), truth, silence)
                         for name, (posts, truth, silence) in scored.items()}} for w in args.weights]

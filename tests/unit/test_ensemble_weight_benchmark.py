@@ -48,7 +48,8 @@ def ensemble_dir(path: Path, weights: tuple[float, float], model: str = "ensembl
 
 def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path):
     spec_ = part(tmp_path / "part")
-    posts, truth, silence = bench.member_posteriors(str(ensemble_dir(tmp_path / "m", (0.5, 0.5))), spec_, "test")
+    posts, truth, silence = bench.member_posteriors(*bench.load_ensemble(str(ensemble_dir(tmp_path / "m", (0.5, 0.5)))), spec_,
+                                                    "test")
     assert len(posts) == 2 and posts[0].shape == (12, 1, len(LABELS)) and silence == 0
     waves = bench.waveforms(bench.clips(spec_, "test")[0])
     decisions = {}
@@ -69,7 +70,8 @@ def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path):
 def test_a_model_that_is_not_an_ensemble_and_labels_it_lacks_are_refused(tmp_path):
     spec_ = part(tmp_path / "part")
     with pytest.raises(ValueError, match="model 'tiny', not an ensemble"):
-        bench.member_posteriors(str(ensemble_dir(tmp_path / "t", (1, 1), model="tiny")), spec_, "test")
+        bench.load_ensemble(str(ensemble_dir(tmp_path / "t", (1, 1), model="tiny")))
     with pytest.raises(ValueError, match=r"labels \['no'\] are not among"):
-        bench.member_posteriors(str(ensemble_dir(tmp_path / "m", (1, 1), labels=[x for x in LABELS if x != "no"])),
+        bench.member_posteriors(*bench.load_ensemble(str(ensemble_dir(tmp_path / "m", (1, 1),
+                                                                       labels=[x for x in LABELS if x != "no"]))),
                                 spec_, "test")
