@@ -1,12 +1,14 @@
 """Which weight should an ensemble teacher give each member? Chosen on the unseen-engine validation part.
 
     python benchmarks/ensemble_weight.py --model RUN/stages/teacher/model --corpus data/synth-sc \
-        --work DIR [--second-opinion CORPUS] [--weights 0 0.3 0.5 0.7 1] [--json OUT]
+        --work DIR [--second-opinion CORPUS] [--weights 0 0.3 0.5 0.7 1] [--combine mean product] [--json OUT]
 
 An ``ensemble``'s members each learn on their own loss, so its weights change no member's
 training, only its answer (distill/core/ensemble.py): one trained ensemble is scored at every
 weight. For two members, w is the second member's share (0: the first alone, 1: the second
-alone). Each member's posteriors on a part are computed once (stream protocol), then mixed.
+alone), under each rule of ``--combine`` (``mean`` or ``product``, as the ``combine`` option).
+Each member's posteriors on a part are computed once (stream protocol), then mixed. The row
+chosen is the best on the unseen-engine validation part over every rule and weight.
 The parts are benchmarks/engine_choice.py's: validation, unseen-accent validation, the
 unseen-engine validation part (what chooses), and, for the record, test, unseen accents and the
 unseen-engine test part; ``--second-opinion`` adds another corpus's unseen-engine validation part.
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speech_embedding import clips, parts, waveforms  # noqa: E402 (the same parts, clips and scaling)
 
 from distill.core.checkpoint import load_model_dir  # noqa: E402
+from distill.core.ensemble import COMBINE, mixture_logits  # noqa: E402
 from distill.core.protocols import decide, protocol_starts, window_posteriors  # noqa: E402
 
 CHOOSING_PART = "unseen_engine_validation"
@@ -53,12 +56,20 @@ def member_posteriors(model, mspec, spec: str, split: str) -> tuple[list[torch.T
     return posts, np.array([mspec.labels.index(v) for v in frame.label]), mspec.silence_index
 
 
-def mixed_decisions(posts: list[torch.Tensor], weights: list[float], silence: int | None) -> np.ndarray:
-    return decide(sum(w * p for w, p in zip(weights, posts)), "stream", silence)
+def mixed_posteriors(posts: list[torch.Tensor], weights: list[float], combine: str = "mean") -> torch.Tensor:
+    """The members' posteriors combined as ``Ensemble`` combines them (core.ensemble.mixture_logits)."""
+    log_posts = torch.stack(posts).clamp_min(1e-30).log()  # a softmax's zeros are underflow, not certainty
+    return mixture_logits(log_posts, weights, combine).exp()
 
 
-def mixed_accuracy(posts: list[torch.Tensor], weights: list[float], truth: np.ndarray, silence: int | None) -> float:
-    return round(float((mixed_decisions(posts, weights, silence) == truth).mean()), 4)
+def mixed_decisions(posts: list[torch.Tensor], weights: list[float], silence: int | None,
+                    combine: str = "mean") -> np.ndarray:
+    return decide(mixed_posteriors(posts, weights, combine), "stream", silence)
+
+
+def mixed_accuracy(posts: list[torch.Tensor], weights: list[float], truth: np.ndarray, silence: int | None,
+                   combine: str = "mean") -> float:
+    return round(float((mixed_decisions(posts, weights, silence, combine) == truth).mean()), 4)
 
 
 def member_weights(w: float, members: int) -> list[float]:
@@ -74,6 +85,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="where the unseen-accent parts' specs are written")
     ap.add_argument("--second-opinion", type=Path)
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
+    ap.add_argument("--combine", nargs="+", choices=COMBINE, default=list(COMBINE))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -82,15 +94,19 @@ def main() -> None:
     model, mspec = load_ensemble(args.model)
     scored = {name: member_posteriors(model, mspec, spec, split) for name, (spec, split) in specs.items()}
     members = len(next(iter(scored.values()))[0])
-    rows = [{"w": w, **{name: mixed_accuracy(posts, member_weights(w, members), truth, silence)
-                        for name, (posts, truth, silence) in scored.items()}} for w in args.weights]
+    rows = [{"combine": combine, "w": w,
+             **{name: mixed_accuracy(posts, member_weights(w, members), truth, silence, combine)
+                for name, (posts, truth, silence) in scored.items()}}
+            for combine in args.combine for w in args.weights]
     chosen = max(rows, key=lambda r: (r[CHOOSING_PART], r["validation"]))  # validation breaks a tie
     names = list(scored)
-    print("| w | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    print("| combine | w | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
     for r in rows:
-        print(f"| {r['w']:g}{' (chosen)' if r is chosen else ''} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
+        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | "
+              + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "corpus": str(args.corpus), "chosen_w": chosen["w"],
+                                         "chosen_combine": chosen["combine"],
                                          "clips": {n: len(v[1]) for n, v in scored.items()}, "rows": rows}, indent=1))
 
 

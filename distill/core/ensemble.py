@@ -10,8 +10,10 @@ the validation parts, so the teacher that labels the students' crops can be both
 - Trained, each member learns on its own loss, as it would alone: in training ``forward``
   returns the members' logits stacked (members, batch, classes), and the loss is their sum
   (``core.fit.batch_loss``). The weights then change no member's training, only the answer.
-- Evaluated, it answers ``log Σ wᵢ softmax(zᵢ)``: logits whose softmax is the weighted mean of
-  the members' posteriors.
+- Evaluated, it answers with ``combine``: ``mean`` (the default), ``log Σ wᵢ softmax(zᵢ)``,
+  logits whose softmax is the weighted mean of the members' posteriors; or ``product``, the
+  weighted geometric mean renormalised (log-linear pooling, ``Σ wᵢ log softmax(zᵢ)``), where a
+  class any member rules out stays out.
 - ``lr_scale`` gives a member its own learning rate (a multiple of ``train.lr``; a head on a
   frozen embedding learns at a tenth of what a network learning from scratch can take).
 """
@@ -27,6 +29,7 @@ from torch import nn
 from distill.core.features import FeatureConfig
 
 MEMBER_KEYS = {"name", "options", "weight", "lr_scale"}
+COMBINE = ("mean", "product")  # how the members' posteriors make one answer (the module doc)
 # the house ensemble: the quickstart's network and the speech embedding, half and half
 DEFAULT_MEMBERS = ({"name": "res8_narrow", "weight": 0.5}, {"name": "speech_embedding", "weight": 0.5, "lr_scale": 0.1})
 
@@ -60,15 +63,16 @@ def check_members(members: Any) -> list[dict]:
 
 
 class Ensemble(nn.Module):
-    """Members' posteriors averaged with normalised ``weight`` (see the module doc)."""
+    """Members' posteriors combined with normalised ``weight`` (see the module doc)."""
 
     takes_waveform = True  # each member has its own front end
     exportable = False  # a teacher's network: it labels crops on the cluster and is not deployed
     exportable_note = ("an ensemble is a teacher's network, which labels crops and is not deployed; "
                        "export a student, or train a member alone to deploy it")
 
-    def __init__(self, n_classes: int, members: list[dict], features: FeatureConfig):
+    def __init__(self, n_classes: int, members: list[dict], features: FeatureConfig, combine: str = "mean"):
         super().__init__()
+        check_combine(combine)
         from distill.core.models import build_model
 
         members = check_members(members)
@@ -77,12 +81,13 @@ class Ensemble(nn.Module):
         # not a buffer: the weights are the model's options (model.json), never its trained state
         self.weights = [float(m.get("weight", 1.0)) / total for m in members]
         self.lr_scales = [float(m.get("lr_scale", 1.0)) for m in members]
+        self.combine = combine
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         logits = torch.stack([member(waveform).float() for member in self.members])
         if self.training:
             return logits  # (members, batch, classes): each member's loss apart
-        return mixture_logits(logits, self.weights)
+        return mixture_logits(logits, self.weights, self.combine)
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """One optimizer group per member, at ``lr`` times its ``lr_scale``."""
@@ -90,7 +95,17 @@ class Ensemble(nn.Module):
                 for member, scale in zip(self.members, self.lr_scales)]
 
 
-def mixture_logits(logits: torch.Tensor, weights: list[float]) -> torch.Tensor:
-    """(members, batch, classes) -> log Σ wᵢ softmax(zᵢ), (batch, classes)."""
-    w = torch.tensor(weights, dtype=logits.dtype, device=logits.device).log().view(-1, 1, 1)
-    return torch.logsumexp(torch.log_softmax(logits, dim=-1) + w, dim=0)
+def check_combine(combine: Any) -> str:
+    if combine not in COMBINE:
+        raise ValueError(f"ensemble: combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    return combine
+
+
+def mixture_logits(logits: torch.Tensor, weights: list[float], combine: str = "mean") -> torch.Tensor:
+    """(members, ..., classes) -> the ensemble's log-posteriors (..., classes): ``mean``,
+    log Σ wᵢ softmax(zᵢ); ``product``, log softmax(Σ wᵢ log softmax(zᵢ))."""
+    w = torch.tensor(weights, dtype=logits.dtype, device=logits.device).view(-1, *[1] * (logits.dim() - 1))
+    log_posts = torch.log_softmax(logits, dim=-1)
+    if check_combine(combine) == "product":
+        return torch.log_softmax((w * log_posts).sum(0), dim=-1)
+    return torch.logsumexp(log_posts + w.log(), dim=0)

@@ -150,10 +150,12 @@ build_speech_embedding.takes_waveform = True  # known before it is built: the co
 
 
 @MODELS.register("ensemble")
-def build_ensemble(n_classes: int, features: FeatureConfig, members: list[dict] | None = None) -> nn.Module:
-    """Options: members, each {name, options, weight, lr_scale} (distill.core.ensemble)."""
+def build_ensemble(n_classes: int, features: FeatureConfig, members: list[dict] | None = None,
+                   combine: str = "mean") -> nn.Module:
+    """Options: members, each {name, options, weight, lr_scale}; combine: mean or product
+    (distill.core.ensemble)."""
     from distill.core.ensemble import DEFAULT_MEMBERS, Ensemble
-    return Ensemble(n_classes, [dict(m) for m in (members or DEFAULT_MEMBERS)], features)
+    return Ensemble(n_classes, [dict(m) for m in (members or DEFAULT_MEMBERS)], features, combine)
 
 
 build_ensemble.takes_waveform = True  # every member reads the waveform through its own front end
@@ -162,12 +164,14 @@ build_ensemble.exportable = False  # a teacher's network (Ensemble.exportable_no
 
 
 def _check_ensemble_options(options: dict[str, Any]) -> None:
-    from distill.core.ensemble import check_members
-    unknown = set(options) - {"members"}
+    from distill.core.ensemble import check_combine, check_members
+    unknown = set(options) - {"members", "combine"}
     if unknown:
-        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members")
+        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members and combine")
     if "members" in options:
         check_members(options["members"])
+    if "combine" in options:
+        check_combine(options["combine"])
 
 
 build_ensemble.check_options = _check_ensemble_options  # the config checks them before any work starts

@@ -67,6 +67,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "model: {name: ensemble, options: {members: [{name: tiny}]}}":
             "model.options: ensemble: members must be a list of at least two networks",
         "teacher_model: {name: ensemble, options: {member: []}}": "teacher_model.options: ensemble: unknown options ['member']",
+        "teacher_model: {name: ensemble, options: {combine: median}}":
+            "teacher_model.options: ensemble: combine must be one of mean, product, got 'median'",
         "teacher_model: {name: ensemble}\ntrain: {augment: {spec_freq_masks: 2}}": "model ensemble takes the waveform",
     }
     for text, message in cases.items():

@@ -38,15 +38,18 @@ def part(root: Path) -> str:
     return f"speech_commands_test:{root}"
 
 
-def ensemble_dir(path: Path, weights: tuple[float, float], model: str = "ensemble", labels: list[str] = LABELS) -> Path:
+def ensemble_dir(path: Path, weights: tuple[float, float], model: str = "ensemble", labels: list[str] = LABELS,
+                 combine: str = "mean") -> Path:
     torch.manual_seed(0)
-    options = {"members": [{"name": "tiny", "weight": weights[0]}, {"name": "tiny", "weight": weights[1]}]}
+    options = {"members": [{"name": "tiny", "weight": weights[0]}, {"name": "tiny", "weight": weights[1]}],
+               "combine": combine}
     options = options if model == "ensemble" else {}
     net = build_model(model, len(labels), options).eval()
     return save_model_dir(path, net, ModelSpec(model, options, labels, 1000, net.features.cfg.model_dump()))
 
 
-def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path):
+@pytest.mark.parametrize("combine", ["mean", "product"])
+def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path, combine):
     spec_ = part(tmp_path / "part")
     posts, truth, silence = bench.member_posteriors(*bench.load_ensemble(str(ensemble_dir(tmp_path / "m", (0.5, 0.5)))), spec_,
                                                     "test")
@@ -55,12 +58,13 @@ def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path):
     decisions = {}
     for w in (0.0, 0.3, 1.0):
         from distill.core.checkpoint import load_model_dir
-        model, mspec = load_model_dir(ensemble_dir(tmp_path / f"m{w}", (1 - w, w)) if 0 < w < 1 else tmp_path / "m")
+        model, mspec = load_model_dir(ensemble_dir(tmp_path / f"m{w}", (1 - w, w), combine=combine) if 0 < w < 1
+                                      else tmp_path / "m")
         reference = model if 0 < w < 1 else model.net.members[int(w)]
         expected = predict(reference.eval(), waves, mspec.input_samples, "stream", silence_index=silence)
-        decisions[w] = bench.mixed_decisions(posts, bench.member_weights(w, 2), silence)
+        decisions[w] = bench.mixed_decisions(posts, bench.member_weights(w, 2), silence, combine)
         np.testing.assert_array_equal(decisions[w], expected)
-        assert bench.mixed_accuracy(posts, bench.member_weights(w, 2), truth, silence) == \
+        assert bench.mixed_accuracy(posts, bench.member_weights(w, 2), truth, silence, combine) == \
             round(float((expected == truth).mean()), 4)
     assert not np.array_equal(decisions[0.0], decisions[1.0])  # members that differ: the weight matters
     with pytest.raises(ValueError, match="has 3"):

@@ -1,4 +1,5 @@
-"""core/ensemble.py: the answer is the weighted mean of the members' posteriors; in the one
+"""core/ensemble.py: the answer is the weighted mean of the members' posteriors (or, with
+``combine: product``, their weighted geometric mean renormalised); in the one
 training loop each member learns exactly as it would alone, at its own learning rate; bad
 members are refused naming the entry; a model directory keeps the weights its options give."""
 
@@ -27,6 +28,23 @@ def test_the_answer_is_the_weighted_mean_of_the_members_posteriors():
     assert torch.allclose(model(x).exp().sum(-1), torch.ones(5), atol=1e-5)  # log-posteriors: softmax is a no-op
     logits = torch.tensor([[[0.0, 50.0]], [[50.0, 0.0]]])  # confident members: no overflow
     assert torch.allclose(mixture_logits(logits, [0.5, 0.5]).exp(), torch.tensor([[0.5, 0.5]]))
+
+
+def test_the_product_answer_is_the_renormalised_weighted_geometric_mean():
+    torch.manual_seed(0)
+    model = build_model("ensemble", CLASSES, {"members": TINIES, "combine": "product"}).eval()
+    x = torch.randn(5, 4000)
+    a, b = (torch.softmax(m(x), -1) for m in model.net.members)
+    pooled = a ** 0.25 * b ** 0.75
+    assert torch.allclose(torch.softmax(model(x), -1), pooled / pooled.sum(-1, keepdim=True), atol=1e-6)
+    assert torch.allclose(model(x).exp().sum(-1), torch.ones(5), atol=1e-5)
+    assert not torch.allclose(model(x), build_model("ensemble", CLASSES, {"members": TINIES}).eval()(x))
+    # a class one confident member rules out stays out, where the mean keeps half of it
+    logits = torch.tensor([[[0.0, 50.0]], [[50.0, 50.0]]])
+    assert mixture_logits(logits, [0.5, 0.5], "product").exp()[0, 0] < 1e-9
+    assert mixture_logits(logits, [0.5, 0.5], "mean").exp()[0, 0] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="combine must be one of mean, product, got 'sum'"):
+        build_model("ensemble", CLASSES, {"members": TINIES, "combine": "sum"})
 
 
 def test_in_training_each_member_learns_as_it_would_alone():
@@ -78,3 +96,8 @@ def test_a_model_directory_rebuilds_the_ensemble_with_its_weights(tmp_path):
     loaded, _ = load_model_dir(tmp_path)
     x = torch.randn(3, 4000)
     assert torch.equal(loaded(x), model(x)) and loaded.net.weights == [0.25, 0.75]
+    product = build_model("ensemble", CLASSES, {"members": TINIES, "combine": "product"}).eval()
+    save_model_dir(tmp_path / "product", product, ModelSpec("ensemble", {"members": TINIES, "combine": "product"},
+                                                            ["a", "b", "c", "d"], 250, product.features.cfg.model_dump()))
+    loaded, _ = load_model_dir(tmp_path / "product")
+    assert loaded.net.combine == "product" and torch.equal(loaded(x), product(x))
