@@ -21,7 +21,7 @@ RHVOICE := rhvoice rhvoice-english
 APT_EXTRA := /etc/apt/sources.list.d/pld-contrib-non-free.sources
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-unit test-integration install system browser data study-data clean
+.PHONY: demo test test-unit test-integration install system browser data teacher-data study-data clean
 
 install: system $(VENV)/.installed
 
@@ -46,6 +46,15 @@ data: $(DATA)/synth.json
 
 $(DATA)/synth.json: | $(VENV)/.installed
 	$(BIN)/pld data synth --out $(DATA) --speakers 300 --val-fraction 0.3 --test-fraction 0.3 --unknown-words 10
+
+# configs/ensemble_teacher.yaml's corpus: 480 training speakers (MBROLA's voices among the engines),
+# its held-out parts as the default corpus's (the same unseen accents, engines and sizes).
+teacher-data: data/synth-sc-480/synth.json
+
+data/synth-sc-480/synth.json: | $(VENV)/.installed
+	$(BIN)/pld data synth --out data/synth-sc-480 --seed 1 --speakers 660 --val-fraction 0.1364 \
+	  --test-fraction 0.1364 --unknown-words 10 --engines espeak=2,festival=1,pico=1,mbrola=1 \
+	  --heldout-val-voices en-gb-x-gbclan --heldout-test-voices en-029,en-us-nyc
 
 # The decisive study's other two corpora (studies/decisive.yaml): the same speakers, each word
 # placed anywhere in its clip, at its own length and at 0.6 of it.
