@@ -313,6 +313,8 @@ class ExperimentConfig(_Strict):
                 builder.check_options(net.options)
             except ValueError as exc:
                 raise ValueError(f"{field}.options: {exc}") from None
+        if hasattr(builder, "option_defaults"):  # resolved here, so config.json and model.json name them
+            net.options = {**builder.option_defaults(), **net.options}
         waveform = getattr(builder, "takes_waveform", False)
         if waveform and augment.enabled and (augment.spec_time_masks or augment.spec_freq_masks
                                              or augment.warp_prob > 0 or augment.mixstyle_prob > 0):

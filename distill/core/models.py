@@ -177,6 +177,14 @@ def _check_ensemble_options(options: dict[str, Any]) -> None:
 build_ensemble.check_options = _check_ensemble_options  # the config checks them before any work starts
 
 
+def _ensemble_option_defaults() -> dict[str, Any]:
+    from distill.core.ensemble import CONFIG_COMBINE
+    return {"combine": CONFIG_COMBINE}
+
+
+build_ensemble.option_defaults = _ensemble_option_defaults  # written into the config: its runs record the rule
+
+
 @MODELS.register("tiny")
 def build_tiny(n_classes: int, channels: int = 8) -> nn.Module:
     return Tiny(n_classes, channels=channels)

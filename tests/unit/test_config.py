@@ -96,6 +96,15 @@ def test_configs_never_evaluate_code(tmp_path, capsys):
     assert "--set name: not a plain YAML value" in capsys.readouterr().err and not marker.exists()
 
 
+def test_an_ensemble_config_records_its_combining_rule():
+    from distill.core.ensemble import CONFIG_COMBINE
+    resolved = load_config(None, {"teacher_model.name": "ensemble"})
+    assert resolved.teacher_model.options == {"combine": CONFIG_COMBINE} == {"combine": "product"}
+    chosen = load_config(None, {"teacher_model.name": "ensemble", "teacher_model.options": {"combine": "mean"}})
+    assert chosen.teacher_model.options == {"combine": "mean"}
+    assert load_config(None, {"model.name": "res8"}).model.options == {}  # other networks: their options as written
+
+
 def test_every_shipped_config_validates():
     configs = sorted((REPO / "configs").glob("*.yaml"))
     assert len(configs) >= 3

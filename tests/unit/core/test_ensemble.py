@@ -20,7 +20,7 @@ TINIES = [{"name": "tiny", "weight": 1.0}, {"name": "tiny", "options": {"channel
 
 def test_the_answer_is_the_weighted_mean_of_the_members_posteriors():
     torch.manual_seed(0)
-    model = build_model("ensemble", CLASSES, {"members": TINIES}).eval()
+    model = build_model("ensemble", CLASSES, {"members": TINIES, "combine": "mean"}).eval()
     x = torch.randn(5, 4000)
     a, b = (torch.softmax(m(x), -1) for m in model.net.members)
     assert model.net.weights == [0.25, 0.75]
@@ -96,6 +96,7 @@ def test_a_model_directory_rebuilds_the_ensemble_with_its_weights(tmp_path):
     loaded, _ = load_model_dir(tmp_path)
     x = torch.randn(3, 4000)
     assert torch.equal(loaded(x), model(x)) and loaded.net.weights == [0.25, 0.75]
+    assert loaded.net.combine == "mean"  # a model directory without combine (written before it) answers as it did
     product = build_model("ensemble", CLASSES, {"members": TINIES, "combine": "product"}).eval()
     save_model_dir(tmp_path / "product", product, ModelSpec("ensemble", {"members": TINIES, "combine": "product"},
                                                             ["a", "b", "c", "d"], 250, product.features.cfg.model_dump()))
