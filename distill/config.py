@@ -291,15 +291,16 @@ class ExperimentConfig(_Strict):
         plan = plan_chain(self)
         names = [s.name for s in plan]
         for stage in plan:
-            self._check_waveform_model(stage)
+            self._check_network(stage)
         for key in self.stages:
             if key not in names and key not in STAGE_GROUPS.values():
                 raise ValueError(f"stages.{key}: no such stage in this chain; its stages are {', '.join(names)}, and "
                                  f"the groups {', '.join(STAGE_GROUPS.values())}")
         return self
 
-    def _check_waveform_model(self, stage: Any) -> None:
-        """A network with its own front end cannot take the augmentations that act on the log-mel."""
+    def _check_network(self, stage: Any) -> None:
+        """A stage's network: its options checked and their defaults written in; and a network with
+        its own front end cannot take the augmentations that act on the log-mel."""
         from distill.core.models import MODELS
 
         net, augment = self.model_for(stage.kind), self.train.augment
