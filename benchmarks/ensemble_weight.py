@@ -1,14 +1,18 @@
 """Which weight should an ensemble teacher give each member? Chosen on the unseen-engine validation part.
 
     python benchmarks/ensemble_weight.py --model RUN/stages/teacher/model --corpus data/synth-sc \
-        --work DIR [--second-opinion CORPUS] [--weights 0 0.3 0.5 0.7 1] [--combine mean product] [--json OUT]
+        --work DIR [--second-opinion CORPUS] [--weights 0 0.3 0.5 0.7 1] [--combine mean product] \
+        [--unknown-offsets 0 -0.5 -1] [--max-validation-drop 0.005] [--json OUT]
 
 An ``ensemble``'s members each learn on their own loss, so its weights change no member's
 training, only its answer (distill/core/ensemble.py): one trained ensemble is scored at every
 weight. For two members, w is the second member's share (0: the first alone, 1: the second
-alone), under each rule of ``--combine`` (``mean`` or ``product``, as the ``combine`` option).
-Each member's posteriors on a part are computed once (stream protocol), then mixed. The row
-chosen is the best on the unseen-engine validation part over every rule and weight.
+alone), under each rule of ``--combine`` (``mean`` or ``product``, as the ``combine`` option),
+and at each ``--unknown-offsets`` (the ``unknown_offset`` option: added to the ``_unknown_``
+class's log-posterior). Each member's posteriors on a part are computed once (stream protocol),
+then mixed. The row chosen is the best on the unseen-engine validation part over every rule,
+weight and offset; with ``--max-validation-drop``, only among the rows whose validation accuracy
+is within that of the best row's (an offset must not buy the unseen engine with the corpus's own).
 The parts are benchmarks/engine_choice.py's: validation, unseen-accent validation, the
 unseen-engine validation part (what chooses), and, for the record, test, unseen accents and the
 unseen-engine test part; ``--second-opinion`` adds another corpus's unseen-engine validation part.
@@ -29,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speech_embedding import clips, parts, waveforms  # noqa: E402 (the same parts, clips and scaling)
 
 from distill.core.checkpoint import load_model_dir  # noqa: E402
-from distill.core.ensemble import COMBINE, mixture_logits  # noqa: E402
+from distill.core.ensemble import COMBINE, mixture_logits, offset_class  # noqa: E402
 from distill.core.protocols import decide, protocol_starts, window_posteriors  # noqa: E402
+from distill.names import UNKNOWN  # noqa: E402
 
 CHOOSING_PART = "unseen_engine_validation"
 
@@ -56,20 +61,31 @@ def member_posteriors(model, mspec, spec: str, split: str) -> tuple[list[torch.T
     return posts, np.array([mspec.labels.index(v) for v in frame.label]), mspec.silence_index
 
 
-def mixed_posteriors(posts: list[torch.Tensor], weights: list[float], combine: str = "mean") -> torch.Tensor:
-    """The members' posteriors combined as ``Ensemble`` combines them (core.ensemble.mixture_logits)."""
+def mixed_posteriors(posts: list[torch.Tensor], weights: list[float], combine: str = "mean",
+                     unknown: int | None = None, offset: float = 0.0) -> torch.Tensor:
+    """The members' posteriors combined as ``Ensemble`` combines them (core.ensemble.mixture_logits,
+    then offset_class on the ``unknown`` class)."""
     log_posts = torch.stack(posts).clamp_min(1e-30).log()  # a softmax's zeros are underflow, not certainty
-    return mixture_logits(log_posts, weights, combine).exp()
+    return offset_class(mixture_logits(log_posts, weights, combine), unknown, offset).exp()
 
 
 def mixed_decisions(posts: list[torch.Tensor], weights: list[float], silence: int | None,
-                    combine: str = "mean") -> np.ndarray:
-    return decide(mixed_posteriors(posts, weights, combine), "stream", silence)
+                    combine: str = "mean", unknown: int | None = None, offset: float = 0.0) -> np.ndarray:
+    return decide(mixed_posteriors(posts, weights, combine, unknown, offset), "stream", silence)
 
 
 def mixed_accuracy(posts: list[torch.Tensor], weights: list[float], truth: np.ndarray, silence: int | None,
-                   combine: str = "mean") -> float:
-    return round(float((mixed_decisions(posts, weights, silence, combine) == truth).mean()), 4)
+                   combine: str = "mean", unknown: int | None = None, offset: float = 0.0) -> float:
+    return round(float((mixed_decisions(posts, weights, silence, combine, unknown, offset) == truth).mean()), 4)
+
+
+def choose(rows: list[dict], max_validation_drop: float | None = None) -> dict:
+    """The best row on the unseen-engine validation part (validation breaks a tie), among the rows
+    within ``max_validation_drop`` of the best validation accuracy when it is given."""
+    if max_validation_drop is not None:
+        best = max(r["validation"] for r in rows)
+        rows = [r for r in rows if r["validation"] >= best - max_validation_drop - 1e-9]
+    return max(rows, key=lambda r: (r[CHOOSING_PART], r["validation"]))
 
 
 def member_weights(w: float, members: int) -> list[float]:
@@ -86,6 +102,10 @@ def main() -> None:
     ap.add_argument("--second-opinion", type=Path)
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
     ap.add_argument("--combine", nargs="+", choices=COMBINE, default=list(COMBINE))
+    ap.add_argument("--unknown-offsets", type=float, nargs="+", default=[0.0],
+                    help="offsets added to the _unknown_ class's log-posterior (the unknown_offset option)")
+    ap.add_argument("--max-validation-drop", type=float,
+                    help="choose only among rows within this of the best validation accuracy")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -94,19 +114,24 @@ def main() -> None:
     model, mspec = load_ensemble(args.model)
     scored = {name: member_posteriors(model, mspec, spec, split) for name, (spec, split) in specs.items()}
     members = len(next(iter(scored.values()))[0])
-    rows = [{"combine": combine, "w": w,
-             **{name: mixed_accuracy(posts, member_weights(w, members), truth, silence, combine)
+    unknown = mspec.labels.index(UNKNOWN) if UNKNOWN in mspec.labels else None
+    if unknown is None and any(args.unknown_offsets):
+        raise SystemExit(f"--unknown-offsets: the model's labels {mspec.labels} have no {UNKNOWN} class to move")
+    rows = [{"combine": combine, "w": w, "unknown_offset": offset,
+             **{name: mixed_accuracy(posts, member_weights(w, members), truth, silence, combine, unknown, offset)
                 for name, (posts, truth, silence) in scored.items()}}
-            for combine in args.combine for w in args.weights]
-    chosen = max(rows, key=lambda r: (r[CHOOSING_PART], r["validation"]))  # validation breaks a tie
+            for combine in args.combine for w in args.weights for offset in args.unknown_offsets]
+    chosen = choose(rows, args.max_validation_drop)
     names = list(scored)
-    print("| combine | w | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
+    print("| combine | w | unknown_offset | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
     for r in rows:
-        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | "
+        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r['unknown_offset']:g} | "
               + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "corpus": str(args.corpus), "chosen_w": chosen["w"],
                                          "chosen_combine": chosen["combine"],
+                                         "chosen_unknown_offset": chosen["unknown_offset"],
+                                         "max_validation_drop": args.max_validation_drop,
                                          "clips": {n: len(v[1]) for n, v in scored.items()}, "rows": rows}, indent=1))
 
 

@@ -38,7 +38,7 @@ class ModelSpec:
         return self.labels.index(SILENCE) if SILENCE in self.labels else None
 
     def build(self) -> KeywordSpotter:
-        return build_model(self.model, len(self.labels), self.options, FeatureConfig(**self.features))
+        return build_model(self.model, len(self.labels), self.options, FeatureConfig(**self.features), self.labels)
 
 
 def save_model_dir(path: str | Path, model: torch.nn.Module, spec: ModelSpec) -> Path:

@@ -14,6 +14,10 @@ the validation parts, so the teacher that labels the students' crops can be both
   geometric mean of the members' posteriors renormalised (log-linear pooling,
   ``Σ wᵢ log softmax(zᵢ)``), where a class any member rules out stays out; or ``mean``,
   ``log Σ wᵢ softmax(zᵢ)``, logits whose softmax is their weighted mean.
+- ``unknown_offset`` is added to the ``_unknown_`` class's log-posterior in the answer, which is
+  then renormalised: the prior of "no keyword", the filler class's operating point. Other engines
+  say short words (up, on, off) less clearly than the training speech, and the teacher falls back
+  to ``_unknown_``; a negative offset asks for more evidence before it does (docs/benchmarks.md).
 - ``lr_scale`` gives a member its own learning rate (a multiple of ``train.lr``; a head on a
   frozen embedding learns at a tenth of what a network learning from scratch can take).
 """
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from distill.core.features import FeatureConfig
+from distill.names import UNKNOWN
 
 MEMBER_KEYS = {"name", "options", "weight", "lr_scale"}
 COMBINE = ("mean", "product")  # how the members' posteriors make one answer (the module doc)
@@ -74,9 +79,19 @@ class Ensemble(nn.Module):
     exportable_note = ("an ensemble is a teacher's network, which labels crops and is not deployed; "
                        "export a student, or train a member alone to deploy it")
 
-    def __init__(self, n_classes: int, members: list[dict], features: FeatureConfig, combine: str = "mean"):
+    def __init__(self, n_classes: int, members: list[dict], features: FeatureConfig, combine: str = "mean",
+                 unknown_offset: float = 0.0, labels: list[str] | None = None):
         super().__init__()
         check_combine(combine)
+        check_unknown_offset(unknown_offset)
+        # the class the offset moves; None when there is no offset, so a label set without _unknown_ is fine
+        self.unknown_index = None
+        if unknown_offset:
+            if labels is None or UNKNOWN not in labels:
+                raise ValueError(f"ensemble: unknown_offset {unknown_offset} moves the {UNKNOWN} class, which this "
+                                 f"model's labels {labels} lack; set unknown_offset to 0 for this dataset")
+            self.unknown_index = labels.index(UNKNOWN)
+        self.unknown_offset = float(unknown_offset)
         from distill.core.models import build_model
 
         members = check_members(members)
@@ -91,7 +106,7 @@ class Ensemble(nn.Module):
         logits = torch.stack([member(waveform).float() for member in self.members])
         if self.training:
             return logits  # (members, batch, classes): each member's loss apart
-        return mixture_logits(logits, self.weights, self.combine)
+        return offset_class(mixture_logits(logits, self.weights, self.combine), self.unknown_index, self.unknown_offset)
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """One optimizer group per member, at ``lr`` times its ``lr_scale``."""
@@ -103,6 +118,22 @@ def check_combine(combine: Any) -> str:
     if combine not in COMBINE:
         raise ValueError(f"ensemble: combine must be one of {', '.join(COMBINE)}, got {combine!r}")
     return combine
+
+
+def check_unknown_offset(offset: Any) -> float:
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
+        raise ValueError(f"ensemble: unknown_offset must be a finite number (a log-posterior offset), got {offset!r}")
+    return float(offset)
+
+
+def offset_class(log_posteriors: torch.Tensor, index: int | None, offset: float) -> torch.Tensor:
+    """Log-posteriors (..., classes) with ``offset`` added to class ``index``, renormalised
+    (unchanged when ``index`` is None or the offset is 0)."""
+    if index is None or not offset:
+        return log_posteriors
+    shift = torch.zeros(log_posteriors.shape[-1], dtype=log_posteriors.dtype, device=log_posteriors.device)
+    shift[index] = offset
+    return torch.log_softmax(log_posteriors + shift, dim=-1)
 
 
 def mixture_logits(logits: torch.Tensor, weights: list[float], combine: str = "mean") -> torch.Tensor:

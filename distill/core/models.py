@@ -151,27 +151,31 @@ build_speech_embedding.takes_waveform = True  # known before it is built: the co
 
 @MODELS.register("ensemble")
 def build_ensemble(n_classes: int, features: FeatureConfig, members: list[dict] | None = None,
-                   combine: str = "mean") -> nn.Module:
-    """Options: members, each {name, options, weight, lr_scale}; combine: mean or product
-    (distill.core.ensemble)."""
+                   combine: str = "mean", unknown_offset: float = 0.0, labels: list[str] | None = None) -> nn.Module:
+    """Options: members, each {name, options, weight, lr_scale}; combine: mean or product;
+    unknown_offset: added to the _unknown_ class's log-posterior (distill.core.ensemble)."""
     from distill.core.ensemble import DEFAULT_MEMBERS, Ensemble
-    return Ensemble(n_classes, [dict(m) for m in (members or DEFAULT_MEMBERS)], features, combine)
+    return Ensemble(n_classes, [dict(m) for m in (members or DEFAULT_MEMBERS)], features, combine, unknown_offset,
+                    labels)
 
 
 build_ensemble.takes_waveform = True  # every member reads the waveform through its own front end
 build_ensemble.takes_features = True  # build_model hands it the chain's features, for its members
+build_ensemble.takes_labels = True  # and the model's labels, to find the class unknown_offset moves
 build_ensemble.exportable = False  # a teacher's network (Ensemble.exportable_note says why)
 
 
 def _check_ensemble_options(options: dict[str, Any]) -> None:
-    from distill.core.ensemble import check_combine, check_members
-    unknown = set(options) - {"members", "combine"}
+    from distill.core.ensemble import check_combine, check_members, check_unknown_offset
+    unknown = set(options) - {"members", "combine", "unknown_offset"}
     if unknown:
-        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members and combine")
+        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members, combine and unknown_offset")
     if "members" in options:
         check_members(options["members"])
     if "combine" in options:
         check_combine(options["combine"])
+    if "unknown_offset" in options:
+        check_unknown_offset(options["unknown_offset"])
 
 
 build_ensemble.check_options = _check_ensemble_options  # the config checks them before any work starts
@@ -179,7 +183,7 @@ build_ensemble.check_options = _check_ensemble_options  # the config checks them
 
 def _ensemble_option_defaults() -> dict[str, Any]:
     from distill.core.ensemble import CONFIG_COMBINE
-    return {"combine": CONFIG_COMBINE}
+    return {"combine": CONFIG_COMBINE, "unknown_offset": 0.0}
 
 
 build_ensemble.option_defaults = _ensemble_option_defaults  # written into the config: its runs record the rule
@@ -230,12 +234,15 @@ def takes_waveform(net: nn.Module) -> bool:
 
 
 def build_model(name: str, n_classes: int, options: dict[str, Any] | None = None,
-                features: FeatureConfig | None = None) -> KeywordSpotter:
-    """Build a registered network behind the log-mel front end."""
+                features: FeatureConfig | None = None, labels: list[str] | None = None) -> KeywordSpotter:
+    """Build a registered network behind the log-mel front end (``labels``: the class names, for a
+    network that needs them)."""
     builder = MODELS.get(name)
     features = features or FeatureConfig()
     if getattr(builder, "takes_features", False):  # an ensemble builds its members' front ends
         options = {**(options or {}), "features": features}
+    if getattr(builder, "takes_labels", False):
+        options = {**(options or {}), "labels": labels}
     try:
         net = builder(n_classes, **(options or {}))
     except TypeError as exc:

@@ -39,12 +39,12 @@ def part(root: Path) -> str:
 
 
 def ensemble_dir(path: Path, weights: tuple[float, float], model: str = "ensemble", labels: list[str] = LABELS,
-                 combine: str = "mean") -> Path:
+                 combine: str = "mean", unknown_offset: float = 0.0) -> Path:
     torch.manual_seed(0)
     options = {"members": [{"name": "tiny", "weight": weights[0]}, {"name": "tiny", "weight": weights[1]}],
-               "combine": combine}
+               "combine": combine, "unknown_offset": unknown_offset}
     options = options if model == "ensemble" else {}
-    net = build_model(model, len(labels), options).eval()
+    net = build_model(model, len(labels), options, labels=labels).eval()
     return save_model_dir(path, net, ModelSpec(model, options, labels, 1000, net.features.cfg.model_dump()))
 
 
@@ -69,6 +69,31 @@ def test_a_weight_answers_as_the_ensemble_built_with_it(tmp_path, combine):
     assert not np.array_equal(decisions[0.0], decisions[1.0])  # members that differ: the weight matters
     with pytest.raises(ValueError, match="has 3"):
         bench.member_weights(0.5, 3)
+
+
+@pytest.mark.parametrize("combine", ["mean", "product"])
+def test_an_unknown_offset_answers_as_the_ensemble_built_with_it(tmp_path, combine):
+    from distill.core.checkpoint import load_model_dir
+    spec_ = part(tmp_path / "part")
+    posts, truth, silence = bench.member_posteriors(*bench.load_ensemble(str(ensemble_dir(tmp_path / "m", (0.5, 0.5)))),
+                                                    spec_, "test")
+    waves = bench.waveforms(bench.clips(spec_, "test")[0])
+    unknown = LABELS.index(UNKNOWN)
+    for offset in (0.0, -1.0, 3.0):
+        model, mspec = load_model_dir(ensemble_dir(tmp_path / f"m{offset}", (0.5, 0.5), combine=combine,
+                                                   unknown_offset=offset))
+        expected = predict(model.eval(), waves, mspec.input_samples, "stream", silence_index=silence)
+        np.testing.assert_array_equal(
+            bench.mixed_decisions(posts, [0.5, 0.5], silence, combine, unknown, offset), expected)
+    assert (bench.mixed_decisions(posts, [0.5, 0.5], silence, combine, unknown, 30.0) == unknown).all()
+
+
+def test_the_choice_is_the_best_unseen_engine_row_within_the_validation_drop():
+    rows = [{"validation": 0.98, "unseen_engine_validation": 0.85}, {"validation": 0.97, "unseen_engine_validation": 0.88},
+            {"validation": 0.978, "unseen_engine_validation": 0.87}, {"validation": 0.98, "unseen_engine_validation": 0.85}]
+    assert bench.choose(rows) is rows[1]
+    assert bench.choose(rows, 0.005) is rows[2]
+    assert bench.choose(rows, 0.0) is rows[0]  # a tie on the part that chooses: the first best on validation
 
 
 def test_a_model_that_is_not_an_ensemble_and_labels_it_lacks_are_refused(tmp_path):

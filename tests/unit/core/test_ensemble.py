@@ -102,3 +102,36 @@ def test_a_model_directory_rebuilds_the_ensemble_with_its_weights(tmp_path):
                                                             ["a", "b", "c", "d"], 250, product.features.cfg.model_dump()))
     loaded, _ = load_model_dir(tmp_path / "product")
     assert loaded.net.combine == "product" and torch.equal(loaded(x), product(x))
+
+
+def test_unknown_offset_moves_the_unknown_class_alone_and_a_model_directory_keeps_it(tmp_path):
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    torch.manual_seed(0)
+    plain = build_model("ensemble", len(labels), {"members": TINIES, "combine": "product"}, labels=labels).eval()
+    options = {"members": TINIES, "combine": "product", "unknown_offset": -2.0}
+    moved = build_model("ensemble", len(labels), options, labels=labels).eval()
+    moved.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 4000)
+    before, after = plain(x).exp(), moved(x).exp()
+    assert torch.allclose(after.sum(-1), torch.ones(6), atol=1e-5)
+    assert (after[:, 1] < before[:, 1]).all()  # less of _unknown_ ...
+    others = [0, 2, 3]  # ... and the other classes keep their ratios
+    assert torch.allclose(after[:, others] / after[:, others].sum(-1, keepdim=True),
+                          before[:, others] / before[:, others].sum(-1, keepdim=True), atol=1e-5)
+    odds = lambda p: p[:, 1] / p[:, 2]  # noqa: E731
+    assert torch.allclose(odds(after), odds(before) * torch.exp(torch.tensor(-2.0)), rtol=1e-4)
+    spec = ModelSpec("ensemble", options, labels, 250, moved.features.cfg.model_dump())
+    loaded, _ = load_model_dir(save_model_dir(tmp_path, moved, spec))
+    assert loaded.net.unknown_offset == -2.0 and torch.equal(loaded(x), moved(x))
+    moved.train()  # in training each member's logits, as before: the offset changes only the answer
+    assert torch.equal(moved(x), plain.train()(x))
+
+
+def test_unknown_offset_needs_an_unknown_class_and_a_number():
+    with pytest.raises(ValueError, match=r"unknown_offset -1.0 moves the _unknown_ class, which this model's labels "
+                                         r"\['a', 'b', 'c', 'd'\] lack"):
+        build_model("ensemble", CLASSES, {"members": TINIES, "unknown_offset": -1.0}, labels=["a", "b", "c", "d"])
+    build_model("ensemble", CLASSES, {"members": TINIES, "unknown_offset": 0.0}, labels=["a", "b", "c", "d"])  # off: fine
+    for bad in ("-1", float("nan"), True):
+        with pytest.raises(ValueError, match="unknown_offset must be a finite number"):
+            build_model("ensemble", CLASSES, {"members": TINIES, "unknown_offset": bad})
