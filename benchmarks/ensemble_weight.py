@@ -3,6 +3,7 @@
     python benchmarks/ensemble_weight.py --model RUN/stages/teacher/model --corpus data/synth-sc \
         --work DIR [--second-opinion CORPUS] [--weights 0 0.3 0.5 0.7 1] [--combine mean product] \
         [--unknown-offsets 0 -0.5 -1] [--max-validation-drop 0.005] [--json OUT]
+    python benchmarks/ensemble_weight.py --pool SEED0.json SEED1.json ... [--max-validation-drop 0.005]
 
 An ``ensemble``'s members each learn on their own loss, so its weights change no member's
 training, only its answer (distill/core/ensemble.py): one trained ensemble is scored at every
@@ -13,6 +14,8 @@ class's log-posterior). Each member's posteriors on a part are computed once (st
 then mixed. The row chosen is the best on the unseen-engine validation part over every rule,
 weight and offset; with ``--max-validation-drop``, only among the rows whose validation accuracy
 is within that of the best row's (an offset must not buy the unseen engine with the corpus's own).
+``--pool`` chooses for a recipe over several trained ensembles (seeds): each setting's accuracy is
+the mean of its rows in the given ``--json`` records, and the same rule chooses.
 The parts are benchmarks/engine_choice.py's: validation, unseen-accent validation, the
 unseen-engine validation part (what chooses), and, for the record, test, unseen accents and the
 unseen-engine test part; ``--second-opinion`` adds another corpus's unseen-engine validation part.
@@ -94,11 +97,37 @@ def member_weights(w: float, members: int) -> list[float]:
     return [1 - w, w]
 
 
+SETTING = ("combine", "w", "unknown_offset")
+
+
+def pool_rows(records: list[dict]) -> list[dict]:
+    """Each setting's mean accuracy on every part over several ``--json`` records, or a clear error
+    when a record lacks a setting another has."""
+    keyed = [{tuple(r.get(k, 0.0) for k in SETTING): r for r in rec["rows"]} for rec in records]
+    settings = list(keyed[0])
+    for i, k in enumerate(keyed[1:], 1):
+        if set(k) != set(settings):
+            raise ValueError(f"--pool: record {i + 1} scores other settings than record 1 "
+                             f"({sorted(set(k) ^ set(settings))}); score every model on the same grid")
+    parts_ = [n for n in records[0]["rows"][0] if n not in SETTING]
+    return [{**dict(zip(SETTING, s)), **{n: round(float(np.mean([k[s][n] for k in keyed])), 4) for n in parts_}}
+            for s in settings]
+
+
+def print_table(rows: list[dict], chosen: dict) -> None:
+    names = [n for n in rows[0] if n not in SETTING]
+    print("| combine | w | unknown_offset | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
+    for r in rows:
+        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r.get('unknown_offset', 0.0):g} | "
+              + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a trained ensemble's model directory")
-    ap.add_argument("--corpus", type=Path, required=True, help="the corpus whose parts score it")
-    ap.add_argument("--work", type=Path, required=True, help="where the unseen-accent parts' specs are written")
+    ap.add_argument("--model", help="a trained ensemble's model directory")
+    ap.add_argument("--corpus", type=Path, help="the corpus whose parts score it")
+    ap.add_argument("--work", type=Path, help="where the unseen-accent parts' specs are written")
+    ap.add_argument("--pool", type=Path, nargs="+", help="--json records of several ensembles: choose on their means")
     ap.add_argument("--second-opinion", type=Path)
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
     ap.add_argument("--combine", nargs="+", choices=COMBINE, default=list(COMBINE))
@@ -108,6 +137,17 @@ def main() -> None:
                     help="choose only among rows within this of the best validation accuracy")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.pool:
+        rows = pool_rows([json.loads(p.read_text()) for p in args.pool])
+        chosen = choose(rows, args.max_validation_drop)
+        print_table(rows, chosen)
+        if args.json:
+            args.json.write_text(json.dumps({"pooled": [str(p) for p in args.pool],
+                                             **{f"chosen_{k}": chosen[k] for k in SETTING},
+                                             "max_validation_drop": args.max_validation_drop, "rows": rows}, indent=1))
+        return
+    if not (args.model and args.corpus and args.work):
+        ap.error("--model, --corpus and --work are required unless --pool is given")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     args.work.mkdir(parents=True, exist_ok=True)
     specs = parts(args.corpus.resolve(), args.work, args.second_opinion)
@@ -122,11 +162,7 @@ def main() -> None:
                 for name, (posts, truth, silence) in scored.items()}}
             for combine in args.combine for w in args.weights for offset in args.unknown_offsets]
     chosen = choose(rows, args.max_validation_drop)
-    names = list(scored)
-    print("| combine | w | unknown_offset | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
-    for r in rows:
-        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r['unknown_offset']:g} | "
-              + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
+    print_table(rows, chosen)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "corpus": str(args.corpus), "chosen_w": chosen["w"],
                                          "chosen_combine": chosen["combine"],

@@ -89,8 +89,8 @@ def test_an_unknown_offset_answers_as_the_ensemble_built_with_it(tmp_path, combi
 
 
 def test_the_choice_is_the_best_unseen_engine_row_within_the_validation_drop():
-    rows = [{"validation": 0.98, "unseen_engine_validation": 0.85}, {"validation": 0.97, "unseen_engine_validation": 0.88},
-            {"validation": 0.978, "unseen_engine_validation": 0.87}, {"validation": 0.98, "unseen_engine_validation": 0.85}]
+    rows = [{"validation": v, "unseen_engine_validation": u} for v, u in ((0.98, 0.85), (0.97, 0.88), (0.978, 0.87),
+                                                                           (0.98, 0.85))]
     assert bench.choose(rows) is rows[1]
     assert bench.choose(rows, 0.005) is rows[2]
     assert bench.choose(rows, 0.0) is rows[0]  # a tie on the part that chooses: the first best on validation
@@ -104,3 +104,25 @@ def test_a_model_that_is_not_an_ensemble_and_labels_it_lacks_are_refused(tmp_pat
         bench.member_posteriors(*bench.load_ensemble(str(ensemble_dir(tmp_path / "m", (1, 1),
                                                                        labels=[x for x in LABELS if x != "no"]))),
                                 spec_, "test")
+
+
+def test_pooled_records_choose_on_each_settings_mean(tmp_path, capsys):
+    def record(*scores):  # (unseen-engine validation, validation) for offsets 0 and -1
+        return {"rows": [{"combine": "product", "w": 0.5, "unknown_offset": o, "validation": v,
+                          "unseen_engine_validation": u} for o, (u, v) in zip((0.0, -1.0), scores)]}
+    records = [record((0.85, 0.98), (0.88, 0.97)), record((0.86, 0.98), (0.84, 0.98))]
+    rows = bench.pool_rows(records)
+    assert rows[1] == {"combine": "product", "w": 0.5, "unknown_offset": -1.0, "validation": 0.975,
+                       "unseen_engine_validation": 0.86}
+    assert bench.choose(rows) is rows[1] and bench.choose(rows, 0.002) is rows[0]
+    paths = []
+    for i, r in enumerate(records):
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(__import__("json").dumps(r))
+    sys.argv = ["ensemble_weight.py", "--pool", *map(str, paths), "--json", str(tmp_path / "pooled.json")]
+    bench.main()
+    assert "| product | 0.5 (chosen) | -1 | 0.975 | 0.860 |" in capsys.readouterr().out
+    assert __import__("json").loads((tmp_path / "pooled.json").read_text())["chosen_unknown_offset"] == -1.0
+    records[1]["rows"].pop()
+    with pytest.raises(ValueError, match="record 2 scores other settings than record 1"):
+        bench.pool_rows(records)
