@@ -102,10 +102,10 @@ def test_an_ensemble_config_records_its_combining_rule():
     from distill.core.ensemble import CONFIG_COMBINE
     resolved = load_config(None, {"teacher_model.name": "ensemble"})
     assert resolved.teacher_model.options == {"combine": CONFIG_COMBINE, "unknown_offset": 0.0}
-    assert CONFIG_COMBINE == "product"
+    assert CONFIG_COMBINE == "mean"
     chosen = load_config(None, {"teacher_model.name": "ensemble",
-                                "teacher_model.options": {"combine": "mean", "unknown_offset": -1.0}})
-    assert chosen.teacher_model.options == {"combine": "mean", "unknown_offset": -1.0}
+                                "teacher_model.options": {"combine": "product", "unknown_offset": -1.0}})
+    assert chosen.teacher_model.options == {"combine": "product", "unknown_offset": -1.0}
     assert load_config(None, {"model.name": "res8"}).model.options == {}  # other networks: their options as written
 
 
