@@ -98,12 +98,14 @@ def member_weights(w: float, members: int) -> list[float]:
 
 
 SETTING = ("combine", "w", "unknown_offset")
+# what a record written before an option existed scored with: the mean, no offset
+SETTING_BEFORE = {"combine": "mean", "unknown_offset": 0.0}
 
 
 def pool_rows(records: list[dict]) -> list[dict]:
     """Each setting's mean accuracy on every part over several ``--json`` records, or a clear error
     when a record lacks a setting another has."""
-    keyed = [{tuple(r.get(k, 0.0) for k in SETTING): r for r in rec["rows"]} for rec in records]
+    keyed = [{tuple(r.get(k, SETTING_BEFORE.get(k)) for k in SETTING): r for r in rec["rows"]} for rec in records]
     settings = list(keyed[0])
     for i, k in enumerate(keyed[1:], 1):
         if set(k) != set(settings):
@@ -118,7 +120,7 @@ def print_table(rows: list[dict], chosen: dict) -> None:
     names = [n for n in rows[0] if n not in SETTING]
     print("| combine | w | unknown_offset | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
     for r in rows:
-        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r.get('unknown_offset', 0.0):g} | "
+        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r['unknown_offset']:g} | "
               + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
 
 

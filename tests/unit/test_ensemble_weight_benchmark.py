@@ -126,3 +126,11 @@ def test_pooled_records_choose_on_each_settings_mean(tmp_path, capsys):
     records[1]["rows"].pop()
     with pytest.raises(ValueError, match="record 2 scores other settings than record 1"):
         bench.pool_rows(records)
+
+
+def test_a_record_written_before_the_options_pools_as_the_mean_without_an_offset():
+    old = {"rows": [{"w": 0.5, "validation": 0.98, "unseen_engine_validation": 0.84}]}
+    new = {"rows": [{"combine": "mean", "w": 0.5, "unknown_offset": 0.0, "validation": 0.96,
+                     "unseen_engine_validation": 0.86}]}
+    assert bench.pool_rows([old, new]) == [{"combine": "mean", "w": 0.5, "unknown_offset": 0.0, "validation": 0.97,
+                                            "unseen_engine_validation": 0.85}]
