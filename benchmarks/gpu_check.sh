@@ -66,7 +66,7 @@ work=$(mktemp -d -t pld-gpu-check-XXXX)
 trap '[[ -n $sampler ]] && kill $sampler 2>/dev/null; rm -rf "$work"' EXIT
 say "3. throughput.py --quick ${gpu[*]} (work in $work)"
 status=0
-PYTHONUNBUFFERED=1 timeout "$(left)" "$py" benchmarks/throughput.py --quick "${gpu[@]}" --espeak-only \
+PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 timeout "$(left)" "$py" benchmarks/throughput.py --quick "${gpu[@]}" --espeak-only \
   --workdir "$work" --json "$out/throughput.json" >"$out/throughput.txt" 2>&1 || status=$?
 cp "$work/quickstart.log" "$out/quickstart.log" 2>/dev/null || true
 if ((status)); then
