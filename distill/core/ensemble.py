@@ -19,6 +19,11 @@ the validation parts, so the teacher that labels the students' crops can be both
   then renormalised: the prior of "no keyword", the filler class's operating point. Other engines
   say short words (up, on, off) less clearly than the training speech, and the teacher falls back
   to ``_unknown_``; a negative offset asks for more evidence before it does (docs/benchmarks.md).
+- ``speeds``: the member answers each input played at each of these speeds (tempo and pitch
+  together, ``core.augment.change_speed``), its posteriors averaged, before the members are
+  combined. Test-time views of the input: a different engine's voice sits at another pitch and
+  tempo than the training speech, and the average over nearby ones depends less on where. Only
+  the answer: training sees each input once. ``[1.0]`` (the default) is the input as it is.
 - ``lr_scale`` gives a member its own learning rate (a multiple of ``train.lr``; a head on a
   frozen embedding learns at a tenth of what a network learning from scratch can take).
 """
@@ -31,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.core.augment import change_speed
 from distill.core.features import FeatureConfig
 from distill.names import UNKNOWN
 
@@ -81,10 +87,11 @@ class Ensemble(nn.Module):
                        "export a student, or train a member alone to deploy it")
 
     def __init__(self, n_classes: int, members: list[dict], features: FeatureConfig, combine: str = "mean",
-                 unknown_offset: float = 0.0, labels: list[str] | None = None):
+                 unknown_offset: float = 0.0, labels: list[str] | None = None, speeds: Any = (1.0,)):
         super().__init__()
         check_combine(combine)
         check_unknown_offset(unknown_offset)
+        self.speeds = check_speeds(speeds)
         # the class the offset moves; None when there is no offset, so a label set without _unknown_ is fine
         self.unknown_index = None
         if unknown_offset:
@@ -104,10 +111,19 @@ class Ensemble(nn.Module):
         self.combine = combine
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([member(waveform).float() for member in self.members])
+        logits = torch.stack([self.answer(member, waveform) for member in self.members])
         if self.training:
             return logits  # (members, batch, classes): each member's loss apart
         return offset_class(mixture_logits(logits, self.weights, self.combine), self.unknown_index, self.unknown_offset)
+
+    def answer(self, member: nn.Module, waveform: torch.Tensor) -> torch.Tensor:
+        """A member's logits, or with several ``speeds`` its log-posteriors averaged over them."""
+        if self.training or self.speeds == [1.0]:
+            return member(waveform).float()
+        n = waveform.shape[0]
+        posts = [torch.softmax(member(waveform if s == 1.0 else change_speed(waveform, torch.full((n,), s))).float(), -1)
+                 for s in self.speeds]
+        return torch.stack(posts).mean(0).clamp_min(1e-30).log()  # a softmax's zeros are underflow, not certainty
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """One optimizer group per member, at ``lr`` times its ``lr_scale``."""
@@ -125,6 +141,14 @@ def check_unknown_offset(offset: Any) -> float:
     if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
         raise ValueError(f"ensemble: unknown_offset must be a finite number (a log-posterior offset), got {offset!r}")
     return float(offset)
+
+
+def check_speeds(speeds: Any) -> list[float]:
+    if (not isinstance(speeds, (list, tuple)) or not speeds
+            or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf for s in speeds)):
+        raise ValueError(f"ensemble: speeds must be a list of positive playback speeds (1.0: as recorded), "
+                         f"got {speeds!r}")
+    return [float(s) for s in speeds]
 
 
 def offset_class(log_posteriors: torch.Tensor, index: int | None, offset: float) -> torch.Tensor:

@@ -151,12 +151,14 @@ build_speech_embedding.takes_waveform = True  # known before it is built: the co
 
 @MODELS.register("ensemble")
 def build_ensemble(n_classes: int, features: FeatureConfig, members: list[dict] | None = None,
-                   combine: str = "mean", unknown_offset: float = 0.0, labels: list[str] | None = None) -> nn.Module:
+                   combine: str = "mean", unknown_offset: float = 0.0, labels: list[str] | None = None,
+                   speeds: list[float] | None = None) -> nn.Module:
     """Options: members, each {name, options, weight, lr_scale}; combine: mean or product;
-    unknown_offset: added to the _unknown_ class's log-posterior (distill.core.ensemble)."""
+    unknown_offset: added to the _unknown_ class's log-posterior; speeds: the playback speeds each
+    member's answer is averaged over (distill.core.ensemble)."""
     from distill.core.ensemble import DEFAULT_MEMBERS, Ensemble
     return Ensemble(n_classes, [dict(m) for m in (members or DEFAULT_MEMBERS)], features, combine, unknown_offset,
-                    labels)
+                    labels, [1.0] if speeds is None else speeds)
 
 
 build_ensemble.takes_waveform = True  # every member reads the waveform through its own front end
@@ -166,16 +168,19 @@ build_ensemble.exportable = False  # a teacher's network (Ensemble.exportable_no
 
 
 def _check_ensemble_options(options: dict[str, Any]) -> None:
-    from distill.core.ensemble import check_combine, check_members, check_unknown_offset
-    unknown = set(options) - {"members", "combine", "unknown_offset"}
+    from distill.core.ensemble import check_combine, check_members, check_speeds, check_unknown_offset
+    unknown = set(options) - {"members", "combine", "unknown_offset", "speeds"}
     if unknown:
-        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members, combine and unknown_offset")
+        raise ValueError(f"ensemble: unknown options {sorted(unknown)}; it takes members, combine, unknown_offset "
+                         "and speeds")
     if "members" in options:
         check_members(options["members"])
     if "combine" in options:
         check_combine(options["combine"])
     if "unknown_offset" in options:
         check_unknown_offset(options["unknown_offset"])
+    if "speeds" in options:
+        check_speeds(options["speeds"])
 
 
 build_ensemble.check_options = _check_ensemble_options  # the config checks them before any work starts
@@ -183,7 +188,7 @@ build_ensemble.check_options = _check_ensemble_options  # the config checks them
 
 def _ensemble_option_defaults() -> dict[str, Any]:
     from distill.core.ensemble import CONFIG_COMBINE
-    return {"combine": CONFIG_COMBINE, "unknown_offset": 0.0}
+    return {"combine": CONFIG_COMBINE, "unknown_offset": 0.0, "speeds": [1.0]}
 
 
 build_ensemble.option_defaults = _ensemble_option_defaults  # written into the config: its runs record the rule

@@ -71,6 +71,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
             "teacher_model.options: ensemble: combine must be one of mean, product, got 'median'",
         "teacher_model: {name: ensemble, options: {unknown_offset: minus one}}":
             "teacher_model.options: ensemble: unknown_offset must be a finite number",
+        "teacher_model: {name: ensemble, options: {speeds: 1.1}}":
+            "teacher_model.options: ensemble: speeds must be a list of positive playback speeds",
         "teacher_model: {name: ensemble}\ntrain: {augment: {spec_freq_masks: 2}}": "model ensemble takes the waveform",
     }
     for text, message in cases.items():
@@ -101,11 +103,12 @@ def test_configs_never_evaluate_code(tmp_path, capsys):
 def test_an_ensemble_config_records_its_combining_rule():
     from distill.core.ensemble import CONFIG_COMBINE
     resolved = load_config(None, {"teacher_model.name": "ensemble"})
-    assert resolved.teacher_model.options == {"combine": CONFIG_COMBINE, "unknown_offset": 0.0}
+    assert resolved.teacher_model.options == {"combine": CONFIG_COMBINE, "unknown_offset": 0.0, "speeds": [1.0]}
     assert CONFIG_COMBINE == "mean"
     chosen = load_config(None, {"teacher_model.name": "ensemble",
-                                "teacher_model.options": {"combine": "product", "unknown_offset": -1.0}})
-    assert chosen.teacher_model.options == {"combine": "product", "unknown_offset": -1.0}
+                                "teacher_model.options": {"combine": "product", "unknown_offset": -1.0,
+                                                          "speeds": [0.9, 1.0, 1.1]}})
+    assert chosen.teacher_model.options == {"combine": "product", "unknown_offset": -1.0, "speeds": [0.9, 1.0, 1.1]}
     assert load_config(None, {"model.name": "res8"}).model.options == {}  # other networks: their options as written
 
 

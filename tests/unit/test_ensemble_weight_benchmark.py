@@ -39,10 +39,10 @@ def part(root: Path) -> str:
 
 
 def ensemble_dir(path: Path, weights: tuple[float, float], model: str = "ensemble", labels: list[str] = LABELS,
-                 combine: str = "mean", unknown_offset: float = 0.0) -> Path:
+                 combine: str = "mean", unknown_offset: float = 0.0, speeds: tuple[float, ...] = (1.0,)) -> Path:
     torch.manual_seed(0)
     options = {"members": [{"name": "tiny", "weight": weights[0]}, {"name": "tiny", "weight": weights[1]}],
-               "combine": combine, "unknown_offset": unknown_offset}
+               "combine": combine, "unknown_offset": unknown_offset, "speeds": list(speeds)}
     options = options if model == "ensemble" else {}
     net = build_model(model, len(labels), options, labels=labels).eval()
     return save_model_dir(path, net, ModelSpec(model, options, labels, 1000, net.features.cfg.model_dump()))
@@ -88,6 +88,28 @@ def test_an_unknown_offset_answers_as_the_ensemble_built_with_it(tmp_path, combi
     assert (bench.mixed_decisions(posts, [0.5, 0.5], silence, combine, unknown, 30.0) == unknown).all()
 
 
+@pytest.mark.parametrize("combine", ["mean", "product"])
+def test_a_speed_set_answers_as_the_ensemble_built_with_it(tmp_path, combine):
+    from distill.core.checkpoint import load_model_dir
+    spec_ = part(tmp_path / "part")
+    loaded = bench.load_ensemble(str(ensemble_dir(tmp_path / "m", (0.5, 0.5))))
+    by_speed = {v: bench.member_posteriors(*loaded, spec_, "test", v)[0] for v in (0.8, 1.0, 1.25)}
+    _, truth, silence = bench.member_posteriors(*loaded, spec_, "test")
+    waves = bench.waveforms(bench.clips(spec_, "test")[0])
+    for group in ([1.0], [0.8, 1.0, 1.25], [0.8]):
+        model, mspec = load_model_dir(ensemble_dir(tmp_path / f"m{group}", (0.5, 0.5), combine=combine, speeds=group))
+        expected = predict(model.eval(), waves, mspec.input_samples, "stream", silence_index=silence)
+        posts = bench.viewed(by_speed, group)
+        np.testing.assert_array_equal(bench.mixed_decisions(posts, [0.5, 0.5], silence, combine), expected)
+        assert torch.allclose(bench.mixed_posteriors(posts, [0.5, 0.5], combine),
+                              torch.softmax(model(torch.from_numpy(waves)), -1)[:, None], atol=1e-5)
+    assert not torch.allclose(bench.viewed(by_speed, [0.8, 1.0, 1.25])[0], by_speed[1.0][0], atol=1e-4)  # they matter
+    assert bench.speed_set("0.9,1,1.1") == [0.9, 1.0, 1.1]
+    for bad in ("fast", "0,1"):
+        with pytest.raises(__import__("argparse").ArgumentTypeError, match=repr(bad)):
+            bench.speed_set(bad)
+
+
 def test_the_choice_is_the_best_unseen_engine_row_within_the_validation_drop():
     rows = [{"validation": v, "unseen_engine_validation": u} for v, u in ((0.98, 0.85), (0.97, 0.88), (0.978, 0.87),
                                                                            (0.98, 0.85))]
@@ -112,8 +134,8 @@ def test_pooled_records_choose_on_each_settings_mean(tmp_path, capsys):
                           "unseen_engine_validation": u} for o, (u, v) in zip((0.0, -1.0), scores)]}
     records = [record((0.85, 0.98), (0.88, 0.97)), record((0.86, 0.98), (0.84, 0.98))]
     rows = bench.pool_rows(records)
-    assert rows[1] == {"combine": "product", "w": 0.5, "unknown_offset": -1.0, "validation": 0.975,
-                       "unseen_engine_validation": 0.86}
+    assert rows[1] == {"combine": "product", "w": 0.5, "unknown_offset": -1.0, "speeds": [1.0], "validation": 0.975,
+                       "unseen_engine_validation": 0.86}  # a record from before speeds: the input as it is
     assert bench.choose(rows) is rows[1] and bench.choose(rows, 0.002) is rows[0]
     paths = []
     for i, r in enumerate(records):
@@ -121,7 +143,7 @@ def test_pooled_records_choose_on_each_settings_mean(tmp_path, capsys):
         paths[-1].write_text(__import__("json").dumps(r))
     sys.argv = ["ensemble_weight.py", "--pool", *map(str, paths), "--json", str(tmp_path / "pooled.json")]
     bench.main()
-    assert "| product | 0.5 (chosen) | -1 | 0.975 | 0.860 |" in capsys.readouterr().out
+    assert "| product | 0.5 (chosen) | -1 | 1 | 0.975 | 0.860 |" in capsys.readouterr().out
     assert __import__("json").loads((tmp_path / "pooled.json").read_text())["chosen_unknown_offset"] == -1.0
     records[1]["rows"].pop()
     with pytest.raises(ValueError, match="record 2 scores other settings than record 1"):
@@ -132,5 +154,5 @@ def test_a_record_written_before_the_options_pools_as_the_mean_without_an_offset
     old = {"rows": [{"w": 0.5, "validation": 0.98, "unseen_engine_validation": 0.84}]}
     new = {"rows": [{"combine": "mean", "w": 0.5, "unknown_offset": 0.0, "validation": 0.96,
                      "unseen_engine_validation": 0.86}]}
-    assert bench.pool_rows([old, new]) == [{"combine": "mean", "w": 0.5, "unknown_offset": 0.0, "validation": 0.97,
-                                            "unseen_engine_validation": 0.85}]
+    assert bench.pool_rows([old, new]) == [{"combine": "mean", "w": 0.5, "unknown_offset": 0.0, "speeds": [1.0],
+                                            "validation": 0.97, "unseen_engine_validation": 0.85}]

@@ -135,3 +135,33 @@ def test_unknown_offset_needs_an_unknown_class_and_a_number():
     for bad in ("-1", float("nan"), True):
         with pytest.raises(ValueError, match="unknown_offset must be a finite number"):
             build_model("ensemble", CLASSES, {"members": TINIES, "unknown_offset": bad})
+
+
+def test_speeds_average_each_members_posteriors_over_the_input_played_at_each_speed(tmp_path):
+    from distill.core.augment import change_speed
+    torch.manual_seed(0)
+    plain = build_model("ensemble", CLASSES, {"members": TINIES}).eval()
+    options = {"members": TINIES, "speeds": [0.9, 1.0, 1.1]}
+    viewed = build_model("ensemble", CLASSES, options).eval()
+    viewed.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 4000)
+    n = x.shape[0]
+    by_member = [sum(torch.softmax(m(change_speed(x, torch.full((n,), s))), -1) for s in (0.9, 1.0, 1.1)) / 3
+                 for m in plain.net.members]
+    assert torch.allclose(viewed(x).exp(), 0.25 * by_member[0] + 0.75 * by_member[1], atol=1e-6)
+    assert not torch.allclose(viewed(x), plain(x), atol=1e-3)  # the views change the answer
+    # [1.0] is the input as it is: the same answer to the bit as an ensemble without the option
+    as_is = build_model("ensemble", CLASSES, {"members": TINIES, "speeds": [1.0]}).eval()
+    as_is.load_state_dict(plain.state_dict())
+    assert torch.equal(as_is(x), plain(x))
+    spec = ModelSpec("ensemble", options, ["a", "b", "c", "d"], 250, viewed.features.cfg.model_dump())
+    loaded, _ = load_model_dir(save_model_dir(tmp_path, viewed, spec))
+    assert loaded.net.speeds == [0.9, 1.0, 1.1] and torch.equal(loaded(x), viewed(x))
+    viewed.train()  # training sees each input once, as before: the views change only the answer
+    assert torch.equal(viewed(x), plain.train()(x))
+
+
+@pytest.mark.parametrize("bad", [[], [0.0], [-1.0], ["fast"], [True], 1.1, [float("inf")]])
+def test_bad_speeds_are_refused(bad):
+    with pytest.raises(ValueError, match="speeds must be a list of positive playback speeds"):
+        build_model("ensemble", CLASSES, {"members": TINIES, "speeds": bad})
