@@ -12,9 +12,10 @@ alone), under each rule of ``--combine`` (``mean`` or ``product``, as the ``comb
 at each ``--unknown-offsets`` (the ``unknown_offset`` option: added to the ``_unknown_``
 class's log-posterior), and for each of ``--speed-sets`` (the ``speeds`` option: each member's
 posteriors averaged over the input played at these speeds). Each member's posteriors on a part
-are computed once per speed (stream protocol), then averaged and mixed. The row chosen is the best on the unseen-engine validation part over every rule,
-weight and offset; with ``--max-validation-drop``, only among the rows whose validation accuracy
-is within that of the best row's (an offset must not buy the unseen engine with the corpus's own).
+are computed once per speed (stream protocol), then averaged and mixed. The row chosen is the
+best on the unseen-engine validation part over every rule, weight, offset and set of speeds;
+with ``--max-validation-drop``, only among the rows whose validation accuracy is within that of
+the best row's (an offset must not buy the unseen engine with the corpus's own).
 ``--pool`` chooses for a recipe over several trained ensembles (seeds): each setting's accuracy is
 the mean of its rows in the given ``--json`` records, and the same rule chooses.
 The parts are benchmarks/engine_choice.py's: validation, unseen-accent validation, the
@@ -143,7 +144,8 @@ def pool_rows(records: list[dict]) -> list[dict]:
             raise ValueError(f"--pool: record {i + 1} scores other settings than record 1 "
                              f"({sorted(set(k) ^ set(settings))}); score every model on the same grid")
     parts_ = [n for n in records[0]["rows"][0] if n not in SETTING]
-    return [{**{k: list(v) if isinstance(v, tuple) else v for k, v in zip(SETTING, s)}, **{n: round(float(np.mean([k[s][n] for k in keyed])), 4) for n in parts_}}
+    return [{**{k: list(v) if isinstance(v, tuple) else v for k, v in zip(SETTING, s)},
+             **{n: round(float(np.mean([k[s][n] for k in keyed])), 4) for n in parts_}}
             for s in settings]
 
 
@@ -153,8 +155,8 @@ def print_table(rows: list[dict], chosen: dict) -> None:
           + "---|" * len(names))
     for r in rows:
         speeds = ", ".join(f"{v:g}" for v in r.get("speeds", SETTING_BEFORE["speeds"]))
-        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r['unknown_offset']:g} | {speeds} | "
-              + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
+        print(f"| {r['combine']} | {r['w']:g}{' (chosen)' if r is chosen else ''} | {r['unknown_offset']:g} | "
+              f"{speeds} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
 
 
 def main() -> None:

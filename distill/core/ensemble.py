@@ -121,8 +121,8 @@ class Ensemble(nn.Module):
         if self.training or self.speeds == [1.0]:
             return member(waveform).float()
         n = waveform.shape[0]
-        posts = [torch.softmax(member(waveform if s == 1.0 else change_speed(waveform, torch.full((n,), s))).float(), -1)
-                 for s in self.speeds]
+        played = [waveform if s == 1.0 else change_speed(waveform, torch.full((n,), s)) for s in self.speeds]
+        posts = [torch.softmax(member(x).float(), -1) for x in played]
         return torch.stack(posts).mean(0).clamp_min(1e-30).log()  # a softmax's zeros are underflow, not certainty
 
     def parameter_groups(self, lr: float) -> list[dict]:
