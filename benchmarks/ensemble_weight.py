@@ -37,9 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speech_embedding import clips, parts, waveforms  # noqa: E402 (the same parts, clips and scaling)
 
-from distill.core.augment import change_speed  # noqa: E402
 from distill.core.checkpoint import load_model_dir  # noqa: E402
-from distill.core.ensemble import COMBINE, mixture_logits, offset_class  # noqa: E402
+from distill.core.ensemble import COMBINE, mixture_logits, offset_class, played_at  # noqa: E402
 from distill.core.protocols import decide, protocol_starts, window_posteriors  # noqa: E402
 from distill.names import UNKNOWN  # noqa: E402
 
@@ -65,15 +64,9 @@ def member_posteriors(model, mspec, spec: str, split: str, speed: float = 1.0
         raise ValueError(f"{spec} ({split}): labels {unknown} are not among the model's {mspec.labels}")
     waves = waveforms(frame)
     starts = protocol_starts(waves, mspec.input_samples, "stream")
-    posts = [window_posteriors(played(member.eval(), speed), waves, mspec.input_samples, starts)
+    posts = [window_posteriors(lambda x, m=member.eval(): m(played_at(x, speed)), waves, mspec.input_samples, starts)
              for member in model.net.members]
     return posts, np.array([mspec.labels.index(v) for v in frame.label]), mspec.silence_index
-
-
-def played(member, speed: float):
-    if speed == 1.0:
-        return member
-    return lambda x: member(change_speed(x, torch.full((x.shape[0],), speed)))
 
 
 def viewed(by_speed: dict[float, list[torch.Tensor]], speeds: list[float]) -> list[torch.Tensor]:

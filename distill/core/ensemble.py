@@ -120,9 +120,7 @@ class Ensemble(nn.Module):
         """A member's logits, or with several ``speeds`` its log-posteriors averaged over them."""
         if self.training or self.speeds == [1.0]:
             return member(waveform).float()
-        n = waveform.shape[0]
-        played = [waveform if s == 1.0 else change_speed(waveform, torch.full((n,), s)) for s in self.speeds]
-        posts = [torch.softmax(member(x).float(), -1) for x in played]
+        posts = [torch.softmax(member(played_at(waveform, s)).float(), -1) for s in self.speeds]
         return torch.stack(posts).mean(0).clamp_min(1e-30).log()  # a softmax's zeros are underflow, not certainty
 
     def parameter_groups(self, lr: float) -> list[dict]:
@@ -141,6 +139,11 @@ def check_unknown_offset(offset: Any) -> float:
     if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
         raise ValueError(f"ensemble: unknown_offset must be a finite number (a log-posterior offset), got {offset!r}")
     return float(offset)
+
+
+def played_at(waveform: torch.Tensor, speed: float) -> torch.Tensor:
+    """Each input ``(batch, samples)`` played at ``speed`` (the same length), as ``speeds`` hears it."""
+    return waveform if speed == 1.0 else change_speed(waveform, torch.full((waveform.shape[0],), speed))
 
 
 def check_speeds(speeds: Any) -> list[float]:
