@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speech_embedding import clips, parts, waveforms  # noqa: E402 (the same parts, clips and scaling)
 
 from distill.core.checkpoint import load_model_dir  # noqa: E402
-from distill.core.ensemble import COMBINE, mixture_logits, offset_class, played_at  # noqa: E402
+from distill.core.ensemble import COMBINE, check_speeds, mixture_logits, offset_class, played_at  # noqa: E402
 from distill.core.protocols import decide, protocol_starts, window_posteriors  # noqa: E402
 from distill.names import UNKNOWN  # noqa: E402
 
@@ -80,9 +80,10 @@ def speed_set(text: str) -> list[float]:
         speeds = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: playback speeds separated by commas, such as 0.9,1,1.1") from None
-    if not all(0 < v < float("inf") for v in speeds):
-        raise argparse.ArgumentTypeError(f"{text!r}: speeds must be positive")
-    return speeds
+    try:
+        return check_speeds(speeds)  # the option's own check
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def mixed_posteriors(posts: list[torch.Tensor], weights: list[float], combine: str = "mean",
