@@ -53,6 +53,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -69,6 +70,9 @@ from distill.core.crops import cut_crops, sample_crop_offsets  # noqa: E402
 from distill.core.features import FeatureConfig, num_samples  # noqa: E402
 from distill.core.fit import Augmentation, fit_state, start_fit, steps_per_epoch, train_epoch, Validation  # noqa: E402
 from distill.core.models import autocast, build_model, count_macs  # noqa: E402
+
+if TYPE_CHECKING:  # for the annotations only: the stage module imports at run time where it is used
+    from distill.stages import StageSpec
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 SYNTH_FULL = ["--speakers", "150", "--unknown-words", "10"]  # the Makefile's `make data`

@@ -23,12 +23,16 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from distill.core.features import ConvLogMel, FoldedLogMel
 from distill.core.models import KeywordSpotter, takes_waveform
+
+if TYPE_CHECKING:  # onnx is imported where a function needs it: core stays importable without it
+    import onnx
 
 INPUT, OUTPUT = "waveform", "posteriors"
 FEATURES = "features"  # where the front end's graph meets the network's
@@ -110,7 +114,6 @@ def frontend_onnx(front: FoldedLogMel, output: str = FEATURES) -> "onnx.ModelPro
     ``(batch, 1, mels, frames)``. Written by hand rather than traced: the tracer records the
     reflect pad as an ``If`` and the shape arithmetic as a dozen operators, each a fixed cost
     per decision (together some 20 µs on one thread, more than a shorter input saves there)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
