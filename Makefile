@@ -40,6 +40,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q $(TORCH) -e ".[test]"
 	# benchmarks/speech_embedding.py: Google's speech embedding as ONNX, inside this wheel (its deps unneeded)
 	$(BIN)/python -m pip install -q --no-deps openwakeword==0.5.1
+	# model moonshine: Moonshine's English base encoder (.ort, MIT), read with our onnxruntime; its own runtime unused
+	$(BIN)/python -m pip install -q --no-deps moonshine-cpp==0.1.4
 	touch $@
 
 data: $(DATA)/synth.json

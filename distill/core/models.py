@@ -9,7 +9,9 @@ blocks and a 13th convolution, the i-th dilated 2^⌊i/3⌋ (45 maps, 238K param
 and in its authors' Honk; about 25× res8's MACs: a GPU's model).
 ``speech_embedding`` is a small head on a frozen speech embedding learned from human speech
 (distill.core.speech_embedding): it takes the waveform, not the log-mel, and is a teacher's
-network, not a student's. ``ensemble`` averages several networks' posteriors, each trained on its
+network, not a student's. ``moonshine`` is the same kind of head on the frozen encoder of Moonshine,
+a speech recogniser trained on human speech (distill.core.moonshine), run in onnxruntime: a
+teacher's network, not exported. ``ensemble`` averages several networks' posteriors, each trained on its
 own loss (distill.core.ensemble): a teacher's network. ``tiny`` exists for fast tests.
 """
 
@@ -147,6 +149,17 @@ def build_speech_embedding(n_classes: int, **options: Any) -> nn.Module:
 
 
 build_speech_embedding.takes_waveform = True  # known before it is built: the config refuses log-mel augmentations
+
+
+@MODELS.register("moonshine")
+def build_moonshine(n_classes: int, **options: Any) -> nn.Module:
+    """Options: width, dropout, pad_ms (distill.core.moonshine)."""
+    from distill.core.moonshine import MoonshineSpotter  # finds moonshine-cpp's encoder file: only when asked
+    return MoonshineSpotter(n_classes, **options)
+
+
+build_moonshine.takes_waveform = True
+build_moonshine.exportable = False  # its encoder is an onnxruntime file (MoonshineSpotter.exportable_note)
 
 
 @MODELS.register("ensemble")
