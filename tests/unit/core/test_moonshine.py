@@ -13,13 +13,7 @@ import torch
 from distill.core import moonshine as ms
 from distill.core.features import FeatureConfig
 from distill.core.models import build_model
-
-
-def speechlike(n: int, samples: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(samples) / 16000
-    tone = np.sin(2 * np.pi * (200 + 300 * rng.random((n, 1))) * t * (1 + 0.3 * t))
-    return (0.3 * tone * np.hanning(samples) + 0.02 * rng.standard_normal((n, samples))).astype(np.float32)
+from test_speech_embedding import speechlike  # the same signal the other frozen front end is tested on
 
 
 @pytest.fixture(scope="module")
