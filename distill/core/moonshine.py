@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.core.features import float_waveform
+from distill.core.speech_embedding import head_layers, head_logits  # the same head as speech_embedding's
 
 SAMPLE_RATE = 16_000
 STATE_DIM = 416
@@ -98,10 +99,7 @@ class MoonshineSpotter(nn.Module):
             raise ValueError(f"pad_ms must be in [0, 2000], got {pad_ms}")
         self.pad = int(round(pad_ms * SAMPLE_RATE / 1000))
         self.encoder = encoder_file()  # a missing or different file fails here, when the model is built
-        self.norm = nn.LayerNorm(STATE_DIM)
-        self.conv = nn.Sequential(nn.Conv1d(STATE_DIM, width, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Conv1d(width, width, 3, padding=1), nn.ReLU())
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+        self.norm, self.conv, self.out = head_layers(STATE_DIM, width, dropout, n_classes)
 
     def states(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples), float in [-1, 1] or int16 samples -> (batch, steps, 416)."""
@@ -111,5 +109,4 @@ class MoonshineSpotter(nn.Module):
         return encode(x, self.encoder)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        states = self.states(waveform)
-        return self.out(self.conv(self.norm(states).transpose(1, 2)).amax(-1))
+        return head_logits(self.norm, self.conv, self.out, self.states(waveform))

@@ -134,6 +134,20 @@ def load_embedding(gain_db: float = 0.0) -> tuple[EmbeddingLogMel, EmbeddingNet]
     return frontend, EmbeddingNet(layers)
 
 
+def head_layers(dim: int, width: int, dropout: float, n_classes: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The trained head on a frozen sequence of ``dim`` numbers (this model's and ``moonshine``'s):
+    layer norm, two convolutions over time, then (after the max over time) a linear layer. Held
+    as a model's ``norm``, ``conv`` and ``out``, the names its checkpoints store."""
+    conv = nn.Sequential(nn.Conv1d(dim, width, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Conv1d(width, width, 3, padding=1), nn.ReLU())
+    return nn.LayerNorm(dim), conv, nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+
+def head_logits(norm: nn.Module, conv: nn.Module, out: nn.Module, sequence: torch.Tensor) -> torch.Tensor:
+    """(batch, steps, dim) -> logits: the head of ``head_layers``, max over time (a word anywhere)."""
+    return out(conv(norm(sequence).transpose(1, 2)).amax(-1))
+
+
 class SpeechEmbeddingSpotter(nn.Module):
     """Waveform -> logits: the frozen embedding and a trained head (see the module doc)."""
 
@@ -150,10 +164,7 @@ class SpeechEmbeddingSpotter(nn.Module):
         self.frontend, self.embedding = load_embedding(input_gain_db)
         for p in [*self.frontend.parameters(), *self.embedding.parameters()]:
             p.requires_grad_(False)  # frozen: what it learned from human speech is what it is for
-        self.norm = nn.LayerNorm(EMBEDDING_DIM)
-        self.conv = nn.Sequential(nn.Conv1d(EMBEDDING_DIM, width, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Conv1d(width, width, 3, padding=1), nn.ReLU())
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+        self.norm, self.conv, self.out = head_layers(EMBEDDING_DIM, width, dropout, n_classes)
 
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples), float in [-1, 1] or int16 samples -> (batch, windows, 96)."""
@@ -174,4 +185,4 @@ class SpeechEmbeddingSpotter(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             emb = self.embed(waveform)
-        return self.out(self.conv(self.norm(emb).transpose(1, 2)).amax(-1))
+        return head_logits(self.norm, self.conv, self.out, emb)
