@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.core.features import float_waveform
-from distill.core.speech_embedding import head_layers, head_logits  # the same head as speech_embedding's
+from distill.core.speech_embedding import head_layers, head_logits, package_dir  # the same head as speech_embedding's
 
 SAMPLE_RATE = 16_000
 STATE_DIM = 416
@@ -46,10 +45,10 @@ INSTALL_HINT = "pip install --no-deps moonshine-cpp==0.1.4 (`make install` does)
 
 def encoder_file() -> Path:
     """moonshine-cpp 0.1.4's English base encoder, or a clear error."""
-    spec = importlib.util.find_spec("moonshine_cpp")  # located, not imported: it would load its own runtime
-    if spec is None or not spec.submodule_search_locations:
+    package = package_dir("moonshine_cpp")  # located, not imported: it would load its own runtime
+    if package is None:
         raise RuntimeError(f"model moonshine needs Moonshine's encoder file: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / ENCODER
+    path = package / ENCODER
     if not path.exists():
         raise RuntimeError(f"model moonshine: {path} not found: {INSTALL_HINT}")
     if _sha256(path) != ENCODER_SHA256:
@@ -75,10 +74,10 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def encode(waveform: torch.Tensor, path: Path | None = None, batch: int = 32) -> torch.Tensor:
-    """(batch, samples) float at 16 kHz in [-1, 1] -> the frozen encoder's states (batch, steps, 416),
-    on the input's device."""
-    session = _session(path or encoder_file(), max(1, torch.get_num_threads()))
+def encode(waveform: torch.Tensor, path: Path, batch: int = 32) -> torch.Tensor:
+    """(batch, samples) float at 16 kHz in [-1, 1] -> the states (batch, steps, 416) of the encoder
+    file at ``path`` (``encoder_file()``), on the input's device."""
+    session = _session(path, torch.get_num_threads())
     x = waveform.detach().float().cpu().numpy()
     states = [session.run(None, {"input_values": np.ascontiguousarray(x[i:i + batch])})[0]
               for i in range(0, len(x), batch)]

@@ -42,12 +42,21 @@ INPUT_GAIN_DB = 0.0  # on the waveform before the front end: see docs/benchmarks
 INSTALL_HINT = "pip install --no-deps openwakeword==0.5.1 (`make install` does)"
 
 
+def package_dir(name: str) -> Path | None:
+    """An installed package's folder, found without importing it (None when it is not installed):
+    where a wheel that ships model files keeps them."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def model_files() -> tuple[Path, Path]:
     """openWakeWord 0.5's melspectrogram.onnx and embedding_model.onnx, or a clear error."""
-    spec = importlib.util.find_spec("openwakeword")  # located, not imported: its dependencies are not needed
-    if spec is None or not spec.submodule_search_locations:
+    package = package_dir("openwakeword")  # located, not imported: its dependencies are not needed
+    if package is None:
         raise RuntimeError(f"model speech_embedding needs openWakeWord's model files: {INSTALL_HINT}")
-    models = Path(next(iter(spec.submodule_search_locations))) / "resources" / "models"
+    models = package / "resources" / "models"
     files = models / "melspectrogram.onnx", models / "embedding_model.onnx"
     missing = [str(f) for f in files if not f.exists()]
     if missing:

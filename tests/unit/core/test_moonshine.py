@@ -4,6 +4,7 @@ that is the head alone, a model that copies and pickles, and missing or differen
 from __future__ import annotations
 
 import copy
+import importlib.util
 import pickle
 
 import numpy as np
@@ -93,12 +94,12 @@ def test_bad_options_and_missing_or_different_files_are_refused_clearly(monkeypa
     other.parent.mkdir(parents=True)
     other.write_bytes(b"not the encoder")
     found = type("Spec", (), {"submodule_search_locations": [str(tmp_path / "moonshine_cpp")]})()
-    monkeypatch.setattr(ms.importlib.util, "find_spec", lambda name: found)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: found)
     with pytest.raises(RuntimeError, match="not the encoder this model's heads learn on.*moonshine-cpp==0.1.4"):
         build_model("moonshine", 12)
     other.unlink()
     with pytest.raises(RuntimeError, match="not found: pip install --no-deps moonshine-cpp==0.1.4"):
         build_model("moonshine", 12)
-    monkeypatch.setattr(ms.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="moonshine-cpp==0.1.4"):
         build_model("moonshine", 12)
