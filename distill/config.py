@@ -129,6 +129,10 @@ class TrainConfig(_Strict):
                             "average, its weights averaged over the last average_epochs epochs (no choice on "
                             "validation, so no maximum of noisy readings).")
     average_epochs: int = Field(5, ge=1, description="keep: average: how many of the last epochs are averaged.")
+    validate_every: int = Field(1, ge=1, description="Score the validation split after every this many epochs, and "
+                                "always after the last. Nothing is trained on it, so the weights are the same at any "
+                                "setting; the curves get fewer points. A teacher with frozen encoders spends about "
+                                "40 % of an epoch on it. keep: best chooses among scored epochs, so it needs 1.")
     keep_all_checkpoints: bool = Field(False, description="Keep every epoch's training checkpoint (its weights as "
                                                           "trained and the train state), to study them; by default a "
                                                           "stage keeps two: its kept model's and the last, which a "
@@ -151,6 +155,13 @@ class TrainConfig(_Strict):
     resource_wait_s: float = Field(600, gt=0, description="How long a stage waits for the cluster to place its training "
                                    "workers (an autoscaler adding nodes) before it fails, saying what it waited for; "
                                    "after 10 s of waiting it says so on the console.")
+
+    @model_validator(mode="after")
+    def _best_needs_every_epoch_scored(self) -> "TrainConfig":
+        if self.keep == "best" and self.validate_every > 1:
+            raise ValueError(f"train.validate_every: {self.validate_every} leaves epochs unscored, and keep: best "
+                             "chooses the best-scored epoch; set keep: average (or validate_every: 1)")
+        return self
 
     @model_validator(mode="after")
     def _local_is_one_cpu_process(self) -> "TrainConfig":
@@ -178,6 +189,7 @@ class StageTrain(_Strict):
     batch_size: int | None = Field(None, ge=1)
     keep: Literal["best", "average"] | None = None
     average_epochs: int | None = Field(None, ge=1)
+    validate_every: int | None = Field(None, ge=1)
 
 
 class StageRecipe(_Strict):
@@ -290,8 +302,15 @@ class ExperimentConfig(_Strict):
 
         plan = plan_chain(self)
         names = [s.name for s in plan]
+        from distill.stages import stage_train
+
         for stage in plan:
             self._check_network(stage)
+            train = stage_train(self.train, stage)  # a stage's own keep or validate_every over the chain's
+            if train.keep == "best" and train.validate_every > 1:
+                raise ValueError(f"stages: {stage.name} would keep its best-scored epoch with validate_every: "
+                                 f"{train.validate_every}, which leaves epochs unscored; set its keep: average "
+                                 "(or validate_every: 1)")
         for key in self.stages:
             if key not in names and key not in STAGE_GROUPS.values():
                 raise ValueError(f"stages.{key}: no such stage in this chain; its stages are {', '.join(names)}, and "

@@ -198,6 +198,12 @@ def kept_model(fit: Fit, epoch: int, epochs: int, average_epochs: int) -> torch.
     return fit.averaged.module.eval() if epoch == epochs - 1 else fit.net
 
 
+def scored_epoch(epoch: int, epochs: int, validate_every: int) -> bool:
+    """Whether the validation split is scored after ``epoch`` (0-based): every ``validate_every``-th
+    epoch and always the last, whose score the stage's model carries."""
+    return (epoch + 1) % validate_every == 0 or epoch == epochs - 1
+
+
 # Validation features past this size are computed again each epoch instead of kept (Speech
 # Commands' validation split at 500 ms, stream protocol, is about half of it).
 VALIDATION_CACHE_BYTES = 1 << 30

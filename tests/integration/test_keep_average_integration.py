@@ -63,6 +63,27 @@ def test_the_kept_model_is_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
                                  filter_string="tags.`pld.stage` = 'teacher'")[0]
     assert teacher.data.metrics["best_val_acc"] == pytest.approx(spec.extra["val_acc"])
     assert teacher.data.metrics["best_epoch"] == 2
+    assert [m.step for m in client.get_metric_history(teacher.info.run_id, "val_acc")] == [0, 1, 2]
+
+    # The teacher scoring its validation split after every second epoch and the last only: the
+    # same weights to the bit (nothing trains on it), the same kept score, fewer curve points.
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "run", "c.yaml", "--tracking-uri", uri,
+                           "--set", f"storage.root={tmp_path / 'runs-fewer'}",
+                           "--set", "stages.teacher.train.validate_every=2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first = next(line for line in proc.stdout.splitlines() if "[teacher] epoch 1/3" in line)
+    assert "val_acc" not in first and "[teacher] epoch 2/3" in proc.stdout
+    (fewer_dir,) = (tmp_path / "runs-fewer").glob("pld-*")
+    fewer = torch.load(fewer_dir / "stages" / "teacher" / "model" / WEIGHTS, weights_only=True)
+    assert fewer.keys() == kept.keys() and all(torch.equal(fewer[k], kept[k]) for k in kept)
+    assert load_model_dir(fewer_dir / "stages" / "teacher" / "model")[1].extra["val_acc"] == spec.extra["val_acc"]
+    chain_id = proc.stdout.split("chain run id: ")[1].split()[0]
+    (fewer_teacher,) = client.search_runs([client.get_experiment_by_name("pld").experiment_id],
+                                          filter_string=f"tags.`pld.stage` = 'teacher' and "
+                                                        f"tags.mlflow.parentRunId = '{chain_id}'")
+    assert [m.step for m in client.get_metric_history(fewer_teacher.info.run_id, "val_acc")] == [1, 2]
+    assert len(client.get_metric_history(fewer_teacher.info.run_id, "train_loss")) == 3
 
 
 def test_a_res15_teacher_teaches_res8_narrow_students(tmp_path: Path) -> None:

@@ -74,6 +74,12 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "teacher_model: {name: ensemble, options: {speeds: 1.1}}":
             "teacher_model.options: ensemble: speeds must be a list of positive playback speeds",
         "teacher_model: {name: ensemble}\ntrain: {augment: {spec_freq_masks: 2}}": "model ensemble takes the waveform",
+        "train: {validate_every: 3}": "train.validate_every: 3 leaves epochs unscored, and keep: best",
+        "train: {validate_every: 0}": "train.validate_every: Input should be greater than or equal to 1",
+        "stages: {teacher: {train: {validate_every: 5}}}": "stages: teacher would keep its best-scored epoch with "
+                                                           "validate_every: 5",
+        "train: {keep: average, validate_every: 5}\nstages: {students: {train: {keep: best}}}":
+            "stages: student_900ms would keep its best-scored epoch",
     }
     for text, message in cases.items():
         path = tmp_path / "c.yaml"
@@ -81,6 +87,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_config(path)
         assert message in str(info.value), (text, str(info.value))
+    path.write_text("stages: {teacher: {train: {keep: average, validate_every: 10}}}\n")  # the teacher's alone: taken
+    assert load_config(path).stages["teacher"].train.validate_every == 10
     path.write_text("teacher_model: {name: speech_embedding}\ntrain: {augment: {gain_prob: 0.5}}\n")  # the waveform's own: taken
     assert load_config(path).teacher_model.name == "speech_embedding"
     path.write_text("teacher_model: {name: ensemble, options: {members: [{name: res8, weight: 0.3}, "

@@ -194,12 +194,13 @@ def report_epoch(say: Callable[[str], None], run_id: str, logged: set[int], m: d
         say(f"   [{m['stage']}] restarted after a failure; continuing from the checkpoint of epoch "
             f"{m['epoch']} (of {m['epochs']})")
     say(f"   [{m['stage']}] epoch {m['epoch'] + 1}/{m['epochs']}  loss {m['train_loss']:.4f}  "
-        f"val_acc(stream) {m['val_acc']:.4f}  {m['epoch_seconds']:.1f}s"
+        + (f"val_acc(stream) {m['val_acc']:.4f}  " if "val_acc" in m else "")  # train.validate_every skips some
+        + f"{m['epoch_seconds']:.1f}s"
         + (f"  averaged weights: val_acc {m['kept_val_acc']:.4f}" if "kept_val_acc" in m else ""))
     now = int(time.time() * 1000)
     points = [e for e in m.get("restored", []) if e["epoch"] not in logged] + [m]
     mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(e[k]), now, e["epoch"])
-                                                     for e in points for k in ("train_loss", "val_acc")])
+                                                     for e in points for k in ("train_loss", "val_acc") if k in e])
     logged.update(e["epoch"] for e in points)
 
 

@@ -45,7 +45,8 @@ TRAIN_STATE = "train_state.pt"
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Runs on every Ray Train worker (or, runner local, in the driver): core/fit.py's loop, plus
     the dataset shard, the all-reduce of counts, a report and a checkpoint per epoch."""
-    from distill.core.fit import Validation, kept_model, load_fit_state, start_fit, steps_per_epoch, train_epoch
+    from distill.core.fit import (Validation, kept_model, load_fit_state, scored_epoch, start_fit, steps_per_epoch,
+                                  train_epoch)
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -80,14 +81,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                                            local_shuffle_seed=stage.seed + 1000 * epoch + rank)
         total_loss, seen = train_epoch(fit, batches, stage, train, augmentation, epoch=epoch, rank=rank, device=device)
         kept = kept_model(fit, epoch, epochs, train.average_epochs)
-        counts = validation.counts(fit.net)
-        kept_counts = validation.counts(kept) if kept is not fit.net else counts
-        losses = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
-        counts, kept_counts, losses = _summed_over_workers([counts, kept_counts, losses], world, device)
-        metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1)),
-                   "val_acc": float(counts[0] / max(counts[1], 1)), "epoch_seconds": time.perf_counter() - started}
-        if kept is not fit.net:  # the averaged weights, kept as the stage's model
-            metrics["kept_val_acc"] = float(kept_counts[0] / max(kept_counts[1], 1))
+        tensors = [torch.tensor([total_loss, float(seen)], dtype=torch.float64)]
+        if scored_epoch(epoch, epochs, train.validate_every):
+            counts = validation.counts(fit.net)
+            tensors += [counts, validation.counts(kept) if kept is not fit.net else counts]
+        losses, *scores = _summed_over_workers(tensors, world, device)
+        metrics = {"epoch": epoch, "train_loss": float(losses[0] / max(losses[1], 1))}
+        if scores:
+            metrics["val_acc"] = float(scores[0][0] / max(scores[0][1], 1))
+            if kept is not fit.net:  # the averaged weights, kept as the stage's model
+                metrics["kept_val_acc"] = float(scores[1][0] / max(scores[1][1], 1))
+        metrics["epoch_seconds"] = time.perf_counter() - started
         fit.history.append(metrics)
         _checkpoint_and_report(config, spec, fit, kept, metrics, rank=rank, resumed_at=resumed_at)
         if _stop_requested(config):  # runner local: the driver could not take this epoch's report
@@ -128,7 +132,7 @@ def _checkpoint_and_report(config: dict[str, Any], spec: ModelSpec, fit, kept: t
     with tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
             save_model_dir(tmp, kept, ModelSpec(**{**asdict(spec), "extra": {
-                "epoch": epoch, "val_acc": metrics.get("kept_val_acc", metrics["val_acc"]),
+                "epoch": epoch, "val_acc": metrics.get("kept_val_acc", metrics.get("val_acc")),
                 **({"averaged_epochs": int(fit.averaged.n_averaged)} if kept is not fit.net else {})}}))
             torch.save(fit_state(fit, epoch), Path(tmp) / TRAIN_STATE)
             if config.get("checkpoint_dir"):  # runner local: Ray Train keeps no checkpoint, the platform does
@@ -400,10 +404,12 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
             run_config=RunConfig(name=stage.name, storage_path=storage.resolve(data.storage_dir),
                                  failure_config=FailureConfig(max_failures=train.max_failures, controller_failure_limit=0),
                                  logging_config=LoggingConfig(log_level="WARNING"),
-                                 # the best by val_acc, and always the latest: two (train.keep_all_checkpoints: all)
+                                 # keep best: the best by val_acc, and always the latest: two; average: the
+                                 # latest, which holds the averaged weights (train.keep_all_checkpoints: all)
                                  checkpoint_config=CheckpointConfig(
                                      num_to_keep=None if train.keep_all_checkpoints else 1,
-                                     checkpoint_score_attribute="val_acc", checkpoint_score_order="max")),
+                                     checkpoint_score_attribute="val_acc" if train.keep == "best" else None,
+                                     checkpoint_score_order="max")),
             datasets=datasets,
             # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
             # (one process start fewer per stage); several workers each get an equal shard.

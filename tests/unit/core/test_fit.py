@@ -9,7 +9,7 @@ import torch
 
 from distill.config import TrainConfig
 import distill.core.fit as fit_module
-from distill.core.fit import (Augmentation, Validation, fit_state, kept_model, load_fit_state, start_fit,
+from distill.core.fit import (Augmentation, Validation, fit_state, kept_model, load_fit_state, scored_epoch, start_fit,
                               steps_per_epoch, train_epoch)
 from distill.core.protocols import predict
 from distill.core.labels import LabelSpec
@@ -176,3 +176,10 @@ def test_mixup_changes_training_and_off_leaves_it_as_it_was():
     assert base == off
     assert all(torch.equal(a, b) for a, b in zip(fit_base.net.state_dict().values(), fit_off.net.state_dict().values()))
     assert on != base
+
+
+def test_scored_epochs_are_every_nth_and_always_the_last():
+    assert [e for e in range(30) if scored_epoch(e, 30, 10)] == [9, 19, 29]
+    assert [e for e in range(7) if scored_epoch(e, 7, 3)] == [2, 5, 6]  # the last, though not a multiple
+    assert [e for e in range(4) if scored_epoch(e, 4, 1)] == [0, 1, 2, 3]
+    assert [e for e in range(4) if scored_epoch(e, 4, 50)] == [3]

@@ -43,6 +43,22 @@ def test_where_and_how_a_run_is_hosted_is_not_part_of_the_cell(key, value):
     assert cell_fingerprint(config(**{key: value})) == cell_fingerprint(config())
 
 
+def test_how_often_a_stage_scores_its_validation_split_is_not_part_of_the_cell():
+    """Nothing trains on the validation split, so scoring it less often changes no number; and
+    the option's arrival changes no earlier cell's fingerprint (its keys are left out)."""
+    base = config(**{"train.keep": "average"})
+    fewer = config(**{"train.keep": "average", "train.validate_every": 5,
+                      "stages": {"teacher": {"train": {"validate_every": 10}}}})
+    assert cell_fingerprint(fewer) == cell_fingerprint(base)
+    recorded = base.model_dump(mode="json")
+    del recorded["train"]["validate_every"]  # as written before the option existed
+    for recipe in recorded["stages"].values():
+        del recipe["train"]["validate_every"]
+    assert fingerprint_of(recorded) == cell_fingerprint(base)
+    assert cell_fingerprint(config(**{"train.keep": "average", "stages": {"teacher": {"train": {"lr": 0.1}}}})) \
+        != cell_fingerprint(base)  # a stage's own setting that does change the numbers still counts
+
+
 def test_a_record_made_before_an_option_existed_still_holds_its_default():
     cfg = config()
     recorded = cfg.model_dump(mode="json")
