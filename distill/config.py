@@ -131,8 +131,8 @@ class TrainConfig(_Strict):
     average_epochs: int = Field(5, ge=1, description="keep: average: how many of the last epochs are averaged.")
     validate_every: int = Field(1, ge=1, description="Score the validation split after every this many epochs, and "
                                 "always after the last. Nothing is trained on it, so the weights are the same at any "
-                                "setting; the curves get fewer points. A teacher with frozen encoders spends about "
-                                "40 % of an epoch on it. keep: best chooses among scored epochs, so it needs 1.")
+                                "setting; the curves get fewer points (a teacher with frozen encoders spends much of "
+                                "each epoch scoring). keep: best chooses among scored epochs, so it needs 1.")
     keep_all_checkpoints: bool = Field(False, description="Keep every epoch's training checkpoint (its weights as "
                                                           "trained and the train state), to study them; by default a "
                                                           "stage keeps two: its kept model's and the last, which a "
@@ -298,12 +298,10 @@ class ExperimentConfig(_Strict):
             raise ValueError("relabel.precision: fp16 needs relabel.gpus_per_actor > 0 (CPUs: use bf16 or fp32)")
         if self.features.sample_rate != self.data.sample_rate:
             raise ValueError(f"features.sample_rate ({self.features.sample_rate}) must equal data.sample_rate ({self.data.sample_rate})")
-        from distill.stages import plan_chain  # the plan names the stages (stages.py imports this module)
+        from distill.stages import plan_chain, stage_train  # the plan names the stages (stages.py imports this module)
 
         plan = plan_chain(self)
         names = [s.name for s in plan]
-        from distill.stages import stage_train
-
         for stage in plan:
             self._check_network(stage)
             train = stage_train(self.train, stage)  # a stage's own keep or validate_every over the chain's
