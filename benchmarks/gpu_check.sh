@@ -7,7 +7,10 @@
 # 1. Installs what the project needs and nothing else: a venv that sees the machine's own
 #    packages (--system-site-packages: its CUDA torch and torchaudio stay, if pyproject's range
 #    allows them), then `pip install -e .` adds the rest. PLD_WHEELS=DIR installs from a folder
-#    of wheels instead of an index (a machine that reaches none). PYTHON=... skips the step.
+#    of wheels instead of an index. PLD_SITE=FILE.tar.xz (benchmarks/gpu_bundle.py: what the
+#    machine's image lacks, packed to travel in the 64 MiB a device call carries) unpacks it
+#    beside the image's own python3 instead, for a machine that reaches no index. PYTHON=...
+#    skips the step (with PLD_SITE, it names the python that gets the bundle).
 # 2. Records the machine: nvidia-smi, torch's CUDA build and device (env.txt).
 # 3. Runs `benchmarks/throughput.py --quick --gpu`: a short chain (`pld run`, teacher 1000 ms →
 #    student 500 ms) training in a Ray Train worker on the GPU with bf16 autocast and relabeling
@@ -31,7 +34,19 @@ say "$( ((dry)) && echo "dry run (CPUs)" || echo "GPU run") → $out"
 
 # 1. the project's dependencies
 py=${PYTHON:-}
-if [[ -z $py ]]; then
+site="" work="" sampler=""
+trap '[[ -n $sampler ]] && kill $sampler 2>/dev/null; rm -rf ${work:+"$work"} ${site:+"$site"}' EXIT
+if [[ -n ${PLD_SITE:-} ]]; then
+  site=$(mktemp -d -t pld-site-XXXX)
+  say "1. unpacking $PLD_SITE into $site for ${py:=python3} (the image's packages kept)"
+  tar -xJf "$PLD_SITE" -C "$site"
+  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"  # Ray's workers inherit it
+  if ! "$py" -c "import distill, ray, mlflow, torch; print('   ray', ray.__version__, 'mlflow', mlflow.__version__, 'torch', torch.__version__)" \
+    2>&1 | tee -a "$out/steps.log"; then
+    say "1. failed: $py cannot import the project with $PLD_SITE (above); build it again for this machine with benchmarks/gpu_bundle.py"
+    exit 1
+  fi
+elif [[ -z $py ]]; then
   if [[ -x .venv/bin/python ]] && .venv/bin/python -c "import distill" 2>/dev/null; then
     py=.venv/bin/python
     say "1. using the existing .venv"
@@ -55,7 +70,6 @@ say "2. $(tail -1 "$out/env.txt")"
 
 # 3. the chain and the throughput figures
 gpu=(--gpu)
-sampler=""
 if ((dry)); then
   gpu=()
 else
@@ -63,7 +77,6 @@ else
   sampler=$!
 fi
 work=$(mktemp -d -t pld-gpu-check-XXXX)
-trap '[[ -n $sampler ]] && kill $sampler 2>/dev/null; rm -rf "$work"' EXIT
 say "3. throughput.py --quick ${gpu[*]} (work in $work)"
 status=0
 PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 timeout "$(left)" "$py" benchmarks/throughput.py --quick "${gpu[@]}" --espeak-only \
