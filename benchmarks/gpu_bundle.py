@@ -13,7 +13,7 @@ travels with a call is at most 64 MiB. Ray's wheel alone is 79 MB. So this scrip
    never imports (``NOT_FOR_THE_CHECK``: the synthesis engines other than espeak-ng, profilers);
 3. installs the rest for the machine's Python and platform into a folder (``pip install
    --target --no-deps --only-binary``), drops what a local cluster never loads (``DROPPED``:
-   Ray's Java jar, the dashboard's and MLflow's web builds), and packs it as ``site.tar.xz``
+   Ray's Java jar, the dashboard's source maps, MLflow's web UI), and packs it as ``site.tar.xz``
    with ``MANIFEST.txt`` beside it.
 
 On the GPU machine: ``PLD_SITE=.gpu-bundle/site.tar.xz benchmarks/gpu_check.sh OUT`` unpacks it
@@ -49,8 +49,10 @@ NOT_FOR_THE_CHECK = {
     "py-spy": "Ray's stack dumps", "virtualenv": "Ray's per-job virtualenvs", "distlib": "virtualenv's",
     "python-discovery": "virtualenv's",
 }
-# Paths under the site folder that a local Ray cluster and a sqlite MLflow store never load.
-DROPPED = ["ray/jars", "ray/dashboard/client/build", "mlflow/server/js/build"]
+# Paths under the site folder (globs) that a local Ray cluster and a sqlite MLflow store never load:
+# Ray's Java workers, the dashboard's source maps (its build itself is needed: without it the
+# dashboard does not start), MLflow's web UI (the check starts no `mlflow server`).
+DROPPED = ["ray/jars", "ray/dashboard/client/build/**/*.map", "mlflow/server/js/build"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64"]
 
@@ -104,6 +106,12 @@ def installed(name: str):
         return None
 
 
+def drop_unused(site: Path) -> None:
+    for pattern in DROPPED:
+        for path in site.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def stand_in_image(venv: Path, image: set[str]) -> Path:
     """A venv that sees only this environment's distributions the image list names (linked, not
     copied): the machine's image, here, for a rehearsal of the bundle. Returns its python."""
@@ -133,8 +141,7 @@ def build(out: Path, python_version: str, platforms: list[str], limit_mib: float
         if subprocess.run(cmd).returncode:
             print(f"pip could not fetch every wheel for Python {python_version} on {platforms}: see above", file=sys.stderr)
             return 1
-        for rel in DROPPED:
-            shutil.rmtree(site / rel, ignore_errors=True)
+        drop_unused(site)
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts point at this machine's python
         unpacked = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
         with tarfile.open(out / "site.tar.xz", "w:xz", preset=9) as tar:

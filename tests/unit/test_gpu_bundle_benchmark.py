@@ -91,3 +91,16 @@ def test_the_image_stand_in_sees_the_listed_packages_and_not_the_others(tmp_path
     python = bundle.stand_in_image(tmp_path / "image", {"numpy"})
     probe = "import importlib.util as u; print(u.find_spec('numpy') is not None, u.find_spec('ray') is not None)"
     assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.split() == ["True", "False"]
+
+
+def test_only_what_a_local_cluster_never_loads_is_dropped(tmp_path):
+    kept = ["ray/dashboard/client/build/index.html", "ray/dashboard/client/build/static/js/main.js", "ray/_raylet.so",
+            "mlflow/server/__init__.py"]
+    dropped = ["ray/jars/ray_dist.jar", "ray/dashboard/client/build/static/js/main.js.map", "mlflow/server/js/build/index.html"]
+    for rel in kept + dropped:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    bundle.drop_unused(tmp_path)
+    assert all((tmp_path / rel).exists() for rel in kept)
+    assert not any((tmp_path / rel).exists() for rel in dropped)
+    assert not (tmp_path / "ray" / "jars").exists()
