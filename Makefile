@@ -21,7 +21,7 @@ RHVOICE := rhvoice rhvoice-english
 APT_EXTRA := /etc/apt/sources.list.d/pld-contrib-non-free.sources
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-unit test-integration install system browser data teacher-data study-data clean
+.PHONY: demo test test-unit test-integration install system browser data teacher-data study-data gpu-bundle clean
 
 install: system $(VENV)/.installed
 
@@ -89,6 +89,11 @@ test-unit: install  # the fast tests of one module each (no Ray cluster)
 
 test-integration: install browser  # real Ray and MLflow (minutes)
 	$(BIN)/python -m pytest tests/integration
+
+# What a GPU machine that reaches no package index lacks, in one file that travels with a device
+# call: PLD_SITE=.gpu-bundle/site.tar.xz benchmarks/gpu_check.sh OUT (docs/benchmarks.md, "The GPU check").
+gpu-bundle: install
+	$(BIN)/python benchmarks/gpu_bundle.py --out .gpu-bundle
 
 clean:
 	rm -rf pld-runs mlflow.db mlruns mlartifacts
