@@ -207,7 +207,7 @@ def plain_train(data_dir: Path, source_dir: Path, spec: ModelSpec, validation, s
                    "teacher_probs": torch.from_numpy(waveforms(table["teacher_probs"])),
                    **{c: torch.from_numpy(table[c].to_numpy()) for c in ("teacher_label_index", "source_label_index")}}
     rows, device = len(table), torch.device(device)
-    fit = start_fit(spec.build(), train, epochs=stage.epochs, steps_per_epoch=steps_per_epoch(rows, 1, train.batch_size),
+    fit = start_fit(spec.build().to(device), train, epochs=stage.epochs, steps_per_epoch=steps_per_epoch(rows, 1, train.batch_size),
                     device=device)
     augmentation = Augmentation(None, None, spec.features["sample_rate"], spec.features["hop_ms"],
                                 spec.features["n_mels"])

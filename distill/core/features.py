@@ -104,13 +104,16 @@ class LogMel(torch.nn.Module):
         waveform = float_waveform(waveform)
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
-        power = self.power_spectrum(waveform)
-        if warp is None:
-            mel = self.melspec.mel_scale(power)  # (batch, n_mels, frames)
-        else:
-            filters = warped_filterbank(self.melspec.mel_scale.fb, warp.to(power.device))
-            mel = torch.matmul(power.transpose(1, 2), filters).transpose(1, 2)
-        return log_and_normalize(mel, self.cfg.normalize, self.smoothing)
+        # The front end stays fp32 under bf16/fp16 autocast: a bf16 mel matmul would round every
+        # energy to 8 bits, and the features of training, validation and test would differ from fp32's.
+        with torch.autocast(waveform.device.type, enabled=False):
+            power = self.power_spectrum(waveform)
+            if warp is None:
+                mel = self.melspec.mel_scale(power)  # (batch, n_mels, frames)
+            else:
+                filters = warped_filterbank(self.melspec.mel_scale.fb, warp.to(power.device))
+                mel = torch.matmul(power.transpose(1, 2), filters).transpose(1, 2)
+            return log_and_normalize(mel, self.cfg.normalize, self.smoothing)
 
     def frames(self, samples: int) -> int:
         """Feature frames of an input of ``samples`` samples (centred STFT)."""

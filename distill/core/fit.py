@@ -16,7 +16,7 @@ from typing import Iterable, Protocol
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_swa_avg_fn
 
 from distill.core.augment import (AugmentConfig, NoiseBank, RoomBank, augment_waveforms, batch_generator,
                                   frequency_warps, mix_inputs, mixups, spectrogram_masks,
@@ -93,7 +93,9 @@ def start_fit(model: torch.nn.Module, train: TrainConfig, *, epochs: int, steps_
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
     schedule = configure_schedule(optimizer, train, epochs * steps_per_epoch)
     # keep: average: the last average_epochs epochs' weights, batch-norm statistics included
-    averaged = AveragedModel(net, use_buffers=True) if train.keep == "average" else None
+    # avg_fn: one tensor at a time on every device. Without it, CUDA takes torch's _foreach path,
+    # which refuses the integer buffers (batch norm's num_batches_tracked) from the second update.
+    averaged = AveragedModel(net, use_buffers=True, avg_fn=get_swa_avg_fn()) if train.keep == "average" else None
     return Fit(model, net, optimizer, schedule, scaler, averaged)
 
 

@@ -13,6 +13,24 @@ import ray
 from distill.names import PROTOCOLS
 
 
+def worker_device(use_gpu: bool, setting: str):
+    """The GPU where one was asked for (``setting`` names the config field that asked), else the
+    CPU. A worker that was given a GPU but whose torch sees no CUDA device is refused: running on
+    its CPU would hold the GPU idle and report CPU figures as GPU ones."""
+    import torch
+
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        import os
+
+        raise RuntimeError(f"{setting} asks for a GPU, and Ray gave this worker one, but its torch "
+                           f"({torch.__version__}, CUDA build {torch.version.cuda}) sees no CUDA device "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): install a CUDA "
+                           f"build of torch on the GPU nodes, or set {setting} to 0/false")
+    return torch.device("cuda")
+
+
 def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray, *, hop_samples: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
                        latency_repeats: int = 50) -> dict[str, Any]:
     """Flat metrics (``test_acc_<protocol>``, ``test_fa_per_hour_at_90_recall``,
@@ -28,7 +46,7 @@ def evaluate_model_dir(model_dir: str, waveforms: np.ndarray, labels: np.ndarray
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
-    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    device = worker_device(use_gpu, "train.use_gpu")
     model, spec = load_model_dir(storage.local_copy(model_dir), map_location=device)
     model.to(device)
     input_samples = spec.input_samples
@@ -87,7 +105,7 @@ def predict_model_dir(model_dir: str, waveforms: np.ndarray, *, hop_samples: int
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
-        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        device = worker_device(use_gpu, "train.use_gpu")
         model, spec = load_model_dir(storage.local_copy(model_dir), map_location=device)
         model.to(device)
         _, decisions = protocol_decisions(model, spec, waveforms, hop_samples=hop_samples, batch_size=batch_size,

@@ -119,9 +119,10 @@ class TeacherLabeler:
         import torch
 
         from distill.core.checkpoint import load_model_dir
+        from distill.runtime.execution.evaluate import worker_device
 
         torch.set_num_threads(max(1, threads))
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.device = worker_device(use_gpu, "relabel.gpus_per_actor")
         self.model, spec = load_model_dir(storage.local_copy(model_dir), map_location=self.device)
         self.model.to(self.device)
         self.labels = np.array(spec.labels, dtype=object)

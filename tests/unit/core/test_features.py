@@ -70,3 +70,14 @@ def test_more_cepstra_than_bands_is_refused_naming_the_field():
     import pytest
     with pytest.raises(ValueError, match="features.cepstra is 41: at most features.n_mels"):
         FeatureConfig(cepstra=41)
+
+
+def test_logmel_stays_fp32_under_mixed_precision():
+    """bf16 autocast (train.precision / relabel.precision): the network runs in bf16, the front end
+    in fp32, so the features are those of fp32 to the bit."""
+    lm = LogMel(FeatureConfig(cepstra=13))
+    wave = torch.randn(2, 8000) * 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = lm(wave)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, lm(wave))

@@ -183,3 +183,38 @@ def test_scored_epochs_are_every_nth_and_always_the_last():
     assert [e for e in range(7) if scored_epoch(e, 7, 3)] == [2, 5, 6]  # the last, though not a multiple
     assert [e for e in range(4) if scored_epoch(e, 4, 1)] == [0, 1, 2, 3]
     assert [e for e in range(4) if scored_epoch(e, 4, 50)] == [3]
+
+
+def test_the_average_takes_every_tensor_alone_on_any_device(monkeypatch):
+    """keep: average on CUDA: torch's default averaging takes its _foreach path there, which
+    refuses batch norm's integer num_batches_tracked from the second update. The platform's
+    average takes each tensor alone on every device, with the same numbers as torch's CPU path."""
+    from torch.optim import swa_utils
+
+    def net_with_batch_norm():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+
+    train = TrainConfig(batch_size=BATCH, keep="average", average_epochs=3, augment={"enabled": False})
+    net = net_with_batch_norm()
+    ours = start_fit(net, train, epochs=3, steps_per_epoch=1, device=CPU).averaged
+    torchs = swa_utils.AveragedModel(net, use_buffers=True)  # torch's default, on the CPU: one tensor at a time
+    for step in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * (step + 1))
+        net.train()(torch.randn(2, 1, 5, 5))  # moves the running statistics and num_batches_tracked
+        ours.update_parameters(net)
+        torchs.update_parameters(net)
+    for (name, a), b in zip(ours.module.state_dict().items(), torchs.module.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    monkeypatch.setattr(swa_utils, "_get_foreach_kernels_supported_devices", lambda: ["cpu", "cuda"])  # CUDA's path
+    default = swa_utils.AveragedModel(net, use_buffers=True)
+    default.update_parameters(net)
+    with pytest.raises(RuntimeError, match="addcdiv"):
+        default.update_parameters(net)
+    ours = start_fit(net, train, epochs=3, steps_per_epoch=1, device=CPU).averaged
+    for _ in range(3):
+        ours.update_parameters(net)
+    assert int(ours.n_averaged) == 3

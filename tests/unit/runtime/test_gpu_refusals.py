@@ -55,3 +55,18 @@ def test_relabel_gpus_per_actor_on_a_cluster_without_gpus_is_refused_naming_it_a
     message = str(refused.value)
     assert "relabel.gpus_per_actor" in message, message
     assert re.search(r"relabel\.gpus_per_actor: 0\b|add GPU nodes", message), message  # not "lower cpus_per_actor"
+
+
+def test_a_worker_given_a_gpu_whose_torch_sees_none_is_refused_naming_the_setting(monkeypatch):
+    """Inside a Ray worker: a GPU asked for but no CUDA device visible to torch is an error, not a
+    silent run on the CPU that would report CPU figures as GPU ones."""
+    import torch
+
+    from distill.runtime.execution.evaluate import worker_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_device(False, "train.use_gpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match=r"relabel\.gpus_per_actor asks for a GPU.*sees no CUDA device.*set relabel\.gpus_per_actor to 0"):
+        worker_device(True, "relabel.gpus_per_actor")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert worker_device(True, "train.use_gpu") == torch.device("cuda")
