@@ -5,11 +5,13 @@
 One CPU worker on a one-node cluster trains in the driver (Ray Train's local mode, ``train.runner:
 auto``); anything else trains in a worker group, for which Ray Train V2 starts a controller, an actor
 per worker and three helpers (PlacementGroupCleaner, SynchronizationActor, DatasetManager), each a
-new Python process, at every ``fit()``. This times ``TorchTrainer.fit()`` of a loop that trains
+new Python process, at every ``fit()``; a stage whose driver is itself an actor (a pld sweep's Tune
+trial) trains in one actor started for it instead (``runner: actor``). This times ``TorchTrainer.fit()`` of a loop that trains
 nothing (it reads one batch of its dataset shard, all-reduces one tensor and reports, as a stage's
 first epoch would), built as ``train_stage`` builds a stage's trainer, in a Ray that ``pld`` starts:
 from ``fit()`` to the loop's first line, and from the loop's return to ``fit()`` returning. The local
-mode and each worker count take turns, after one untimed fit. Then, in a second Ray with Python's
+mode, one actor running the local mode (from its creation to its result) and each worker count take
+turns, after one untimed fit. Then, in a second Ray with Python's
 import profiler on in every worker process (``PYTHONPROFILEIMPORTTIME``), one fit per worker count,
 and the seconds each of its processes spent importing, read from Ray's worker logs.
 """
@@ -72,6 +74,25 @@ def timed_fit(workers: int, dataset, storage: str, name: str) -> dict:
             "after_loop_s": ended - loop["loop_ended"]}
 
 
+@ray.remote
+class StageInAnActor:
+    """What ``runner: actor`` starts: one process that imports the platform's train step and runs
+    the local mode in it."""
+
+    def fit(self, dataset, storage: str, name: str) -> dict:
+        import distill.runtime.execution.train  # noqa: F401  (the module StageActor lives in)
+
+        return timed_fit(0, dataset, storage, name)
+
+
+def timed_actor_fit(dataset, storage: str, name: str) -> dict:
+    started = time.time()
+    actor = StageInAnActor.options(num_cpus=1).remote()
+    inside = ray.get(actor.fit.remote(dataset, storage, name))
+    ray.kill(actor)
+    return {"fit_s": time.time() - started, "fit_inside_s": inside["fit_s"]}
+
+
 # --- Ray's worker logs: worker-<id>-<job>-<pid>.{out,err}; .out begins ":job_id:… :actor_name:X" ---
 
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|")
@@ -110,9 +131,11 @@ def report(result: dict) -> str:
              f"{os.cpu_count()} cores, load {result['load_start']:.1f} at the start)", "",
              f"{'runner':<22}{'fit s':>8}{'to loop s':>11}{'after loop s':>14}   runs (fit s)"]
     for key, runs in result["fits"].items():
-        med = {k: statistics.median(r[k] for r in runs) for k in ("fit_s", "to_loop_s", "after_loop_s")}
-        lines.append(f"{key:<22}{med['fit_s']:>8.2f}{med['to_loop_s']:>11.2f}{med['after_loop_s']:>14.2f}   "
-                     + " ".join(f"{r['fit_s']:.2f}" for r in runs))
+        med = {k: statistics.median(r[k] for r in runs) if k in runs[0] else None
+               for k in ("fit_s", "to_loop_s", "after_loop_s")}
+        cells = "".join(f"{'':>{w}}" if med[k] is None else f"{med[k]:>{w}.2f}"
+                        for k, w in (("fit_s", 8), ("to_loop_s", 11), ("after_loop_s", 14)))
+        lines.append(f"{key:<22}{cells}   " + " ".join(f"{r['fit_s']:.2f}" for r in runs))
     for key, prof in result["imports"].items():
         lines += ["", f"{key}, import profiler on (fit {prof['fit_s']:.2f} s): seconds each new process spent importing"]
         lines += [f"  {p['process']:<32}{p['import_s']:>6.2f}" for p in prof["processes"]]
@@ -134,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(cfg)
     dataset = ray.data.range(2048).materialize()
     timed_fit(1, dataset, storage, "warm-up")
-    runners = {"local (driver)": 0, **{f"worker group of {n}": n for n in counts}}
+    runners = {"local (driver)": 0, "one actor (local mode)": "actor", **{f"worker group of {n}": n for n in counts}}
     for i in range(args.repeats):
         for key, n in runners.items():
-            result["fits"].setdefault(key, []).append(timed_fit(n, dataset, storage, f"r{i}-{n}"))
+            fit = (timed_actor_fit(dataset, storage, f"r{i}-actor") if n == "actor"
+                   else timed_fit(n, dataset, storage, f"r{i}-{n}"))
+            result["fits"].setdefault(key, []).append(fit)
             print(f"{key}: {result['fits'][key][-1]['fit_s']:.2f} s", flush=True)
     ray.shutdown()
 

@@ -142,13 +142,14 @@ class TrainConfig(_Strict):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per training worker (also its torch threads).")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Autocast precision of training: bf16 (CPUs or GPUs) or fp16 (GPUs, with gradient scaling).")
-    runner: Literal["auto", "local", "workers"] = Field(
+    runner: Literal["auto", "local", "actor", "workers"] = Field(
         "auto", description="Where a stage trains. workers: a Ray Train worker group (GPUs, several workers, training "
-                            "on another node, surviving a killed worker process). local: Ray Train's local mode, in "
-                            "the driver's process, with no worker start-up (about 13 s a stage); the platform writes "
-                            "each epoch's checkpoint and restarts from the last one. auto: local for one CPU worker on "
-                            "a one-node cluster (not in a pld sweep's Tune trials), else workers. Both train the "
-                            "same weights.")
+                            "on another node, surviving a killed worker process; 10-13 s of start-up a stage). local: "
+                            "Ray Train's local mode, in the driver's process, with no worker start-up; the platform "
+                            "writes each epoch's checkpoint and restarts from the last one. actor: the same local mode "
+                            "in one Ray actor started for the stage on the driver's node (about 4 s), another one if it dies. auto: for "
+                            "one CPU worker on a one-node cluster, local, or actor where the driver is an actor (a pld "
+                            "sweep's Tune trials); else workers. All train the same weights.")
     max_failures: int = Field(1, ge=0, description="Training failures a stage survives: Ray Train restarts the "
                                                    "workers (runner local: the loop), which continue from the last "
                                                    "epoch's checkpoint.")
@@ -165,9 +166,10 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _local_is_one_cpu_process(self) -> "TrainConfig":
-        if self.runner == "local" and (self.num_workers > 1 or self.use_gpu):
-            raise ValueError("train.runner: local trains in the driver's one process on its CPUs; set runner: workers "
-                             "(or auto) for several workers or GPUs")
+        if self.runner in ("local", "actor") and (self.num_workers > 1 or self.use_gpu):
+            where = "the driver's" if self.runner == "local" else "an actor's"
+            raise ValueError(f"train.runner: {self.runner} trains in {where} one process on its CPUs; set runner: "
+                             "workers (or auto) for several workers or GPUs")
         return self
 
 

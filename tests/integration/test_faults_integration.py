@@ -287,10 +287,10 @@ def test_the_local_runner_trains_in_the_callers_thread_and_stops_when_a_report_f
 
 
 def test_the_local_runner_trains_the_weights_a_worker_trains(setup, reference):
-    """One loop: in the driver (Ray Train's local mode) or in a Ray Train worker, the same
-    epochs, metrics and kept weights, to the bit."""
+    """One loop: in the driver (Ray Train's local mode), in a stage's actor (the same local mode in
+    another process) or in a Ray Train worker, the same epochs, metrics and kept weights, to the bit."""
     root, runs = setup["root"], {}
-    for runner in ("local", "workers"):
+    for runner in ("local", "actor", "workers"):
         reports = []
         spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
         summary = train(root, f"runner-{runner}", spec, reference[0]["rows"], root / "ref" / "data", 3,
@@ -298,12 +298,38 @@ def test_the_local_runner_trains_the_weights_a_worker_trains(setup, reference):
                         seed=3, runner=runner, keep="average")
         weights = torch.load(root / f"runner-{runner}-model" / "model.pt", weights_only=True)
         runs[runner] = (reports, summary, weights)
-    (local_reports, local, local_w), (worker_reports, worker, worker_w) = runs["local"], runs["workers"]
-    assert {m["pid"] for m in local_reports} == {os.getpid()} != {m["pid"] for m in worker_reports}
+    (local_reports, local, local_w) = runs["local"]
+    pids = {runner: {m["pid"] for m in reports} for runner, (reports, _, _) in runs.items()}
+    assert pids["local"] == {os.getpid()} and len(pids["actor"]) == 1 and len(pids["workers"]) == 1
+    assert len(pids["local"] | pids["actor"] | pids["workers"]) == 3  # three processes
     strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in local["history"]]
-    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in worker["history"]]
-    assert local["best_epoch"] == worker["best_epoch"] == 2 and local["best_val_acc"] == worker["best_val_acc"]
-    assert local_w.keys() == worker_w.keys() and all(torch.equal(local_w[k], worker_w[k]) for k in local_w)
+    for runner in ("actor", "workers"):
+        reports, other, other_w = runs[runner]
+        assert [m["epoch"] for m in reports] == [m["epoch"] for m in local_reports] == [0, 1, 2]
+        assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in other["history"]]
+        assert local["best_epoch"] == other["best_epoch"] == 2 and local["best_val_acc"] == other["best_val_acc"]
+        assert local_w.keys() == other_w.keys() and all(torch.equal(local_w[k], other_w[k]) for k in local_w)
+
+
+def test_a_stage_whose_actor_dies_continues_in_a_new_one_from_its_checkpoint(setup, reference, capsys):
+    root, reports = setup["root"], []
+
+    def on_epoch(m):  # epoch 1's checkpoint is whole before its report is sent: kill the actor then
+        reports.append(m)
+        if len(reports) == 1:
+            os.kill(m["pid"], signal.SIGKILL)
+
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train(root, "actor-killed", spec, reference[0]["rows"], root / "ref" / "data", 3,
+                    Queue(actor_options={"num_cpus": 0}), on_epoch, max_failures=1, runner="actor")
+    epochs = [m["epoch"] for m in reports]
+    assert epochs[0] == 0 and epochs.count(0) == 1 and epochs[-1] == 2 and sorted(set(epochs)) == [0, 1, 2], epochs
+    assert len({m["pid"] for m in reports}) == 2 and os.getpid() not in {m["pid"] for m in reports}
+    assert reports[-1]["resumed_at_epoch"] == 1 and [h["epoch"] for h in summary["history"]] == [0, 1, 2]
+    assert (root / "actor-killed-model" / "model.pt").is_file()
+    said = [line for line in capsys.readouterr().out.splitlines() if "training actor died" in line]
+    assert len(said) == 1 and said[0].endswith("restart 1 of 1 (train.max_failures), from the last whole epoch "
+                                               "checkpoint"), said  # a restart is said, never silent
 
 
 def test_training_from_the_same_dataset_is_bit_exact_on_cpu(setup, reference):

@@ -57,7 +57,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "relabel: {precision: fp8}": "relabel.precision: Input should be 'fp32', 'bf16' or 'fp16'",
         "train: {runner: local, num_workers: 2}": "train: train.runner: local trains in the driver's one",
         "train: {runner: local, use_gpu: true}": "set runner: workers (or auto) for several workers or GPUs",
-        "train: {runner: ray}": "train.runner: Input should be 'auto', 'local' or 'workers'",
+        "train: {runner: actor, num_workers: 2}": "train.runner: actor trains in an actor's one process on its CPUs",
+        "train: {runner: ray}": "train.runner: Input should be 'auto', 'local', 'actor' or 'workers'",
         "teacher_model: {name: speech_embedding}\ntrain: {augment: {spec_time_masks: 2}}":
             "stage teacher: model speech_embedding takes the waveform",
         "model: {name: speech_embedding}\ntrain: {augment: {warp_prob: 0.5}}":

@@ -8,8 +8,10 @@ on validation becomes the stage's model. The same code runs on CPUs and GPUs:
 
 One CPU worker on a one-node cluster trains in the driver instead (``train.runner``: Ray Train's
 local mode): the same loop, without starting a controller, a worker and three helper actors
-(each a new process, about 13 s a stage on 2 cores, docs/benchmarks.md), in the driver's own
-thread while a helper thread hands the epochs' reports on (docs/design-notes.md: why).
+(each a new process, 10-13 s a stage on 2 cores, docs/benchmarks.md), in the driver's own
+thread while a helper thread hands the epochs' reports on (docs/design-notes.md: why). Where
+the driver cannot run it (a pld sweep's Tune trial, whose process refuses ray.train's API), the
+same local mode runs in one Ray actor started for the stage (``runner: actor``, about 4 s).
 """
 
 from __future__ import annotations
@@ -198,19 +200,27 @@ def prune_local_checkpoints(checkpoint_dir: str, keep: str) -> None:
             storage.remove_tree(checkpoint)
 
 
-def runs_locally(train: TrainConfig) -> bool:
-    """Whether a stage trains in the driver (``train.runner``; auto: one CPU worker on a one-node
-    cluster, where a worker would run on this same machine anyway, and not inside an actor)."""
+def stage_runner(train: TrainConfig) -> str:
+    """Where a stage trains (``train.runner``). auto: one CPU worker on a one-node cluster trains
+    in the driver (``local``), where a worker would run on this same machine anyway, or, when
+    the driver is itself an actor, in one actor of its own (``actor``); anything else in a Ray
+    Train worker group (``workers``)."""
     if train.runner != "auto":
-        return train.runner == "local"
+        return train.runner
     from ray.util.client import ray as client
 
     from distill.runtime.infra.session import alive_nodes
 
-    # a Ray Client driver (ray://) is not on the cluster: its stages train there; a Tune trial
-    # (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
-    return (train.num_workers == 1 and not train.use_gpu and not client.is_connected() and not inside_an_actor()
-            and len(alive_nodes()) == 1)
+    # a Ray Client driver (ray://) is not on the cluster: its stages train there
+    if train.num_workers > 1 or train.use_gpu or client.is_connected() or len(alive_nodes()) != 1:
+        return "workers"
+    # a Tune trial (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
+    return "actor" if inside_an_actor() else "local"
+
+
+def runs_locally(train: TrainConfig) -> bool:
+    """Whether a stage trains in the driver's own process."""
+    return stage_runner(train) == "local"
 
 
 def inside_an_actor() -> bool:
@@ -332,7 +342,7 @@ def _fit_in_this_thread(trainer: TorchTrainer, progress: Queue, on_epoch: Callab
 
 
 def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, progress: Queue,
-                 on_epoch: Callable[[dict], None]) -> tuple[list[dict], str]:
+                 on_epoch: Callable[[dict], None] | None) -> tuple[list[dict], str]:
     """Ray Train's local mode (``num_workers=0``: the loop runs in this process), which keeps no
     checkpoint and restarts nothing: each epoch's checkpoint goes to ``checkpoint_dir``, and a
     failure (up to ``train.max_failures``), like a new driver after a killed one, continues from
@@ -344,9 +354,9 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
             saved = local_checkpoints(checkpoint_dir)
             resume_dir = storage.local_copy(saved[-1]) if saved else None
             try:
-                result = _fit_in_this_thread(
-                    trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir, stop_key=stop_key), progress,
-                    on_epoch, stop)
+                local = trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir, stop_key=stop_key)
+                # in a stage's actor (on_epoch None) the reports stay in the queue for the driver
+                result = local.fit() if on_epoch is None else _fit_in_this_thread(local, progress, on_epoch, stop)
                 break
             except Exception as exc:
                 if attempt == train.max_failures or stop.is_set():  # a report that failed is no training failure
@@ -361,6 +371,59 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
     if not saved:
         raise RuntimeError(f"{checkpoint_dir}: training reported no checkpoint")
     return result.return_value or [], kept_local_checkpoint(saved, train.keep)
+
+
+@ray.remote
+class StageActor:
+    """runner actor: one worker's stage in this actor's process, in Ray Train's local mode as the
+    driver runs it (its checkpoints and in-process restarts too); the epochs reach the driver
+    through the progress queue. One process to start, against a worker group's five."""
+
+    def ready(self) -> bool:
+        return True
+
+    def fit(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig):
+        return _fit_locally(trainer, checkpoint_dir, train, None, None)
+
+
+class _InAnActor:
+    """runner actor, seen by ``_fit_with_progress`` as a trainer: ``fit()`` trains the stage in a
+    fresh ``StageActor`` on the driver's node (waiting up to train.resource_wait_s for its CPUs), and in another one
+    if that actor's process dies, up to train.max_failures, continuing from the last epoch's
+    checkpoint. Returns what ``_fit_locally`` returns."""
+
+    def __init__(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, name: str):
+        self.trainer, self.checkpoint_dir, self.train, self.name = trainer, checkpoint_dir, train, name
+
+    def fit(self) -> tuple[list[dict], str]:
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        train = self.train
+        # on the driver's node, whose paths the checkpoints are written to and read back from
+        # (and outside the placement group of a Tune trial, which holds no CPU for it)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        for attempt in range(train.max_failures + 1):
+            actor = StageActor.options(num_cpus=train.cpus_per_worker, scheduling_strategy=here).remote()
+            try:
+                try:
+                    ray.get(actor.ready.remote(), timeout=train.resource_wait_s)
+                except GetTimeoutError:
+                    raise ResourceWaitTimeout(
+                        f"waited {train.resource_wait_s:g} s (train.resource_wait_s) for {train.cpus_per_worker:g} "
+                        f"CPU to train stage {self.name} in an actor (train.runner: actor); free or add CPUs, or "
+                        "lower train.cpus_per_worker") from None
+                return ray.get(actor.fit.remote(self.trainer, self.checkpoint_dir, train))
+            except RayActorError as exc:  # its process died (killed, out of memory, node lost)
+                if attempt == train.max_failures:
+                    raise
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                print(f"   the stage's training actor died ({reason}); restart {attempt + 1} of {train.max_failures} "
+                      "(train.max_failures), from the last whole epoch checkpoint", flush=True)
+            finally:
+                ray.kill(actor)
+        raise AssertionError("unreachable")
 
 
 @dataclass
@@ -416,9 +479,14 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
             dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
         )
 
-    if runs_locally(train):
-        history, kept = _fit_locally(trainer, storage.join(data.storage_dir, f"{stage.name}-local"), train, progress,
-                                     on_epoch)
+    runner = stage_runner(train)
+    if runner in ("local", "actor"):
+        checkpoint_dir = storage.join(data.storage_dir, f"{stage.name}-local")
+        if runner == "local":
+            history, kept = _fit_locally(trainer, checkpoint_dir, train, progress, on_epoch)
+        else:
+            history, kept = _fit_with_progress(_InAnActor(trainer, checkpoint_dir, train, stage.name), progress,
+                                               on_epoch, train.resource_wait_s)
         kept_dir = contextlib.nullcontext(storage.local_copy(kept))
     else:
         result = _fit_with_progress(trainer(workers), progress, on_epoch, train.resource_wait_s)

@@ -10,7 +10,7 @@ import pytest
 from distill.config import TrainConfig
 from distill.runtime.execution import train as train_module
 from distill.runtime.execution.train import COMPLETE, kept_local_checkpoint, local_checkpoints, \
-    prune_local_checkpoints, runs_locally
+    prune_local_checkpoints, runs_locally, stage_runner
 
 
 def write_checkpoint(root, epoch, val_acc, complete=True):
@@ -55,19 +55,22 @@ def test_a_stage_keeps_its_kept_checkpoint_and_the_last(tmp_path):
     prune_local_checkpoints(str(tmp_path / "none"), "best")  # nothing saved yet: nothing to do
 
 
-@pytest.mark.parametrize("options, nodes, expected", [
-    ({}, 1, True),
-    ({}, 2, False),  # another node may be the one meant to train
-    ({"num_workers": 2}, 1, False),
-    ({"use_gpu": True}, 1, False),
-    ({"runner": "workers"}, 1, False),
-    ({"runner": "local"}, 3, True),
+@pytest.mark.parametrize("options, nodes, driver, actor", [
+    ({}, 1, "local", "actor"),
+    ({}, 2, "workers", "workers"),  # another node may be the one meant to train
+    ({"num_workers": 2}, 1, "workers", "workers"),
+    ({"use_gpu": True}, 1, "workers", "workers"),
+    ({"runner": "workers"}, 1, "workers", "workers"),
+    ({"runner": "local"}, 3, "local", "local"),
+    ({"runner": "actor"}, 3, "actor", "actor"),
 ])
-def test_auto_trains_in_the_driver_only_for_one_cpu_worker_on_one_node(monkeypatch, options, nodes, expected):
+def test_auto_trains_one_cpu_worker_on_one_node_in_the_driver_or_else_in_an_actor(monkeypatch, options, nodes, driver,
+                                                                                    actor):
     import distill.runtime.infra.session
 
     monkeypatch.setattr(distill.runtime.infra.session, "alive_nodes", lambda: [{"CPU": 2.0}] * nodes)
-    assert runs_locally(TrainConfig(**options)) is expected
-    # inside an actor (a Tune trial of pld sweep), auto never trains in the process
+    assert stage_runner(TrainConfig(**options)) == driver
+    assert runs_locally(TrainConfig(**options)) is (driver == "local")
+    # inside an actor (a Tune trial of pld sweep), whose process refuses ray.train's API in local mode
     monkeypatch.setattr(train_module, "inside_an_actor", lambda: True)
-    assert runs_locally(TrainConfig(**options)) is (options.get("runner") == "local")
+    assert stage_runner(TrainConfig(**options)) == actor
