@@ -30,6 +30,7 @@ from distill.runtime.infra.manifest import IntegrityError, is_sealed, read_manif
 from distill.runtime.execution.relabel import Teacher, read_training_crops, relabel_crops
 from distill.runtime.infra.session import init_ray
 from distill.runtime.execution.source import load_split_arrays, write_source_dataset
+from distill.runtime.infra.errors import ResourceWaitTimeout
 from distill.runtime.execution.train import StageData, train_stage
 from distill.stages import StageSpec
 
@@ -61,14 +62,14 @@ def relabel(setup, out, seed=0, view=LabelSpec(), labels=None, precision="fp32")
 
 
 def train(root, name, spec, rows, data_dir, epochs, progress, on_epoch, *, label_mode="hard", temperature=1.0,
-          seed=0, weight_decay=0.0, precision="fp32", max_failures=0, runner="auto", keep="best"):
+          seed=0, weight_decay=0.0, precision="fp32", max_failures=0, runner="auto", keep="best", **train_options):
     """One stage's training as the chain runs it, without augmentation (the tests compare runs)."""
     stage = StageSpec(name, "student", "pld", 750, "teacher", epochs, seed=seed,
                       labels=LabelSpec(mode=label_mode, temperature=temperature))
     data = StageData(read_training_crops(Path(data_dir).parent, root / "source"), rows, load_split_arrays(root / "source", "validation"),
                      storage_dir=root / f"{name}-train", model_dir=root / f"{name}-model")
     cfg = TrainConfig(batch_size=32, lr=0.01, weight_decay=weight_decay, precision=precision, max_failures=max_failures,
-                      augment={"enabled": False}, runner=runner, keep=keep, average_epochs=2)
+                      augment={"enabled": False}, runner=runner, keep=keep, average_epochs=2, **train_options)
     return train_stage(stage, spec, data, cfg, EvalConfig(batch_size=128), progress, on_epoch)
 
 
@@ -330,6 +331,39 @@ def test_a_stage_whose_actor_dies_continues_in_a_new_one_from_its_checkpoint(set
     said = [line for line in capsys.readouterr().out.splitlines() if "training actor died" in line]
     assert len(said) == 1 and said[0].endswith("restart 1 of 1 (train.max_failures), from the last whole epoch "
                                                "checkpoint"), said  # a restart is said, never silent
+
+
+def test_a_stage_actor_that_cannot_be_placed_says_what_it_waits_for_and_gives_up(setup, reference):
+    root, reports = setup["root"], []
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    args = (root, "actor-unplaced", spec, reference[0]["rows"], root / "ref" / "data", 1)
+    # more CPUs than this Ray's node has (2): said at once
+    with pytest.raises(ResourceWaitTimeout, match=r"^the driver's node has 2 CPU, fewer than the 3 "
+                                                  r"\(train.cpus_per_worker\) that stage actor-unplaced's"):
+        train(*args, Queue(actor_options={"num_cpus": 0}), reports.append, runner="actor", cpus_per_worker=3)
+
+    @ray.remote(num_cpus=1)
+    class Busy:
+        def ready(self):
+            return True
+
+    # one CPU held: the stage's dataset is read on the other, and its actor (2 CPUs) waits, says so
+    # after 10 s and gives up at 12
+    busy = Busy.remote()
+    ray.get(busy.ready.remote())
+    started = time.monotonic()
+    try:
+        with pytest.raises(ResourceWaitTimeout) as exc:
+            train(*args, Queue(actor_options={"num_cpus": 0}), reports.append, runner="actor", cpus_per_worker=2,
+                  resource_wait_s=12)
+    finally:
+        ray.kill(busy)
+    assert 12 <= time.monotonic() - started < 60
+    assert str(exc.value).startswith("waited 12 s (train.resource_wait_s) for 2 CPU on the driver's node to train "
+                                     "stage actor-unplaced in an actor (train.runner: actor)")
+    assert [m["waiting_for"] for m in reports] == [
+        "2 CPU on the driver's node for stage actor-unplaced's training actor (train.runner: actor); waiting up to "
+        "12 s (train.resource_wait_s)"]  # said once, after 10 s
 
 
 def test_training_from_the_same_dataset_is_bit_exact_on_cpu(setup, reference):

@@ -251,12 +251,15 @@ def _node_addresses() -> dict[str, str]:
     return {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes() if n.get("Alive")}
 
 
-def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callable[[dict], None], wait_s: float):
+def _fit_with_progress(trainer: TorchTrainer | _InAnActor, progress: Queue, on_epoch: Callable[[dict], None],
+                       wait_s: float):
     """``trainer.fit()`` in a thread while this one hands the workers' epoch reports to ``on_epoch``
-    (and, once, a note if the workers still wait for resources after ``WAIT_NOTICE_S``; and a note
-    as soon as a node of the cluster is lost, so a stage that waits for its workers says why)."""
+    (and, once, a note if a worker group still waits for resources after ``WAIT_NOTICE_S``; and a
+    note as soon as a node of the cluster is lost, so a stage that waits for its workers says why).
+    A stage's actor (on the driver's node) sends its own waiting note through ``progress``."""
     box: dict[str, Any] = {}
-    nodes, lost, next_census = _node_addresses(), {}, time.monotonic() + 2
+    group = isinstance(trainer, TorchTrainer)
+    nodes, lost, next_census = _node_addresses(), {}, time.monotonic() + 2 if group else float("inf")
 
     def fit() -> None:
         try:
@@ -280,7 +283,7 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Queue, on_epoch: Callabl
                                            "restarts the workers from the last epoch's checkpoint once the cluster "
                                            f"holds them again, waiting up to {wait_s:g} s (train.resource_wait_s)"})
                     settled = False  # the restarted workers may wait for a placement: say what for
-            if not settled and time.monotonic() > next_look:  # not yet placed? look every few seconds
+            if group and not settled and time.monotonic() > next_look:  # not yet placed? look every few seconds
                 next_look = time.monotonic() + WAIT_NOTICE_S / 2
                 if waiting := _pending_placement():
                     settled, box["waiting"] = True, waiting
@@ -392,11 +395,41 @@ class _InAnActor:
     if that actor's process dies, up to train.max_failures, continuing from the last epoch's
     checkpoint. Returns what ``_fit_locally`` returns."""
 
-    def __init__(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, name: str):
+    def __init__(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, name: str,
+                 progress: Queue):
         self.trainer, self.checkpoint_dir, self.train, self.name = trainer, checkpoint_dir, train, name
+        self.progress = progress  # where a note that the actor waits for its CPUs goes, as the epochs do
+
+    def _placed(self, actor) -> None:
+        from ray.exceptions import ActorUnschedulableError
+
+        """Return once ``actor`` runs; after WAIT_NOTICE_S say what it waits for, and after
+        train.resource_wait_s give up, saying so."""
+        wait_s, cpus = self.train.resource_wait_s, self.train.cpus_per_worker
+        ready = actor.ready.remote()
+        done, _ = ray.wait([ready], timeout=min(WAIT_NOTICE_S, wait_s))
+        if not done and wait_s > WAIT_NOTICE_S:
+            self.progress.put({"waiting_for": f"{cpus:g} CPU on the driver's node for stage {self.name}'s training "
+                                              f"actor (train.runner: actor); waiting up to {wait_s:g} s "
+                                              "(train.resource_wait_s)"})
+            done, _ = ray.wait([ready], timeout=wait_s - WAIT_NOTICE_S)
+        if not done:
+            raise ResourceWaitTimeout(
+                f"waited {wait_s:g} s (train.resource_wait_s) for {cpus:g} CPU on the driver's node to train stage "
+                f"{self.name} in an actor (train.runner: actor); free CPUs there, lower train.cpus_per_worker, or "
+                "set train.runner: workers to train on another node")
+        try:
+            ray.get(ready)
+        except ActorUnschedulableError:  # more CPUs than the node has: Ray says so at once
+            here = ray.get_runtime_context().get_node_id()
+            has = next((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n["NodeID"] == here), 0)
+            raise ResourceWaitTimeout(
+                f"the driver's node has {has:g} CPU, fewer than the {cpus:g} (train.cpus_per_worker) that stage "
+                f"{self.name}'s training actor needs (train.runner: actor); lower train.cpus_per_worker, or set "
+                "train.runner: workers to train on other nodes") from None
 
     def fit(self) -> tuple[list[dict], str]:
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import RayActorError
 
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -407,13 +440,7 @@ class _InAnActor:
         for attempt in range(train.max_failures + 1):
             actor = StageActor.options(num_cpus=train.cpus_per_worker, scheduling_strategy=here).remote()
             try:
-                try:
-                    ray.get(actor.ready.remote(), timeout=train.resource_wait_s)
-                except GetTimeoutError:
-                    raise ResourceWaitTimeout(
-                        f"waited {train.resource_wait_s:g} s (train.resource_wait_s) for {train.cpus_per_worker:g} "
-                        f"CPU to train stage {self.name} in an actor (train.runner: actor); free or add CPUs, or "
-                        "lower train.cpus_per_worker") from None
+                self._placed(actor)
                 return ray.get(actor.fit.remote(self.trainer, self.checkpoint_dir, train))
             except RayActorError as exc:  # its process died (killed, out of memory, node lost)
                 if attempt == train.max_failures:
@@ -485,8 +512,8 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
         if runner == "local":
             history, kept = _fit_locally(trainer, checkpoint_dir, train, progress, on_epoch)
         else:
-            history, kept = _fit_with_progress(_InAnActor(trainer, checkpoint_dir, train, stage.name), progress,
-                                               on_epoch, train.resource_wait_s)
+            history, kept = _fit_with_progress(_InAnActor(trainer, checkpoint_dir, train, stage.name, progress),
+                                               progress, on_epoch, train.resource_wait_s)
         kept_dir = contextlib.nullcontext(storage.local_copy(kept))
     else:
         result = _fit_with_progress(trainer(workers), progress, on_epoch, train.resource_wait_s)
