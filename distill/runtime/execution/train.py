@@ -11,7 +11,7 @@ local mode): the same loop, without starting a controller, a worker and three he
 (each a new process, 10-13 s a stage on 2 cores, docs/benchmarks.md), in the driver's own
 thread while a helper thread hands the epochs' reports on (docs/design-notes.md: why). Where
 the driver cannot run it (a pld sweep's Tune trial, whose process refuses ray.train's API), the
-same local mode runs in one Ray actor started for the stage (``runner: actor``, about 4 s).
+same local mode runs in one Ray actor started for the stage (``runner: actor``, about 3 s).
 """
 
 from __future__ import annotations
@@ -391,9 +391,9 @@ class StageActor:
 
 class _InAnActor:
     """runner actor, seen by ``_fit_with_progress`` as a trainer: ``fit()`` trains the stage in a
-    fresh ``StageActor`` on the driver's node (waiting up to train.resource_wait_s for its CPUs), and in another one
-    if that actor's process dies, up to train.max_failures, continuing from the last epoch's
-    checkpoint. Returns what ``_fit_locally`` returns."""
+    fresh ``StageActor`` on the driver's node (waiting up to train.resource_wait_s for its CPUs),
+    and in another one if that actor's process dies, up to train.max_failures, continuing from the
+    last epoch's checkpoint. Returns what ``_fit_locally`` returns."""
 
     def __init__(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, name: str,
                  progress: Queue):
@@ -401,10 +401,10 @@ class _InAnActor:
         self.progress = progress  # where a note that the actor waits for its CPUs goes, as the epochs do
 
     def _placed(self, actor) -> None:
-        from ray.exceptions import ActorUnschedulableError
-
         """Return once ``actor`` runs; after WAIT_NOTICE_S say what it waits for, and after
         train.resource_wait_s give up, saying so."""
+        from ray.exceptions import ActorUnschedulableError
+
         wait_s, cpus = self.train.resource_wait_s, self.train.cpus_per_worker
         ready = actor.ready.remote()
         done, _ = ray.wait([ready], timeout=min(WAIT_NOTICE_S, wait_s))
@@ -430,7 +430,6 @@ class _InAnActor:
 
     def fit(self) -> tuple[list[dict], str]:
         from ray.exceptions import RayActorError
-
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         train = self.train
