@@ -147,9 +147,9 @@ class TrainConfig(_Strict):
                             "on another node, surviving a killed worker process; 10-13 s of start-up a stage). local: "
                             "Ray Train's local mode, in the driver's process, with no worker start-up; the platform "
                             "writes each epoch's checkpoint and restarts from the last one. actor: the same local mode "
-                            "in one Ray actor started for the stage on the driver's node (about 3 s), another one if it dies. auto: for "
-                            "one CPU worker on a one-node cluster, local, or actor where the driver is an actor (a pld "
-                            "sweep's Tune trials); else workers. All train the same weights.")
+                            "in one Ray actor started for the stage on the driver's node (about 3 s), another one if "
+                            "it dies. auto: for one CPU worker on a one-node cluster, local, or actor where the driver "
+                            "is an actor (a pld sweep's Tune trials); else workers. All train the same weights.")
     max_failures: int = Field(1, ge=0, description="Training failures a stage survives: Ray Train restarts the "
                                                    "workers (runner local: the loop), which continue from the last "
                                                    "epoch's checkpoint.")
