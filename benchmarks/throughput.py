@@ -507,13 +507,15 @@ def main(argv: list[str] | None = None) -> int:
                                     "platform_1_epoch_runs_s": tp1_all, "plain_1_epoch_runs_s": tr1_all}
         result["train_epoch_ratio"] = per_r / per_p
     if epochs > 1 and not args.gpu:  # (on a GPU the stage trains in a worker group already)
-        # the same stage in a Ray Train worker group: what the local runner saves, side by side
-        tw, tw_all = median_time(lambda: platform_train(epochs, "workers"), repeats)
-        tw1, tw1_all = median_time(lambda: platform_train(1, "workers"), repeats)
-        per_w = (tw - tw1) / (epochs - 1)
-        result["train"]["workers"] = {"workers_s": tw, "workers_1_epoch_s": tw1, "workers_fixed_s": tw1 - per_w,
-                                      "workers_per_epoch_s": per_w, "workers_runs_s": tw_all,
-                                      "workers_1_epoch_runs_s": tw1_all}
+        # the same stage in a Ray Train worker group, and in one actor (runner actor, as in a pld
+        # sweep's trials): what the local runner saves, side by side
+        for runner in ("workers", "actor"):
+            tw, tw_all = median_time(lambda: platform_train(epochs, runner), repeats)
+            tw1, tw1_all = median_time(lambda: platform_train(1, runner), repeats)
+            per_w = (tw - tw1) / (epochs - 1)
+            result["train"][runner] = {f"{runner}_s": tw, f"{runner}_1_epoch_s": tw1, f"{runner}_fixed_s": tw1 - per_w,
+                                       f"{runner}_per_epoch_s": per_w, f"{runner}_runs_s": tw_all,
+                                       f"{runner}_1_epoch_runs_s": tw1_all}
 
     if args.gpu:  # sections 4 and 5 measure CPUs
         return finish(result, args.json, started, None if args.workdir else work)
@@ -630,11 +632,13 @@ def report(r: dict) -> str:
         out.append(w.format("  → once per stage (s)", f"{sp['platform_fixed_s']:.2f}", f"{sp['plain_fixed_s']:.2f}", ""))
         out.append(w.format("  → per epoch (s)", f"{sp['platform_per_epoch_s']:.2f}", f"{sp['plain_per_epoch_s']:.2f}",
                             f"{r['train_epoch_ratio']:.2f}"))
-    if "workers" in tr:  # the platform column is the local runner; here the Ray Train worker group
-        wk = tr["workers"]
-        out.append(w.format("  worker group: seconds", f"{wk['workers_s']:.2f}", "", ""))
-        out.append(w.format("  → once per stage (s)", f"{wk['workers_fixed_s']:.2f}", "", ""))
-        out.append(w.format("  → per epoch (s)", f"{wk['workers_per_epoch_s']:.2f}", "", ""))
+    # the platform column is the local runner; here a Ray Train worker group and one stage actor
+    for runner, label in (("workers", "worker group"), ("actor", "one actor")):
+        if runner in tr:
+            wk = tr[runner]
+            out.append(w.format(f"  {label}: seconds", f"{wk[f'{runner}_s']:.2f}", "", ""))
+            out.append(w.format("  → once per stage (s)", f"{wk[f'{runner}_fixed_s']:.2f}", "", ""))
+            out.append(w.format("  → per epoch (s)", f"{wk[f'{runner}_per_epoch_s']:.2f}", "", ""))
     if "scaling" in r:  # sections 4 and 5 (not with --gpu)
         out += ["", "scaling (relabel seconds)", w.format("data × CPUs", "platform", "plain torch", "ratio")]
         for s in r["scaling"]:
