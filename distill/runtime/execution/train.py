@@ -344,6 +344,11 @@ def _fit_in_this_thread(trainer: TorchTrainer, progress: Queue, on_epoch: Callab
     return result
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, for a one-line restart notice."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
 def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, progress: Queue,
                  on_epoch: Callable[[dict], None] | None) -> tuple[list[dict], str]:
     """Ray Train's local mode (``num_workers=0``: the loop runs in this process), which keeps no
@@ -365,8 +370,7 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
                 if attempt == train.max_failures or stop.is_set():  # a report that failed is no training failure
                     raise
                 # said, never silent: a restart repeats the epochs after the last whole checkpoint
-                reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                print(f"   training failed ({type(exc).__name__}: {reason}); restart {attempt + 1} of "
+                print(f"   training failed ({type(exc).__name__}: {_first_line(exc)}); restart {attempt + 1} of "
                       f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
     finally:
         del _STOPS[stop_key]
@@ -444,9 +448,8 @@ class _InAnActor:
             except RayActorError as exc:  # its process died (killed, out of memory, node lost)
                 if attempt == train.max_failures:
                     raise
-                reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                print(f"   the stage's training actor died ({reason}); restart {attempt + 1} of {train.max_failures} "
-                      "(train.max_failures), from the last whole epoch checkpoint", flush=True)
+                print(f"   the stage's training actor died ({_first_line(exc)}); restart {attempt + 1} of "
+                      f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
             finally:
                 ray.kill(actor)
         raise AssertionError("unreachable")
