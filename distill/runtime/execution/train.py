@@ -218,11 +218,6 @@ def stage_runner(train: TrainConfig) -> str:
     return "actor" if inside_an_actor() else "local"
 
 
-def runs_locally(train: TrainConfig) -> bool:
-    """Whether a stage trains in the driver's own process."""
-    return stage_runner(train) == "local"
-
-
 def inside_an_actor() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
 

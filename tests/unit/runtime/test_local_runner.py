@@ -10,7 +10,7 @@ import pytest
 from distill.config import TrainConfig
 from distill.runtime.execution import train as train_module
 from distill.runtime.execution.train import COMPLETE, kept_local_checkpoint, local_checkpoints, \
-    prune_local_checkpoints, runs_locally, stage_runner
+    prune_local_checkpoints, stage_runner
 
 
 def write_checkpoint(root, epoch, val_acc, complete=True):
@@ -70,7 +70,6 @@ def test_auto_trains_one_cpu_worker_on_one_node_in_the_driver_or_else_in_an_acto
 
     monkeypatch.setattr(distill.runtime.infra.session, "alive_nodes", lambda: [{"CPU": 2.0}] * nodes)
     assert stage_runner(TrainConfig(**options)) == driver
-    assert runs_locally(TrainConfig(**options)) is (driver == "local")
     # inside an actor (a Tune trial of pld sweep), whose process refuses ray.train's API in local mode
     monkeypatch.setattr(train_module, "inside_an_actor", lambda: True)
     assert stage_runner(TrainConfig(**options)) == actor
