@@ -1,19 +1,21 @@
-"""What a stage pays to start when it trains in a Ray Train worker group, with one and several workers.
+"""What a stage pays to start, in each runner, with one and several workers.
 
     python benchmarks/stage_startup.py [--workers 1,2] [--repeats 3] [--json OUT]
 
-One CPU worker on a one-node cluster trains in the driver (Ray Train's local mode, ``train.runner:
-auto``); anything else trains in a worker group, for which Ray Train V2 starts a controller, an actor
-per worker and three helpers (PlacementGroupCleaner, SynchronizationActor, DatasetManager), each a
-new Python process, at every ``fit()``; a stage whose driver is itself an actor (a pld sweep's Tune
-trial) trains in one actor started for it instead (``runner: actor``). This times ``TorchTrainer.fit()`` of a loop that trains
-nothing (it reads one batch of its dataset shard, all-reduces one tensor and reports, as a stage's
-first epoch would), built as ``train_stage`` builds a stage's trainer, in a Ray that ``pld`` starts:
-from ``fit()`` to the loop's first line, and from the loop's return to ``fit()`` returning. The local
-mode, one actor running the local mode (from its creation to its result) and each worker count take
-turns, after one untimed fit. Then, in a second Ray with Python's
-import profiler on in every worker process (``PYTHONPROFILEIMPORTTIME``), one fit per worker count,
-and the seconds each of its processes spent importing, read from Ray's worker logs.
+On a one-node cluster without GPUs, one worker trains in the driver (Ray Train's local mode,
+``train.runner: auto``), or in one actor started for the stage where the driver is itself an actor
+(a pld sweep's Tune trial); several workers train in as many actors, each running the local mode,
+joined in one process group (``runner: actor``). Anything else trains in a Ray Train worker group,
+for which Ray Train V2 starts a controller, an actor per worker and three helpers
+(PlacementGroupCleaner, SynchronizationActor, DatasetManager), each a new Python process, at every
+``fit()``. This times a loop that trains nothing (it reads one batch of its dataset shard,
+all-reduces one tensor and reports, as a stage's first epoch would), with a trainer built as
+``train_stage`` builds a stage's, in a Ray that ``pld`` starts: from the start to the loop's first
+line, and from the loop's return to the runner returning. The local mode, the actors
+(``_InAnActor``, the platform's runner, from their creation to rank 0's result) and the worker
+groups take turns, after one untimed run of each kind. Then, in a second Ray with Python's import
+profiler on in every worker process (``PYTHONPROFILEIMPORTTIME``), one worker group's fit per
+worker count, and the seconds each of its processes spent importing, read from Ray's worker logs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -33,40 +36,53 @@ import ray.data
 import ray.train
 from ray.train import DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.util.queue import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from distill.config import load_config  # noqa: E402
+from distill.config import TrainConfig, load_config  # noqa: E402
+from distill.runtime.execution.train import _InAnActor, save_local_checkpoint  # noqa: E402
 from distill.runtime.infra.session import init_ray  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
 
 def idle_loop(config: dict) -> dict:
-    """A stage's loop without its epochs: the shard's first batch, one all-reduce, one report."""
+    """A stage's loop without its epochs: the shard's first batch, one all-reduce, one report (and,
+    run by ``runner: actor``, rank 0's checkpoint, which the runner reads back)."""
     import time
 
     import torch
 
     started = time.time()
     ctx = ray.train.get_context()
-    for _ in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=64):
+    shard = config["shard"] if config.get("shard") is not None else ray.train.get_dataset_shard("train")
+    for _ in shard.iter_torch_batches(batch_size=64):
         break
     if ctx.get_world_size() > 1:
         import torch.distributed as dist
 
         dist.all_reduce(torch.ones(1))
+    if config.get("checkpoint_dir") and ctx.get_world_rank() == 0:
+        with tempfile.TemporaryDirectory() as empty:
+            save_local_checkpoint(empty, config["checkpoint_dir"], 0)
     ray.train.report({"epoch": 0})
     return {"loop_started": started, "loop_ended": time.time()}
 
 
-def timed_fit(workers: int, dataset, storage: str, name: str) -> dict:
-    """One ``fit()``; ``workers`` 0: Ray Train's local mode (the loop in this process)."""
-    trainer = TorchTrainer(
-        idle_loop,
+def idle_trainer(workers: int, dataset, storage: str, name: str, **loop_config) -> TorchTrainer:
+    """``workers`` 0: Ray Train's local mode (the loop in this process)."""
+    return TorchTrainer(
+        idle_loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=storage, logging_config=LoggingConfig(log_level="WARNING"),
                              failure_config=FailureConfig(max_failures=0, controller_failure_limit=0)),
-        datasets={"train": dataset}, dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []))
+        datasets=None if "shard" in loop_config else {"train": dataset},
+        dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []))
+
+
+def timed_fit(workers: int, dataset, storage: str, name: str) -> dict:
+    """One ``fit()`` of a worker group, or of the local mode in the driver (``workers`` 0)."""
+    trainer = idle_trainer(workers, dataset, storage, name)
     started = time.time()
     loop = trainer.fit().return_value
     ended = time.time()
@@ -74,23 +90,18 @@ def timed_fit(workers: int, dataset, storage: str, name: str) -> dict:
             "after_loop_s": ended - loop["loop_ended"]}
 
 
-@ray.remote
-class StageInAnActor:
-    """What ``runner: actor`` starts: one process that imports the platform's train step and runs
-    the local mode in it."""
-
-    def fit(self, dataset, storage: str, name: str) -> dict:
-        import distill.runtime.execution.train  # noqa: F401  (the module StageActor lives in)
-
-        return timed_fit(0, dataset, storage, name)
-
-
-def timed_actor_fit(dataset, storage: str, name: str) -> dict:
+def timed_actors_fit(workers: int, dataset, storage: str, name: str, progress: Queue) -> dict:
+    """``train.runner: actor`` as a stage runs it: ``workers`` actors started on this node, each
+    running the local mode (several join one process group), from the runner's start to rank 0's
+    result."""
+    train = TrainConfig(num_workers=workers, cpus_per_worker=1, runner="actor", keep="average", max_failures=0)
+    in_actors = _InAnActor(partial(idle_trainer, dataset=dataset, storage=storage, name=name),
+                           f"{storage}/{name}-local", train, name, progress, dataset)
     started = time.time()
-    actor = StageInAnActor.options(num_cpus=1).remote()
-    inside = ray.get(actor.fit.remote(dataset, storage, name))
-    ray.kill(actor)
-    return {"fit_s": time.time() - started, "fit_inside_s": inside["fit_s"]}
+    loop, _ = in_actors.fit()
+    ended = time.time()
+    return {"fit_s": ended - started, "to_loop_s": loop["loop_started"] - started,
+            "after_loop_s": ended - loop["loop_ended"]}
 
 
 # --- Ray's worker logs: worker-<id>-<job>-<pid>.{out,err}; .out begins ":job_id:… :actor_name:X" ---
@@ -127,15 +138,15 @@ def session_logs() -> Path:
 
 
 def report(result: dict) -> str:
-    lines = [f"Ray Train fit() of a loop that trains nothing ({result['repeats']} runs each, medians; "
+    lines = [f"A stage's runner, with a loop that trains nothing ({result['repeats']} runs each, medians; "
              f"{os.cpu_count()} cores, load {result['load_start']:.1f} at the start)", "",
-             f"{'runner':<22}{'fit s':>8}{'to loop s':>11}{'after loop s':>14}   runs (fit s)"]
+             f"{'runner':<28}{'fit s':>8}{'to loop s':>11}{'after loop s':>14}   runs (fit s)"]
     for key, runs in result["fits"].items():
         med = {k: statistics.median(r[k] for r in runs) if k in runs[0] else None
                for k in ("fit_s", "to_loop_s", "after_loop_s")}
         cells = "".join(f"{'':>{w}}" if med[k] is None else f"{med[k]:>{w}.2f}"
                         for k, w in (("fit_s", 8), ("to_loop_s", 11), ("after_loop_s", 14)))
-        lines.append(f"{key:<22}{cells}   " + " ".join(f"{r['fit_s']:.2f}" for r in runs))
+        lines.append(f"{key:<28}{cells}   " + " ".join(f"{r['fit_s']:.2f}" for r in runs))
     for key, prof in result["imports"].items():
         lines += ["", f"{key}, import profiler on (fit {prof['fit_s']:.2f} s): seconds each new process spent importing"]
         lines += [f"  {p['process']:<32}{p['import_s']:>6.2f}" for p in prof["processes"]]
@@ -156,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
 
     init_ray(cfg)
     dataset = ray.data.range(2048).materialize()
+    progress = Queue(actor_options={"num_cpus": 0})
     timed_fit(1, dataset, storage, "warm-up")
-    runners = {"local (driver)": 0, "one actor (local mode)": "actor", **{f"worker group of {n}": n for n in counts}}
+    timed_actors_fit(max(counts), dataset, storage, "warm-up-actors", progress)
+    runners = {"local (driver)": ("local", 0), **{f"actors of {n} (runner actor)": ("actor", n) for n in counts},
+               **{f"worker group of {n}": ("workers", n) for n in counts}}
     for i in range(args.repeats):
-        for key, n in runners.items():
-            fit = (timed_actor_fit(dataset, storage, f"r{i}-actor") if n == "actor"
+        for key, (runner, n) in runners.items():
+            fit = (timed_actors_fit(n, dataset, storage, f"r{i}-actors-{n}", progress) if runner == "actor"
                    else timed_fit(n, dataset, storage, f"r{i}-{n}"))
             result["fits"].setdefault(key, []).append(fit)
             print(f"{key}: {result['fits'][key][-1]['fit_s']:.2f} s", flush=True)

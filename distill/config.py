@@ -147,9 +147,11 @@ class TrainConfig(_Strict):
                             "on another node, surviving a killed worker process; 10-13 s of start-up a stage). local: "
                             "Ray Train's local mode, in the driver's process, with no worker start-up; the platform "
                             "writes each epoch's checkpoint and restarts from the last one. actor: the same local mode "
-                            "in one Ray actor started for the stage on the driver's node (about 3 s), another one if "
-                            "it dies. auto: for one CPU worker on a one-node cluster, local, or actor where the driver "
-                            "is an actor (a pld sweep's Tune trials); else workers. All train the same weights.")
+                            "in one Ray actor per worker started for the stage on the driver's node (about 3 s for "
+                            "one, 4-5 s for two; several join one process group, each with an equal shard), all "
+                            "started again if one dies. auto, on a one-node cluster without GPUs: one worker local, or "
+                            "actor where the driver is an actor (a pld sweep's Tune trials); several workers actor. "
+                            "Else workers. One worker trains the same weights in each runner.")
     max_failures: int = Field(1, ge=0, description="Training failures a stage survives: Ray Train restarts the "
                                                    "workers (runner local: the loop), which continue from the last "
                                                    "epoch's checkpoint.")
@@ -166,10 +168,12 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _local_is_one_cpu_process(self) -> "TrainConfig":
-        if self.runner in ("local", "actor") and (self.num_workers > 1 or self.use_gpu):
-            where = "the driver's" if self.runner == "local" else "an actor's"
-            raise ValueError(f"train.runner: {self.runner} trains in {where} one process on its CPUs; set runner: "
-                             "workers (or auto) for several workers or GPUs")
+        if self.runner == "local" and (self.num_workers > 1 or self.use_gpu):
+            raise ValueError("train.runner: local trains in the driver's one process on its CPUs; set runner: "
+                             "actor for several workers on the driver's node, or workers (or auto) for GPUs")
+        if self.runner == "actor" and self.use_gpu:
+            raise ValueError("train.runner: actor trains on the driver's node's CPUs; set runner: workers (or auto) "
+                             "for GPUs")
         return self
 
 

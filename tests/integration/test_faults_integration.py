@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import ray
+import ray.util.state
 import torch
 from ray.util.queue import Queue
 
@@ -333,6 +334,55 @@ def test_a_stage_whose_actor_dies_continues_in_a_new_one_from_its_checkpoint(set
                                                "checkpoint"), said  # a restart is said, never silent
 
 
+def test_two_workers_train_in_two_actors_as_one_process_group(setup, reference):
+    """Several CPU workers on one node (auto: runner actor): one actor each, joined in one gloo
+    process group by Ray Train's local mode, each with an equal shard. Two runs train the same
+    weights, to the bit; a Ray Train worker group of two, whose shards are cut otherwise, trains
+    about as well."""
+    root, runs = setup["root"], {}
+    for runner in ("auto", "auto-again", "workers"):
+        reports = []
+        spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+        summary = train(root, f"two-{runner}", spec, reference[0]["rows"], root / "ref" / "data", 2,
+                        Queue(actor_options={"num_cpus": 0}), reports.append, seed=5, num_workers=2,
+                        runner=runner.removesuffix("-again"))
+        weights = torch.load(root / f"two-{runner}-model" / "model.pt", weights_only=True)
+        runs[runner] = (reports, summary, weights)
+    assert not (root / "two-auto-train" / "two-auto").exists()  # no worker group's run directory
+    assert (root / "two-auto-train" / "two-auto-local").is_dir()  # the platform's own checkpoints
+    (reports, group, group_w) = runs["auto"]
+    assert [m["epoch"] for m in reports] == [0, 1] and len({m["pid"] for m in reports}) == 1  # rank 0 reports
+    assert os.getpid() not in {m["pid"] for m in reports}
+    assert {m["world"] for m in reports} == {m["world"] for m in runs["workers"][0]} == {2}  # one process group
+    _, again, again_w = runs["auto-again"]
+    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in group["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in again["history"]]
+    assert group_w.keys() == again_w.keys() and all(torch.equal(group_w[k], again_w[k]) for k in group_w)
+    workers = runs["workers"][1]["history"]
+    assert [h["train_loss"] for h in group["history"]] == pytest.approx([h["train_loss"] for h in workers], rel=0.02)
+
+
+def test_a_stage_in_two_actors_restarts_both_when_one_dies(setup, reference, capsys):
+    root, reports = setup["root"], []
+
+    def on_epoch(m):  # epoch 1's checkpoint is whole before its report is sent: kill rank 0 then
+        reports.append(m)
+        if len(reports) == 1:
+            os.kill(m["pid"], signal.SIGKILL)
+
+    spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
+    summary = train(root, "two-killed", spec, reference[0]["rows"], root / "ref" / "data", 3,
+                    Queue(actor_options={"num_cpus": 0}), on_epoch, max_failures=1, num_workers=2)
+    epochs = [m["epoch"] for m in reports]
+    assert epochs[0] == 0 and epochs.count(0) == 1 and epochs[-1] == 2 and sorted(set(epochs)) == [0, 1, 2], epochs
+    assert len({m["pid"] for m in reports}) == 2 and reports[-1]["resumed_at_epoch"] == 1
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2] and (root / "two-killed-model" / "model.pt").is_file()
+    said = [line for line in capsys.readouterr().out.splitlines() if "restart 1 of 1" in line]
+    assert len(said) == 1 and "the stage's training actor" in said[0], said
+    assert not [a for a in ray.util.state.list_actors(filters=[("class_name", "=", "StageActor"),
+                                                                ("state", "=", "ALIVE")])]  # none left behind
+
+
 def test_a_stage_actor_that_cannot_be_placed_says_what_it_waits_for_and_gives_up(setup, reference):
     root, reports = setup["root"], []
     spec = ModelSpec(model="tiny", options={}, labels=setup["labels"], input_ms=750, features=setup["features"])
@@ -341,6 +391,10 @@ def test_a_stage_actor_that_cannot_be_placed_says_what_it_waits_for_and_gives_up
     with pytest.raises(ResourceWaitTimeout, match=r"^the driver's node has 2 CPU, fewer than the 3 "
                                                   r"\(train.cpus_per_worker\) that stage actor-unplaced's"):
         train(*args, Queue(actor_options={"num_cpus": 0}), reports.append, runner="actor", cpus_per_worker=3)
+    with pytest.raises(ResourceWaitTimeout, match=r"^the driver's node has 2 CPU, fewer than the 3 \(train.num_workers "
+                                                  r"x train.cpus_per_worker\) that stage actor-unplaced's training "
+                                                  r"actors need .*; lower train.num_workers or train.cpus_per_worker"):
+        train(*args, Queue(actor_options={"num_cpus": 0}), reports.append, num_workers=2, cpus_per_worker=1.5)
 
     @ray.remote(num_cpus=1)
     class Busy:

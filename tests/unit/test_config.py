@@ -56,8 +56,8 @@ def test_impossible_configs_name_the_field_and_the_allowed_values(tmp_path):
         "train: {precision: fp16}": "train.precision: fp16 needs train.use_gpu: true",
         "relabel: {precision: fp8}": "relabel.precision: Input should be 'fp32', 'bf16' or 'fp16'",
         "train: {runner: local, num_workers: 2}": "train: train.runner: local trains in the driver's one",
-        "train: {runner: local, use_gpu: true}": "set runner: workers (or auto) for several workers or GPUs",
-        "train: {runner: actor, num_workers: 2}": "train.runner: actor trains in an actor's one process on its CPUs",
+        "train: {runner: local, use_gpu: true}": "set runner: actor for several workers on the driver's node, or",
+        "train: {runner: actor, use_gpu: true}": "train.runner: actor trains on the driver's node's CPUs; set runner",
         "train: {runner: ray}": "train.runner: Input should be 'auto', 'local', 'actor' or 'workers'",
         "teacher_model: {name: speech_embedding}\ntrain: {augment: {spec_time_masks: 2}}":
             "stage teacher: model speech_embedding takes the waveform",

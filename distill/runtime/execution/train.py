@@ -12,6 +12,8 @@ local mode): the same loop, without starting a controller, a worker and three he
 thread while a helper thread hands the epochs' reports on (docs/design-notes.md: why). Where
 the driver cannot run it (a pld sweep's Tune trial, whose process refuses ray.train's API), the
 same local mode runs in one Ray actor started for the stage (``runner: actor``, about 3 s).
+Several CPU workers on a one-node cluster train in as many actors, each running the local mode
+with torchrun's variables, which join them in one gloo process group (4-5 s against 12-13 s).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         load_fit_state(fit, state)
     resumed_at = fit.start_epoch if state else None  # visible in progress reports: a restart did not start over
 
-    shard = ray.train.get_dataset_shard("train")
+    # runner actor with several workers: the driver split the dataset (local mode takes no dataset then)
+    shard = config["shard"] if config.get("shard") is not None else ray.train.get_dataset_shard("train")
     # The validation split is small and fixed: each worker scores its every world-th clip.
     val_waves, val_labels = config["validation"]
     validation = Validation((val_waves[rank::world], val_labels[rank::world]), input_samples=stage.input_samples,
@@ -95,7 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
                 metrics["kept_val_acc"] = float(scores[1][0] / max(scores[1][1], 1))
         metrics["epoch_seconds"] = time.perf_counter() - started
         fit.history.append(metrics)
-        _checkpoint_and_report(config, spec, fit, kept, metrics, rank=rank, resumed_at=resumed_at)
+        _checkpoint_and_report(config, spec, fit, kept, metrics, rank=rank, world=world, resumed_at=resumed_at)
         if _stop_requested(config):  # runner local: the driver could not take this epoch's report
             break
     return fit.history
@@ -125,7 +128,7 @@ def _summed_over_workers(tensors: list[torch.Tensor], world: int, device) -> lis
 
 
 def _checkpoint_and_report(config: dict[str, Any], spec: ModelSpec, fit, kept: torch.nn.Module, metrics: dict, *,
-                           rank: int, resumed_at: int | None) -> None:
+                           rank: int, world: int, resumed_at: int | None) -> None:
     """Rank 0 writes the epoch's checkpoint (the kept model and the train state) and sends the
     epoch to the driver; every rank reports to Ray Train."""
     from distill.core.fit import fit_state
@@ -143,7 +146,7 @@ def _checkpoint_and_report(config: dict[str, Any], spec: ModelSpec, fit, kept: t
                     prune_local_checkpoints(config["checkpoint_dir"], config["train"].keep)
             # The driver prints this line and logs the metrics to MLflow as it arrives, so workers
             # need neither the tracking store nor MLflow itself.
-            config["progress"].put({"stage": stage.name, "epochs": stage.epochs, "pid": os.getpid(),
+            config["progress"].put({"stage": stage.name, "epochs": stage.epochs, "pid": os.getpid(), "world": world,
                                     "resumed_at_epoch": resumed_at, **metrics,
                                     # the epochs a restart did not train again, for a new run's curves
                                     **({"restored": fit.history[:epoch]} if epoch == resumed_at else {})})
@@ -201,10 +204,10 @@ def prune_local_checkpoints(checkpoint_dir: str, keep: str) -> None:
 
 
 def stage_runner(train: TrainConfig) -> str:
-    """Where a stage trains (``train.runner``). auto: one CPU worker on a one-node cluster trains
-    in the driver (``local``), where a worker would run on this same machine anyway, or, when
-    the driver is itself an actor, in one actor of its own (``actor``); anything else in a Ray
-    Train worker group (``workers``)."""
+    """Where a stage trains (``train.runner``). auto, on a one-node cluster without GPUs: one worker
+    trains in the driver (``local``), where a worker would run on this same machine anyway, or,
+    when the driver is itself an actor, in one actor of its own (``actor``); several workers in
+    as many actors (``actor``). Anything else in a Ray Train worker group (``workers``)."""
     if train.runner != "auto":
         return train.runner
     from ray.util.client import ray as client
@@ -212,8 +215,10 @@ def stage_runner(train: TrainConfig) -> str:
     from distill.runtime.infra.session import alive_nodes
 
     # a Ray Client driver (ray://) is not on the cluster: its stages train there
-    if train.num_workers > 1 or train.use_gpu or client.is_connected() or len(alive_nodes()) != 1:
+    if train.use_gpu or client.is_connected() or len(alive_nodes()) != 1:
         return "workers"
+    if train.num_workers > 1:  # several processes on this node: actors, without a worker group's helpers
+        return "actor"
     # a Tune trial (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
     return "actor" if inside_an_actor() else "local"
 
@@ -345,30 +350,40 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, progress: Queue,
-                 on_epoch: Callable[[dict], None] | None) -> tuple[list[dict], str]:
+                 on_epoch: Callable[[dict], None] | None, member: dict | None = None) -> tuple[list[dict], str] | None:
     """Ray Train's local mode (``num_workers=0``: the loop runs in this process), which keeps no
     checkpoint and restarts nothing: each epoch's checkpoint goes to ``checkpoint_dir``, and a
     failure (up to ``train.max_failures``), like a new driver after a killed one, continues from
-    the last. Returns the loop's history and the kept checkpoint."""
+    the last. Returns the loop's history and the kept checkpoint.
+
+    ``member``: this process is one of a group's (runner actor, several workers): its shard of the
+    dataset, and torchrun's variables, with which the local mode joins the group's process group.
+    A member restarts nothing itself (the group restarts together); one of rank > 0 returns None."""
+    restarts, extra = train.max_failures, {}
+    if member is not None:
+        os.environ.update(member["env"])
+        restarts, extra = 0, {"shard": member["shard"]}
     stop_key = f"{checkpoint_dir}#{time.monotonic_ns()}"
     _STOPS[stop_key] = stop = threading.Event()
     try:
-        for attempt in range(train.max_failures + 1):
+        for attempt in range(restarts + 1):
             saved = local_checkpoints(checkpoint_dir)
             resume_dir = storage.local_copy(saved[-1]) if saved else None
             try:
-                local = trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir, stop_key=stop_key)
+                local = trainer(0, checkpoint_dir=checkpoint_dir, resume_dir=resume_dir, stop_key=stop_key, **extra)
                 # in a stage's actor (on_epoch None) the reports stay in the queue for the driver
                 result = local.fit() if on_epoch is None else _fit_in_this_thread(local, progress, on_epoch, stop)
                 break
             except Exception as exc:
-                if attempt == train.max_failures or stop.is_set():  # a report that failed is no training failure
+                if attempt == restarts or stop.is_set():  # a report that failed is no training failure
                     raise
                 # said, never silent: a restart repeats the epochs after the last whole checkpoint
                 print(f"   training failed ({type(exc).__name__}: {_first_line(exc)}); restart {attempt + 1} of "
                       f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
     finally:
         del _STOPS[stop_key]
+    if member is not None and member["env"]["RANK"] != "0":
+        return None  # rank 0 writes the checkpoints and returns them
     saved = local_checkpoints(checkpoint_dir)
     if not saved:
         raise RuntimeError(f"{checkpoint_dir}: training reported no checkpoint")
@@ -377,76 +392,126 @@ def _fit_locally(trainer: Callable[..., TorchTrainer], checkpoint_dir: str, trai
 
 @ray.remote
 class StageActor:
-    """runner actor: one worker's stage in this actor's process, in Ray Train's local mode as the
+    """runner actor: a stage's worker in this actor's process, in Ray Train's local mode as the
     driver runs it (its checkpoints and in-process restarts too); the epochs reach the driver
-    through the progress queue. One process to start, against a worker group's five."""
+    through the progress queue. One process to start per worker, against a worker group's
+    controller, workers and three or four helpers."""
 
     def ready(self) -> bool:
         return True
 
-    def fit(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig):
-        return _fit_locally(trainer, checkpoint_dir, train, None, None)
+    def free_port(self) -> int:
+        """A free TCP port on this node, for the group's process group (rank 0 listens on it)."""
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def fit(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig,
+            member: dict | None = None):
+        return _fit_locally(trainer, checkpoint_dir, train, None, None, member)
+
+
+def _member_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """torchrun's variables for one of ``world`` processes on this node: with them, Ray Train's
+    local mode joins a gloo process group (rendezvous at rank 0's port) and gives ray.train's
+    context this rank and world, so ``prepare_model`` wraps the model in DDP as a worker group's
+    workers do."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
 class _InAnActor:
-    """runner actor, seen by ``_fit_with_progress`` as a trainer: ``fit()`` trains the stage in a
-    fresh ``StageActor`` on the driver's node (waiting up to train.resource_wait_s for its CPUs),
-    and in another one if that actor's process dies, up to train.max_failures, continuing from the
-    last epoch's checkpoint. Returns what ``_fit_locally`` returns."""
+    """runner actor, seen by ``_fit_with_progress`` as a trainer: ``fit()`` trains the stage in
+    ``train.num_workers`` fresh ``StageActor``s on the driver's node (waiting up to
+    train.resource_wait_s for their CPUs), each given an equal shard of the dataset. If a process
+    dies, or one of several fails, all start again, up to train.max_failures, from the last
+    epoch's checkpoint. Returns what ``_fit_locally`` returns (rank 0's)."""
 
     def __init__(self, trainer: Callable[..., TorchTrainer], checkpoint_dir: str, train: TrainConfig, name: str,
-                 progress: Queue):
+                 progress: Queue, dataset: Any = None):
         self.trainer, self.checkpoint_dir, self.train, self.name = trainer, checkpoint_dir, train, name
-        self.progress = progress  # where a note that the actor waits for its CPUs goes, as the epochs do
+        self.progress = progress  # where a note that the actors wait for their CPUs goes, as the epochs do
+        workers = train.num_workers
+        # equal shards (as a worker group's split), cut once: a restarted group reads the same ones
+        self.shards = dataset.split(workers, equal=True) if workers > 1 else [None]
 
-    def _placed(self, actor) -> None:
-        """Return once ``actor`` runs; after WAIT_NOTICE_S say what it waits for, and after
+    def _wanted(self) -> str:
+        n, cpus = self.train.num_workers, self.train.cpus_per_worker
+        return f"{cpus:g} CPU" if n == 1 else f"{n} x {cpus:g} CPU"
+
+    def _refuse_what_the_node_cannot_hold(self) -> None:
+        """More CPUs than the driver's node has would wait forever: say so at once."""
+        here = ray.get_runtime_context().get_node_id()
+        has = next((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n["NodeID"] == here), 0)
+        n, cpus = self.train.num_workers, self.train.cpus_per_worker
+        if n * cpus > has:
+            setting = "train.cpus_per_worker" if n == 1 else "train.num_workers x train.cpus_per_worker"
+            raise ResourceWaitTimeout(
+                f"the driver's node has {has:g} CPU, fewer than the {n * cpus:g} ({setting}) that stage {self.name}'s "
+                f"training {'actor needs' if n == 1 else 'actors need'} (train.runner: actor); lower "
+                f"{setting.replace(' x ', ' or ')}, or set train.runner: workers to train on other nodes")
+
+    def _placed(self, actors: list) -> None:
+        """Return once every actor runs; after WAIT_NOTICE_S say what they wait for, and after
         train.resource_wait_s give up, saying so."""
-        from ray.exceptions import ActorUnschedulableError
+        wait_s, n = self.train.resource_wait_s, len(actors)
+        ready = [actor.ready.remote() for actor in actors]
+        done, _ = ray.wait(ready, num_returns=n, timeout=min(WAIT_NOTICE_S, wait_s))
+        if len(done) < n and wait_s > WAIT_NOTICE_S:
+            self.progress.put({"waiting_for": f"{self._wanted()} on the driver's node for stage {self.name}'s "
+                                              f"training {'actor' if n == 1 else 'actors'} (train.runner: actor); "
+                                              f"waiting up to {wait_s:g} s (train.resource_wait_s)"})
+            done, _ = ray.wait(ready, num_returns=n, timeout=wait_s - WAIT_NOTICE_S)
+        if len(done) < n:
+            raise ResourceWaitTimeout(
+                f"waited {wait_s:g} s (train.resource_wait_s) for {self._wanted()} on the driver's node to train "
+                f"stage {self.name} in {'an actor' if n == 1 else f'{n} actors'} (train.runner: actor); free CPUs "
+                "there, lower train.cpus_per_worker, or set train.runner: workers to train on another node")
+        ray.get(ready)
 
-        wait_s, cpus = self.train.resource_wait_s, self.train.cpus_per_worker
-        ready = actor.ready.remote()
-        done, _ = ray.wait([ready], timeout=min(WAIT_NOTICE_S, wait_s))
-        if not done and wait_s > WAIT_NOTICE_S:
-            self.progress.put({"waiting_for": f"{cpus:g} CPU on the driver's node for stage {self.name}'s training "
-                                              f"actor (train.runner: actor); waiting up to {wait_s:g} s "
-                                              "(train.resource_wait_s)"})
-            done, _ = ray.wait([ready], timeout=wait_s - WAIT_NOTICE_S)
-        if not done:
-            raise ResourceWaitTimeout(
-                f"waited {wait_s:g} s (train.resource_wait_s) for {cpus:g} CPU on the driver's node to train stage "
-                f"{self.name} in an actor (train.runner: actor); free CPUs there, lower train.cpus_per_worker, or "
-                "set train.runner: workers to train on another node")
-        try:
-            ray.get(ready)
-        except ActorUnschedulableError:  # more CPUs than the node has: Ray says so at once
-            here = ray.get_runtime_context().get_node_id()
-            has = next((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n["NodeID"] == here), 0)
-            raise ResourceWaitTimeout(
-                f"the driver's node has {has:g} CPU, fewer than the {cpus:g} (train.cpus_per_worker) that stage "
-                f"{self.name}'s training actor needs (train.runner: actor); lower train.cpus_per_worker, or set "
-                "train.runner: workers to train on other nodes") from None
+    def _run(self, actors: list):
+        """Each actor's fit; the first failure is raised at once (the others, waiting in a
+        collective, are killed by the caller). Returns rank 0's result."""
+        if len(actors) == 1:
+            return ray.get(actors[0].fit.remote(self.trainer, self.checkpoint_dir, self.train))
+        port = ray.get(actors[0].free_port.remote())
+        runs = [actor.fit.remote(self.trainer, self.checkpoint_dir, self.train,
+                                 {"env": _member_env(rank, len(actors), port), "shard": self.shards[rank]})
+                for rank, actor in enumerate(actors)]
+        pending = runs
+        while pending:
+            done, pending = ray.wait(pending)
+            ray.get(done)
+        return ray.get(runs[0])
 
     def fit(self) -> tuple[list[dict], str]:
-        from ray.exceptions import RayActorError
+        from ray.exceptions import RayActorError, RayTaskError
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         train = self.train
+        self._refuse_what_the_node_cannot_hold()
         # on the driver's node, whose paths the checkpoints are written to and read back from
         # (and outside the placement group of a Tune trial, which holds no CPU for it)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        # one actor restarts a failed loop itself (_fit_locally); a group restarts together
+        restarted = (RayActorError, RayTaskError) if train.num_workers > 1 else RayActorError
         for attempt in range(train.max_failures + 1):
-            actor = StageActor.options(num_cpus=train.cpus_per_worker, scheduling_strategy=here).remote()
+            actors = [StageActor.options(num_cpus=train.cpus_per_worker, scheduling_strategy=here).remote()
+                      for _ in range(train.num_workers)]
             try:
-                self._placed(actor)
-                return ray.get(actor.fit.remote(self.trainer, self.checkpoint_dir, train))
-            except RayActorError as exc:  # its process died (killed, out of memory, node lost)
+                self._placed(actors)
+                return self._run(actors)
+            except restarted as exc:  # a process died (killed, out of memory), or a member's loop failed
                 if attempt == train.max_failures:
                     raise
-                print(f"   the stage's training actor died ({_first_line(exc)}); restart {attempt + 1} of "
+                what = "actor died" if isinstance(exc, RayActorError) else "actors failed"
+                print(f"   the stage's training {what} ({_first_line(exc)}); restart {attempt + 1} of "
                       f"{train.max_failures} (train.max_failures), from the last whole epoch checkpoint", flush=True)
             finally:
-                ray.kill(actor)
+                for actor in actors:
+                    ray.kill(actor)
         raise AssertionError("unreachable")
 
 
@@ -483,6 +548,7 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
     datasets = {"train": data.train_ds.select_columns(["waveform", *TRAIN_COLUMNS]).materialize()}
 
     def trainer(num_workers: int, **extra: Any) -> TorchTrainer:
+        # a group's actor has its shard in its config: local mode with several processes takes no dataset
         return TorchTrainer(
             train_loop_per_worker,
             train_loop_config={**config, **extra},
@@ -497,7 +563,7 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
                                      num_to_keep=None if train.keep_all_checkpoints else 1,
                                      checkpoint_score_attribute="val_acc" if train.keep == "best" else None,
                                      checkpoint_score_order="max")),
-            datasets=datasets,
+            datasets=None if "shard" in extra else datasets,
             # One worker reads the whole dataset: no streaming split, so no split-coordinator actor
             # (one process start fewer per stage); several workers each get an equal shard.
             dataset_config=DataConfig(datasets_to_split="all" if workers > 1 else []),
@@ -509,8 +575,8 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
         if runner == "local":
             history, kept = _fit_locally(trainer, checkpoint_dir, train, progress, on_epoch)
         else:
-            history, kept = _fit_with_progress(_InAnActor(trainer, checkpoint_dir, train, stage.name, progress),
-                                               progress, on_epoch, train.resource_wait_s)
+            in_actors = _InAnActor(trainer, checkpoint_dir, train, stage.name, progress, datasets["train"])
+            history, kept = _fit_with_progress(in_actors, progress, on_epoch, train.resource_wait_s)
         kept_dir = contextlib.nullcontext(storage.local_copy(kept))
     else:
         result = _fit_with_progress(trainer(workers), progress, on_epoch, train.resource_wait_s)

@@ -58,13 +58,14 @@ def test_a_stage_keeps_its_kept_checkpoint_and_the_last(tmp_path):
 @pytest.mark.parametrize("options, nodes, driver, actor", [
     ({}, 1, "local", "actor"),
     ({}, 2, "workers", "workers"),  # another node may be the one meant to train
-    ({"num_workers": 2}, 1, "workers", "workers"),
+    ({"num_workers": 2}, 1, "actor", "actor"),  # one process group of actors, no worker group's helpers
+    ({"num_workers": 2}, 2, "workers", "workers"),
     ({"use_gpu": True}, 1, "workers", "workers"),
     ({"runner": "workers"}, 1, "workers", "workers"),
     ({"runner": "local"}, 3, "local", "local"),
     ({"runner": "actor"}, 3, "actor", "actor"),
 ])
-def test_auto_trains_one_cpu_worker_on_one_node_in_the_driver_or_else_in_an_actor(monkeypatch, options, nodes, driver,
+def test_auto_trains_on_one_node_in_the_driver_or_in_actors(monkeypatch, options, nodes, driver,
                                                                                     actor):
     import distill.runtime.infra.session
 
