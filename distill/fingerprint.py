@@ -10,8 +10,9 @@ from typing import Any
 # fingerprint: the run's name (each cell and seed names its run), where it stores and tracks
 # (a study moved to another disk or MLflow server is the same study), which cluster runs it,
 # and how long or how often training waits and retries (a restart continues from the last
-# epoch's checkpoint), whether a stage trains in the driver or in a worker (the same loop, the same
-# weights: test_faults_integration.py), how many of its checkpoints a stage keeps, how often it
+# epoch's checkpoint), whether a stage trains in the driver, in actors or in a worker group (one
+# worker: the same loop, the same weights, test_faults_integration.py; several: the same loop on
+# shards cut otherwise, so close weights, not equal ones), how many of its checkpoints a stage keeps, how often it
 # scores its validation split (nothing trains on it: the curves get fewer points), and whether a
 # chain also scores the held-out parts (it adds metrics, changes none). Everything else stays in, even what looks operational: train.num_workers
 # shards the data and changes the gradient steps, batch sizes and precisions change the

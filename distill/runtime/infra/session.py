@@ -52,14 +52,28 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path('mlflow.db').resolve()}"
-    if "://" not in uri:  # a bare path means a local file store
-        return Path(uri).resolve().as_uri()
+    if "://" not in uri and not uri.startswith("file:"):  # a bare path: a local store
+        path = Path(uri).expanduser().resolve()
+        uri = f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
+    if uri.startswith("file:"):
+        return _file_store(uri)
     clean, user, password = split_credentials(uri)
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
         if password is not None:
             os.environ["MLFLOW_TRACKING_PASSWORD"] = password
     return clean
+
+
+def _file_store(uri: str) -> str:
+    """MLflow's file store (a directory of runs), which MLflow 3 refuses unless
+    $MLFLOW_ALLOW_FILE_STORE is true: refused here first, saying what to use instead."""
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+        return uri
+    raise ValueError(f"tracking URI {uri}: a directory is MLflow's file store, which MLflow no longer develops and "
+                     "refuses by default; track to a database file instead (a path ending in .db, e.g. "
+                     "--tracking-uri mlflow.db, or sqlite:///ABSOLUTE/PATH/mlflow.db), or set "
+                     "MLFLOW_ALLOW_FILE_STORE=true to use the file store anyway")
 
 
 PASSWORD_FILE = "MLFLOW_TRACKING_PASSWORD_FILE"

@@ -82,3 +82,20 @@ def test_ray_data_progress_bars_only_when_verbose():
     configure_data(progress_bars=True)
     assert ray.data.DataContext.get_current().enable_progress_bars is True
     configure_data()
+
+
+def test_a_local_tracking_path_is_a_database_file_and_a_file_store_is_refused_unless_allowed(tmp_path, monkeypatch):
+    """MLflow 3 refuses its file store (a directory of runs) with an exception from deep inside
+    its client: a path ending in .db is an SQLite store; a directory is refused first, saying so."""
+    from distill.runtime.infra.session import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD_FILE", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert resolve_tracking_uri("runs/mlflow.db") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    for uri in ("mlruns", f"file://{tmp_path}/mlruns", f"file:{tmp_path}/mlruns"):
+        with pytest.raises(ValueError, match=r"^tracking URI file:.*mlruns: a directory is MLflow's file store.*"
+                                             r"a path ending in \.db.*MLFLOW_ALLOW_FILE_STORE=true"):
+            resolve_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert resolve_tracking_uri("mlruns") == (tmp_path / "mlruns").as_uri()
