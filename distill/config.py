@@ -148,7 +148,7 @@ class TrainConfig(_Strict):
                             "Ray Train's local mode, in the driver's process, with no worker start-up; the platform "
                             "writes each epoch's checkpoint and restarts from the last one. actor: the same local mode "
                             "in one Ray actor per worker started for the stage on the driver's node (about 3 s for "
-                            "one, 4-5 s for two; several join one process group, each with an equal shard), all "
+                            "one, 3.5 s for two; several join one process group, each with an equal shard), all "
                             "started again if one dies. auto, on a one-node cluster without GPUs: one worker local, or "
                             "actor where the driver is an actor (a pld sweep's Tune trials); several workers actor. "
                             "Else workers. One worker trains the same weights in each runner.")
