@@ -17,6 +17,7 @@ METHOD = "pld.method"  # pld | direct | one_shot
 INPUT_MS = "pld.input_ms"
 TEACHER_RUN = "pld.teacher_run_id"
 STAGE = "pld.stage"
+TRAIN_RUNNER = "pld.train_runner"  # local | actor | workers: where a stage trained (train.runner, auto resolved)
 STAGES = "pld.stages"  # a chain's stage names in plan order, comma-separated
 RUN_DIR = "pld.run_dir"
 FINGERPRINT = "pld.config_fingerprint"

@@ -90,6 +90,7 @@ def test_run_structure_and_contracted_tags(chain):
         tags = children[name].data.tags
         assert (tags["pld.kind"], tags["pld.method"], tags["pld.input_ms"]) == (kind, method, input_ms), name
         assert tags["pld.teacher_run_id"] == (children[teacher].info.run_id if teacher else ""), name
+        assert tags["pld.train_runner"] == "local", name  # one CPU worker on one node: in the driver
         assert children[name].info.status == "FINISHED"
     assert parent.info.status == "FINISHED"
 

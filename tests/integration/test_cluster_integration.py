@@ -149,6 +149,7 @@ def test_chain_runs_on_two_nodes_against_a_tracking_server(cluster, tmp_path):
     assert set(children) == {"teacher", "student_500ms"}
     assert children["student_500ms"].data.tags["pld.teacher_run_id"] == children["teacher"].info.run_id
     assert all(r.info.status == "FINISHED" and "test_acc_stream" in r.data.metrics for r in children.values())
+    assert {r.data.tags["pld.train_runner"] for r in children.values()} == {"workers"}  # two nodes: a worker group
     assert {"checkpoint/model.pt", "checkpoint/model.json"} <= {
         a.path for a in client.list_artifacts(children["teacher"].info.run_id, "checkpoint")}  # via the server
     run_dir = Path(parent.data.tags["pld.run_dir"])

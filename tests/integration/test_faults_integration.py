@@ -348,6 +348,7 @@ def test_two_workers_train_in_two_actors_as_one_process_group(setup, reference):
                         runner=runner.removesuffix("-again"))
         weights = torch.load(root / f"two-{runner}-model" / "model.pt", weights_only=True)
         runs[runner] = (reports, summary, weights)
+    assert [runs[r][1]["runner"] for r in runs] == ["actor", "actor", "workers"]
     assert not (root / "two-auto-train" / "two-auto").exists()  # no worker group's run directory
     assert (root / "two-auto-train" / "two-auto-local").is_dir()  # the platform's own checkpoints
     (reports, group, group_w) = runs["auto"]

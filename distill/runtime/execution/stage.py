@@ -26,7 +26,7 @@ from distill.config import ExperimentConfig
 from distill.core.augment import NoiseBank, RoomBank
 from distill.core.checkpoint import ModelSpec, load_model_dir
 from distill.core.crops import num_samples
-from distill.names import CONFUSION_ARTIFACT
+from distill.names import CONFUSION_ARTIFACT, TRAIN_RUNNER
 from distill.runtime.infra import storage
 from distill.runtime.infra.progress import heartbeat
 from distill.runtime.infra.errors import step
@@ -95,6 +95,7 @@ def run_stage(chain: Chain, stage: StageSpec, position: str) -> dict:
         seconds["relabel_seconds"] = time.perf_counter() - t
         with on("train"):
             summary = train_step(chain, stage, stage_dir, manifest["rows"], run.info.run_id)
+            mlflow.set_tag(TRAIN_RUNNER, summary["runner"])  # with several workers, runners cut shards otherwise
         seconds["train_seconds"] = summary["seconds"]
         t = time.perf_counter()
         with on("evaluate"), heartbeat(chain.say, f"{stage.name} evaluate"):

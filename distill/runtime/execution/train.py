@@ -590,5 +590,5 @@ def train_stage(stage: StageSpec, spec: ModelSpec, data: StageData, train: Train
     with kept_dir as d:
         storage.upload_dir(d, data.model_dir, ignore=(TRAIN_STATE, COMPLETE))
         _, best_spec = load_model_dir(d)
-    return {"history": history, "best_epoch": best_spec.extra.get("epoch"),
+    return {"history": history, "best_epoch": best_spec.extra.get("epoch"), "runner": runner,
             "best_val_acc": best_spec.extra.get("val_acc"), "seconds": time.perf_counter() - started}
