@@ -133,6 +133,9 @@ def quiet_logs() -> None:
     for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    # Tune's result files are off (above: pld sweep reads each trial's result from Tune itself), so
+    # its warning after a sweep that it found no result.json for any trial is noise
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     for name, drop in (("ray.data.dataset", _NOT_A_HANG), (_AUTH_LOGGER, _TOKEN_IN_USE)):
         if drop not in logging.getLogger(name).filters:
             logging.getLogger(name).addFilter(drop)
