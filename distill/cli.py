@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         from distill.config import ConfigError
 
-        text, problem = describe_run(cfg)
+        text, problem = describe_run(cfg, address=args.address)
         print(text, end="")
         if problem:  # the plan is printed, but this config would not run here: say so last, and fail
             raise ConfigError(f"data: {problem} (the dry run could not read the dataset; fix data.path, or run "

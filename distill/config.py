@@ -166,6 +166,19 @@ class TrainConfig(_Strict):
                              "chooses the best-scored epoch; set keep: average (or validate_every: 1)")
         return self
 
+    def resolved_runner(self, *, one_node: bool, client: bool = False, in_actor: bool = False) -> str:
+        """``runner``, with auto resolved: on a one-node cluster without GPUs, one worker trains in
+        the driver (``local``), or, when the driver is itself an actor, in one actor of its own;
+        several workers in as many actors (``actor``); anything else in a Ray Train worker group
+        (``workers``). ``client``: the driver is a Ray Client (ray://), not on the cluster."""
+        if self.runner != "auto":
+            return self.runner
+        if self.use_gpu or client or not one_node:
+            return "workers"
+        # several processes on this node: actors, without a worker group's helpers; a Tune trial
+        # (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
+        return "actor" if self.num_workers > 1 or in_actor else "local"
+
     @model_validator(mode="after")
     def _local_is_one_cpu_process(self) -> "TrainConfig":
         if self.runner == "local" and (self.num_workers > 1 or self.use_gpu):

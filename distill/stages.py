@@ -130,9 +130,10 @@ def describe_recipe(stage: StageSpec) -> str:
     return "; ".join(p for p in (labels, " ".join(f"{k}={v}" for k, v in stage.train)) if p) or "-"
 
 
-def describe_run(cfg: ExperimentConfig) -> tuple[str, str | None]:
-    """``pld run --dry-run``: the resolved config, the dataset's size and the stage plan; starts
-    nothing. Also returns why the dataset could not be read (None: it could)."""
+def describe_run(cfg: ExperimentConfig, address: str | None = None) -> tuple[str, str | None]:
+    """``pld run --dry-run``: the resolved config, the dataset's size, where the stages will train
+    (``address``: --address) and the stage plan; starts nothing. Also returns why the dataset
+    could not be read (None: it could)."""
     import yaml
 
     from distill.data.base import build_source_index
@@ -152,5 +153,30 @@ def describe_run(cfg: ExperimentConfig) -> tuple[str, str | None]:
         lines.append(f"# dataset: not readable here ({exc}); row estimates unknown\n")
     else:
         problem = None
+    lines.append(f"# training: {describe_training(cfg, address)}\n")
     lines.append("# stage plan (est_rows = train clips × crops per clip, before any confidence filter)")
     return "\n".join(lines) + "\n" + describe_plan(cfg, train), problem
+
+
+RUNNERS = {"local": "in the driver's process (Ray Train's local mode)",
+           "actor": "in one actor per worker on the driver's node (Ray Train's local mode; several join one "
+                    "process group)",
+           "workers": "in a Ray Train worker group"}
+
+
+def describe_training(cfg: ExperimentConfig, address: str | None = None) -> str:
+    """Where the stages will train (``TrainConfig.resolved_runner``): known now for the one-node
+    Ray a chain starts without an address, and for a Ray Client; else once the chain sees the
+    cluster's nodes."""
+    import os
+
+    train, n = cfg.train, cfg.train.num_workers
+    what = f"{n} {'GPU' if train.use_gpu else 'CPU'} worker{'s' if n > 1 else ''} of {train.cpus_per_worker:g} CPU"
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")  # as init_ray picks it
+    client = bool(address) and address.startswith("ray://")
+    if train.runner == "auto" and address and not client and not train.use_gpu:
+        return (f"{what}: decided when the chain sees the cluster at {address} (train.runner: auto): one node, "
+                f"{RUNNERS[train.resolved_runner(one_node=True)]}; several, {RUNNERS['workers']}")
+    runner = train.resolved_runner(one_node=True, client=client)
+    sweep = " (in a pld sweep's trial, in one actor)" if runner == "local" and train.runner == "auto" else ""
+    return f"{what}: {RUNNERS[runner]}{sweep} (train.runner: {train.runner})"

@@ -66,6 +66,18 @@ def test_dry_run_prints_the_resolved_config_and_plan_and_starts_nothing(tmp_path
     assert est_rows(lines["teacher"]) == str(84)
     assert " ".join(lines["student_750ms"]).endswith("hard T=1 clip weight 0") and lines["teacher"][-1] == "-"
     assert not (tmp_path / "pld-runs").exists() and not (tmp_path / "mlflow.db").exists()
+    # where the stages will train: a local Ray is one node; a cluster's nodes are seen when the chain starts
+    assert "# training: 1 CPU worker of 1 CPU: in the driver's process (Ray Train's local mode)" in out
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for options, where in (
+            (["train.num_workers=2"], "2 CPU workers of 1 CPU: in one actor per worker on the driver's node"),
+            (["train.use_gpu=true"], "1 GPU worker of 1 CPU: in a Ray Train worker group (train.runner: auto)"),
+            (["ray.address=10.0.0.1:6379"], "1 CPU worker of 1 CPU: decided when the chain sees the cluster at 10.0.0.1"),
+            (["ray.address=ray://10.0.0.1:10001"], "1 CPU worker of 1 CPU: in a Ray Train worker group")):
+        assert main(["run", str(cfg), "--dry-run", *[a for o in options for a in ("--set", o)]]) == 0
+        assert f"# training: {where}" in capsys.readouterr().out, options
+    assert main(["run", str(cfg), "--dry-run", "--address", "10.0.0.2:6379"]) == 0  # --address, as init_ray takes it
+    assert "decided when the chain sees the cluster at 10.0.0.2:6379" in capsys.readouterr().out
     # sliding crops: every 100 ms, a 750 ms crop has 4 positions in 1 s (0, 100, 200 and 250, flush with the end)
     assert main(["run", str(cfg), "--dry-run", "--set", "chain.crop_placement=sliding"]) == 0
     out = capsys.readouterr().out

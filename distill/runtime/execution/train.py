@@ -204,23 +204,16 @@ def prune_local_checkpoints(checkpoint_dir: str, keep: str) -> None:
 
 
 def stage_runner(train: TrainConfig) -> str:
-    """Where a stage trains (``train.runner``). auto, on a one-node cluster without GPUs: one worker
-    trains in the driver (``local``), where a worker would run on this same machine anyway, or,
-    when the driver is itself an actor, in one actor of its own (``actor``); several workers in
-    as many actors (``actor``). Anything else in a Ray Train worker group (``workers``)."""
+    """Where a stage trains (``train.runner``, ``TrainConfig.resolved_runner``'s rule applied to
+    this cluster and driver)."""
     if train.runner != "auto":
         return train.runner
     from ray.util.client import ray as client
 
     from distill.runtime.infra.session import alive_nodes
 
-    # a Ray Client driver (ray://) is not on the cluster: its stages train there
-    if train.use_gpu or client.is_connected() or len(alive_nodes()) != 1:
-        return "workers"
-    if train.num_workers > 1:  # several processes on this node: actors, without a worker group's helpers
-        return "actor"
-    # a Tune trial (pld sweep) is an actor, where Ray Train's local mode refuses ray.train's API
-    return "actor" if inside_an_actor() else "local"
+    return train.resolved_runner(one_node=len(alive_nodes()) == 1, client=client.is_connected(),
+                                 in_actor=inside_an_actor())
 
 
 def inside_an_actor() -> bool:
