@@ -40,7 +40,7 @@ from ray.util.queue import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from distill.config import TrainConfig, load_config  # noqa: E402
-from distill.runtime.execution.train import _InAnActor, save_local_checkpoint  # noqa: E402
+from distill.runtime.execution.train import _InAnActor, dataset_shard, save_local_checkpoint  # noqa: E402
 from distill.runtime.infra.session import init_ray  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
@@ -55,8 +55,7 @@ def idle_loop(config: dict) -> dict:
 
     started = time.time()
     ctx = ray.train.get_context()
-    shard = config["shard"] if config.get("shard") is not None else ray.train.get_dataset_shard("train")
-    for _ in shard.iter_torch_batches(batch_size=64):
+    for _ in dataset_shard(config).iter_torch_batches(batch_size=64):
         break
     if ctx.get_world_size() > 1:
         import torch.distributed as dist

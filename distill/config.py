@@ -4,6 +4,7 @@ starts, naming the field. Defaults run on a laptop."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,6 +276,10 @@ class RayConfig(_Strict):
     autoscaling: bool = Field(False, description="The cluster can still add nodes (Ray autoscaler, KubeRay): a training "
                               "worker that no current node can hold is let through the pre-flight check, and the "
                               "stage waits for it at most train.resource_wait_s.")
+
+    def resolved_address(self, override: str | None = None) -> str | None:
+        """The cluster a chain joins: --address, else ``address``, else $RAY_ADDRESS; None: a local Ray."""
+        return override or self.address or os.environ.get("RAY_ADDRESS")
 
 
 class ExperimentConfig(_Strict):

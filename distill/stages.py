@@ -168,11 +168,9 @@ def describe_training(cfg: ExperimentConfig, address: str | None = None) -> str:
     """Where the stages will train (``TrainConfig.resolved_runner``): known now for the one-node
     Ray a chain starts without an address, and for a Ray Client; else once the chain sees the
     cluster's nodes."""
-    import os
-
     train, n = cfg.train, cfg.train.num_workers
     what = f"{n} {'GPU' if train.use_gpu else 'CPU'} worker{'s' if n > 1 else ''} of {train.cpus_per_worker:g} CPU"
-    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")  # as init_ray picks it
+    address = cfg.ray.resolved_address(address)  # as init_ray picks it
     client = bool(address) and address.startswith("ray://")
     if train.runner == "auto" and address and not client and not train.use_gpu:
         return (f"{what}: decided when the chain sees the cluster at {address} (train.runner: auto): one node, "

@@ -71,8 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         load_fit_state(fit, state)
     resumed_at = fit.start_epoch if state else None  # visible in progress reports: a restart did not start over
 
-    # runner actor with several workers: the driver split the dataset (local mode takes no dataset then)
-    shard = config["shard"] if config.get("shard") is not None else ray.train.get_dataset_shard("train")
+    shard = dataset_shard(config)
     # The validation split is small and fixed: each worker scores its every world-th clip.
     val_waves, val_labels = config["validation"]
     validation = Validation((val_waves[rank::world], val_labels[rank::world]), input_samples=stage.input_samples,
@@ -102,6 +101,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         if _stop_requested(config):  # runner local: the driver could not take this epoch's report
             break
     return fit.history
+
+
+def dataset_shard(config: dict[str, Any]):
+    """This worker's shard of the stage's dataset: Ray Train's, or, in one of several actors (runner
+    actor), the one the driver cut for it (local mode with several processes takes no dataset)."""
+    return config["shard"] if config.get("shard") is not None else ray.train.get_dataset_shard("train")
 
 
 def _augmentation(config: dict[str, Any], spec: ModelSpec, train: TrainConfig, device):

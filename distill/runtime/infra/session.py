@@ -155,7 +155,7 @@ def init_ray(cfg: ExperimentConfig, address: str | None = None, verbose: bool = 
     if ray.is_initialized():  # inside a Tune trial or a test: the process's own Data settings still apply
         configure_data(progress_bars=verbose)
         return
-    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    address = cfg.ray.resolved_address(address)
     # Worker output (Ray's and libraries' chatter) stays in Ray's log files unless --verbose;
     # stage progress reaches the driver through a queue (see train.py), errors through exceptions.
     kwargs = dict(logging_level=logging.INFO if verbose else logging.WARNING, log_to_driver=verbose)
